@@ -1,0 +1,59 @@
+"""The ``lls`` console command.
+
+Each package contributes its subcommands through a module that defines
+``register(subparsers)``; the module must be cheap to import (no torch at import
+time) so that ``lls --help`` stays instant. Handlers receive the parsed
+``argparse.Namespace`` and return an exit code.
+
+Errors the user can fix (bad input files, bad options) are raised as
+:class:`lls_cli.runs.UserError` and reported as a single line on stderr with
+exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from lls_cli.runs import UserError
+
+#: Modules that register subcommands, in the order they appear in ``lls --help``.
+COMMAND_MODULES: tuple[str, ...] = (
+    "simulations.cli",
+    "lls_theory.proof.cli",
+    "empirical.commands.data",
+    "empirical.commands.training",
+    "empirical.commands.lowrank",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lls",
+        description="Logit-Linear Selection toolkit: theory checks, simulator, real-LLM pipeline.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0 if args.command is None else 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"lls {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"lls {args.command}: interrupted (re-run the same command to resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from lls_cli import main
+
+sys.exit(main())
