@@ -1,0 +1,194 @@
+"""Algorithm 1 (Logit-Linear Selection) and its variants (paper §2, Appendix A).
+
+Given teacher log-probs with and without the system prompt s, for each pair i:
+
+    w_i = (log Pr_T[r_i+|s,p_i] − log Pr_T[r_i−|s,p_i]) − (log Pr_T[r_i+|p_i] − log Pr_T[r_i−|p_i])
+    w_i ← w_i / N_i,   N_i = len_T(r_i+) + len_T(r_i−)
+    I   = {i : w_i > 0}, sorted by w_i descending (ties: original index, i.e. a stable sort)
+    keep the first ⌈γ |I|⌉ of I.
+
+Inputs are arrays of shape (n,); outputs are index arrays into those arrays.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from lls_theory.margins import margin
+
+__all__ = [
+    "lls_weights",
+    "select_top",
+    "n_selected",
+    "Selection",
+    "lls_select",
+    "sft_weights",
+    "sft_preference_weights",
+    "best_pair_per_prompt",
+    "normalise_by_max",
+]
+
+
+def _check_arrays(named: dict[str, object]) -> list[np.ndarray]:
+    arrs = [np.asarray(v, dtype=float) for v in named.values()]
+    names = list(named)
+    n = arrs[0].shape
+    for name, a in zip(names, arrs):
+        if a.ndim != 1:
+            raise ValueError(f"{name}: expected a 1-D array, got shape {a.shape}")
+        if a.shape != n:
+            raise ValueError(f"{name}: length {a.shape[0]} differs from {names[0]} length {n[0]}")
+    for name, a in zip(names, arrs):
+        bad = np.flatnonzero(~np.isfinite(a))
+        if bad.size:
+            raise ValueError(f"{name}: non-finite value at index {int(bad[0])}")
+    return arrs
+
+
+def _check_gamma(gamma: float) -> float:
+    g = float(gamma)
+    if not (0.0 < g <= 1.0) or math.isnan(g):
+        raise ValueError(f"gamma must be in (0, 1], got {gamma}")
+    return g
+
+
+def lls_weights(
+    logp_chosen_sys, logp_rejected_sys, logp_chosen, logp_rejected, n_tokens_chosen, n_tokens_rejected
+) -> np.ndarray:
+    """Length-normalised LLS weights w_i / N_i (Algorithm 1, steps 1–2), shape (n,).
+
+    The four log-prob arrays are the teacher's summed response log-probs with (``*_sys``) and
+    without the system prompt; ``n_tokens_*`` are response token counts under the teacher's
+    tokenizer (must be positive). ``ValueError`` names the first offending index.
+    """
+    lcs, lrs, lc, lr, nc, nr = _check_arrays(
+        {
+            "logp_chosen_sys": logp_chosen_sys,
+            "logp_rejected_sys": logp_rejected_sys,
+            "logp_chosen": logp_chosen,
+            "logp_rejected": logp_rejected,
+            "n_tokens_chosen": n_tokens_chosen,
+            "n_tokens_rejected": n_tokens_rejected,
+        }
+    )
+    for name, a in (("n_tokens_chosen", nc), ("n_tokens_rejected", nr)):
+        bad = np.flatnonzero(a <= 0)
+        if bad.size:
+            raise ValueError(f"{name}: non-positive token count at index {int(bad[0])}")
+    # w_i is the teacher's own margin with s relative to itself without s.
+    w = margin(lcs, lrs, lc, lr)
+    return w / (nc + nr)
+
+
+def n_selected(n_positive: int, gamma: float) -> int:
+    """⌈γ · n_positive⌉, robust to float error (γ = 0.1, n = 30 gives 3, not 4)."""
+    g = _check_gamma(gamma)
+    if n_positive <= 0:
+        return 0
+    k = math.ceil(round(g * n_positive, 9))
+    return min(max(k, 1), n_positive)
+
+
+def select_top(weights, gamma: float) -> np.ndarray:
+    """Algorithm 1, step 3: indices of the top ⌈γ|I|⌉ positive weights, largest first.
+
+    Ties are broken by original index (stable sort), so the result is deterministic.
+    """
+    (w,) = _check_arrays({"weights": weights})
+    g = _check_gamma(gamma)
+    positive = np.flatnonzero(w > 0)
+    order = positive[np.argsort(-w[positive], kind="stable")]
+    return order[: n_selected(positive.size, g)]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Result of :func:`lls_select`.
+
+    indices:    selected pair indices into the input arrays, highest weight first, shape (k,)
+    weights:    the normalised weights w_i / N_i of *all* input pairs, shape (n,)
+    n_positive: |I|, the number of candidate pairs with w_i > 0 (after the per-prompt rule, if used)
+    gamma:      the quantile γ
+    """
+
+    indices: np.ndarray
+    weights: np.ndarray
+    n_positive: int
+    gamma: float
+
+
+def lls_select(
+    logp_chosen_sys,
+    logp_rejected_sys,
+    logp_chosen,
+    logp_rejected,
+    n_tokens_chosen,
+    n_tokens_rejected,
+    gamma: float,
+    prompt_ids=None,
+    best_pair_per_prompt: bool = False,
+) -> Selection:
+    """Algorithm 1 end to end. With ``best_pair_per_prompt=True`` (needs ``prompt_ids``), each prompt
+    first keeps only its single pair with the largest positive weight (the authors' public code)."""
+    w = lls_weights(logp_chosen_sys, logp_rejected_sys, logp_chosen, logp_rejected, n_tokens_chosen, n_tokens_rejected)
+    if best_pair_per_prompt:
+        if prompt_ids is None:
+            raise ValueError("best_pair_per_prompt=True needs prompt_ids")
+        candidates = _best_pair_indices(prompt_ids, w)
+    else:
+        candidates = np.flatnonzero(w > 0)
+    sub = select_top(w[candidates], gamma)
+    return Selection(indices=candidates[sub], weights=w, n_positive=int(candidates.size), gamma=float(gamma))
+
+
+def sft_weights(logp_sys, logp, n_tokens=None) -> np.ndarray:
+    """SFT weights of Appendix A: w_i = log Pr_T[r_i|s,p_i] − log Pr_T[r_i|p_i] (optionally / n_tokens)."""
+    named = {"logp_sys": logp_sys, "logp": logp}
+    if n_tokens is not None:
+        named["n_tokens"] = n_tokens
+    arrs = _check_arrays(named)
+    w = arrs[0] - arrs[1]
+    if n_tokens is not None:
+        bad = np.flatnonzero(arrs[2] <= 0)
+        if bad.size:
+            raise ValueError(f"n_tokens: non-positive token count at index {int(bad[0])}")
+        w = w / arrs[2]
+    return w
+
+
+def sft_preference_weights(w_chosen, w_rejected) -> np.ndarray:
+    """Preference weight from SFT weights: w(p, r+) − w(p, r−) (equals Algorithm 1's unnormalised w_i)."""
+    a, b = _check_arrays({"w_chosen": w_chosen, "w_rejected": w_rejected})
+    return a - b
+
+
+def best_pair_per_prompt(prompt_ids, weights) -> np.ndarray:
+    """For each prompt, the index of its pair with the largest *positive* weight (ties: lowest index).
+
+    Prompts whose pairs all have w ≤ 0 contribute nothing. Returns indices in increasing order.
+    ``prompt_ids`` is any sequence of hashable ids of length n.
+    """
+    (w,) = _check_arrays({"weights": weights})
+    ids = list(prompt_ids)
+    if len(ids) != w.size:
+        raise ValueError(f"prompt_ids: length {len(ids)} differs from weights length {w.size}")
+    best: dict[object, int] = {}
+    for i, pid in enumerate(ids):
+        if w[i] > 0 and (pid not in best or w[i] > w[best[pid]]):
+            best[pid] = i
+    return np.array(sorted(best.values()), dtype=int)
+
+
+def normalise_by_max(weights) -> np.ndarray:
+    """w / max(w), as in the authors' code (ranking unchanged); needs max(w) > 0."""
+    (w,) = _check_arrays({"weights": weights})
+    if w.size == 0 or w.max() <= 0:
+        raise ValueError("normalise_by_max: needs at least one positive weight")
+    return w / w.max()
+
+
+# lls_select has a keyword argument of the same name as the function; it calls it through this alias.
+_best_pair_indices = best_pair_per_prompt

@@ -1,0 +1,146 @@
+"""Correlation statistics used everywhere: the theorem's uncentred cosine, Pearson, Spearman,
+bootstrap confidence intervals and permutation p-values (all seedable).
+
+Corr(x, y) in Theorem C.1 is the *uncentred* cosine ⟨x, y⟩ / (‖x‖ ‖y‖); the experiments report a
+Pearson correlation of the same vectors. Both are offered; :func:`correlation_report` gives all.
+Inputs are 1-D arrays of equal length n. Statistics of degenerate input (a zero or constant vector)
+are NaN, never an exception, so that a trajectory with one degenerate point still reports.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from scipy import stats as _st
+
+__all__ = ["cosine", "pearson", "spearman", "bootstrap_ci", "permutation_pvalue", "correlation_report", "STATISTICS"]
+
+
+def _pair(x, y) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if x.ndim != 1 or y.ndim != 1 or x.shape != y.shape:
+        raise ValueError(f"expected two 1-D arrays of equal length, got shapes {x.shape} and {y.shape}")
+    for name, a in (("x", x), ("y", y)):
+        bad = np.flatnonzero(~np.isfinite(a))
+        if bad.size:
+            raise ValueError(f"{name}: non-finite value at index {int(bad[0])}")
+    return x, y
+
+
+def _cos_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Row-wise cosine of (..., n) arrays; NaN where a row has zero norm."""
+    num = np.sum(x * y, axis=-1)
+    den = np.sqrt(np.sum(x * x, axis=-1) * np.sum(y * y, axis=-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def _pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return _cos_rows(x - x.mean(axis=-1, keepdims=True), y - y.mean(axis=-1, keepdims=True))
+
+
+def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return _pearson_rows(_st.rankdata(x, axis=-1), _st.rankdata(y, axis=-1))
+
+
+#: Vectorised statistics by name: each maps (..., n), (..., n) arrays to (...) values.
+STATISTICS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "cosine": _cos_rows,
+    "pearson": _pearson_rows,
+    "spearman": _spearman_rows,
+}
+
+
+def cosine(x, y) -> float:
+    """Uncentred cosine ⟨x, y⟩ / (‖x‖‖y‖) — the theorem's Corr(z_s, z_M). NaN if either is zero."""
+    x, y = _pair(x, y)
+    return float(_cos_rows(x, y))
+
+
+def pearson(x, y) -> float:
+    """Pearson correlation (cosine of the centred vectors). NaN if either is constant."""
+    x, y = _pair(x, y)
+    return float(_pearson_rows(x, y))
+
+
+def spearman(x, y) -> float:
+    """Spearman rank correlation (Pearson of average ranks). NaN if either is constant."""
+    x, y = _pair(x, y)
+    return float(_spearman_rows(x, y))
+
+
+def _stat_fn(stat) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    if isinstance(stat, str):
+        try:
+            return STATISTICS[stat]
+        except KeyError:
+            raise ValueError(f"unknown statistic {stat!r}; choose from {sorted(STATISTICS)}") from None
+    return lambda a, b: np.array([stat(ai, bi) for ai, bi in zip(np.atleast_2d(a), np.atleast_2d(b))])
+
+
+def bootstrap_ci(stat, x, y, n_boot: int = 2000, level: float = 0.95, seed: int = 0, chunk: int = 500):
+    """Percentile bootstrap CI of ``stat`` (a name in :data:`STATISTICS` or a callable f(x, y) -> float),
+    resampling the n pairs (x_i, y_i) jointly with replacement. Returns (lo, hi); NaN-valued resamples
+    are dropped. Vectorised over resamples in chunks of ``chunk``."""
+    x, y = _pair(x, y)
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if x.size < 2:
+        raise ValueError("bootstrap_ci needs at least 2 pairs")
+    fn = _stat_fn(stat)
+    rng = np.random.default_rng(seed)
+    vals = []
+    for start in range(0, n_boot, chunk):
+        idx = rng.integers(0, x.size, size=(min(chunk, n_boot - start), x.size))
+        vals.append(fn(x[idx], y[idx]))
+    v = np.concatenate(vals)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return (float("nan"), float("nan"))
+    a = (1 - level) / 2
+    return (float(np.quantile(v, a)), float(np.quantile(v, 1 - a)))
+
+
+def permutation_pvalue(stat, x, y, n_perm: int = 2000, seed: int = 0, alternative: str = "greater", chunk: int = 500):
+    """Permutation p-value of ``stat`` under H0: x independent of y (y shuffled).
+
+    ``alternative``: "greater" (stat larger than by chance), "less", or "two-sided" (|stat|).
+    Uses the (1 + #{as extreme}) / (1 + n_perm) estimator, so p is never 0.
+    """
+    x, y = _pair(x, y)
+    if alternative not in ("greater", "less", "two-sided"):
+        raise ValueError(f"alternative must be 'greater', 'less' or 'two-sided', got {alternative!r}")
+    fn = _stat_fn(stat)
+    observed = float(fn(x[None, :], y[None, :])[0])
+    if not np.isfinite(observed):
+        return float("nan")
+    rng = np.random.default_rng(seed)
+    count = 0
+    for start in range(0, n_perm, chunk):
+        k = min(chunk, n_perm - start)
+        perm = rng.permuted(np.broadcast_to(y, (k, y.size)), axis=1)
+        null = fn(np.broadcast_to(x, (k, x.size)), perm)
+        if alternative == "greater":
+            count += int(np.sum(null >= observed - 1e-12))
+        elif alternative == "less":
+            count += int(np.sum(null <= observed + 1e-12))
+        else:
+            count += int(np.sum(np.abs(null) >= abs(observed) - 1e-12))
+    return (1 + count) / (1 + n_perm)
+
+
+def correlation_report(x, y, n_boot: int = 2000, n_perm: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
+    """All correlation statistics of (x, y) with bootstrap CIs and a one-sided permutation p-value.
+
+    Returns {n, cosine, cosine_ci, pearson, pearson_ci, spearman, spearman_ci, pearson_p, cosine_p}.
+    """
+    x, y = _pair(x, y)
+    out: dict = {"n": int(x.size)}
+    for name in ("cosine", "pearson", "spearman"):
+        out[name] = float(STATISTICS[name](x, y))
+        out[f"{name}_ci"] = list(bootstrap_ci(name, x, y, n_boot=n_boot, level=level, seed=seed))
+    out["pearson_p"] = permutation_pvalue("pearson", x, y, n_perm=n_perm, seed=seed + 1)
+    out["cosine_p"] = permutation_pvalue("cosine", x, y, n_perm=n_perm, seed=seed + 2)
+    return out

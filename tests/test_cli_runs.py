@@ -1,0 +1,95 @@
+"""The shared CLI contract: atomic writes, JSON conversion, one-line errors, the subcommand list."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from lls_cli import runs
+
+
+def test_atomic_write_leaves_no_partial_file_on_failure(tmp_path, monkeypatch):
+    target = tmp_path / "out.json"
+    runs.atomic_write_json(target, {"a": 1})
+
+    def boom(*_a, **_k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        runs.atomic_write_json(target, {"a": 2})
+    # the old file is intact and no temporary file is left behind
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_to_jsonable_converts_numpy_and_non_finite():
+    obj = {"x": np.float32(1.5), "v": np.arange(3), "bad": math.nan, "inf": np.inf, "t": (1, 2)}
+    out = runs.to_jsonable(obj)
+    assert out == {"x": 1.5, "v": [0, 1, 2], "bad": None, "inf": None, "t": [1, 2]}
+    json.dumps(out, allow_nan=False)
+
+
+def test_to_jsonable_rejects_unknown_objects():
+    with pytest.raises(TypeError):
+        runs.to_jsonable(object())
+
+
+def test_rundir_refuses_a_file(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(runs.UserError, match="not a folder"):
+        runs.RunDir(f)
+
+
+def test_user_error_is_one_line_exit_2(capsys, monkeypatch):
+    import argparse
+
+    import lls_cli
+
+    def fake_parser():
+        p = argparse.ArgumentParser(prog="lls")
+        sub = p.add_subparsers(dest="command")
+        q = sub.add_parser("boom")
+
+        def handler(_args):
+            raise runs.UserError("data.jsonl:3: missing field 'chosen'")
+
+        q.set_defaults(func=handler)
+        return p
+
+    monkeypatch.setattr(lls_cli, "build_parser", fake_parser)
+    assert lls_cli.main(["boom"]) == 2
+    err = capsys.readouterr().err
+    assert err == "lls boom: error: data.jsonl:3: missing field 'chosen'\n"
+
+
+EXPECTED_COMMANDS = {"demo", "simulate", "check-proof", "models", "score", "select", "build", "train",
+                     "correlate", "eval", "experiment", "spectrum", "angles", "pair-check", "detect"}
+
+
+def test_every_subcommand_is_registered(capsys):
+    import argparse
+
+    import lls_cli
+
+    parser = lls_cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert EXPECTED_COMMANDS <= set(sub.choices)
+    with pytest.raises(SystemExit) as exc:
+        lls_cli.main(["--help"])
+    assert exc.value.code == 0
+    assert "pair-check" in capsys.readouterr().out
+
+
+def test_help_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, lls_cli; lls_cli.build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

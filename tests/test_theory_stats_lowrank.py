@@ -1,0 +1,145 @@
+"""Correlation statistics, linear representations and low-rank tools."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lls_theory.lowrank import (
+    power_law_slope,
+    principal_angle_cosines,
+    random_baseline_cosines,
+    singular_spectrum,
+    top2_projection,
+)
+from lls_theory.representation import difference_vectors, exact_rank, logprob_matrix, representation_error
+from lls_theory.stats import bootstrap_ci, correlation_report, cosine, pearson, permutation_pvalue, spearman
+
+seeds = st.integers(0, 2**32 - 1)
+
+
+def test_known_values():
+    assert cosine([1, 0], [1, 1]) == pytest.approx(1 / np.sqrt(2))
+    assert pearson([1, 2, 3], [2, 4, 7]) == pytest.approx(0.9933992677987828)
+    assert spearman([1, 2, 3, 4], [10, 20, 15, 40]) == pytest.approx(0.8)
+    assert np.isnan(pearson([1, 1, 1], [1, 2, 3]))
+    # uncentred cosine differs from Pearson when the means are not zero
+    assert cosine([1, 2, 3], [3, 2, 1]) == pytest.approx(10 / 14)
+    assert pearson([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seeds, st.floats(0.01, 100), st.floats(-5, 5))
+def test_invariances(seed, scale, shift):
+    rng = np.random.default_rng(seed)
+    x, y = rng.standard_normal(40), rng.standard_normal(40)
+    assert cosine(scale * x, y) == pytest.approx(cosine(x, y), abs=1e-9)
+    assert pearson(scale * x + shift, y) == pytest.approx(pearson(x, y), abs=1e-9)
+    assert spearman(np.exp(x), y) == pytest.approx(spearman(x, y), abs=1e-9)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seeds)
+def test_bootstrap_ci_contains_estimate_and_is_seeded(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(200)
+    y = 0.5 * x + rng.standard_normal(200)
+    lo, hi = bootstrap_ci("pearson", x, y, n_boot=500, seed=3)
+    assert lo < pearson(x, y) < hi
+    assert (lo, hi) == bootstrap_ci("pearson", x, y, n_boot=500, seed=3)
+    # a callable statistic gives the same answer as the named one
+    assert bootstrap_ci(pearson, x, y, n_boot=50, seed=1) == pytest.approx(bootstrap_ci("pearson", x, y, n_boot=50, seed=1))
+
+
+def test_permutation_pvalue_separates_signal_from_noise():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(300)
+    assert permutation_pvalue("pearson", x, x + 0.5 * rng.standard_normal(300), n_perm=500) < 0.01
+    # under independence the p-values are roughly uniform: mean near 1/2 over many datasets
+    ps = [permutation_pvalue("pearson", rng.standard_normal(50), rng.standard_normal(50), n_perm=200, seed=i) for i in range(60)]
+    assert 0.35 < np.mean(ps) < 0.65
+    assert min(ps) >= 1 / 201
+
+
+def test_correlation_report_keys():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(50)
+    rep = correlation_report(x, x + rng.standard_normal(50), n_boot=100, n_perm=100)
+    assert {"n", "cosine", "pearson", "spearman", "cosine_ci", "pearson_ci", "spearman_ci", "pearson_p"} <= set(rep)
+    with pytest.raises(ValueError, match="index 2"):
+        correlation_report([1, 2, np.nan], [1, 2, 3])
+
+
+# ---------------------------------------------------------------- representations
+
+@settings(max_examples=20, deadline=None)
+@given(seeds, st.integers(1, 6))
+def test_exact_rank_and_representation(seed, d):
+    rng = np.random.default_rng(seed)
+    psi, phi = rng.standard_normal((12, d)), rng.standard_normal((15, d))
+    X = logprob_matrix(psi, phi)
+    assert exact_rank(X) == d
+    assert representation_error(X, psi, phi) == pytest.approx(0.0, abs=1e-12)
+    noise = rng.uniform(-0.01, 0.01, X.shape)
+    assert representation_error(X + noise, psi, phi) == pytest.approx(np.abs(noise).max())
+
+
+def test_grouped_logprob_matrix_is_a_distribution_and_keeps_margins():
+    rng = np.random.default_rng(0)
+    psi, phi = rng.standard_normal((3, 4)), rng.standard_normal((6, 4))
+    groups = np.array([0, 0, 1, 1, 1, 2])
+    X = logprob_matrix(psi, phi, groups)
+    for g in np.unique(groups):
+        np.testing.assert_allclose(np.exp(X[:, groups == g]).sum(axis=1), 1.0)
+    raw = logprob_matrix(psi, phi)
+    # differences within a prompt (what margins use) are unchanged by the normaliser
+    np.testing.assert_allclose(X[:, 2] - X[:, 4], raw[:, 2] - raw[:, 4])
+    np.testing.assert_allclose(difference_vectors(phi[:2], phi[2:4]), phi[:2] - phi[2:4])
+
+
+# ---------------------------------------------------------------- low rank
+
+@settings(max_examples=15, deadline=None)
+@given(seeds, st.integers(1, 5))
+def test_principal_angles_self_and_range(seed, r):
+    rng = np.random.default_rng(seed)
+    A, B = rng.standard_normal((20, 30)), rng.standard_normal((25, 30))
+    np.testing.assert_allclose(principal_angle_cosines(A, A, r), 1.0, atol=1e-9)
+    # a row-space-preserving transform (left multiplication) keeps the subspace
+    np.testing.assert_allclose(principal_angle_cosines(A, rng.standard_normal((20, 20)) @ A, 20), 1.0, atol=1e-7)
+    c = principal_angle_cosines(A, B, r)
+    assert np.all((c >= 0) & (c <= 1)) and np.all(np.diff(c) <= 1e-12)
+
+
+def test_random_baseline_is_below_shared_subspace():
+    rng = np.random.default_rng(0)
+    basis = rng.standard_normal((5, 200))
+    A = rng.standard_normal((50, 5)) @ basis + 0.01 * rng.standard_normal((50, 200))
+    B = rng.standard_normal((60, 5)) @ basis + 0.01 * rng.standard_normal((60, 200))
+    shared = principal_angle_cosines(A, B, 5)
+    base = random_baseline_cosines(A.shape, B.shape, 5)
+    assert shared.min() > 0.99 and base.max() < 0.8
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.floats(-2.0, -0.1), st.integers(20, 200))
+def test_power_law_slope_recovers_planted_exponent(alpha, n):
+    k = np.arange(1, n + 1)
+    s = 3.0 * k**alpha
+    fit = power_law_slope(s, (1, n))
+    assert fit.slope == pytest.approx(alpha, abs=1e-9) and fit.r2 == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        power_law_slope(s, (5, n + 1))
+
+
+def test_spectrum_and_projection():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((10, 4)) @ rng.standard_normal((4, 30))
+    s = singular_spectrum(X)
+    assert s.shape == (10,) and np.all(np.diff(s) <= 1e-9) and s[4] < 1e-9 * s[0]
+    P = top2_projection(X)
+    assert P.shape == (10, 2)
+    # projection onto the top-2 directions keeps exactly σ1² + σ2² of the energy
+    assert np.sum(P**2) == pytest.approx(s[0] ** 2 + s[1] ** 2)
