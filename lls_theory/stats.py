@@ -71,6 +71,21 @@ def spearman(x, y) -> float:
     return float(_spearman_rows(x, y))
 
 
+def _resample_ranks(groups: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Average ranks (as scipy.stats.rankdata) of each resample ``values[idx[b]]``, shape (B, n).
+
+    ``groups`` is the dense rank of the original values (0..K−1, equal values share a group). In a
+    resample, group g occurs c_g times and its members all get rank (Σ_{h<g} c_h) + (c_g + 1)/2.
+    O(B·(n + K)) instead of sorting every resample.
+    """
+    B, n = idx.shape
+    K = int(groups.max()) + 1
+    g = groups[idx]  # (B, n)
+    counts = np.bincount((g + K * np.arange(B)[:, None]).ravel(), minlength=B * K).reshape(B, K)
+    avg = np.cumsum(counts, axis=1) - counts + (counts + 1) / 2.0
+    return np.take_along_axis(avg, g, axis=1)
+
+
 def _stat_fn(stat) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     if isinstance(stat, str):
         try:
@@ -90,11 +105,17 @@ def bootstrap_ci(stat, x, y, n_boot: int = 2000, level: float = 0.95, seed: int 
     if x.size < 2:
         raise ValueError("bootstrap_ci needs at least 2 pairs")
     fn = _stat_fn(stat)
+    fast_spearman = isinstance(stat, str) and stat == "spearman"
+    if fast_spearman:
+        gx, gy = np.unique(x, return_inverse=True)[1], np.unique(y, return_inverse=True)[1]
     rng = np.random.default_rng(seed)
     vals = []
     for start in range(0, n_boot, chunk):
         idx = rng.integers(0, x.size, size=(min(chunk, n_boot - start), x.size))
-        vals.append(fn(x[idx], y[idx]))
+        if fast_spearman:
+            vals.append(_pearson_rows(_resample_ranks(gx, idx), _resample_ranks(gy, idx)))
+        else:
+            vals.append(fn(x[idx], y[idx]))
     v = np.concatenate(vals)
     v = v[np.isfinite(v)]
     if v.size == 0:

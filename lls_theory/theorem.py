@@ -97,10 +97,26 @@ def check_hypotheses(C: float, alpha: float, eps: float, beta: float, delta: flo
     )
 
 
-def proxy_loss(v, Phi, beta: float):
-    """L̂_v = −(1/m) Σ_i log σ(β⟨v, φ_i⟩). v: (d,) → float, or (k, d) → (k,). Phi: (m, d)."""
+def _check_v_phi(v, Phi, beta: float) -> tuple[np.ndarray, np.ndarray]:
+    if not beta > 0:
+        raise ValueError(f"beta must be positive, got {beta}")
     P = np.asarray(Phi, dtype=float)
     V = np.asarray(v, dtype=float)
+    if P.ndim != 2 or P.shape[0] == 0 or V.ndim not in (1, 2) or V.shape[-1] != P.shape[1]:
+        raise ValueError(f"need Phi (m, d) with m ≥ 1 and v (d,) or (k, d); got {P.shape} and {V.shape}")
+    for name, a in (("Phi", P), ("v", V)):
+        bad = np.argwhere(~np.isfinite(np.atleast_2d(a)))
+        if bad.size:
+            raise ValueError(f"{name}: non-finite value at row {int(bad[0][0])}")
+    return P, V
+
+
+def proxy_loss(v, Phi, beta: float):
+    """L̂_v = −(1/m) Σ_i log σ(β⟨v, φ_i⟩). v: (d,) → float, or (k, d) → (k,). Phi: (m, d).
+
+    ``ValueError`` on β ≤ 0, mismatched shapes, or a non-finite entry (naming its row of Φ / of v).
+    """
+    P, V = _check_v_phi(v, Phi, beta)
     out = -log_sigmoid(beta * (V @ P.T)).mean(axis=-1)
     return float(out) if np.ndim(out) == 0 else out
 

@@ -32,7 +32,7 @@ the resulting vertex until it is stable. The best one is returned with its witne
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import combinations
 
 import numpy as np
@@ -89,6 +89,8 @@ class WellBehavedBounds:
     witness:      v with wb_ratio(Φ, v) == lower (shape (d,))
     upper_method: which certificate gave ``upper`` ("exact", "sign-sdp", "leverage" or "trivial")
     exact:        True when lower == upper is the exact value (complete vertex enumeration)
+    certificates: every certified upper bound computed, by method ("trivial" = m, "leverage",
+                  "sign-sdp" when m ≤ sdp_max_m, "exact" when enumerated); ``upper`` is the smallest
     """
 
     lower: float
@@ -96,6 +98,7 @@ class WellBehavedBounds:
     witness: np.ndarray
     upper_method: str
     exact: bool
+    certificates: dict = field(default_factory=dict)
 
 
 def _ratio_rows(Y: np.ndarray) -> np.ndarray:
@@ -217,7 +220,12 @@ def well_behaved_bounds(
         # report the exact value as computed from the witness so lower == upper exactly
         lower = upper = float(wb_ratio(P, witness))
     upper = max(upper, lower)  # lower is a realised ratio; round-off cannot make a certificate smaller
-    return WellBehavedBounds(lower=float(lower), upper=float(upper), witness=witness, upper_method=method, exact=exact)
+    if exact:
+        uppers["exact"] = float(upper)
+    return WellBehavedBounds(
+        lower=float(lower), upper=float(upper), witness=witness, upper_method=method, exact=exact,
+        certificates={k: float(v) for k, v in uppers.items()},
+    )
 
 
 def band_constant(z) -> float:

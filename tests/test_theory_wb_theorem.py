@@ -84,6 +84,27 @@ def test_bounds_invariant_under_invertible_map(seed, m, d):
     assert b2.upper == pytest.approx(b1.upper, rel=1e-6)
 
 
+@settings(max_examples=20, deadline=None)
+@given(seeds, st.integers(3, 14), st.integers(1, 4), st.booleans())
+def test_every_certificate_bounds_the_exact_value(seed, m, d, sparse):
+    """Each certified upper bound (leverage, sign-sdp, trivial) is ≥ the exact enumerated C*, and the
+    random-start vertex search never exceeds it (it only reports realised ratios)."""
+    rng = np.random.default_rng(seed)
+    Phi = rng.standard_normal((m, d))
+    if sparse:  # put a near-sparse vector into the span so C* is large and the certificates are tested hard
+        Phi[:, 0] = 0.01 * rng.standard_normal(m)
+        Phi[0, 0] = 1.0
+    b = well_behaved_bounds(Phi)
+    assert b.exact and b.upper_method == "exact"
+    for name in ("trivial", "leverage", "sign-sdp"):
+        assert b.certificates[name] >= b.upper * (1 - 1e-9), name
+    search = well_behaved_bounds(Phi, max_subsets=0, n_starts=8, seed=seed)
+    assert search.exact == (d == 1)  # rank 1 is always enumerated exactly
+    assert 1.0 - 1e-9 <= search.lower <= b.upper * (1 + 1e-9)
+    assert search.upper == pytest.approx(min(search.certificates.values()))
+    assert search.upper >= b.upper * (1 - 1e-9)
+
+
 def test_sparse_direction_in_span_is_detected():
     rng = np.random.default_rng(0)
     Phi = rng.standard_normal((200, 8))
@@ -142,3 +163,15 @@ def test_proxy_loss_batched_and_gradient():
     fd = [(proxy_loss(V[0] + h * e, Phi, 0.5) - proxy_loss(V[0] - h * e, Phi, 0.5)) / (2 * h) for e in np.eye(4)]
     np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-9)
     assert proxy_loss(np.zeros(4), Phi, 0.5) == pytest.approx(math.log(2))
+
+
+def test_proxy_loss_validates_input():
+    Phi = np.ones((4, 2))
+    assert proxy_loss(np.zeros(2), Phi, 1.0) == pytest.approx(math.log(2))
+    with pytest.raises(ValueError, match="beta"):
+        proxy_loss(np.zeros(2), Phi, 0.0)
+    with pytest.raises(ValueError, match="shape|got"):
+        proxy_loss(np.zeros(3), Phi, 1.0)
+    Phi[2, 1] = np.nan
+    with pytest.raises(ValueError, match="row 2"):
+        proxy_loss(np.zeros(2), Phi, 1.0)

@@ -1,0 +1,168 @@
+"""Pre-training transfer check for a teacher/student pair (no fine-tuning needed).
+
+Two measurements, both from log-probability matrices:
+
+1. **Margin-shift agreement.** For held-out preference pairs ``i`` and a system prompt ``s``, the
+   system-prompt margin shift of model ``M`` (reference = the same model without ``s``, paper §1)::
+
+       rho_{M,s}(i) = (log Pr_M[r+|s,p] - log Pr_M[r-|s,p]) - (log Pr_M[r+|p] - log Pr_M[r-|p])
+
+   computed with :func:`lls_theory.margins.margin`. Under log-linearity (notes §3) ``rho_{M,s}(i) ~
+   <psi_M(s) - psi_M(empty), phi_i>``; LLS trains the student along the teacher's ``rho_{T,s}``, and the
+   student can only move toward *its own* ``s``-shift if ``rho_{S,s}`` agrees with ``rho_{T,s}``.
+   Reported: Pearson / Spearman / uncentred cosine with bootstrap CIs (:func:`lls_theory.stats.correlation_report`),
+   and the *selection agreement*: the share of the teacher's Algorithm-1 selection (top ``gamma`` of the
+   positive length-normalised weights, :func:`lls_theory.selection.select_top`) on which the student's own
+   shift is also positive, against the share over all pairs. With several system prompts, also the
+   Pearson correlation of the *prompt-specific* parts (each shift minus the mean shift over the prompts:
+   does the student separate owl from dog the way the teacher does?).
+
+2. **Subspace overlap.** Cosines of the principal angles between the two models' top-``r`` row
+   subspaces of X (:func:`lls_theory.lowrank.principal_angle_cosines`) against the random-Gaussian baseline
+   (:func:`lls_theory.lowrank.random_baseline_cosines`); ``overlap = (mean cos - mean baseline) /
+   (1 - mean baseline)`` (0 = no better than random, 1 = identical subspaces).
+
+Verdict thresholds (heuristic, stated in the output): on the Pearson correlation of the margin shifts,
+>= 0.5 "strong", >= 0.2 "moderate", >= 0.05 "weak", else "none"; a CI that contains 0 caps the verdict at
+"none". They are calibrated loosely on the paper's Table 1, where post-training teacher/student margin
+correlations of ~0.5 went with 29.9% trait transfer and ~0.1 with 3.2%.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["MarginShifts", "PairCheck", "margin_shifts", "pair_check", "subspace_overlap", "verdict",
+           "margin_projection"]
+
+THRESHOLDS = ((0.5, "strong"), (0.2, "moderate"), (0.05, "weak"))
+
+
+@dataclass
+class MarginShifts:
+    """``rho`` (K, n): margin shift of each of K system prompts on n pairs; ``weights`` (K, n): w_i/N_i."""
+
+    rho: np.ndarray
+    weights: np.ndarray
+    n_tokens: np.ndarray  # (n, 2) scored tokens of (chosen, rejected) under this model
+
+
+def margin_shifts(X: np.ndarray, n_tokens: np.ndarray) -> MarginShifts:
+    """Margin shifts from a pair matrix.
+
+    ``X`` (1 + K, 2n): row 0 = no system prompt, rows 1..K = system prompts; columns alternate
+    (chosen_0, rejected_0, chosen_1, ...) as built by :func:`empirical.logprob_matrix.pair_columns`.
+    ``n_tokens`` same shape (row 0 used). Returns rho_{M,s} (lls_theory.margins.margin) and Algorithm 1's
+    w_i / N_i (lls_theory.selection.lls_weights).
+    """
+    from lls_theory.margins import margin
+    from lls_theory.selection import lls_weights
+
+    X = np.asarray(X, dtype=float)
+    if X.ndim != 2 or X.shape[0] < 2 or X.shape[1] % 2 or X.shape[1] == 0:
+        raise ValueError(f"expected X of shape (1 + K, 2n) with K >= 1, got {X.shape}")
+    if not np.all(np.isfinite(X)):
+        raise ValueError("X has non-finite entries (unfinished rows?)")
+    c0, r0 = X[0, 0::2], X[0, 1::2]
+    nc, nr = np.asarray(n_tokens)[0, 0::2], np.asarray(n_tokens)[0, 1::2]
+    rho = np.stack([margin(X[k, 0::2], X[k, 1::2], c0, r0) for k in range(1, X.shape[0])])
+    w = np.stack([lls_weights(X[k, 0::2], X[k, 1::2], c0, r0, nc, nr) for k in range(1, X.shape[0])])
+    return MarginShifts(rho, w, np.stack([nc, nr], axis=1))
+
+
+def verdict(pearson: float, ci: tuple[float, float] | None = None) -> str:
+    """Heuristic verdict from the Pearson correlation of margin shifts (see module doc)."""
+    if ci is not None and ci[0] <= 0.0:
+        return "none"
+    for thr, name in THRESHOLDS:
+        if pearson >= thr:
+            return name
+    return "none"
+
+
+def subspace_overlap(XA: np.ndarray, XB: np.ndarray, r: int, seed: int = 0, center: bool = False) -> dict:
+    """Principal-angle cosines of the top-``r`` row subspaces of ``XA`` and ``XB`` vs the random baseline.
+
+    ``center``: subtract each column's mean over rows first (removes the system-prompt-independent part).
+    """
+    from lls_theory.lowrank import principal_angle_cosines, random_baseline_cosines
+
+    XA, XB = np.asarray(XA, float), np.asarray(XB, float)
+    if XA.shape[1] != XB.shape[1]:
+        raise ValueError(f"matrices need the same columns: {XA.shape} vs {XB.shape}")
+    if center:
+        XA, XB = XA - XA.mean(0), XB - XB.mean(0)
+    cos = np.asarray(principal_angle_cosines(XA, XB, r))
+    base = np.asarray(random_baseline_cosines(XA.shape, XB.shape, r, seed=seed, n_draws=20))
+    mc, mb = float(cos.mean()), float(base.mean())
+    return {"r": r, "center": center, "cosines": cos, "baseline": base, "mean_cos": mc, "mean_baseline": mb,
+            "overlap": (mc - mb) / (1 - mb) if mb < 1 else float("nan")}
+
+
+@dataclass
+class PairCheck:
+    """Per system prompt: correlation report of (rho_T, rho_S), selection agreement and verdict."""
+
+    rows: list[dict] = field(default_factory=list)
+    subspace: dict | None = None
+
+
+def pair_check(teacher: MarginShifts, student: MarginShifts, names: Sequence[str], *, gamma: float = 0.25,
+               n_boot: int = 2000, seed: int = 0) -> PairCheck:
+    """Compare teacher and student margin shifts for each system prompt (same pairs, same order)."""
+    from lls_theory.stats import correlation_report
+
+    if teacher.rho.shape != student.rho.shape:
+        raise ValueError(f"teacher and student shifts differ in shape: {teacher.rho.shape} vs {student.rho.shape}")
+    if len(names) != teacher.rho.shape[0]:
+        raise ValueError(f"{len(names)} names for {teacher.rho.shape[0]} system prompts")
+    if not 0 < gamma < 1:
+        raise ValueError(f"gamma must be in (0, 1), got {gamma}")
+    out = PairCheck()
+    K = len(names)
+    # prompt-specific part: each shift minus the mean shift over the K prompts (needs K >= 2)
+    spec_t = teacher.rho - teacher.rho.mean(axis=0) if K >= 2 else None
+    spec_s = student.rho - student.rho.mean(axis=0) if K >= 2 else None
+    for k, name in enumerate(names):
+        rt, rs = teacher.rho[k], student.rho[k]
+        rep = correlation_report(rt, rs, n_boot=n_boot, n_perm=n_boot, seed=seed)
+        sel = np.asarray(_select_indices(teacher.weights[k], gamma), dtype=int)
+        agree_sel = float(np.mean(rs[sel] > 0)) if sel.size else float("nan")
+        row = {
+            "system_prompt": name,
+            "n_pairs": int(rt.size),
+            **{k2: rep[k2] for k2 in rep},
+            "n_selected": int(sel.size),
+            "student_positive_on_selected": agree_sel,
+            "student_positive_overall": float(np.mean(rs > 0)),
+            "student_mean_rho_selected": float(rs[sel].mean()) if sel.size else float("nan"),
+            "student_mean_rho_overall": float(rs.mean()),
+        }
+        if spec_t is not None:
+            from lls_theory.stats import bootstrap_ci, pearson
+
+            row["pearson_specific"] = float(pearson(spec_t[k], spec_s[k]))
+            row["pearson_specific_ci"] = list(bootstrap_ci("pearson", spec_t[k], spec_s[k], n_boot=n_boot, seed=seed))
+        ci = rep.get("pearson_ci")
+        row["verdict"] = verdict(float(rep["pearson"]), None if ci is None else (float(ci[0]), float(ci[1])))
+        out.rows.append(row)
+    return out
+
+
+def _select_indices(weights: np.ndarray, gamma: float) -> np.ndarray:
+    from lls_theory.selection import select_top
+
+    return np.asarray(select_top(np.asarray(weights, float), gamma), dtype=int)
+
+
+def margin_projection(vectors: np.ndarray) -> np.ndarray:
+    """Paper's Fig. 19 view: (k, n) margin vectors -> (k, 2) coordinates on their top-2 singular vectors."""
+    from lls_theory.lowrank import top2_projection
+
+    V = np.asarray(vectors, float)
+    if V.ndim != 2 or V.shape[0] < 2:
+        raise ValueError(f"need at least two margin vectors as a (k, n) array, got shape {V.shape}")
+    return np.asarray(top2_projection(V))

@@ -1,0 +1,239 @@
+"""Chat rendering and tokenization: the exact token sequences that are scored (and later DPO-trained).
+
+Conventions (they follow TRL's conversational DPO preprocessing, so scored tokens = trained tokens):
+
+* A prompt is a list of chat messages ``[{"role": "user"|"assistant"|"system", "content": str}, ...]``
+  (a plain string prompt means one user message). A completion is the assistant's reply text.
+* Rendered prompt = chat template over ``[system (if any)] + prompt messages`` with the generation prompt.
+  Rendered full text = chat template over ``[system] + prompt messages + [assistant reply]``.
+* Templates without a system role (they raise, or drop the system message): the system prompt is
+  prepended to the first user turn as ``system + "\\n\\n" + user content``.
+* Tokenizers without a chat template (Gemma-3-270M base here) use :data:`PLAIN_TEMPLATE_DOC`::
+
+      [system]\\n\\n                      (only when a system prompt is given)
+      User: {content}\\n\\n               (user turns)
+      Assistant: {content}{eos}\\n\\n     (assistant turns in the prompt history)
+      Assistant:                         (generation prompt)
+      full text = prompt + " " + reply + eos
+
+  Text is tokenized with the tokenizer's special tokens (``add_special_tokens=True``: Gemma adds
+  ``<bos>``), exactly as TRL tokenizes string-form data; chat-template text is tokenized with
+  ``add_special_tokens=False`` (the template writes its own special tokens), as
+  ``apply_chat_template(tokenize=True)`` does.
+* Token split (TRL ``DPOTrainer`` rule): ``L`` = the common-prefix length of the tokenized prompt and
+  each tokenized full text (minimum over the completions of one prompt); the scored completion tokens are
+  ``full_ids[L:]`` (they include the template's end-of-turn tokens), the shared context is
+  ``prompt_ids[:L]``. When the prompt tokens are a prefix of every full text, ``L = len(prompt_ids)``.
+  ``n_tokens`` = number of scored tokens.
+* Truncation to ``T`` tokens (:func:`truncate_response`): tokenize the reply alone (no special tokens),
+  keep the first ``T`` tokens, decode. Applied before rendering; the truncated text is what is scored.
+
+Note on SmolLM2: its template inserts a default system prompt ("You are a helpful AI assistant named
+SmolLM, trained by Hugging Face") when the conversation has no system message. "No system prompt"
+therefore means that default rendering, which is also what DPO training without a system prompt sees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+__all__ = [
+    "PLAIN_TEMPLATE_DOC",
+    "Encoded",
+    "as_messages",
+    "encode_group",
+    "encode_text",
+    "has_chat_template",
+    "render_full",
+    "render_prompt",
+    "supports_system_role",
+    "trl_example",
+    "truncate_response",
+    "with_system",
+]
+
+PLAIN_TEMPLATE_DOC = (
+    "[system]\\n\\n + 'User: {content}\\n\\n' per user turn + 'Assistant: {content}{eos}\\n\\n' per "
+    "assistant turn + 'Assistant:'; completion = ' ' + reply + eos"
+)
+
+_ROLES = ("system", "user", "assistant")
+
+
+def as_messages(prompt: Any, where: str = "prompt") -> list[dict[str, str]]:
+    """Validate a prompt: a non-empty string (one user turn) or a list of ``{"role", "content"}`` messages.
+
+    Raises ``ValueError`` naming ``where`` on empty/non-string content or unknown roles.
+    """
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise ValueError(f"{where}: empty prompt")
+        return [{"role": "user", "content": prompt}]
+    if not isinstance(prompt, (list, tuple)) or not prompt:
+        raise ValueError(f"{where}: prompt must be a non-empty string or a non-empty list of messages")
+    out = []
+    for k, msg in enumerate(prompt):
+        if not isinstance(msg, dict) or "role" not in msg or "content" not in msg:
+            raise ValueError(f"{where}: message {k} must be an object with 'role' and 'content'")
+        role, content = msg["role"], msg["content"]
+        if role not in _ROLES:
+            raise ValueError(f"{where}: message {k} has unknown role {role!r}")
+        if not isinstance(content, str) or not content.strip():
+            raise ValueError(f"{where}: message {k} has empty or non-string content")
+        out.append({"role": role, "content": content})
+    if out[-1]["role"] != "user":
+        raise ValueError(f"{where}: the last prompt message must be a user turn, got {out[-1]['role']!r}")
+    return out
+
+
+def has_chat_template(tok: Any) -> bool:
+    return bool(getattr(tok, "chat_template", None))
+
+
+_SYSTEM_PROBE = "lls-system-probe-7f3a"
+
+
+def supports_system_role(tok: Any) -> bool:
+    """Whether the chat template renders a system message (it neither raises nor drops it)."""
+    if not has_chat_template(tok):
+        return True  # the plain template has a system slot
+    cached = getattr(tok, "_lls_supports_system", None)
+    if cached is not None and cached[0] == tok.chat_template:
+        return cached[1]
+    try:
+        text = tok.apply_chat_template(
+            [{"role": "system", "content": _SYSTEM_PROBE}, {"role": "user", "content": "hi"}],
+            tokenize=False, add_generation_prompt=True,
+        )
+        ok = _SYSTEM_PROBE in text and text.index(_SYSTEM_PROBE) < text.index("hi")
+    except Exception:  # templates raise TemplateError("System role not supported")
+        ok = False
+    try:
+        tok._lls_supports_system = (tok.chat_template, ok)
+    except AttributeError:
+        pass
+    return ok
+
+
+def with_system(tok: Any, messages: list[dict[str, str]], system_prompt: str | None) -> list[dict[str, str]]:
+    """``[system] + messages`` or, without a system role, the system prompt merged into the first user turn."""
+    if system_prompt is None:
+        return list(messages)
+    if not isinstance(system_prompt, str) or not system_prompt.strip():
+        raise ValueError("system prompt must be a non-empty string (use None for no system prompt)")
+    if messages and messages[0]["role"] == "system":
+        raise ValueError("prompt already has a system message; pass system_prompt=None")
+    if supports_system_role(tok):
+        return [{"role": "system", "content": system_prompt}] + list(messages)
+    out = [dict(m) for m in messages]
+    for m in out:
+        if m["role"] == "user":
+            m["content"] = system_prompt + "\n\n" + m["content"]
+            break
+    return out
+
+
+def _plain(tok: Any, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
+    eos = tok.eos_token or ""
+    parts = []
+    for m in messages:
+        if m["role"] == "system":
+            parts.append(m["content"] + "\n\n")
+        elif m["role"] == "user":
+            parts.append("User: " + m["content"] + "\n\n")
+        else:
+            parts.append("Assistant: " + m["content"] + eos + "\n\n")
+    if add_generation_prompt:
+        parts.append("Assistant:")
+    return "".join(parts)
+
+
+def render_prompt(tok: Any, messages: list[dict[str, str]], system_prompt: str | None = None) -> str:
+    """Rendered prompt text: template over ``[system?] + messages`` with the generation prompt."""
+    msgs = with_system(tok, messages, system_prompt)
+    if not has_chat_template(tok):
+        return _plain(tok, msgs, add_generation_prompt=True)
+    return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+
+
+def render_full(tok: Any, messages: list[dict[str, str]], reply: str, system_prompt: str | None = None) -> str:
+    """Rendered text of the conversation including the assistant ``reply`` (no generation prompt)."""
+    msgs = with_system(tok, messages, system_prompt)
+    if not has_chat_template(tok):
+        return _plain(tok, msgs, add_generation_prompt=True) + " " + reply + (tok.eos_token or "")
+    return tok.apply_chat_template(msgs + [{"role": "assistant", "content": reply}], tokenize=False)
+
+
+def encode_text(tok: Any, text: str) -> list[int]:
+    """Token ids of rendered text (special tokens added only for the plain template; see module doc)."""
+    return list(tok(text, add_special_tokens=not has_chat_template(tok))["input_ids"])
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One prompt and its completions as token ids.
+
+    ``context``: shared prefix tokens (length L >= 1); ``completions[j]``: scored tokens of completion j
+    (non-empty); ``prompt_is_prefix``: whether L equals the length of the tokenized prompt alone.
+    """
+
+    context: tuple[int, ...]
+    completions: tuple[tuple[int, ...], ...]
+    prompt_is_prefix: bool
+
+
+def encode_group(
+    tok: Any, messages: list[dict[str, str]], replies: Sequence[str], system_prompt: str | None = None
+) -> Encoded:
+    """Tokenize one prompt with its replies under the TRL split rule (see module doc)."""
+    prompt_ids = encode_text(tok, render_prompt(tok, messages, system_prompt))
+    fulls = [encode_text(tok, render_full(tok, messages, r, system_prompt)) for r in replies]
+    L = min(_common_prefix(prompt_ids, f) for f in fulls)
+    if L == 0:
+        raise ValueError("rendered prompt and completion share no leading token")
+    comps = tuple(tuple(f[L:]) for f in fulls)
+    for j, c in enumerate(comps):
+        if not c:
+            raise ValueError(f"completion {j} adds no token to the rendered prompt")
+    return Encoded(tuple(prompt_ids[:L]), comps, L == len(prompt_ids))
+
+
+def truncate_response(tok: Any, text: str, max_tokens: int | None) -> str:
+    """First ``max_tokens`` tokens of ``text`` (tokenized alone, no special tokens), decoded; unchanged if shorter."""
+    if max_tokens is None:
+        return text
+    if max_tokens < 1:
+        raise ValueError(f"truncation length must be >= 1, got {max_tokens}")
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    if len(ids) <= max_tokens:
+        return text
+    return tok.decode(ids[:max_tokens], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def trl_example(
+    tok: Any, messages: list[dict[str, str]], chosen: str, rejected: str, system_prompt: str | None = None
+) -> dict[str, Any]:
+    """A TRL DPO record that TRL tokenizes into the same tokens this module scores.
+
+    Chat-template tokenizers: conversational form (``prompt`` = messages with the system prompt applied
+    as in :func:`with_system`, ``chosen``/``rejected`` = one assistant message each). Plain-template
+    tokenizers: string form (``prompt`` = rendered prompt, ``chosen``/``rejected`` = " " + reply + eos).
+    """
+    if has_chat_template(tok):
+        return {
+            "prompt": with_system(tok, messages, system_prompt),
+            "chosen": [{"role": "assistant", "content": chosen}],
+            "rejected": [{"role": "assistant", "content": rejected}],
+        }
+    prompt = render_prompt(tok, messages, system_prompt)
+    eos = tok.eos_token or ""
+    return {"prompt": prompt, "chosen": " " + chosen + eos, "rejected": " " + rejected + eos}

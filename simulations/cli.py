@@ -1,0 +1,35 @@
+"""`lls demo` and `lls simulate`: the synthetic log-linear simulator's commands (cheap to import)."""
+
+from __future__ import annotations
+
+from lls_cli.runs import UserError, add_output_args
+
+__all__ = ["register"]
+
+
+def register(sub) -> None:
+    p = sub.add_parser("demo", help="default simulator suite: same/cross teacher, controls, theorem check",
+                       description="Run the default LLS simulation suite (<60 s) and check Theorem C.1.")
+    add_output_args(p, default_out="lls-demo")
+    p.add_argument("--trials", type=int, default=4, help="seeds per setting (default 4)")
+    p.set_defaults(func=_run_demo)
+    q = sub.add_parser("simulate", help="resumable parameter sweep from a TOML config",
+                       description="Sweep simulator parameters from a TOML config (resumable).")
+    q.add_argument("--config", required=True, help="sweep config (TOML)")
+    add_output_args(q, default_out="lls-sim")
+    q.set_defaults(func=_run_simulate)
+
+
+def _run_demo(args) -> int:
+    from .sweep import run_demo
+
+    if args.trials < 1:
+        raise UserError(f"--trials must be ≥ 1, got {args.trials}")
+    return run_demo(args.out, seed=args.seed, n_trials=args.trials, as_json=args.json)
+
+
+def _run_simulate(args) -> int:
+    from .sweep import load_sweep_config, run_sweep
+
+    spec = load_sweep_config(args.config)
+    return run_sweep(spec, args.out, seed=args.seed, as_json=args.json)

