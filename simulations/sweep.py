@@ -16,7 +16,7 @@ import numpy as np
 from lls_cli.runs import RunDir, UserError, dumps, emit_summary, to_jsonable
 from lls_theory.stats import cosine, pearson
 
-from .train import gradient_trajectory, pad_batch
+from .train import gradient_trajectory, pad_batch, train_with_moving_features
 from .trial import TrialConfig, _prepare, find_violations, run_trials
 from .world import WorldConfig
 
@@ -102,6 +102,28 @@ def trajectory(cfg: TrialConfig, seed: int, steps=(0, 1, 3, 10, 30, 100, 300, 10
     return list(steps), sel, held
 
 
+def moving_features(cfg: TrialConfig, seed: int, steps: int = 300, lr: float = 1.0, lr_features: float = 0.1) -> dict:
+    """Robustness mode (b): train v *and* a shared feature map A (φ ↦ (I + A)φ) on the LLS pairs of one
+    world, violating the theorem's fixed-φ assumption; compare with the same GD run with A frozen.
+
+    Held-out margins of the trained model: ρ_M(j) = ⟨(I + A)ᵀ(ψ0 + v) − ψ0, φ_j⟩ (normalisers cancel).
+    Returns held-out Pearson with the teacher margin for both runs and the size ‖A‖_F.
+    """
+    prep = _prepare(cfg, seed)
+    world, idx, h = prep["world"], prep["arms"]["lls"], prep["heldout"]
+    Phi = world.diff_features("student", idx)
+    D_h = world.diff_features("student", h)
+    psi0 = world.psi0
+    out = {"seed": seed, "steps": steps, "lr": lr, "lr_features": lr_features}
+    for name, lrf in (("fixed_phi", 0.0), ("moving_phi", lr_features)):
+        v, A = train_with_moving_features(Phi, psi0, cfg.beta, steps=steps, lr=lr, lr_features=lrf)
+        eff = (np.eye(psi0.size) + A).T @ (psi0 + v) - psi0
+        hm = D_h @ eff
+        out[f"{name}_heldout_pearson"] = pearson(prep["teacher_margin"][h], hm) if np.std(hm) > 0 else 0.0
+        out[f"{name}_A_norm"] = float(np.linalg.norm(A))
+    return out
+
+
 def _figures(run: RunDir, records, summary, traj, d):
     from . import plots
 
@@ -126,6 +148,7 @@ def run_demo(out, seed: int = 0, n_trials: int = 4, as_json: bool = False) -> in
     summary = demo_summary(records, seed)
     traj = trajectory(settings[0][1], seed * 1000)
     summary["trajectory"] = {"steps": traj[0], "corr_selected": traj[1], "heldout_pearson": traj[2]}
+    summary["moving_features"] = moving_features(settings[0][1], seed * 1000)
     summary["seconds"] = round(time.time() - t0, 2)
     run.write_json("summary.json", summary)
     _figures(run, records, summary, traj, settings[0][1].world.d)
@@ -140,6 +163,8 @@ def run_demo(out, seed: int = 0, n_trials: int = 4, as_json: bool = False) -> in
     tm = summary["trait_mass"]
     text += (f"trait-response mass: base {tm['base']:.3f}, system-prompted {tm['prompted']:.3f}, "
              f"LLS student {tm['student']:.3f}, random-control student {tm['random_control_student']:.3f}\n"
+             f"robustness (features also trained, one world): held-out Pearson "
+             f"{summary['moving_features']['moving_phi_heldout_pearson']:.3f} vs {summary['moving_features']['fixed_phi_heldout_pearson']:.3f} with φ fixed\n"
              f"wrote {run.root}/summary.json and figures in {summary['seconds']} s")
     if not as_json:
         for c in summary["counterexamples"]:
