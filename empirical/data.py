@@ -78,6 +78,28 @@ def _open_text(path: Path) -> io.TextIOBase:
     return open(path, encoding="utf-8")
 
 
+def iter_json_objects(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a JSONL file written by this toolkit.
+
+    Raises :class:`DataError` naming ``file:line`` on malformed JSON or a non-object line, and
+    ``file`` when it does not exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: malformed JSON ({exc.msg})") from None
+            if not isinstance(rec, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object")
+            yield lineno, rec
+
+
 def iter_records(source: str | Path, split: str = "train") -> Iterator[tuple[str, int, Any]]:
     """Yield ``(where, index, record)`` from a file or a hub dataset id; malformed JSON raises DataError.
 

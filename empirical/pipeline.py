@@ -37,7 +37,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from empirical.data import DataError, Filters, LoadReport, PrefPair, load_pairs
+from empirical.data import DataError, Filters, LoadReport, PrefPair, iter_json_objects, load_pairs
 
 __all__ = ["ScoreConfig", "ScoreResult", "score_file", "select_file", "read_scores", "SCORE_FIELDS"]
 
@@ -283,26 +283,16 @@ def score_file(cfg: ScoreConfig, *, model_and_tok: tuple[Any, Any] | None = None
 # ------------------------------------------------------------------------------------------- selection
 def read_scores(path: str | Path) -> list[dict[str, Any]]:
     """Read a scores file; raises DataError naming file and line on malformed lines or missing fields."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
     out = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: malformed JSON ({exc.msg})") from None
-            missing = [f for f in SCORE_FIELDS if f not in rec]
-            if missing:
-                raise DataError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}")
-            for f in SCORE_FIELDS[4:]:
-                v = rec[f]
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                    raise DataError(f"{path}:{lineno}: field {f!r} must be a finite number")
-            out.append(rec)
+    for lineno, rec in iter_json_objects(path):
+        missing = [f for f in SCORE_FIELDS if f not in rec]
+        if missing:
+            raise DataError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}")
+        for f in SCORE_FIELDS[4:]:
+            v = rec[f]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise DataError(f"{path}:{lineno}: field {f!r} must be a finite number")
+        out.append(rec)
     if not out:
         raise DataError(f"{path}: no scored pairs")
     return out

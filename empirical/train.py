@@ -39,6 +39,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from empirical.data import iter_json_objects
+
 __all__ = ["TrainConfig", "LORA_TARGETS", "load_pairs_file", "to_trl_records", "train", "list_checkpoints",
            "load_student", "checkpoint_steps"]
 
@@ -91,27 +93,15 @@ class TrainConfig:
 
 def load_pairs_file(path: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
     """Read a TRL-form pair file (``lls select`` output). ``ValueError`` naming file:line on bad lines; on zero pairs."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: no such file")
     out = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: malformed JSON ({exc.msg})") from None
-            if not isinstance(rec, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object")
-            for f in ("prompt", "chosen", "rejected"):
-                if f not in rec:
-                    raise ValueError(f"{path}:{lineno}: missing field {f!r}")
-            rec["_where"] = f"{path}:{lineno}"
-            out.append(rec)
-            if limit is not None and len(out) >= limit:
-                break
+    for lineno, rec in iter_json_objects(path):
+        for f in ("prompt", "chosen", "rejected"):
+            if f not in rec:
+                raise ValueError(f"{path}:{lineno}: missing field {f!r}")
+        rec["_where"] = f"{path}:{lineno}"
+        out.append(rec)
+        if limit is not None and len(out) >= limit:
+            break
     if not out:
         raise ValueError(f"{path}: zero pairs (nothing was selected?)")
     return out
