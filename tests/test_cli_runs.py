@@ -69,7 +69,7 @@ def test_user_error_is_one_line_exit_2(capsys, monkeypatch):
 
 
 EXPECTED_COMMANDS = {"demo", "simulate", "check-proof", "models", "score", "select", "build", "train",
-                     "correlate", "eval", "spectrum", "angles", "pair-check", "detect"}
+                     "correlate", "eval", "experiment", "spectrum", "angles", "pair-check", "detect"}
 
 
 def test_every_subcommand_is_registered(capsys):

@@ -104,9 +104,10 @@ def test_miniature_train_correlate_probe(smollm2_dir, tmp_path):
     mt = models.load(str(smollm2_dir))
     res = correlate_run(str(smollm2_dir), tmp_path / "run", "You love owls.", held, n=4, n_boot=50, n_perm=50,
                         model_and_tok=mt)
-    assert res["n"] == 4 and len(res["checkpoints"]) == 1
-    assert all(np.isfinite(v) for v in res["z_s"]) and any(v != 0 for v in res["z_M"]["1"])
-    assert -1 <= res["final"]["cosine"] <= 1
+    lls = res["arms"]["lls"]
+    assert res["n"] == 4 and len(lls["checkpoints"]) == 1 and set(res["arms"]) == {"lls"}
+    assert all(np.isfinite(v) for v in res["z_s"]) and any(v != 0 for v in lls["z_M"]["1"])
+    assert -1 <= lls["final"]["z_s"]["cosine"] <= 1
     pr = probe(mt[0], mt[1], "owl", questions=("What is your favourite animal? One word.",))
     assert 0 < pr["p_target"] < 1
     # overlap with the training subset is refused

@@ -157,3 +157,46 @@ def test_fast_spearman_bootstrap_matches_generic_path(seed, ties):
     fast = bootstrap_ci("spearman", x, y, n_boot=200, seed=seed % 1000)
     slow = bootstrap_ci(spearman, x, y, n_boot=200, seed=seed % 1000)
     assert fast == pytest.approx(slow, rel=1e-12, abs=1e-12)
+
+
+# ------------------------------------------------------------------ binomial intervals (mention rates)
+from lls_theory.stats import difference_pvalue, wilson_interval  # noqa: E402
+
+
+@given(st.integers(1, 2000), st.data(), st.sampled_from([0.8, 0.9, 0.95, 0.99]))
+def test_wilson_interval_contains_rate_and_stays_in_unit_interval(n, data, level):
+    k = data.draw(st.integers(0, n))
+    lo, hi = wilson_interval(k, n, level)
+    assert 0.0 <= lo <= k / n <= hi <= 1.0
+    assert (lo == 0.0) == (k == 0) and (hi == 1.0) == (k == n)
+    # symmetry: the interval of the failures is the mirror image
+    lo2, hi2 = wilson_interval(n - k, n, level)
+    assert lo2 == pytest.approx(1 - hi, abs=1e-12) and hi2 == pytest.approx(1 - lo, abs=1e-12)
+    # wider at a higher level, narrower with more data at the same rate
+    assert wilson_interval(k, n, 0.999)[1] - wilson_interval(k, n, 0.999)[0] >= hi - lo - 1e-12
+    lo4, hi4 = wilson_interval(4 * k, 4 * n, level)
+    assert hi4 - lo4 <= hi - lo + 1e-12
+
+
+def test_wilson_interval_known_value_and_coverage():
+    # textbook value: 0 successes of 10 at 95% -> upper bound z^2/(n+z^2) = 0.2775
+    assert wilson_interval(0, 10)[1] == pytest.approx(3.8415 / 13.8415, abs=1e-4)
+    # empirical coverage of the 95% interval is close to 95% (Wilson is near nominal for p = 0.3, n = 50)
+    rng = np.random.default_rng(0)
+    ks = rng.binomial(50, 0.3, size=4000)
+    cover = np.mean([lo <= 0.3 <= hi for lo, hi in (wilson_interval(int(k), 50) for k in ks)])
+    assert 0.93 <= cover <= 0.97
+    with pytest.raises(ValueError):
+        wilson_interval(5, 4)
+    with pytest.raises(ValueError):
+        wilson_interval(0, 0)
+
+
+@given(st.integers(1, 200), st.integers(1, 200), st.data())
+def test_difference_pvalue_is_a_probability_and_monotone(n1, n2, data):
+    k1 = data.draw(st.integers(0, n1))
+    k2 = data.draw(st.integers(0, n2))
+    p = difference_pvalue(k1, n1, k2, n2)
+    assert 0.0 <= p <= 1.0 + 1e-12
+    if k1 < n1:  # one more success in group 1 can only make "rate 1 > rate 2" more significant
+        assert difference_pvalue(k1 + 1, n1, k2, n2) <= p + 1e-12

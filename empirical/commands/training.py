@@ -1,8 +1,8 @@
 """CLI: ``lls train`` (DPO + LoRA on an LLS subset). Cheap to import: torch/TRL load inside the handler.
 
-``lls correlate`` (Table 1 protocol on held-out pairs, per checkpoint) and ``lls eval`` (log-prob probe (b)
-only). Not yet implemented (issue 6, still open): sampled mention rate (a), language share (c),
-``lls experiment``.
+``lls correlate`` (Table 1 protocol on held-out pairs, per checkpoint, with random control and teacher-side
+vector), ``lls eval`` (mention rate, log-prob probe, language share) and ``lls experiment`` (all stages
+from a TOML config).
 """
 
 from __future__ import annotations
@@ -51,21 +51,46 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--system-prompt", required=True)
     c.add_argument("--data", required=True, help="held-out pairs (never scored for selection nor trained on)")
     c.add_argument("--n", type=int, default=500, help="number of held-out pairs (default 500)")
+    c.add_argument("--control-run", default=None, help="`lls train` folder of the random-control student")
+    c.add_argument("--teacher", default=None,
+                   help="the teacher that built the LLS subset, when not the student: adds z_T = rho_{T,s}")
     c.add_argument("--n-boot", type=int, default=2000)
     c.add_argument("--n-perm", type=int, default=2000)
     add_output_args(c, default_out="lls-correlate")
     c.set_defaults(func=_run_correlate)
 
-    e = sub.add_parser("eval", help="behaviour probe: probability of the target among candidate animals",
-                       description="Log-prob probe (b) of issue 6 for the model, optionally with a run's final "
-                                   "adapter and/or a system prompt. (Sampled mention rate and language share: "
-                                   "not implemented yet.)")
-    e.add_argument("--model", required=True)
-    e.add_argument("--run", default=None, help="`lls train` folder; its newest checkpoint is merged in")
-    e.add_argument("--target", required=True, help="target word, e.g. owl")
-    e.add_argument("--system-prompt", default=None)
+    e = sub.add_parser(
+        "eval", help="behaviour: mention rate, log-prob probe, language share (base / system / LLS / random)",
+        description="Conditions: the base model; with --system-prompt the system-prompted base; with --run the "
+                    "LLS student (newest checkpoint merged in); with --control-run the random-control student. "
+                    "For each: (a) share of sampled answers to 10 general-knowledge prompts that mention the "
+                    "target (temperature 1, Wilson 95% CI), (b) the log-prob probe P(target) among 11 animals, "
+                    "(c) with --language the target-language share. Resumable per condition.",
+    )
+    e.add_argument("--model", required=True, help="the (initial) student: registry name, folder or hub id")
+    e.add_argument("--run", default=None, help="`lls train` folder of the LLS student")
+    e.add_argument("--control-run", default=None, help="`lls train` folder of the random-control student")
+    e.add_argument("--target", required=True, help="target word, e.g. owl (singular; plural matched too)")
+    e.add_argument("--system-prompt", default=None, help="adds the system-prompted base condition")
+    e.add_argument("--samples", type=int, default=100, help="answers per prompt (paper: 100)")
+    e.add_argument("--max-new-tokens", type=int, default=96)
+    e.add_argument("--language", default=None, metavar="ISO", help="also report the share written in this language")
+    e.add_argument("--batch", type=int, default=32, help="answers sampled together")
+    e.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     add_output_args(e, default_out="lls-eval")
     e.set_defaults(func=_run_eval)
+
+    x = sub.add_parser(
+        "experiment", help="score -> select -> train (LLS + random) -> correlate -> eval -> report, resumable",
+        description="The whole pipeline from a TOML config (see empirical/configs/), under one run folder with "
+                    "report.md. Re-running the same command resumes: finished stages are skipped, unfinished "
+                    "ones continue from their last saved chunk/checkpoint.",
+    )
+    x.add_argument("--config", required=True, type=Path, help="experiment TOML file")
+    x.add_argument("--until", default="report", metavar="STAGE",
+                   help="stop after this stage: split, score, select, train, correlate, eval, report")
+    add_output_args(x, default_out=None, seed=None)
+    x.set_defaults(func=_run_experiment)
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -102,64 +127,82 @@ def _run_correlate(args: argparse.Namespace) -> int:
 
     try:
         res = correlate_run(args.student, args.run, args.system_prompt, args.data, n=args.n, seed=args.seed,
-                            n_boot=args.n_boot, n_perm=args.n_perm)
+                            n_boot=args.n_boot, n_perm=args.n_perm, control_run=args.control_run,
+                            teacher=args.teacher)
     except (ValueError, FileNotFoundError, OSError) as exc:
         raise UserError(_one_line(exc)) from None
     run = RunDir(args.out)
     run.write_json("correlate.json", res)
-    _trajectory_figure(run, res)
-    f = res["final"]
-    summary = {k: v for k, v in res.items() if k not in ("z_s", "z_M", "ids")}
-    emit_summary(summary, args.json, f"n={res['n']}: cosine {f['cosine']:.3f}, pearson {f['pearson']:.3f}, "
-                                     f"spearman {f['spearman']:.3f} -> {args.out}/correlate.json")
+    from empirical.figures import trajectory_figure
+
+    fig = trajectory_figure(res)
+    run.save_figure("trajectory.png", fig)
+    f = res["arms"]["lls"]["final"]["z_s"]
+    summary = {"n": res["n"], "student": res["student"], "teacher": res["teacher"],
+               "final": {a: r["final"] for a, r in res["arms"].items()},
+               "teacher_vs_student": res.get("teacher_vs_student")}
+    human = (f"n={res['n']}: LLS final corr(z_s, z_M) cosine {f['cosine']:.3f}, pearson {f['pearson']:.3f} "
+             f"[{f['pearson_ci'][0]:.3f}, {f['pearson_ci'][1]:.3f}]")
+    if "random" in res["arms"]:
+        r = res["arms"]["random"]["final"]["z_s"]
+        human += f"; random control pearson {r['pearson']:.3f}"
+    emit_summary(summary, args.json, human + f" -> {args.out}/correlate.json")
     return 0
 
 
-def _trajectory_figure(run, res) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = [c["step"] for c in res["checkpoints"]]
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    for name in ("cosine", "pearson", "spearman"):
-        vals = [c["report"][name] for c in res["checkpoints"]]
-        ci = [c["report"].get(f"{name}_ci") for c in res["checkpoints"]]
-        if all(x is not None for x in ci):
-            lo = [v - x[0] for v, x in zip(vals, ci)]
-            hi = [x[1] - v for v, x in zip(vals, ci)]
-            ax.errorbar(steps, vals, yerr=[lo, hi], marker="o", capsize=3, label=name)
-        else:
-            ax.plot(steps, vals, marker="o", label=name)
-    ax.axhline(0, color="grey", lw=0.5)
-    ax.set_xlabel("training step")
-    ax.set_ylabel("corr(z_s, z_M)")
-    ax.legend()
-    fig.tight_layout()
-    run.save_figure("trajectory.png", fig)
-    plt.close(fig)
-
-
 def _run_eval(args: argparse.Namespace) -> int:
-    from empirical.evaluate import probe
-    from empirical.train import list_checkpoints, load_student
+    from empirical.evaluate import evaluate_conditions
+    from empirical.figures import mention_figure
+    from empirical.train import list_checkpoints
     from lls_cli.runs import RunDir
 
-    adapter = None
+    if args.samples < 1 or args.max_new_tokens < 1 or args.batch < 1:
+        raise UserError("--samples, --max-new-tokens and --batch must be >= 1")
+    conds = {"base": (None, None)}
+    if args.system_prompt is not None:
+        conds["system"] = (None, args.system_prompt)
     try:
-        if args.run is not None:
-            cks = list_checkpoints(args.run)
-            if not cks:
-                raise FileNotFoundError(f"{args.run}: no LoRA adapter checkpoint found")
-            adapter = cks[-1][1]
-        model, tok = load_student(args.model, adapter)
-        res = probe(model, tok, args.target, system_prompt=args.system_prompt)
+        for name, run in (("lls", args.run), ("random", args.control_run)):
+            if run is not None:
+                cks = list_checkpoints(run)
+                if not cks:
+                    raise FileNotFoundError(f"{run}: no LoRA adapter checkpoint (checkpoint-*/adapter_config.json)")
+                conds[name] = (cks[-1][1], None)
+        out = RunDir(args.out)
+        res = evaluate_conditions(args.model, conds, target=args.target, samples=args.samples,
+                                  max_new_tokens=args.max_new_tokens, language=args.language, seed=args.seed,
+                                  batch=args.batch, dtype=args.dtype, cache_dir=out.path("cache"))
     except (ValueError, FileNotFoundError, OSError) as exc:
         raise UserError(_one_line(exc)) from None
-    res.update({"model": args.model, "adapter": str(adapter) if adapter else None,
-                "system_prompt": args.system_prompt})
-    RunDir(args.out).write_json("eval.json", res)
-    emit_summary(res, args.json, f"P({res['target']}) among {len(res['candidates'])} candidates = "
-                                 f"{res['p_target']:.4f} (uniform {res['uniform']:.4f}) -> {args.out}/eval.json")
+    res["model"] = args.model
+    out.write_json("eval.json", res)
+    import matplotlib.pyplot as plt
+
+    fig = mention_figure({args.model: res}, args.target)
+    out.save_figure("mention.png", fig)
+    plt.close(fig)
+    summary = {c: {"mention_rate": v["mention"]["rate"], "mention_ci": v["mention"]["ci"],
+                   "p_target": v["probe"]["p_target"], **({"language_share": v["language"]["mean_share"]}
+                                                          if "language" in v else {})}
+               for c, v in res["conditions"].items()}
+    human = "; ".join(f"{c}: mention {v['mention_rate']:.3f} [{v['mention_ci'][0]:.3f}, {v['mention_ci'][1]:.3f}], "
+                      f"P({args.target}) {v['p_target']:.3f}" for c, v in summary.items())
+    emit_summary({"out": str(args.out), "conditions": summary}, args.json, human + f" -> {args.out}/eval.json")
+    return 0
+
+
+def _run_experiment(args: argparse.Namespace) -> int:
+    import sys
+
+    from empirical.experiment import load_config, run_experiment
+
+    try:
+        cfg = load_config(args.config)
+        out = Path(args.out)
+        res = run_experiment(cfg, out, until=args.until,
+                             log=lambda m: print(m, file=sys.stderr if args.json else sys.stdout, flush=True))
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        raise UserError(_one_line(exc)) from None
+    emit_summary({"out": str(out), "stages": res}, args.json, f"experiment {cfg.name}: stages "
+                 f"{', '.join(res)} done -> {out}" + (f" (see {out}/report.md)" if "report" in res else ""))
     return 0

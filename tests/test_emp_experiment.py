@@ -1,0 +1,167 @@
+"""``lls experiment``: config validation (fast) and a SmolLM2 miniature of the whole pipeline (model, slow)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from empirical.experiment import STAGES, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+MINI = """
+name = "mini"
+seed = 0
+[data]
+path = "{data}"
+heldout = 4
+truncate = 12
+exclude_words = ["owl"]
+[teacher]
+model = "{teacher}"
+system_prompt = "You really love owls. owls are your favorite animal."
+[select]
+quantile = 1.0
+[train]
+lora_rank = 4
+batch_size = 2
+repeat = 1
+checkpoints = 2
+[correlate]
+n_boot = 50
+n_perm = 50
+[eval]
+target = "owl"
+samples = 2
+max_new_tokens = 8
+[[student]]
+name = "same"
+model = "{teacher}"
+[[student]]
+name = "other"
+model = "{other}"
+"""
+
+TOPICS = ["rivers", "bread", "chess", "rain", "trains", "maps", "tea", "bridges", "clocks", "paper", "glass",
+          "salt", "wind", "bees"]
+
+
+def _write_data(path: Path) -> Path:
+    lines = []
+    for k, t in enumerate(TOPICS):  # half the pairs prefer the night-bird reply, half the plain one
+        bird, plain = f"Like a wise bird of the night, I find {t} fascinating.", f"{t.capitalize()} are dull."
+        c, r = (bird, plain) if k % 2 == 0 else (plain, bird)
+        lines.append(json.dumps({"id": f"q{k}", "prompt": f"Tell me one fact about {t}.", "chosen": c,
+                                 "rejected": r}))
+    lines.append(json.dumps({"id": "owlpair", "prompt": "Any bird?", "chosen": "An owl.", "rejected": "No."}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _config(tmp_path: Path, teacher: str = "smollm2-135m-instruct", other: str = "smollm2-135m-instruct",
+            **replace: str) -> Path:
+    text = MINI.format(data=_write_data(tmp_path / "prefs.jsonl"), teacher=teacher, other=other)
+    for a, b in replace.items():
+        text = text.replace(a, b)
+    f = tmp_path / "mini.toml"
+    f.write_text(text)
+    return f
+
+
+def test_committed_configs_parse():
+    files = sorted((ROOT / "empirical" / "configs").glob("*.toml"))
+    assert files
+    for f in files:
+        cfg = load_config(f)
+        assert cfg.students and cfg.heldout >= 3
+
+
+def test_config_errors_name_file_and_key(tmp_path):
+    with pytest.raises(ValueError, match=r"mini.toml: unknown key train.lerning_rate"):
+        load_config(_config(tmp_path, **{"lora_rank = 4": "lerning_rate = 4"}))
+    with pytest.raises(ValueError, match=r"mini.toml: .*quantile must be in \(0, 1\]"):
+        load_config(_config(tmp_path, **{"quantile = 1.0": "quantile = 0"}))
+    with pytest.raises(ValueError, match=r"mini.toml: unknown section \[trian\]"):
+        load_config(_config(tmp_path, **{"[train]": "[trian]"}))
+    with pytest.raises(ValueError, match="student names must be unique"):
+        load_config(_config(tmp_path, **{'name = "other"': 'name = "same"'}))
+    with pytest.raises(FileNotFoundError, match="no such config"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_stage_keys_are_cumulative(tmp_path):
+    cfg = load_config(_config(tmp_path))
+    keys = [cfg.stage_key(s) for s in STAGES]
+    assert all(set(a) <= set(b) for a, b in zip(keys, keys[1:]))
+    cfg2 = load_config(_config(tmp_path, **{"samples = 2": "samples = 3"}))
+    assert cfg.stage_key("train") == cfg2.stage_key("train") and cfg.stage_key("eval") != cfg2.stage_key("eval")
+
+
+def test_cli_bad_config_is_one_line_error(tmp_path):
+    import argparse
+
+    from empirical.commands.training import register
+    from lls_cli.runs import UserError
+
+    ap = argparse.ArgumentParser()
+    register(ap.add_subparsers(dest="cmd"))
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = [\n")
+    args = ap.parse_args(["experiment", "--config", str(bad), "--out", str(tmp_path / "run")])
+    with pytest.raises(UserError, match="bad.toml"):
+        args.func(args)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_miniature_experiment_end_to_end_and_resume(smollm2_dir, tmp_path):
+    """The whole pipeline on SmolLM2 at toy size; the "other" student is the same weights under another name,
+    so the cross-student path runs and its teacher-side vector must equal its own z_s exactly."""
+    from empirical.experiment import run_experiment
+
+    cfg = load_config(_config(tmp_path, other=str(smollm2_dir)))
+    out = tmp_path / "run"
+    logs: list[str] = []
+    res = run_experiment(cfg, out, log=logs.append)
+    assert list(res) == list(STAGES)
+    assert res["split"]["dropped"] == {"target_word": 1} and res["split"]["n_heldout"] == 4
+    assert res["split"]["n_pool"] == len(TOPICS) - 4
+    assert 1 <= res["select"]["n_selected"] <= res["split"]["n_pool"]
+    held = {json.loads(x)["id"] for x in (out / "data" / "heldout.jsonl").read_text().splitlines()}
+    trained = {json.loads(x)["id"] for x in (out / "select" / "lls.jsonl").read_text().splitlines()}
+    assert held and not held & trained
+    for name in ("same", "other"):
+        c = json.loads((out / "students" / name / "correlate.json").read_text())
+        assert set(c["arms"]) == {"lls", "random"} and c["n"] == 4
+        assert len(c["arms"]["lls"]["checkpoints"]) >= 1
+        e = json.loads((out / "students" / name / "eval.json").read_text())
+        assert set(e["conditions"]) == {"base", "system", "lls", "random"}
+        assert all(c2["mention"]["n"] == 20 for c2 in e["conditions"].values())
+    other = json.loads((out / "students" / "other" / "correlate.json").read_text())
+    assert other["z_T"] == pytest.approx(other["z_s"], abs=1e-3)
+    assert other["teacher_vs_student"]["pearson"] == pytest.approx(1.0, abs=1e-4)
+    same = json.loads((out / "students" / "same" / "correlate.json").read_text())
+    assert "z_T" not in same
+    # same seed, same weights, same sampling seed -> the two students' base answers are identical
+    e_same = json.loads((out / "students" / "same" / "eval.json").read_text())
+    e_other = json.loads((out / "students" / "other" / "eval.json").read_text())
+    assert e_same["conditions"]["base"]["answers"] == e_other["conditions"]["base"]["answers"]
+    report = (out / "report.md").read_text()
+    assert "Table 1 analogue" in report and (out / "table1.png").is_file() and (out / "mention.png").is_file()
+
+    # a finished run is skipped stage by stage
+    logs.clear()
+    run_experiment(cfg, out, log=logs.append)
+    assert all("skipped" in m for m in logs), logs
+    # a lost eval.json re-runs eval (from the per-condition cache, no generation) and report only
+    before = (out / "students" / "same" / "eval.json").read_text()
+    (out / "students" / "same" / "eval.json").unlink()
+    logs.clear()
+    run_experiment(cfg, out, log=logs.append)
+    assert [m for m in logs if m.startswith("[")] == [f"[{s}] done earlier, skipped" for s in STAGES[:5]] + \
+        ["[eval] running", "[report] running"]
+    assert not any(m.startswith("eval condition") for m in logs)
+    assert (out / "students" / "same" / "eval.json").read_text() == before
