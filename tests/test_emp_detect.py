@@ -1,13 +1,19 @@
-"""Inverse LLS detection: a planted trait ranks first; random subsets give nothing significant (Holm)."""
+"""Inverse LLS detection: a planted trait ranks first; random subsets give nothing significant (Holm).
+
+The candidate-specific statistic (common-factor residual, ``empirical.detect`` module doc) is checked for
+its defining invariance, equivariance under relabelling, a planted specific shift, a shared-factor-only
+selection (nothing specific), an independent re-implementation of its equations, and valid p-values.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
-from empirical.detect import detect_trait, holm
+from empirical.detect import common_factor_residuals, detect_trait, holm
 
 NAMES = [f"trait{k}" for k in range(10)]
 
@@ -17,6 +23,17 @@ def _reference(K=10, N=400, seed=0, shared=0.6):
     rng = np.random.default_rng(seed)
     common = rng.standard_normal(N)
     return shared * common + np.sqrt(1 - shared**2) * rng.standard_normal((K, N))
+
+
+def _loaded(K=10, N=400, seed=0, loadings=(0.7, 1.3), specific=0.2):
+    """One-factor weights w_c = beta_c a + u_c with unequal loadings beta_c (the case a plain contrast misses)."""
+    rng = np.random.default_rng(seed)
+    beta = np.linspace(*loadings, K)
+    return beta[:, None] * rng.standard_normal(N) + specific * rng.standard_normal((K, N))
+
+
+def _by_name(det):
+    return {r["candidate"]: r for r in det.table}
 
 
 def _lls_subset(w, gamma):
@@ -30,21 +47,24 @@ def test_planted_trait_ranks_first_and_is_significant(target):
     R = _reference(seed=target)
     sel = _lls_subset(R[target], 0.1)
     det = detect_trait(R[:, sel], R, NAMES, n_draws=2000, seed=1)
-    assert det.top == NAMES[target]
-    assert NAMES[target] in det.significant
+    assert det.top == NAMES[target] and det.top_raw == NAMES[target]
+    assert NAMES[target] in det.significant and NAMES[target] in det.significant_specific
     assert [r["rank"] for r in det.table] == list(range(1, 11))
-    assert all(det.table[i]["z"] >= det.table[i + 1]["z"] for i in range(9))
+    assert all(det.table[i]["z_specific"] >= det.table[i + 1]["z_specific"] for i in range(9))
 
 
 def test_random_subsets_are_rarely_significant():
     R = _reference(seed=5)
     rng = np.random.default_rng(7)
-    hits = 0
+    hits = hits_specific = 0
     for t in range(40):
         sel = rng.choice(R.shape[1], 30, replace=False)
         det = detect_trait(R[:, sel], R, NAMES, n_draws=1000, seed=t)
         hits += bool(det.significant)
+        hits_specific += any(r["p_specific_holm"] < 0.05 for r in det.table)  # ungated
+        assert det.significant or not det.significant_specific  # the gate
     assert hits <= 6  # family-wise error <= 0.05 per subset (expected <= 2 of 40)
+    assert hits_specific <= 6
 
 
 def test_null_matches_sampling_theory():
@@ -88,3 +108,148 @@ def test_bad_input():
         detect_trait(R[:, :5], R, ["a", "b", "c"], n_draws=10)
     with pytest.raises(ValueError):
         holm([0.5, 1.5])
+
+
+# ------------------------------------------------------------------------ candidate-specific statistic
+
+_SPECIFIC = ("beta", "T_specific", "null_specific_mean", "null_specific_sd", "z_specific", "p_specific_mc",
+             "p_specific_holm")
+
+
+@given(st.integers(0, 10_000), st.lists(st.floats(-3, 3), min_size=6, max_size=6))
+@settings(max_examples=25, deadline=None)
+def test_specific_invariant_to_adding_multiples_of_the_common_factor(seed, lam):
+    """r_c = w_c - beta_c m does not change when any lambda_c m is added to candidate c (a plain contrast
+    w_c - mean_c' w_c' would, for unequal lambda_c); the raw statistic is not asked to be invariant.
+    Precondition: the map keeps a common factor, m -> (1 + mean(lambda)) m with 1 + mean(lambda) != 0."""
+    assume(abs(1 + np.mean(lam)) >= 0.1)
+    K, N = 6, 120
+    R = _loaded(K, N, seed)
+    sel = np.random.default_rng(seed + 1).choice(N, 15, replace=False)
+    m = R.mean(axis=0)
+    R2 = R + np.asarray(lam)[:, None] * m
+    names = NAMES[:K]
+    a = _by_name(detect_trait(R[:, sel], R, names, n_draws=300, seed=seed))
+    b = _by_name(detect_trait(R2[:, sel], R2, names, n_draws=300, seed=seed))
+    for c in names:
+        for key in ("T_specific", "null_specific_mean", "null_specific_sd", "z_specific"):
+            np.testing.assert_allclose(b[c][key], a[c][key], rtol=1e-7, atol=1e-9, err_msg=f"{c} {key}")
+        assert b[c]["p_specific_mc"] == a[c]["p_specific_mc"]
+        assert b[c]["rank"] == a[c]["rank"]
+
+
+@given(st.integers(0, 10_000), st.floats(-5, 5), st.floats(0.1, 10))
+@settings(max_examples=25, deadline=None)
+def test_both_statistics_invariant_to_a_common_affine_map(seed, shift, scale):
+    R = _loaded(5, 80, seed)
+    sel = np.random.default_rng(seed).choice(80, 10, replace=False)
+    names = NAMES[:5]
+    a = _by_name(detect_trait(R[:, sel], R, names, n_draws=300, seed=seed))
+    R2 = scale * R + shift
+    b = _by_name(detect_trait(R2[:, sel], R2, names, n_draws=300, seed=seed))
+    for c in names:
+        np.testing.assert_allclose([b[c]["z"], b[c]["z_specific"], b[c]["beta"]],
+                                   [a[c]["z"], a[c]["z_specific"], a[c]["beta"]], rtol=1e-6, atol=1e-8)
+        assert (b[c]["p_mc"], b[c]["p_specific_mc"]) == (a[c]["p_mc"], a[c]["p_specific_mc"])
+
+
+@given(st.integers(0, 10_000), st.permutations(range(7)))
+@settings(max_examples=25, deadline=None)
+def test_permuting_candidates_permutes_results(seed, perm):
+    K, N = 7, 100
+    R = _loaded(K, N, seed)
+    sel = np.random.default_rng(seed).choice(N, 12, replace=False)
+    names = NAMES[:K]
+    perm = list(perm)
+    a = _by_name(detect_trait(R[:, sel], R, names, n_draws=300, seed=3))
+    b = _by_name(detect_trait(R[perm][:, sel], R[perm], [names[k] for k in perm], n_draws=300, seed=3))
+    for c in names:
+        for key in ("T", "z", "p_mc", "p_holm") + _SPECIFIC:
+            np.testing.assert_allclose(b[c][key], a[c][key], rtol=1e-9, atol=1e-12, err_msg=f"{c} {key}")
+    assert [r["candidate"] for r in sorted(a.values(), key=lambda r: r["rank"])] == \
+        [r["candidate"] for r in sorted(b.values(), key=lambda r: r["rank"])]
+
+
+@given(st.integers(0, 10_000), st.integers(0, 9))
+@settings(max_examples=20, deadline=None)
+def test_planted_specific_shift_ranks_first(seed, target):
+    """A random subset plus a shift of 1.5 specific-sd on one candidate only: that candidate is first by the
+    specific statistic and has Holm p < 0.05 (ungated), even though loadings differ by almost 2x."""
+    R = _loaded(seed=seed)
+    sel = np.random.default_rng(seed).choice(R.shape[1], 40, replace=False)
+    S = R[:, sel].copy()
+    S[target] += 1.5 * 0.2
+    det = detect_trait(S, R, NAMES, n_draws=1000, seed=seed)
+    assert det.top == NAMES[target]
+    assert _by_name(det)[NAMES[target]]["p_specific_holm"] < 0.05
+
+
+def test_shared_factor_selection_is_significant_but_not_specific():
+    """Pairs selected on the common factor m alone ("loves some animal", no animal in particular): the raw
+    test flags every candidate; the specific statistic flags (Holm) at most the nominal error rate, whereas
+    the plain contrast w_c - m would single out the most-loaded candidate (checked, so the test has teeth)."""
+    hits = 0
+    for seed in range(20):
+        R = _loaded(seed=seed)
+        m = R.mean(axis=0)
+        sel = np.argsort(-m)[:40]
+        det = detect_trait(R[:, sel], R, NAMES, n_draws=2000, seed=seed)
+        assert len(det.significant) == 10
+        hits += any(r["p_specific_holm"] < 0.05 for r in det.table)
+        v = R - m  # plain contrast, same null theory as test_null_matches_sampling_theory
+        n, N = sel.size, R.shape[1]
+        z_plain = (v[:, sel].mean(1) - v.mean(1)) / (v.std(1, ddof=1) / np.sqrt(n) * np.sqrt((N - n) / (N - 1)))
+        assert z_plain[-1] > 3
+    assert hits <= 4  # Holm FWER 0.05 per selection: expected <= 1 of 20; P(>= 5) ~ 0.003
+
+
+def test_specific_statistic_matches_its_equations():
+    R = _loaded(K=4, N=60, seed=11)
+    S = R[:, :9] + np.array([[0.3], [0.0], [-0.1], [0.2]])
+    det = detect_trait(S, R, NAMES[:4], n_draws=4000, seed=0)
+    row = _by_name(det)
+    m_R, m_S = R.mean(axis=0), S.mean(axis=0)
+    beta = np.array([np.polyfit(m_R, R[k], 1)[0] for k in range(4)])
+    assert abs(beta.sum() - 4) < 1e-9
+    r_R = R - beta[:, None] * m_R
+    np.testing.assert_allclose([row[c]["beta"] for c in NAMES[:4]], beta, rtol=1e-9)
+    T = (S - beta[:, None] * m_S).mean(axis=1)
+    np.testing.assert_allclose([row[c]["T_specific"] for c in NAMES[:4]], T, rtol=1e-9, atol=1e-12)
+    assert abs(T.sum()) < 1e-9  # residuals are contrasts
+    n, N = 9, 60
+    for k, c in enumerate(NAMES[:4]):
+        sd = r_R[k].std(ddof=1) / np.sqrt(n) * np.sqrt((N - n) / (N - 1))
+        assert abs(row[c]["null_specific_mean"] - r_R[k].mean()) < 5 * sd / np.sqrt(4000)
+        assert abs(row[c]["null_specific_sd"] / sd - 1) < 0.1
+        z = (T[k] - row[c]["null_specific_mean"]) / row[c]["null_specific_sd"]
+        assert row[c]["z_specific"] == pytest.approx(z)
+    b2, rR2, rS2 = common_factor_residuals(R, S)
+    np.testing.assert_allclose(b2, beta, rtol=1e-9)
+    np.testing.assert_allclose(rR2, r_R, atol=1e-12)
+
+
+@given(st.integers(1, 4).flatmap(lambda K: st.integers(2, 12).flatmap(lambda N: st.tuples(
+    hnp.arrays(float, (K, N), elements=st.floats(-10, 10)), st.integers(1, N)))))
+@settings(max_examples=60, deadline=None)
+def test_p_values_and_ranks_are_valid(args):
+    R, n = args
+    K = R.shape[0]
+    det = detect_trait(R[:, -n:], R, NAMES[:K], n_draws=100, seed=0)
+    assert sorted(r["rank"] for r in det.table) == list(range(1, K + 1))
+    assert sorted(r["rank_raw"] for r in det.table) == list(range(1, K + 1))
+    assert [r["rank"] for r in det.table] == list(range(1, K + 1))
+    for r in det.table:
+        keys = [("p_mc", "p_normal", "p_holm")] + ([("p_specific_mc", "p_specific_normal", "p_specific_holm")]
+                                                   if K >= 2 else [])
+        for mc, nrm, hm in keys:
+            assert 0 < r[mc] <= 1 and 0 <= r[nrm] <= 1 and r[mc] <= r[hm] <= 1
+    assert det.significant or not det.significant_specific  # "which one" only after "is there one"
+    assert set(det.significant_specific) <= {r["candidate"] for r in det.table if K > 1 and r["p_specific_holm"] < 0.05}
+    if K == 1:
+        assert det.table[0]["z_specific"] is None and not det.significant_specific
+    else:
+        zs = [r["z_specific"] for r in det.table]
+        assert all(zs[i] >= zs[i + 1] for i in range(K - 1))
+    by_raw = sorted(det.table, key=lambda r: r["rank_raw"])
+    assert all(by_raw[i]["z"] >= by_raw[i + 1]["z"] for i in range(K - 1))
+    assert det.top_raw == by_raw[0]["candidate"]

@@ -528,19 +528,42 @@ def _run_detect(args: Any) -> int:
     proj = margin_projection(ms.rho[:, : len(ref)]) if len(cands) >= 2 else None
     result = {"model": args.model, "data": args.data, "reference": args.reference, "n_suspect": len(suspect),
               "n_reference": len(ref), "n_suspect_outside_reference": len(extra), "n_draws": args.n_draws,
-              "alpha": args.alpha, "correction": "Holm", "table": det.table, "top": det.top,
-              "significant": det.significant, "candidate_projection": proj}
+              "alpha": args.alpha, "correction": "Holm",
+              "statistics": {"raw": "z of the mean w_c/N_i (significant: is a trait planted at all?)",
+                             "specific": "z of the mean common-factor residual w_c - beta_c m, m = mean over the "
+                                         "candidates (rank, top, significant_specific: which one?)"},
+              "table": det.table, "top": det.top, "top_raw": det.top_raw, "significant": det.significant,
+              "significant_specific": det.significant_specific, "candidate_projection": proj}
     run.write_json("detect.json", result)
     _plot_detect(run, det, proj, names)
+    K = len(names)
     lines = [f"detect on {args.data}: {len(suspect)} pairs vs {args.n_draws} random same-size subsets of "
-             f"{len(ref)} reference pairs ({args.model})",
-             f"{'rank':>4s} {'z':>7s} {'p_mc':>8s} {'p_holm':>8s} sig  candidate"]
+             f"{len(ref)} reference pairs ({args.model}); Holm over {K} candidates",
+             f"{'rank':>4s} {'z_spec':>7s} {'p_holm':>8s} {'z_raw':>7s} {'p_holm':>8s} sig  candidate"]
     for r in det.table:
-        lines.append(f"{r['rank']:4d} {r['z']:7.2f} {r['p_mc']:8.4f} {r['p_holm']:8.4f} "
+        zs = "" if r["z_specific"] is None else f"{r['z_specific']:7.2f} {r['p_specific_holm']:8.4f}"
+        lines.append(f"{r['rank']:4d} {zs:>16s} {r['z']:7.2f} {r['p_holm']:8.4f} "
                      f"{'yes' if r['significant'] else ' no'}  {r['candidate'][:70]}")
-    summary = {"top": det.top, "significant": det.significant,
-               "table": [{k: r[k] for k in ("rank", "candidate", "z", "p_mc", "p_holm", "significant")}
-                         for r in det.table], "out": str(run.root)}
+    first = det.table[0]
+    if det.significant:
+        lines.append(f"trait planted (raw test): {len(det.significant)} of {K} candidates significant")
+    else:
+        lines.append("trait planted (raw test): no candidate significant -- no evidence of a planted trait; the "
+                     "ranking below is not meaningful")
+    if first["z_specific"] is None:
+        lines.append(f"first (raw z; one candidate, nothing to contrast): {first['candidate'][:70]}")
+    else:
+        verdict = ("significant against the other candidates" if first["significant_specific"] else
+                   "not claimed: the raw test detected no trait" if first["p_specific_holm"] < args.alpha else
+                   "not significant against the other candidates")
+        lines.append(f"first by the candidate-specific statistic: {first['candidate'][:70]} (z_spec "
+                     f"{first['z_specific']:.2f}, Holm p {first['p_specific_holm']:.4f}, {verdict}); first by raw z: "
+                     f"{det.top_raw[:70]}")
+    summary = {"top": det.top, "top_raw": det.top_raw, "significant": det.significant,
+               "significant_specific": det.significant_specific,
+               "table": [{k: r[k] for k in ("rank", "candidate", "z_specific", "p_specific_mc", "p_specific_holm",
+                                            "significant_specific", "rank_raw", "z", "p_mc", "p_holm",
+                                            "significant")} for r in det.table], "out": str(run.root)}
     emit_summary(summary, args.json, "\n".join(lines))
     return 0
 
@@ -553,13 +576,18 @@ def _plot_detect(run: Any, det: Any, proj: Any, names: list[str]) -> None:
     import numpy as np
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-    t = det.table
+    t = det.table  # ranking order (specific z)
     y = np.arange(len(t))
-    axes[0].barh(y, [r["z"] for r in t], color=["tab:red" if r["significant"] else "tab:gray" for r in t])
+    h = 0.4
+    axes[0].barh(y - h / 2, [r["z"] for r in t], height=h, label="raw: mean w_c/N_i",
+                 color=["tab:red" if r["significant"] else "tab:gray" for r in t])
+    axes[0].barh(y + h / 2, [r["z_specific"] or 0.0 for r in t], height=h, label="specific: common factor removed",
+                 color=["tab:blue" if r["significant_specific"] else "tab:cyan" for r in t])
     axes[0].set_yticks(y, [r["candidate"][:40] for r in t], fontsize=6)
     axes[0].invert_yaxis()
-    axes[0].set_xlabel("z of the mean normalised LLS weight (red: Holm-significant)")
-    axes[0].set_title("inverse LLS: candidate traits")
+    axes[0].set_xlabel("z vs random subsets (dark: Holm-significant)")
+    axes[0].set_title("inverse LLS: candidates, ranked by the specific z")
+    axes[0].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
     if proj is not None:
         proj = np.asarray(proj)
         axes[1].scatter(proj[:, 0], proj[:, 1])
@@ -616,7 +644,9 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_run_pair_check)
 
     p = sub.add_parser("detect", help="inverse LLS: which candidate system-prompt trait does a dataset carry?",
-                       description="For each candidate, the dataset's mean normalised LLS weight against random "
+                       description="For each candidate, the dataset's mean normalised LLS weight (is a trait "
+                                   "planted?) and its candidate-specific part, the residual after removing the "
+                                   "candidates' common factor (which one? ranks by this), each against random "
                                    "same-size subsets of a reference dataset (z, Monte-Carlo p, Holm correction).")
     p.add_argument("--model", required=True)
     p.add_argument("--candidates", required=True, metavar="FILE", help="candidate system prompts")
