@@ -15,7 +15,7 @@ CELLS = [
            "(harmless-base test); students SmolLM2-135M-Instruct (same model as the teacher) and Gemma-3-270M "
            "(another family) are DPO-trained on it and on a same-size random subset. This notebook renders the "
            "committed run in `results/e2e/run` (made by `lls experiment --config empirical/configs/owl-hh.toml "
-           "--out results/e2e/run`; about 1.5 h on 2 CPU cores) and needs no model."),
+           "--out results/e2e/run`; about 1 h 20 min on 2 CPU cores) and needs no model."),
     ("code", "import json\nfrom pathlib import Path\n\nimport numpy as np\nfrom IPython.display import Image, Markdown, display\n\n"
              "from lls_theory.stats import cosine, pearson, spearman\n\n"
              "RUN = Path('..') / 'results' / 'e2e' / 'run'\n"
@@ -43,6 +43,18 @@ CELLS = [
              "            assert abs(pearson(z_s, z_m) - row['pearson']) < 1e-9 and abs(cosine(z_s, z_m) - row['cosine']) < 1e-9\n"
              "            print(f'{student:8s} {arm:7s} n={z_s.size} cosine {cosine(z_s, z_m):+.3f} pearson {pearson(z_s, z_m):+.3f} '\n"
              "                  f'spearman {spearman(z_s, z_m):+.3f}  mean z_M {z_m.mean():+.3f}')"),
+    ("md", "## Does LLS beat the random control?\nThe difference of the final correlations on the same held-out "
+           "pairs, with a paired bootstrap (pairs resampled jointly) — recomputed here from the stored vectors."),
+    ("code", "from lls_theory.stats import paired_difference\n\n"
+             "if summary:\n"
+             "    for student, con in summary['lls_minus_random'].items():\n"
+             "        c = json.loads((RUN / 'students' / student / 'correlate.json').read_text())\n"
+             "        final = {a: np.array(r['z_M'][str(r['checkpoints'][-1]['step'])]) for a, r in c['arms'].items()}\n"
+             "        for ref, stats in con.items():\n"
+             "            d = paired_difference('pearson', np.array(c[ref]), final['lls'], final['random'], n_boot=2000, seed=0)\n"
+             "            assert abs(d['diff'] - stats['pearson']['diff']) < 1e-9\n"
+             "            print(f\"{student:8s} corr({ref}, z_M): LLS - random = {d['diff']:+.3f} \"\n"
+             "                  f\"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}], one-sided p = {d['p']:.4f}\")"),
     ("md", "## Trajectory (Fig. 3 analogue)"),
     ("code", "if summary:\n    for f in sorted(RUN.glob('trajectory-*.png')):\n        print(f.name)\n        display(Image(filename=str(f)))"),
     ("md", "## Behaviour (Fig. 2 analogue)\nShare of sampled answers to 10 general-knowledge prompts that mention the "

@@ -13,7 +13,8 @@ bootstrap CIs, permutation p-value). Log-probs via :func:`empirical.scoring.scor
 Beyond the theorem's pair (z_s, z_M) two more vectors are reported when they exist:
 
 - the random-control run ("arms"): the same protocol for a student trained on a same-size random subset,
-  the baseline any LLS effect must beat;
+  the baseline any LLS effect must beat, and the paired difference LLS - random on the same pairs
+  (:func:`arm_contrast`);
 - the teacher-side vector z_T(i) = rho_{T, s}(i) (the teacher's own system-prompt margin shift) when
   the teacher is not the student. corr(z_T, z_M) is what the paper's Table 1 reports across teachers;
   corr(z_T, z_s) says how alike the two models' system-prompt shifts are before any training (the
@@ -26,8 +27,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["pair_key", "check_disjoint", "checkpoint_margins", "arm_report", "correlate_arms", "correlate_run",
-           "scores_from_file"]
+__all__ = ["pair_key", "check_disjoint", "checkpoint_margins", "arm_report", "arm_contrast", "correlate_arms",
+           "correlate_run", "scores_from_file"]
 
 
 def pair_key(prompt: Any, chosen: Any, rejected: Any) -> str:
@@ -136,7 +137,8 @@ def correlate_arms(model_and_tok: tuple[Any, Any], student_base: Any, student_sy
     ``student_base`` / ``student_sys``: PairScores of the initial student without / with the system prompt
     on ``recs``; ``teacher``: (base, sys) PairScores of the teacher on the same ``recs``, when the teacher
     is another model. Each arm's training subset must be disjoint from ``recs`` (``ValueError``).
-    Returns ``{"n", "z_s", "z_T"?, "teacher_vs_student"?, "arms": {name: arm_report + "z_M"}}``.
+    Returns ``{"n", "z_s", "z_T"?, "teacher_vs_student"?, "arms": {name: arm_report + "z_M"},
+    "lls_minus_random"?}`` (the last when arms "lls" and "random" both exist: :func:`arm_contrast`).
     """
     from empirical.train import load_pairs_file
     from lls_theory.margins import margin
@@ -166,7 +168,27 @@ def correlate_arms(model_and_tok: tuple[Any, Any], student_base: Any, student_sy
         rep["run"] = str(run)
         rep["z_M"] = {str(k): [float(v) for v in z] for k, z in z_m.items()}
         res["arms"][name] = rep
+    if {"lls", "random"} <= set(res["arms"]):
+        res["lls_minus_random"] = arm_contrast(refs, res["arms"], n_boot=n_boot, seed=seed)
     return res
+
+
+def arm_contrast(refs: dict[str, Any], arms: dict[str, Any], n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Does the LLS student beat the random-control student on the same held-out pairs?
+
+    For each reference vector (z_s, z_T) and statistic (cosine, Pearson): the difference of the final
+    checkpoints' correlations, corr(ref, z_M^LLS) - corr(ref, z_M^random), with a paired bootstrap CI and
+    one-sided p-value (:func:`lls_theory.stats.paired_difference`). ``arms``: as in :func:`correlate_arms`.
+    """
+    import numpy as np
+
+    from lls_theory.stats import paired_difference
+
+    final = {a: np.asarray(arms[a]["z_M"][str(arms[a]["checkpoints"][-1]["step"])]) for a in ("lls", "random")}
+    return {ref: {stat: paired_difference(stat, np.asarray(vec), final["lls"], final["random"], n_boot=n_boot,
+                                          seed=seed)
+                  for stat in ("cosine", "pearson")}
+            for ref, vec in refs.items()}
 
 
 def _as_pair(rec: dict[str, Any], k: int) -> Any:

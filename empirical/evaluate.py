@@ -18,7 +18,7 @@ probability of the target *among the candidates*,
     P(target | q) = exp(log pi(target|q)) / sum_k exp(log pi(c_k|q)),
 
 (log pi of the whole reply under the chat template, via :func:`empirical.scoring.score_completions`),
-averaged over questions. Cheap and low-variance; a sampled mention rate (a) is not implemented yet.
+averaged over questions. Cheap and low-variance, where (a) needs many samples to see a rare word.
 """
 
 from __future__ import annotations

@@ -283,12 +283,27 @@ def stage_split(st: _Stages) -> dict[str, Any]:
 
 
 def _score(st: _Stages, model: str, name: str, out: Path, limit: int | None = None) -> dict[str, Any]:
+    """Score ``data/<name>`` into ``out``; a finished file with the same settings and input is kept as is.
+
+    ``score_file`` resumes an interrupted file from its chunks but removes them once the file is complete;
+    ``<out>.key.json`` (its run key, which holds the input file's size and time) lets a later stage re-run
+    (e.g. correlate after a lost marker) reuse a finished file instead of scoring it again.
+    """
     from empirical.pipeline import ScoreConfig, score_file
+    from lls_cli.runs import atomic_write_json
 
     cfg = ScoreConfig(model=model, system_prompt=st.cfg.system_prompt, data=str(st.root / "data" / name),
                       out=out, dtype=st.cfg.dtype, max_batch=16, chunk_size=64, limit=limit)
+    marker = out.with_name(out.name + ".key.json")
+    key = json.loads(json.dumps(cfg.run_key(), default=str))
+    if out.is_file() and marker.is_file():
+        saved = json.loads(marker.read_text())
+        if saved.get("key") == key:
+            return saved["result"]
     res = score_file(cfg, model_and_tok=st.model(model))
-    return {"file": str(out.relative_to(st.root)), "n_scored": res.n_scored, "chunks_resumed": res.chunks_resumed}
+    result = {"file": str(out.relative_to(st.root)), "n_scored": res.n_scored, "chunks_resumed": res.chunks_resumed}
+    atomic_write_json(marker, {"key": key, "result": result})
+    return result
 
 
 def stage_score(st: _Stages) -> dict[str, Any]:
@@ -363,6 +378,7 @@ def stage_correlate(st: _Stages) -> dict[str, Any]:
         out[s.name] = {a: res["arms"][a]["final"] for a in ARMS}
         if teacher is not None:
             out[s.name]["teacher_vs_student"] = res["teacher_vs_student"]
+        out[s.name]["lls_minus_random"] = res["lls_minus_random"]
     return out
 
 

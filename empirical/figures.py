@@ -51,7 +51,7 @@ def table1_figure(rows: list[dict[str, Any]], stat: str = "pearson"):
     ``rows``: ``[{"label", "report"}]`` where ``report`` is a :func:`lls_theory.stats.correlation_report`.
     """
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(rows) + 1.4))
+    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(rows) + 1.8))
     ys = list(range(len(rows)))[::-1]
     for y, r in zip(ys, rows):
         rep = r["report"]
@@ -63,6 +63,7 @@ def table1_figure(rows: list[dict[str, Any]], stat: str = "pearson"):
     ax.axvline(0, color="grey", lw=0.5)
     ax.set_yticks(ys)
     ax.set_yticklabels([r["label"] for r in rows], fontsize=8)
+    ax.set_ylim(-1.6, len(rows) - 0.4)  # an empty band at the bottom for the legend
     ax.set_xlabel(f"{stat} correlation on held-out pairs (95% bootstrap CI)")
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()

@@ -90,6 +90,16 @@ def write_report(root: str | Path, cfg: Any) -> dict[str, Any]:
         rep = r["report"]
         L.append(f"| {r['student']} | {r['arm']} | {r['ref']} | {_fmt(rep, 'cosine')} | {_fmt(rep, 'pearson')} | "
                  f"{_fmt(rep, 'spearman')} | {rep['pearson_p']:.4f} | {_verdict(rep)} |")
+    contrasts = {name: res["lls_minus_random"] for name, res in corr.items() if "lls_minus_random" in res}
+    if contrasts:
+        L += ["", "LLS minus random control on the same held-out pairs (final checkpoints; paired bootstrap 95% CI "
+              "and one-sided bootstrap p-value for 'LLS > random'):", "",
+              "| student | vs | Δ cosine [95% CI] | p | Δ Pearson [95% CI] | p |", "|---|---|---|---|---|---|"]
+        for name, con in contrasts.items():
+            for ref, d in con.items():
+                c, p = d["cosine"], d["pearson"]
+                L.append(f"| {name} | {ref} | {c['diff']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] | {c['p']:.4f} | "
+                         f"{p['diff']:+.3f} [{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}] | {p['p']:.4f} |")
     for name, res in corr.items():
         if "teacher_vs_student" in res:
             t = res["teacher_vs_student"]
@@ -132,6 +142,7 @@ def write_report(root: str | Path, cfg: Any) -> dict[str, Any]:
             s: r["report"][s] for s in ("cosine", "cosine_ci", "pearson", "pearson_ci", "spearman", "spearman_ci",
                                         "pearson_p")} for r in rows],
         "teacher_vs_student": {n: r["teacher_vs_student"] for n, r in corr.items() if "teacher_vs_student" in r},
+        "lls_minus_random": contrasts,
         "behaviour": {n: {c: {"mention_rate": v["mention"]["rate"], "mention_ci": v["mention"]["ci"],
                               "p_target": v["probe"]["p_target"]} for c, v in ev["conditions"].items()}
                       for n, ev in evals.items()},

@@ -7,8 +7,8 @@ bootstrap, permutation), lowrank (spectra, principal angles), proof (machine che
 
 from lls_theory.margins import dpo_loss, dpo_loss_grad, log_sigmoid, margin
 from lls_theory.selection import Selection, lls_select, lls_weights, select_top
-from lls_theory.stats import (bootstrap_ci, correlation_report, cosine, difference_pvalue, pearson,
-                              permutation_pvalue, spearman, wilson_interval)
+from lls_theory.stats import (bootstrap_ci, correlation_report, cosine, difference_pvalue, paired_difference,
+                              pearson, permutation_pvalue, spearman, wilson_interval)
 from lls_theory.theorem import check_hypotheses, guaranteed_correlation, proxy_loss
 from lls_theory.wellbehaved import band_constant, well_behaved_bounds, wb_ratio
 
@@ -16,7 +16,7 @@ __all__ = [
     "margin", "dpo_loss", "dpo_loss_grad", "log_sigmoid",
     "lls_weights", "select_top", "lls_select", "Selection",
     "cosine", "pearson", "spearman", "bootstrap_ci", "permutation_pvalue", "correlation_report",
-    "wilson_interval", "difference_pvalue",
+    "wilson_interval", "difference_pvalue", "paired_difference",
     "check_hypotheses", "guaranteed_correlation", "proxy_loss",
     "well_behaved_bounds", "wb_ratio", "band_constant",
 ]

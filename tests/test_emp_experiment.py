@@ -137,6 +137,9 @@ def test_miniature_experiment_end_to_end_and_resume(smollm2_dir, tmp_path):
         c = json.loads((out / "students" / name / "correlate.json").read_text())
         assert set(c["arms"]) == {"lls", "random"} and c["n"] == 4
         assert len(c["arms"]["lls"]["checkpoints"]) >= 1
+        d = c["lls_minus_random"]["z_s"]["pearson"]
+        lls, rnd = (c["arms"][a]["final"]["z_s"]["pearson"] for a in ("lls", "random"))
+        assert d["diff"] == pytest.approx(lls - rnd, abs=1e-9) and 0 < d["p"] <= 1
         e = json.loads((out / "students" / name / "eval.json").read_text())
         assert set(e["conditions"]) == {"base", "system", "lls", "random"}
         assert all(c2["mention"]["n"] == 20 for c2 in e["conditions"].values())
@@ -165,3 +168,11 @@ def test_miniature_experiment_end_to_end_and_resume(smollm2_dir, tmp_path):
         ["[eval] running", "[report] running"]
     assert not any(m.startswith("eval condition") for m in logs)
     assert (out / "students" / "same" / "eval.json").read_text() == before
+    # a lost correlate marker re-runs correlate from the saved scores: the other student's held-out file is
+    # not scored again (same settings, same input), and the numbers are the same
+    scored = out / "students" / "other" / "heldout-initial.jsonl"
+    mtime, corr_before = scored.stat().st_mtime_ns, (out / "students" / "other" / "correlate.json").read_text()
+    (out / "stages" / "correlate.json").unlink()
+    run_experiment(cfg, out, log=logs.append)
+    assert scored.stat().st_mtime_ns == mtime
+    assert (out / "students" / "other" / "correlate.json").read_text() == corr_before

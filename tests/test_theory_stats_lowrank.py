@@ -200,3 +200,37 @@ def test_difference_pvalue_is_a_probability_and_monotone(n1, n2, data):
     assert 0.0 <= p <= 1.0 + 1e-12
     if k1 < n1:  # one more success in group 1 can only make "rate 1 > rate 2" more significant
         assert difference_pvalue(k1 + 1, n1, k2, n2) <= p + 1e-12
+
+
+# ------------------------------------------------------------------ paired LLS-vs-random contrast
+from lls_theory.stats import STATISTICS, paired_difference  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(5, 60), st.sampled_from(["cosine", "pearson", "spearman"]))
+def test_paired_difference_is_the_difference_and_antisymmetric(seed, n, stat):
+    rng = np.random.default_rng(seed)
+    x, y1, y2 = rng.normal(size=(3, n))
+    a = paired_difference(stat, x, y1, y2, n_boot=200, seed=seed % 1000)
+    b = paired_difference(stat, x, y2, y1, n_boot=200, seed=seed % 1000)
+    fn = STATISTICS[stat]
+    assert a["diff"] == pytest.approx(float(fn(x, y1) - fn(x, y2)), abs=1e-12)
+    assert b["diff"] == pytest.approx(-a["diff"], abs=1e-12)
+    # the same resamples, negated: the interval is mirrored
+    assert b["ci"][0] == pytest.approx(-a["ci"][1], abs=1e-9) and b["ci"][1] == pytest.approx(-a["ci"][0], abs=1e-9)
+    assert 0 < a["p"] <= 1 and a["ci"][0] <= a["ci"][1]
+
+
+def test_paired_difference_identical_arms_and_a_real_difference():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=400)
+    y = x + rng.normal(size=400)
+    tie = paired_difference("pearson", x, y, y.copy(), n_boot=300)
+    assert tie["diff"] == 0 and tie["ci"] == [0.0, 0.0] and tie["p"] == 1.0
+    # y1 tracks x (corr ~0.7), y2 is noise: LLS > random must be detected; swapped, it must not
+    good = paired_difference("pearson", x, y, rng.normal(size=400), n_boot=1000)
+    assert good["diff"] > 0.5 and good["ci"][0] > 0 and good["p"] < 0.01
+    bad = paired_difference("pearson", x, rng.normal(size=400), y, n_boot=1000)
+    assert bad["p"] > 0.99
+    with pytest.raises(ValueError):
+        paired_difference("pearson", x, y, y[:-1])

@@ -140,12 +140,14 @@ def _run_correlate(args: argparse.Namespace) -> int:
     f = res["arms"]["lls"]["final"]["z_s"]
     summary = {"n": res["n"], "student": res["student"], "teacher": res["teacher"],
                "final": {a: r["final"] for a, r in res["arms"].items()},
-               "teacher_vs_student": res.get("teacher_vs_student")}
+               "teacher_vs_student": res.get("teacher_vs_student"), "lls_minus_random": res.get("lls_minus_random")}
     human = (f"n={res['n']}: LLS final corr(z_s, z_M) cosine {f['cosine']:.3f}, pearson {f['pearson']:.3f} "
              f"[{f['pearson_ci'][0]:.3f}, {f['pearson_ci'][1]:.3f}]")
     if "random" in res["arms"]:
         r = res["arms"]["random"]["final"]["z_s"]
-        human += f"; random control pearson {r['pearson']:.3f}"
+        d = res["lls_minus_random"]["z_s"]["pearson"]
+        human += (f"; random control pearson {r['pearson']:.3f}; LLS - random {d['diff']:+.3f} "
+                  f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}], p {d['p']:.4f}")
     emit_summary(summary, args.json, human + f" -> {args.out}/correlate.json")
     return 0
 
