@@ -1,6 +1,6 @@
 """Validation of `lls detect` (and inputs for its CLI demo) from the cached pair matrices.
 
-Pools: the first 64 and 192 HH-RLHF pairs of the committed pair matrices (single-turn, prompt 8-64
+Pools: the first 64 and 256 HH-RLHF pairs of the committed pair matrices (single-turn, prompt 8-64
 tokens, responses >= 8 tokens truncated to 20 SmolLM2 tokens; rows = no system prompt + the paper's 10
 animals; Gemma-3-270M has the 64-pair pool only).
 For each animal a: the LLS subset (Algorithm 1, teacher SmolLM2, gamma) is built from the pool, then
@@ -10,8 +10,9 @@ Both statistics of `detect_trait` are reported: the raw mean-weight z (legacy ke
 mean_target_rank, all_targets_significant, random_any_significant; this was `lls detect`'s ranking before the
 candidate-specific statistic) and the common-factor-residual z that `lls detect` now ranks by (`*_specific`).
 
-Run from the repository root after the matrices are cached:
-    python results/lowrank/make_validation.py
+Run from the repository root after the matrices are cached (``--compute`` computes the teacher's missing
+rows first; a pool whose matrix is missing is otherwise skipped and says so):
+    python results/lowrank/make_validation.py [--compute]
 Writes results/lowrank/detect-validation.json and results/lowrank/subsets/{owl-lls,random}.jsonl.
 """
 
@@ -34,13 +35,20 @@ CACHE = ROOT / "cache"
 DATA = "/work/shared/data/hh-rlhf-harmless-base-test.jsonl.gz"
 TEACHER, OTHER = "smollm2-135m-instruct", "gemma3-270m"
 GAMMA, N_RANDOM, N_DRAWS = 0.25, 20, 20000
+POOLS = (64, 256)  # pool sizes validated; the 256 pool needs `--compute` once (SmolLM2, about 10 min on 2 cores)
 DEMO_POOL = 64  # the pool of the committed CLI demo subsets (detect-owl/, detect-random/: --n-pairs 64)
 
 
-def _weights(spec: str, pool: list, systems: list) -> np.ndarray | None:
+def _weights(spec: str, pool: list, systems: list, compute: bool = False) -> np.ndarray | None:
+    """Length-normalised LLS weights (10, pool) of ``spec`` from the row cache; ``compute`` fills missing rows."""
     res = compute_matrix(None, None, systems, pair_columns(pool), store=CACHE, model_name=spec, only_cached=True)
     if not all(res.cached):
-        return None
+        if not compute:
+            return None
+        from empirical import models
+
+        model, tok = models.load(spec)
+        res = compute_matrix(model, tok, systems, pair_columns(pool), store=CACHE, model_name=spec, progress=True)
     return margin_shifts(res.X, res.n_tokens).weights
 
 
@@ -114,7 +122,13 @@ def _validate(t: np.ndarray, w: np.ndarray, seed0: int) -> tuple[dict, list]:
             sizes)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--compute", action="store_true",
+                    help="compute the teacher's (SmolLM2) missing matrix rows instead of skipping the pool")
+    args = ap.parse_args(argv)
     from transformers import AutoTokenizer
 
     from empirical import models
@@ -129,9 +143,9 @@ def main() -> None:
                                       "significant_specific is gated by the raw test"},
            "selection": "Algorithm 1 (select_top of SmolLM2's w_i/N_i) inside the pool", "runs": {}}
     owl_pool = None
-    for n_pool in (64, 192):
+    for n_pool in POOLS:
         pool = pair_inputs(all_pairs, tok, n_pairs=n_pool, seed=0, truncate=20, prompt_tokens=(8, 64))
-        t = _weights(TEACHER, pool, systems)
+        t = _weights(TEACHER, pool, systems, compute=args.compute)
         if t is None:
             print(f"pool {n_pool}: teacher matrix not cached; skipped")
             out["runs"][f"pool={n_pool}"] = "teacher matrix not cached; skipped"
