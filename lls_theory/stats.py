@@ -109,16 +109,26 @@ def bootstrap_ci(stat, x, y, n_boot: int = 2000, level: float = 0.95, seed: int 
     fast_spearman = isinstance(stat, str) and stat == "spearman"
     if fast_spearman:
         gx, gy = np.unique(x, return_inverse=True)[1], np.unique(y, return_inverse=True)[1]
-    rng = np.random.default_rng(seed)
     vals = []
-    for start in range(0, n_boot, chunk):
-        idx = rng.integers(0, x.size, size=(min(chunk, n_boot - start), x.size))
+    for idx in _resamples(x.size, n_boot, seed, chunk):
         if fast_spearman:
             vals.append(_pearson_rows(_resample_ranks(gx, idx), _resample_ranks(gy, idx)))
         else:
             vals.append(fn(x[idx], y[idx]))
     v = np.concatenate(vals)
     v = v[np.isfinite(v)]
+    return _percentile_interval(v, level)
+
+
+def _resamples(n: int, n_boot: int, seed: int, chunk: int):
+    """Bootstrap index arrays, (<= chunk, n) each and n_boot rows in all, from one seeded generator."""
+    rng = np.random.default_rng(seed)
+    for start in range(0, n_boot, chunk):
+        yield rng.integers(0, n, size=(min(chunk, n_boot - start), n))
+
+
+def _percentile_interval(v: np.ndarray, level: float) -> tuple[float, float]:
+    """Central ``level`` percentile interval of the finite bootstrap values ``v``; NaNs when there are none."""
     if v.size == 0:
         return (float("nan"), float("nan"))
     a = (1 - level) / 2
@@ -219,15 +229,8 @@ def paired_difference(stat, x, y1, y2, n_boot: int = 2000, level: float = 0.95, 
         raise ValueError("paired_difference needs at least 2 items")
     fn = _stat_fn(stat)
     d = float(fn(x[None], y1[None])[0] - fn(x[None], y2[None])[0])
-    rng = np.random.default_rng(seed)
-    vals = []
-    for start in range(0, n_boot, chunk):
-        idx = rng.integers(0, x.size, size=(min(chunk, n_boot - start), x.size))
-        vals.append(fn(x[idx], y1[idx]) - fn(x[idx], y2[idx]))
-    v = np.concatenate(vals)
+    v = np.concatenate([fn(x[idx], y1[idx]) - fn(x[idx], y2[idx]) for idx in _resamples(x.size, n_boot, seed, chunk)])
     v = v[np.isfinite(v)]
     if v.size == 0 or not np.isfinite(d):
         return {"diff": d, "ci": [float("nan"), float("nan")], "p": float("nan")}
-    a = (1 - level) / 2
-    return {"diff": d, "ci": [float(np.quantile(v, a)), float(np.quantile(v, 1 - a))],
-            "p": float((1 + np.sum(v <= 0)) / (1 + v.size))}
+    return {"diff": d, "ci": list(_percentile_interval(v, level)), "p": float((1 + np.sum(v <= 0)) / (1 + v.size))}
