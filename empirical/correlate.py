@@ -71,13 +71,11 @@ def checkpoint_margins(model: Any, tok: Any, recs: list[dict[str, Any]], base: A
     from peft import PeftModel
 
     from empirical import scoring
-    from empirical.train import list_checkpoints
+    from empirical.train import require_checkpoints
     from lls_cli.runs import atomic_write_json
     from lls_theory.margins import margin
 
-    cks = list_checkpoints(run)
-    if not cks:
-        raise FileNotFoundError(f"{run}: no LoRA adapter checkpoint (checkpoint-*/adapter_config.json) found")
+    cks = require_checkpoints(run)
     digest = hashlib.sha256(json.dumps(recs, sort_keys=True).encode()).hexdigest()[:16]
     out: dict[int, Any] = {}
     peft_model = None
@@ -159,10 +157,7 @@ def correlate_arms(model_and_tok: tuple[Any, Any], student_base: Any, student_sy
     res["arms"] = {}
     for name, run in arms.items():
         run = Path(run)
-        run_file = run / "run.json"
-        if not run_file.is_file():
-            raise FileNotFoundError(f"{run}: run.json missing (not an `lls train` run)")
-        check_disjoint(pairs, load_pairs_file(json.loads(run_file.read_text())["data"]))
+        check_disjoint(pairs, load_pairs_file(_training_data(run)))
         z_m = checkpoint_margins(model, tok, recs, student_base, run, cache_dir=cache_dir)
         rep = arm_report(refs, z_m, n_boot=n_boot, n_perm=n_perm, seed=seed)
         rep["run"] = str(run)
@@ -189,6 +184,18 @@ def arm_contrast(refs: dict[str, Any], arms: dict[str, Any], n_boot: int = 2000,
                                           seed=seed)
                   for stat in ("cosine", "pearson")}
             for ref, vec in refs.items()}
+
+
+def _training_data(run: Path) -> str:
+    """The pair file an ``lls train`` run was trained on; ``FileNotFoundError`` unless ``run`` is such a run
+    with at least one adapter checkpoint."""
+    from empirical.train import require_checkpoints
+
+    require_checkpoints(run)
+    run_file = run / "run.json"
+    if not run_file.is_file():
+        raise FileNotFoundError(f"{run}: run.json missing (not an `lls train` run)")
+    return json.loads(run_file.read_text())["data"]
 
 
 def _as_pair(rec: dict[str, Any], k: int) -> Any:
@@ -221,7 +228,6 @@ def correlate_run(student: str, run: str | Path, system_prompt: str, heldout: st
     Raises ``ValueError`` (bad data, overlap) / ``FileNotFoundError`` (no adapter, unknown model).
     """
     from empirical import models, scoring
-    from empirical.train import list_checkpoints
 
     if not system_prompt or not system_prompt.strip():
         raise ValueError("empty system prompt")
@@ -231,10 +237,7 @@ def correlate_run(student: str, run: str | Path, system_prompt: str, heldout: st
     if control_run is not None:
         arms["random"] = Path(control_run)
     for a in arms.values():  # fail before any scoring
-        if not list_checkpoints(a):
-            raise FileNotFoundError(f"{a}: no LoRA adapter checkpoint (checkpoint-*/adapter_config.json) found")
-        if not (a / "run.json").is_file():
-            raise FileNotFoundError(f"{a}: run.json missing (not an `lls train` run)")
+        _training_data(a)
     recs = _load_heldout(heldout, n)
     teacher_scores = None
     if teacher is not None and teacher != student:

@@ -384,7 +384,7 @@ def stage_correlate(st: _Stages) -> dict[str, Any]:
 
 def stage_eval(st: _Stages) -> dict[str, Any]:
     from empirical.evaluate import evaluate_conditions
-    from empirical.train import list_checkpoints
+    from empirical.train import require_checkpoints
     from lls_cli.runs import atomic_write_json
 
     c = st.cfg
@@ -393,10 +393,7 @@ def stage_eval(st: _Stages) -> dict[str, Any]:
         sdir = st.root / "students" / s.name
         conds = {"base": (None, None), "system": (None, c.system_prompt)}
         for arm in ARMS:
-            cks = list_checkpoints(sdir / arm)
-            if not cks:
-                raise FileNotFoundError(f"{sdir / arm}: no adapter checkpoint (run the train stage)")
-            conds[arm] = (cks[-1][1], None)
+            conds[arm] = (require_checkpoints(sdir / arm)[-1][1], None)
         st.log(f"eval {s.name}")
         st.release()
         res = evaluate_conditions(s.model, conds, target=c.target, samples=c.samples,

@@ -42,6 +42,7 @@ from typing import Any
 from empirical.data import iter_json_objects
 
 __all__ = ["TrainConfig", "LORA_TARGETS", "load_pairs_file", "to_trl_records", "train", "list_checkpoints",
+           "require_checkpoints",
            "load_student", "checkpoint_steps"]
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -153,6 +154,14 @@ def list_checkpoints(run: str | Path) -> list[tuple[int, Path]]:
             except ValueError:
                 continue
     return sorted(out)
+
+
+def require_checkpoints(run: str | Path) -> list[tuple[int, Path]]:
+    """:func:`list_checkpoints`, or ``FileNotFoundError`` naming ``run`` when it holds no adapter."""
+    cks = list_checkpoints(run)
+    if not cks:
+        raise FileNotFoundError(f"{run}: no LoRA adapter checkpoint (checkpoint-*/adapter_config.json) found")
+    return cks
 
 
 def load_student(spec: str, adapter: str | Path | None = None, dtype: str = "float32"):

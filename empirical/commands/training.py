@@ -155,7 +155,7 @@ def _run_correlate(args: argparse.Namespace) -> int:
 def _run_eval(args: argparse.Namespace) -> int:
     from empirical.evaluate import evaluate_conditions
     from empirical.figures import mention_figure
-    from empirical.train import list_checkpoints
+    from empirical.train import require_checkpoints
     from lls_cli.runs import RunDir
 
     if args.samples < 1 or args.max_new_tokens < 1 or args.batch < 1:
@@ -166,10 +166,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     try:
         for name, run in (("lls", args.run), ("random", args.control_run)):
             if run is not None:
-                cks = list_checkpoints(run)
-                if not cks:
-                    raise FileNotFoundError(f"{run}: no LoRA adapter checkpoint (checkpoint-*/adapter_config.json)")
-                conds[name] = (cks[-1][1], None)
+                conds[name] = (require_checkpoints(run)[-1][1], None)
         out = RunDir(args.out)
         res = evaluate_conditions(args.model, conds, target=args.target, samples=args.samples,
                                   max_new_tokens=args.max_new_tokens, language=args.language, seed=args.seed,
