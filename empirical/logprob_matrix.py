@@ -20,9 +20,10 @@ skips finished rows; different commands that need the same (model, system prompt
 different inputs can never be mixed up.
 
 Speed: prefix reuse saves the shared tokens (K per pair) and restricts the LM head to completion
-positions, so its gain over recomputing is about (K + L) / L tokens, L = the pair's own tokens
-(benchmarks/bench_logprob_matrix.py; ~1.5x measured with the library's 15-40-token system prompts and
-HH pairs of 8-64 + 8-64 tokens).
+positions, so its gain over recomputing is about (K + L) / L tokens, L = the pair's own tokens, and a row's
+cost does not depend on the system prompt's length (benchmarks/bench_logprob_matrix.py: 1.44x with the
+library's ~20-token system blocks and HH pairs of 8-64 + 8-64 tokens, 2.9x with 184-token system prompts).
+Batches are length-sorted and capped at ``batch_tokens`` padded tokens (default 2048, best on CPU).
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def _batches(lengths: Sequence[int], batch_tokens: int, max_batch: int) -> list[
 
 
 def logprob_row(model: Any, tok: Any, system: str | None, columns: Sequence[Column], *,
-                batch_tokens: int = 8192, max_batch: int = 64, encoded: list[render.Encoded] | None = None
+                batch_tokens: int = 2048, max_batch: int = 64, encoded: list[render.Encoded] | None = None
                 ) -> tuple[np.ndarray, np.ndarray, int]:
     """One row ``X[s, :]`` with prefix reuse. Returns ``(logp (P,) float64, n_tokens (P,) int64, K)``.
 
@@ -249,7 +250,7 @@ def _chunks(P: int, chunk: int) -> list[tuple[int, int]]:
 
 def compute_matrix(model: Any, tok: Any, systems: Sequence[str | None], columns: Sequence[Column], *,
                    store: str | Path | None = None, model_name: str = "", dtype: str = "float32",
-                   batch_tokens: int = 8192, max_batch: int = 64, progress: bool = False,
+                   batch_tokens: int = 2048, max_batch: int = 64, progress: bool = False,
                    only_cached: bool = False, chunk_columns: int = 128) -> MatrixResult:
     """``X[s, j] = log Pr[r_j | s, p_j]`` for all rows (prefix reuse per row).
 
