@@ -88,9 +88,16 @@ def _e2e_fields(e2e: dict, pc: dict | None) -> dict:
     return F
 
 
-def _fields(ang, sm, pc, val, dowl, dran, e2e=None) -> dict:
-    """Every number the prose of notes.md uses, by name (see notes.md for where each one appears)."""
+def _fields(ang, sm, pc, val, dowl, dran, e2e=None, pc_small=None) -> dict:
+    """Every number the prose of notes.md uses, by name (see notes.md for where each one appears).
+
+    ``pc_small``: the earlier pair-check on fewer held-out pairs (pair-check-64/), for the sample-size caveat."""
     F: dict = _e2e_fields(e2e, pc) if e2e else {}
+    if pc_small:
+        owl = next(r for r in pc_small["rows"] if "owl" in r["system_prompt"].lower())
+        F.update(pcs_n_pairs=pc_small["n_pairs"], pcs_owl=owl["pearson"], pcs_owl_lo=owl["pearson_ci"][0],
+                 pcs_owl_hi=owl["pearson_ci"][1], pcs_pearson_min=min(r["pearson"] for r in pc_small["rows"]),
+                 pcs_pearson_max=max(r["pearson"] for r in pc_small["rows"]))
     if ang:
         S, P = ang["shape"]
         sp = {slug: _j(f"spectrum-{slug}.json") for slug in ang["slopes"]}
@@ -104,7 +111,16 @@ def _fields(ang, sm, pc, val, dowl, dran, e2e=None) -> dict:
                  cos1_raw=ang["angles"]["raw"][rk]["cosines"][0],
                  cos1_centred=ang["angles"]["column_centred"][rk]["cosines"][0],
                  mean_cos=ang["angles"]["raw"][rk]["mean_cos"], mean_cos_baseline=ang["angles"]["raw"][rk]["mean_baseline"],
-                 overlap=ang["angles"]["raw"][rk]["overlap"], overlap_centred=ang["angles"]["column_centred"][rk]["overlap"])
+                 overlap=ang["angles"]["raw"][rk]["overlap"], overlap_centred=ang["angles"]["column_centred"][rk]["overlap"],
+                 slope_teacher_centred=ang["slopes"][slugs[0]]["column_centred"],
+                 slope_other_centred=ang["slopes"][slugs[1]]["column_centred"],
+                 window_lo=sp[slugs[0]]["raw"]["rank_window"][0], window_hi=sp[slugs[0]]["raw"]["rank_window"][1],
+                 # leading principal directions whose cosine beats the random baseline's by more than 0.1
+                 n_above=next((i for i, (c, b) in enumerate(zip(ang["angles"]["raw"][rk]["cosines"],
+                                                                 ang["angles"]["raw"][rk]["baseline"])) if c - b <= 0.1),
+                              ang["rank"]),
+                 matrix_minutes_teacher=sp[slugs[0]]["compute_seconds"] / 60,
+                 matrix_minutes_other=sp[slugs[1]]["compute_seconds"] / 60)
         if sm:
             F.update(rows_teacher_all=sm["shape"][0], cols_teacher_all=sm["shape"][1], slope_teacher_all=sm["raw"]["slope"])
     if pc:
@@ -120,7 +136,10 @@ def _fields(ang, sm, pc, val, dowl, dran, e2e=None) -> dict:
                  pc_specific_min=min(r["pearson_specific"] for r in rows),
                  pc_specific_max=max(r["pearson_specific"] for r in rows),
                  pc_all_ci_excl0_words=(f"all {_words(len(rows))}" if min(lo_ci) > 0 else
-                                        f"{sum(x > 0 for x in lo_ci)} of the {len(rows)}"))
+                                        f"{_words(sum(x > 0 for x in lo_ci)) if max(lo_ci) > 0 else 'none'} "
+                                        f"of the {_words(len(rows))}"),
+                 pc_verdicts=" / ".join(sorted({r["verdict"] for r in rows})),
+                 pc_owl_verdict=next(r["verdict"] for r in rows if "owl" in r["system_prompt"].lower()))
     if val and dowl:
         alpha = dowl["alpha"]  # detect_trait's default, used by both the CLI demo and make_validation.py
         dets = _detectors(val)
@@ -130,7 +149,17 @@ def _fields(ang, sm, pc, val, dowl, dran, e2e=None) -> dict:
                  skipped_pools=", ".join(k.split("=", 1)[1] for k, d in val["runs"].items() if isinstance(d, str)),
                  animal_weight_corr=val["runs"][f"pool={pool}"]["mean_corr_between_animal_weights"],
                  animals=", ".join(t["target"] for t in dets[0][2]["targets"]))
-        # a larger pool with the teacher as detector (make_validation.py --compute): the "b_" fields
+        # every (pool, detector) run by name: p<pool><t|o>_<key>, t = the teacher (SmolLM2), o = the other model
+        for p_, det, v in dets:
+            sizes = [t["subset_size"] for t in v["targets"]]
+            F.update({f"p{p_}{'t' if det == dets[0][1] else 'o'}_{k}": x for k, x in dict(
+                top1=v["top1_correct"], top1_specific=v["top1_correct_specific"], rank=v["mean_target_rank"],
+                rank_specific=v["mean_target_rank_specific"], expected_top1=v["expected_top1_correct_specific"],
+                mu=v["mean_expected_target_z_specific"], size_min=min(sizes), size_max=max(sizes),
+                n_sig_specific=v["n_targets_significant_specific"], random_flagged=v["random_any_significant"],
+                random_flagged_specific=v["random_any_significant_specific"], n_random=v["n_random"],
+                n_sig_raw=sum(t["target_p_holm"] < alpha for t in v["targets"])).items()})
+        # the largest pool with the teacher as detector (make_validation.py --compute): the "b_" fields
         big = [(p2, v) for p2, det, v in dets if p2 != pool and det == dets[0][1]]
         if big:
             p2, v = big[-1]
@@ -142,7 +171,9 @@ def _fields(ang, sm, pc, val, dowl, dran, e2e=None) -> dict:
                      b_n_sig_specific=v["n_targets_significant_specific"], b_random_flagged=v["random_any_significant"],
                      b_n_random=v["n_random"],
                      b_min_target_p_specific=min(t["target_p_specific_holm"] for t in v["targets"]),
-                     b_all_raw_sig="all" if v["all_targets_significant"] else "not all")
+                     b_all_raw_sig="all" if v["all_targets_significant"] else "not all",
+                     b_first_target=v["targets"][0]["target"],
+                     b_first_target_rank=_ordinal(v["targets"][0]["target_rank_specific"]))
         # the first detector is the teacher that built the subsets (make_validation.py), the second the other model
         teacher_z = [t["target_z"] for t in dets[0][2]["targets"]]
         for prefix, (_, _, v) in zip(("t", "o"), dets[:2]):
@@ -245,8 +276,9 @@ def main() -> None:
               f"Rows: the empty system prompt + library prompts (a stratified sample of `empirical/systems/library.txt`); "
               f"columns: {P} HH-RLHF harmless-base test pairs, one random response per single-turn prompt, prompt and "
               f"response 8-64 tokens (paper's bounds), columns selected with SmolLM2's tokenizer, the same texts for both "
-              f"models. Both models: **{S} common rows x {P} columns** (requested {ang['rows_requested']} rows; "
-              "the CPU budget ran out first, see 'Missing').", "",
+              f"models. Both models: **{S} common rows x {P} columns**"
+              + (f" (requested {ang['rows_requested']} rows; the CPU budget ran out first, see 'Missing')."
+                 if S < ang["rows_requested"] else "."), "",
               "| model | X | slope (raw) | window | R² | slope (column-centred) | R² | top-1 energy |",
               "|---|---|---|---|---|---|---|---|"]
         for slug in ang["slopes"]:
@@ -254,7 +286,7 @@ def main() -> None:
             r, c = sp["raw"], sp["column_centred"]
             L.append(f"| {slug} | {S}x{P} | {r['slope']:.3f} | {r['rank_window'][0]}-{r['rank_window'][1]} | {r['r2']:.3f} "
                      f"| {c['slope']:.3f} | {c['r2']:.3f} | {r['top1_energy']:.4f} |")
-        if sm:
+        if sm and sm["shape"] != [S, P]:
             r, c = sm["raw"], sm["column_centred"]
             L.append(f"| smollm2-135m-instruct (all its cached rows) | {sm['shape'][0]}x{sm['shape'][1]} | {r['slope']:.3f} "
                      f"| {r['rank_window'][0]}-{r['rank_window'][1]} | {r['r2']:.3f} | {c['slope']:.3f} | {c['r2']:.3f} "
@@ -290,7 +322,7 @@ def main() -> None:
               f"the {2 * len(pc['rows'])} margin vectors on their top-2 singular vectors).", ""]
     e2e_file = ROOT.parent / "e2e" / "run" / "summary.json"
     e2e = json.loads(e2e_file.read_text()) if e2e_file.is_file() else None
-    notes = _notes_parts(_fields(ang, sm, pc, val, dowl, dran, e2e))
+    notes = _notes_parts(_fields(ang, sm, pc, val, dowl, dran, e2e, _j("pair-check-64/pair-check.json")))
     if val:
         v0 = _detectors(val)[0][2]
         L += ["## Detect (inverse LLS): validation", "", notes["detect-intro"], "",

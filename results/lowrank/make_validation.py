@@ -1,8 +1,9 @@
 """Validation of `lls detect` (and inputs for its CLI demo) from the cached pair matrices.
 
-Pools: the first 64 and 256 HH-RLHF pairs of the committed pair matrices (single-turn, prompt 8-64
-tokens, responses >= 8 tokens truncated to 20 SmolLM2 tokens; rows = no system prompt + the paper's 10
-animals; Gemma-3-270M has the 64-pair pool only).
+Pools: the first 64, 256 and 448 HH-RLHF pairs of the committed pair matrices (single-turn, prompt 8-64
+tokens, responses >= 8 tokens truncated to 20 SmolLM2 tokens; each pool is the start of the next; rows = no
+system prompt + the paper's 10 animals). Gemma-3-270M's rows exist for the pools that `lls pair-check` computed
+(64 and 256 pairs); a detector whose rows are missing is skipped and says so.
 For each animal a: the LLS subset (Algorithm 1, teacher SmolLM2, gamma) is built from the pool, then
 `detect_trait` ranks the 10 candidates with (i) SmolLM2 (the teacher) and (ii) Gemma-3-270M (a model that
 did not build the subset). Random subsets of the same size are the negative control.
@@ -35,7 +36,8 @@ CACHE = ROOT / "cache"
 DATA = "/work/shared/data/hh-rlhf-harmless-base-test.jsonl.gz"
 TEACHER, OTHER = "smollm2-135m-instruct", "gemma3-270m"
 GAMMA, N_RANDOM, N_DRAWS = 0.25, 20, 20000
-POOLS = (64, 256)  # pool sizes validated; the 256 pool needs `--compute` once (SmolLM2, about 10 min on 2 cores)
+POOLS = (64, 256, 448)  # pool sizes validated (448 of the 476 pairs within the bounds); the larger pools need
+# `--compute` once (SmolLM2 only, about 10 min each on 2 cores)
 DEMO_POOL = 64  # the pool of the committed CLI demo subsets (detect-owl/, detect-random/: --n-pairs 64)
 
 
