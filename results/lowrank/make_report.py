@@ -65,6 +65,11 @@ def _first_sentence(candidate: str) -> str:
     return candidate.split(".")[0]
 
 
+def _owl_row(pc: dict) -> dict:
+    """The owl prompt's row of a pair-check result (the prompt of the end-to-end run)."""
+    return next(r for r in pc["rows"] if "owl" in r["system_prompt"].lower())
+
+
 def _e2e_fields(e2e: dict, pc: dict | None) -> dict:
     """Measured transfer of the end-to-end run (results/e2e/run/summary.json) for the pair-check validation."""
     corr = {(r["student"], r["arm"], r["ref"]): r for r in e2e["correlations"]}
@@ -82,7 +87,7 @@ def _e2e_fields(e2e: dict, pc: dict | None) -> dict:
     F.update(e2e_n=e2e["n_heldout"], e2e_pre=tvs["pearson"], e2e_pre_lo=tvs["pearson_ci"][0],
              e2e_pre_hi=tvs["pearson_ci"][1])
     if pc:
-        owl = next(r for r in pc["rows"] if "owl" in r["system_prompt"].lower())
+        owl = _owl_row(pc)
         F.update(pc_owl=owl["pearson"], pc_owl_lo=owl["pearson_ci"][0], pc_owl_hi=owl["pearson_ci"][1],
                  pc_n_pairs=pc["n_pairs"])
     return F
@@ -94,7 +99,7 @@ def _fields(ang, sm, pc, val, dowl, dran, e2e=None, pc_small=None) -> dict:
     ``pc_small``: the earlier pair-check on fewer held-out pairs (pair-check-64/), for the sample-size caveat."""
     F: dict = _e2e_fields(e2e, pc) if e2e else {}
     if pc_small:
-        owl = next(r for r in pc_small["rows"] if "owl" in r["system_prompt"].lower())
+        owl = _owl_row(pc_small)
         F.update(pcs_n_pairs=pc_small["n_pairs"], pcs_owl=owl["pearson"], pcs_owl_lo=owl["pearson_ci"][0],
                  pcs_owl_hi=owl["pearson_ci"][1], pcs_pearson_min=min(r["pearson"] for r in pc_small["rows"]),
                  pcs_pearson_max=max(r["pearson"] for r in pc_small["rows"]))
@@ -139,7 +144,7 @@ def _fields(ang, sm, pc, val, dowl, dran, e2e=None, pc_small=None) -> dict:
                                         f"{_words(sum(x > 0 for x in lo_ci)) if max(lo_ci) > 0 else 'none'} "
                                         f"of the {_words(len(rows))}"),
                  pc_verdicts=" / ".join(sorted({r["verdict"] for r in rows})),
-                 pc_owl_verdict=next(r["verdict"] for r in rows if "owl" in r["system_prompt"].lower()))
+                 pc_owl_verdict=_owl_row(pc)["verdict"])
     if val and dowl:
         alpha = dowl["alpha"]  # detect_trait's default, used by both the CLI demo and make_validation.py
         dets = _detectors(val)
