@@ -2,8 +2,8 @@
 
 Pools: the first 64, 256 and 448 HH-RLHF pairs of the committed pair matrices (single-turn, prompt 8-64
 tokens, responses >= 8 tokens truncated to 20 SmolLM2 tokens; each pool is the start of the next; rows = no
-system prompt + the paper's 10 animals). Gemma-3-270M's rows exist for the pools that `lls pair-check` computed
-(64 and 256 pairs); a detector whose rows are missing is skipped and says so.
+system prompt + the paper's 10 animals). Gemma-3-270M's rows were computed by `lls pair-check --n-pairs N` on the
+same pairs (the commands in report.md); a detector whose rows are missing is skipped and says so.
 For each animal a: the LLS subset (Algorithm 1, teacher SmolLM2, gamma) is built from the pool, then
 `detect_trait` ranks the 10 candidates with (i) SmolLM2 (the teacher) and (ii) Gemma-3-270M (a model that
 did not build the subset). Random subsets of the same size are the negative control.
