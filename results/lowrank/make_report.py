@@ -65,6 +65,19 @@ def _first_sentence(candidate: str) -> str:
     return candidate.split(".")[0]
 
 
+def _run_fields(v: dict, alpha: float) -> dict:
+    """Summary of one (pool, detector) run of detect-validation.json, the keys the prose uses for every run."""
+    sizes = [t["subset_size"] for t in v["targets"]]
+    return dict(n=v["n_targets"], n_random=v["n_random"], top1=v["top1_correct"],
+                top1_specific=v["top1_correct_specific"], rank=v["mean_target_rank"],
+                rank_specific=v["mean_target_rank_specific"], expected_top1=v["expected_top1_correct_specific"],
+                mu=v["mean_expected_target_z_specific"], size_min=min(sizes), size_max=max(sizes),
+                n_sig_raw=sum(t["target_p_holm"] < alpha for t in v["targets"]),
+                n_sig_specific=v["n_targets_significant_specific"], random_flagged=v["random_any_significant"],
+                random_flagged_specific=v["random_any_significant_specific"],
+                min_target_p_specific=min(t["target_p_specific_holm"] for t in v["targets"]))
+
+
 def _owl_row(pc: dict) -> dict:
     """The owl prompt's row of a pair-check result (the prompt of the end-to-end run)."""
     return next(r for r in pc["rows"] if "owl" in r["system_prompt"].lower())
@@ -156,27 +169,13 @@ def _fields(ang, sm, pc, val, dowl, dran, e2e=None, pc_small=None) -> dict:
                  animals=", ".join(t["target"] for t in dets[0][2]["targets"]))
         # every (pool, detector) run by name: p<pool><t|o>_<key>, t = the teacher (SmolLM2), o = the other model
         for p_, det, v in dets:
-            sizes = [t["subset_size"] for t in v["targets"]]
-            F.update({f"p{p_}{'t' if det == dets[0][1] else 'o'}_{k}": x for k, x in dict(
-                top1=v["top1_correct"], top1_specific=v["top1_correct_specific"], rank=v["mean_target_rank"],
-                rank_specific=v["mean_target_rank_specific"], expected_top1=v["expected_top1_correct_specific"],
-                mu=v["mean_expected_target_z_specific"], size_min=min(sizes), size_max=max(sizes),
-                n_sig_specific=v["n_targets_significant_specific"], random_flagged=v["random_any_significant"],
-                random_flagged_specific=v["random_any_significant_specific"], n_random=v["n_random"],
-                n_sig_raw=sum(t["target_p_holm"] < alpha for t in v["targets"])).items()})
+            F.update({f"p{p_}{'t' if det == dets[0][1] else 'o'}_{k}": x for k, x in _run_fields(v, alpha).items()})
         # the largest pool with the teacher as detector (make_validation.py --compute): the "b_" fields
         big = [(p2, v) for p2, det, v in dets if p2 != pool and det == dets[0][1]]
         if big:
             p2, v = big[-1]
-            sizes = [t["subset_size"] for t in v["targets"]]
-            F.update(b_pool=p2, b_size_min=min(sizes), b_size_max=max(sizes), b_n=v["n_targets"],
-                     b_top1_raw=v["top1_correct"], b_top1_specific=v["top1_correct_specific"],
-                     b_rank_raw=v["mean_target_rank"], b_rank_specific=v["mean_target_rank_specific"],
-                     b_expected_top1=v["expected_top1_correct_specific"], b_mu=v["mean_expected_target_z_specific"],
-                     b_n_sig_specific=v["n_targets_significant_specific"], b_random_flagged=v["random_any_significant"],
-                     b_n_random=v["n_random"],
-                     b_min_target_p_specific=min(t["target_p_specific_holm"] for t in v["targets"]),
-                     b_all_raw_sig="all" if v["all_targets_significant"] else "not all",
+            F.update({f"b_{k}": x for k, x in _run_fields(v, alpha).items()})
+            F.update(b_pool=p2, b_all_raw_sig="all" if v["all_targets_significant"] else "not all",
                      b_first_target=v["targets"][0]["target"],
                      b_first_target_rank=_ordinal(v["targets"][0]["target_rank_specific"]))
         # the first detector is the teacher that built the subsets (make_validation.py), the second the other model
@@ -195,16 +194,12 @@ def _fields(ang, sm, pc, val, dowl, dran, e2e=None, pc_small=None) -> dict:
             desc = [f"one {'subset ' if i == 0 else ''}with {_cands(r['n_significant'])} at "
                     f"{'Holm p = ' if i == 0 else ''}{r['min_p_holm']:#.2g}" for i, r in enumerate(flagged)]
             k_fa = v["random_any_significant"]
+            F.update({f"{prefix}_{k}": x for k, x in _run_fields(v, alpha).items()})
             F.update({f"{prefix}_{k}": x for k, x in dict(
-                n=n, n_words=_words(n), n_random=nr, top1=v["top1_correct"], top1_specific=v["top1_correct_specific"],
-                rank=v["mean_target_rank"], rank_specific=v["mean_target_rank_specific"],
-                chance_top1=v["chance"]["top1_correct"], chance_rank=v["chance"]["mean_target_rank"],
-                n_sig_targets=sum(t["target_p_holm"] < alpha for t in tg),
-                n_sig_targets_specific=v["n_targets_significant_specific"],
+                n_words=_words(n), chance_top1=v["chance"]["top1_correct"], chance_rank=v["chance"]["mean_target_rank"],
                 all_candidates_sig_words=(f"all {_words(n)}"
                                           if all(t["n_significant"] == n for t in tg) else
                                           f"{min(t['n_significant'] for t in tg)}–{n}"),
-                random_flagged=k_fa, random_flagged_specific=v["random_any_significant_specific"],
                 random_flagged_ungated=v["random_any_p_specific_holm_below_alpha"],
                 random_flagged_desc=", ".join(desc),
                 # chance of >= k_fa false alarms among nr null subsets, each at level alpha
@@ -217,10 +212,7 @@ def _fields(ang, sm, pc, val, dowl, dran, e2e=None, pc_small=None) -> dict:
                 same_top=sum(t["top_raw"] == t["top_specific"] for t in tg),
                 first_target=tg[0]["target"], first_target_top_raw=tg[0]["top_raw"],
                 first_target_top_specific=tg[0]["top_specific"],
-                mu=v["mean_expected_target_z_specific"], expected_top1=v["expected_top1_correct_specific"],
-                min_target_p_specific=min(t["target_p_specific_holm"] for t in tg),
-                corr_min=min(corr), corr_max=max(corr),
-                size_min=min(sizes), size_max=max(sizes), size_typical=int(np.median(sizes)),
+                corr_min=min(corr), corr_max=max(corr), size_typical=int(np.median(sizes)),
                 size_mean=float(np.mean(sizes))).items()})
         # extrapolation: the expected target z for a TOP1_GOAL top-1 rate; the specific z grows like sqrt(n),
         # so the subsets must grow by (z_goal / mu)^2 (computed from the displayed, rounded numbers)
