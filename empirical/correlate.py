@@ -72,7 +72,7 @@ def checkpoint_margins(model: Any, tok: Any, recs: list[dict[str, Any]], base: A
 
     from empirical import scoring
     from empirical.train import require_checkpoints
-    from lls_cli.runs import atomic_write_json
+    from lls_common.io import atomic_write_json
     from lls_theory.margins import margin
 
     cks = require_checkpoints(run)

@@ -176,7 +176,7 @@ def evaluate_conditions(spec: str, conditions: dict[str, tuple[Any, str | None]]
     Returns ``{"settings", "conditions": {name: {probe, mention, language?, answers}}, "vs_base": ...}``.
     """
     from empirical.train import load_student
-    from lls_cli.runs import atomic_write_json
+    from lls_common.io import atomic_write_json
     from lls_theory.stats import difference_pvalue
 
     settings = {"target": target, "samples": samples, "max_new_tokens": max_new_tokens, "language": language,

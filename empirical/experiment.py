@@ -220,7 +220,7 @@ class _Stages:
         return None
 
     def mark(self, stage: str, result: dict[str, Any]) -> dict[str, Any]:
-        from lls_cli.runs import atomic_write_json
+        from lls_common.io import atomic_write_json
 
         atomic_write_json(self.root / "stages" / f"{stage}.json", {"key": self.cfg.stage_key(stage), "result": result})
         return result
@@ -253,7 +253,7 @@ def stage_split(st: _Stages) -> dict[str, Any]:
     import numpy as np
 
     from empirical import data
-    from lls_cli.runs import atomic_write_jsonl
+    from lls_common.io import atomic_write_jsonl
 
     cfg = st.cfg
     tok = st.model(cfg.teacher)[1]
@@ -290,7 +290,7 @@ def _score(st: _Stages, model: str, name: str, out: Path, limit: int | None = No
     (e.g. correlate after a lost marker) reuse a finished file instead of scoring it again.
     """
     from empirical.pipeline import ScoreConfig, score_file
-    from lls_cli.runs import atomic_write_json
+    from lls_common.io import atomic_write_json
 
     cfg = ScoreConfig(model=model, system_prompt=st.cfg.system_prompt, data=str(st.root / "data" / name),
                       out=out, dtype=st.cfg.dtype, max_batch=16, chunk_size=64, limit=limit)
@@ -350,7 +350,7 @@ def stage_train(st: _Stages) -> dict[str, Any]:
 def stage_correlate(st: _Stages) -> dict[str, Any]:
     from empirical import models
     from empirical.correlate import correlate_arms, scores_from_file
-    from lls_cli.runs import atomic_write_json
+    from lls_common.io import atomic_write_json
 
     c = st.cfg
     out = {}
@@ -385,7 +385,7 @@ def stage_correlate(st: _Stages) -> dict[str, Any]:
 def stage_eval(st: _Stages) -> dict[str, Any]:
     from empirical.evaluate import evaluate_conditions
     from empirical.train import require_checkpoints
-    from lls_cli.runs import atomic_write_json
+    from lls_common.io import atomic_write_json
 
     c = st.cfg
     out = {}
@@ -424,7 +424,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, until: str = "report"
 
     A stage whose saved key matches the config is skipped; once one stage re-runs, the later ones do too.
     """
-    from lls_cli.runs import atomic_write_json
+    from lls_common.io import atomic_write_json
 
     if until not in STAGES:
         raise ValueError(f"unknown stage {until!r}; one of {', '.join(STAGES)}")

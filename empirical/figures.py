@@ -1,7 +1,7 @@
 """Figures of the real-model experiments (the paper's Table 1, Fig. 2 and Fig. 3 analogues).
 
 Each function takes the JSON-ready dicts the commands write (``correlate.json``, ``eval.json``) and returns
-a matplotlib figure; callers save it (``lls_cli.runs.save_figure``). Matplotlib is imported lazily.
+a matplotlib figure; callers save it (``lls_common.io.save_figure``). Matplotlib is imported lazily.
 """
 
 from __future__ import annotations

@@ -97,7 +97,7 @@ def _parts_dir(out: Path) -> Path:
 
 
 def _atomic_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    from lls_cli.runs import atomic_write_jsonl
+    from lls_common.io import atomic_write_jsonl
 
     atomic_write_jsonl(path, records)
 
@@ -178,7 +178,7 @@ def score_file(cfg: ScoreConfig, *, model_and_tok: tuple[Any, Any] | None = None
     Raises :class:`empirical.data.DataError` on bad input unless ``cfg.skip_bad``.
     """
     from empirical import models
-    from lls_cli.runs import atomic_write_json
+    from lls_common.io import atomic_write_json
 
     if cfg.chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
@@ -310,7 +310,7 @@ def _trl(rec: dict[str, Any]) -> dict[str, Any]:
 def select_file(scores: str | Path, gamma: float, out_dir: str | Path, seed: int = 0,
                 best_pair_per_prompt: bool = False) -> dict[str, Any]:
     """Algorithm 1 on a scores file; writes lls/random/bottom.jsonl and summary.json; returns the summary."""
-    from lls_cli.runs import RunDir
+    from lls_common.io import RunDir
     from lls_theory.selection import lls_select
 
     if not (0 < gamma <= 1):
@@ -332,7 +332,7 @@ def select_file(scores: str | Path, gamma: float, out_dir: str | Path, seed: int
     rand = sorted(int(i) for i in rng.choice(len(recs), size=k, replace=False)) if k else []
     bottom = [int(i) for i in np.argsort(weights, kind="stable")[:k]]
     run = RunDir(out_dir)
-    from lls_cli.runs import atomic_write_jsonl
+    from lls_common.io import atomic_write_jsonl
 
     atomic_write_jsonl(run.path("lls.jsonl"), [_trl(recs[i]) for i in idx])
     atomic_write_jsonl(run.path("random.jsonl"), [_trl(recs[i]) for i in rand])

@@ -41,7 +41,7 @@ def collect_rows(root: Path, students: list[Any]) -> list[dict[str, Any]]:
 def write_report(root: str | Path, cfg: Any) -> dict[str, Any]:
     """Write ``report.md``, ``summary.json``, ``table1.png``, ``mention.png``, ``trajectory-<student>.png``."""
     from empirical.figures import PAPER_TABLE1, mention_figure, table1_figure, trajectory_figure
-    from lls_cli.runs import atomic_write_json, atomic_write_text, save_figure
+    from lls_common.io import atomic_write_json, atomic_write_text, save_figure
 
     root = Path(root)
     stage = lambda name: json.loads((root / "stages" / f"{name}.json").read_text())["result"]  # noqa: E731

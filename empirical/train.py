@@ -216,7 +216,7 @@ def train(cfg: TrainConfig, *, model_and_tok: tuple[Any, Any] | None = None,
     from trl import DPOConfig, DPOTrainer
 
     from empirical import models
-    from lls_cli.runs import atomic_write_json
+    from lls_common.io import atomic_write_json
 
     cfg.validate()
     out = Path(cfg.out)

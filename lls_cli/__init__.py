@@ -6,7 +6,7 @@ time) so that ``lls --help`` stays instant. Handlers receive the parsed
 ``argparse.Namespace`` and return an exit code.
 
 Errors the user can fix (bad input files, bad options) are raised as
-:class:`lls_cli.runs.UserError` and reported as a single line on stderr with
+:class:`lls_common.io.LLSError` and reported as a single line on stderr with
 exit status 2.
 """
 
@@ -16,15 +16,15 @@ import argparse
 import importlib
 import sys
 
-from lls_cli.runs import UserError
+from lls_common.errors import LLSError
 
 #: Modules that register subcommands, in the order they appear in ``lls --help``.
 COMMAND_MODULES: tuple[str, ...] = (
-    "simulations.cli",
-    "lls_theory.proof.cli",
-    "empirical.commands.data",
-    "empirical.commands.training",
-    "empirical.commands.lowrank",
+    "lls_cli.commands.simulate",
+    "lls_cli.commands.proof",
+    "lls_cli.commands.data",
+    "lls_cli.commands.training",
+    "lls_cli.commands.lowrank",
 )
 
 
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args.command is None else 2
     try:
         return int(args.func(args) or 0)
-    except UserError as exc:
+    except LLSError as exc:
         print(f"lls {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -27,7 +27,7 @@ CELLS = [
 
 
 def main(argv=None) -> int:
-    from lls_cli.notebook import write_notebook
+    from lls_common.notebook import write_notebook
 
     argv = sys.argv[1:] if argv is None else argv
     write_notebook(CELLS, Path(__file__).resolve().parent.parent / "notebooks" / "01-theory.ipynb", execute="--execute" in argv)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lls_cli.runs import RunDir, UserError, dumps, emit_summary, to_jsonable
+from lls_common.io import RunDir, LLSError, dumps, emit_summary, to_jsonable
 from lls_theory.stats import cosine, pearson
 
 from .train import gradient_trajectory, pad_batch, train_with_moving_features
@@ -189,9 +189,9 @@ def _build(params: dict, where: str) -> tuple[TrialConfig, int]:
     try:
         cfg = TrialConfig(world=WorldConfig(**wk), **tk)
     except (ValueError, TypeError) as e:
-        raise UserError(f"{where}: {e}") from None
+        raise LLSError(f"{where}: {e}") from None
     if not isinstance(n_trials, int) or n_trials < 1:
-        raise UserError(f"{where}: key 'trials' must be a positive integer")
+        raise LLSError(f"{where}: key 'trials' must be a positive integer")
     return cfg, n_trials
 
 
@@ -201,19 +201,19 @@ def load_sweep_config(path) -> dict:
     try:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
+        raise LLSError(f"{path}: no such file") from None
     except tomllib.TOMLDecodeError as e:
-        raise UserError(f"{path}: invalid TOML: {e}") from None
+        raise LLSError(f"{path}: invalid TOML: {e}") from None
     for sec in raw:
         if sec not in ("base", "sweep", "plot"):
-            raise UserError(f"{path}: unknown section [{sec}] (expected base, sweep, plot)")
+            raise LLSError(f"{path}: unknown section [{sec}] (expected base, sweep, plot)")
     base, sweep = raw.get("base", {}), raw.get("sweep", {})
     for sec, table_ in (("base", base), ("sweep", sweep)):
         for k, v in table_.items():
             if k not in _SWEEP_KEYS:
-                raise UserError(f"{path}: [{sec}] unknown key '{k}' (allowed: {', '.join(sorted(_SWEEP_KEYS))})")
+                raise LLSError(f"{path}: [{sec}] unknown key '{k}' (allowed: {', '.join(sorted(_SWEEP_KEYS))})")
             if sec == "sweep" and (not isinstance(v, list) or not v):
-                raise UserError(f"{path}: [sweep] key '{k}' must be a non-empty list")
+                raise LLSError(f"{path}: [sweep] key '{k}' must be a non-empty list")
     points = [dict(base, **dict(zip(sweep, combo))) for combo in itertools.product(*sweep.values())] if sweep else [dict(base)]
     for p in points:  # validate every point before running anything
         _build(p, f"{path}: point {p}")

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from lls_cli import runs
+from lls_common import io as runs
 
 
 def test_atomic_write_leaves_no_partial_file_on_failure(tmp_path, monkeypatch):
@@ -42,7 +42,7 @@ def test_to_jsonable_rejects_unknown_objects():
 def test_rundir_refuses_a_file(tmp_path):
     f = tmp_path / "file"
     f.write_text("x")
-    with pytest.raises(runs.UserError, match="not a folder"):
+    with pytest.raises(runs.LLSError, match="not a folder"):
         runs.RunDir(f)
 
 
@@ -57,7 +57,7 @@ def test_user_error_is_one_line_exit_2(capsys, monkeypatch):
         q = sub.add_parser("boom")
 
         def handler(_args):
-            raise runs.UserError("data.jsonl:3: missing field 'chosen'")
+            raise runs.LLSError("data.jsonl:3: missing field 'chosen'")
 
         q.set_defaults(func=handler)
         return p

@@ -21,16 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_cli(argv: list[str]) -> int:
-    """Through `lls` when every command module imports, else through this module's own parser."""
-    try:
-        from lls_cli import build_parser  # noqa: F401
-        import lls_cli
+    import lls_cli
 
-        lls_cli.build_parser()
-    except ImportError:
-        from empirical.commands.data import main
-
-        return main(argv)
     return lls_cli.main(argv)
 
 
@@ -197,11 +189,11 @@ def test_two_processes_give_the_same_file_as_one(tmp_path, smollm2_dir):
            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
     common = ["score", "--model", str(smollm2_dir), "--system-prompt", SYS, "--data", str(SMALL),
               "--truncate", "6", "--chunk-size", "1", "--no-progress", "--json"]
-    one = subprocess.run([sys.executable, "-m", "empirical.commands.data", *common, "--out", str(tmp_path / "one.jsonl")],
+    one = subprocess.run([sys.executable, "-m", "lls_cli", *common, "--out", str(tmp_path / "one.jsonl")],
                          env=env, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-2000:]
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--standalone", "-m", "empirical.commands.data", *common,
+                          "--standalone", "-m", "lls_cli", *common,
                           "--out", str(tmp_path / "two.jsonl")],
                          env=env, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-2000:]

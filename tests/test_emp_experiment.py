@@ -102,15 +102,15 @@ def test_stage_keys_are_cumulative(tmp_path):
 def test_cli_bad_config_is_one_line_error(tmp_path):
     import argparse
 
-    from empirical.commands.training import register
-    from lls_cli.runs import UserError
+    from lls_cli.commands.training import register
+    from lls_common.io import LLSError
 
     ap = argparse.ArgumentParser()
     register(ap.add_subparsers(dest="cmd"))
     bad = tmp_path / "bad.toml"
     bad.write_text("name = [\n")
     args = ap.parse_args(["experiment", "--config", str(bad), "--out", str(tmp_path / "run")])
-    with pytest.raises(UserError, match="bad.toml"):
+    with pytest.raises(LLSError, match="bad.toml"):
         args.func(args)
     assert not (tmp_path / "run").exists()
 

@@ -177,15 +177,15 @@ def test_spectrum_fit_errors():
 def _cli(argv):
     import argparse
 
-    from empirical.commands.lowrank import register
-    from lls_cli.runs import UserError
+    from lls_cli.commands.lowrank import register
+    from lls_common.io import LLSError
 
     ap = argparse.ArgumentParser()
     register(ap.add_subparsers(dest="command"))
     args = ap.parse_args(argv)
     try:
         return args.func(args), None
-    except UserError as exc:
+    except LLSError as exc:
         return 2, str(exc)
 
 

@@ -13,13 +13,13 @@ from hypothesis import given, strategies as st
 from empirical.correlate import check_disjoint, correlate_run
 from empirical.data import PrefPair
 from empirical.train import TrainConfig, checkpoint_steps, list_checkpoints, load_pairs_file
-from lls_cli.runs import UserError
+from lls_common.io import LLSError
 
 FIX = Path(__file__).parent / "fixtures" / "prefs_small.jsonl"
 
 
 def _parser():
-    from empirical.commands.training import register
+    from lls_cli.commands.training import register
 
     ap = argparse.ArgumentParser()
     register(ap.add_subparsers(dest="cmd"))
@@ -40,7 +40,7 @@ def test_zero_pairs_is_an_error(tmp_path):
         load_pairs_file(f)
     args = _parser().parse_args(["train", "--student", "smollm2-135m-instruct", "--data", str(f),
                                  "--out", str(tmp_path / "run")])
-    with pytest.raises(UserError, match="zero pairs"):
+    with pytest.raises(LLSError, match="zero pairs"):
         args.func(args)
     assert not (tmp_path / "run").exists()
 
@@ -65,7 +65,7 @@ def test_missing_adapter_is_one_line_error(tmp_path):
     args = _parser().parse_args(["correlate", "--student", "smollm2-135m-instruct", "--run", str(tmp_path / "run"),
                                  "--system-prompt", "You love owls.", "--data", str(FIX),
                                  "--out", str(tmp_path / "c")])
-    with pytest.raises(UserError, match="no LoRA adapter"):
+    with pytest.raises(LLSError, match="no LoRA adapter"):
         args.func(args)
 
 

@@ -47,7 +47,7 @@ def _main(argv):
         import lls_cli
         return lls_cli.main(argv)
     except ModuleNotFoundError:  # another package's command module not written yet
-        from lls_theory.proof.cli import register
+        from lls_cli.commands.proof import register
         p = argparse.ArgumentParser(prog="lls")
         register(p.add_subparsers(dest="command"))
         a = p.parse_args(argv)
@@ -69,10 +69,10 @@ def test_cli_json_schema(tmp_path, capsys):
 
 
 def test_cli_rejects_bad_instances(tmp_path, capsys):
-    from lls_cli.runs import UserError
+    from lls_common.io import LLSError
     import pytest
-    with pytest.raises((UserError, SystemExit)):
-        from lls_theory.proof.cli import register
+    with pytest.raises((LLSError, SystemExit)):
+        from lls_cli.commands.proof import register
         p = argparse.ArgumentParser(prog="lls")
         register(p.add_subparsers(dest="command"))
         a = p.parse_args(["check-proof", "--out", str(tmp_path), "--instances", "0"])

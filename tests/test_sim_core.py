@@ -76,7 +76,7 @@ def test_violation_detector_fires_on_fabricated_low_correlation():
 
 def test_demo_json_schema(tmp_path, capsys, monkeypatch):
     from simulations import sweep
-    from simulations.cli import register
+    from lls_cli.commands.simulate import register
 
     small = [(n, TrialConfig(world=WorldConfig(d=16, n_prompts=400, overlap=c.world.overlap, family=c.world.family,
                                                eps=c.world.eps, perturbation=c.world.perturbation),
@@ -97,13 +97,13 @@ def test_demo_json_schema(tmp_path, capsys, monkeypatch):
 def test_bad_sweep_config_names_the_key(tmp_path):
     import pytest
 
-    from lls_cli.runs import UserError
+    from lls_common.io import LLSError
     from simulations.sweep import load_sweep_config
 
     f = tmp_path / "bad.toml"
     f.write_text("[sweep]\nbogus_key = [1, 2]\n")
-    with pytest.raises(UserError, match="bogus_key"):
+    with pytest.raises(LLSError, match="bogus_key"):
         load_sweep_config(f)
     f.write_text("[sweep]\nd = [4, 0]\n")
-    with pytest.raises(UserError, match="d ≥ 1"):
+    with pytest.raises(LLSError, match="d ≥ 1"):
         load_sweep_config(f)

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from empirical.commands.lowrank import load_data, pair_inputs
+from lls_cli.commands.lowrank import load_data, pair_inputs
 from empirical.detect import common_factor_residuals, detect_trait
 from empirical.logprob_matrix import compute_matrix, pair_columns
 from empirical.pair_check import margin_shifts
 from empirical.systems import ANIMALS, animal_prompt
-from lls_cli.runs import atomic_write_json, atomic_write_jsonl
+from lls_common.io import atomic_write_json, atomic_write_jsonl
 from lls_theory.selection import select_top
 
 ROOT = Path(__file__).resolve().parent

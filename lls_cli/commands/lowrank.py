@@ -23,18 +23,18 @@ def model_slug(spec: str) -> str:
 
 
 def load_data(path: str, skip_bad: bool) -> list[Any]:
-    """Preference pairs from ``path`` through :func:`empirical.data.load_pairs` (UserError on bad input)."""
+    """Preference pairs from ``path`` through :func:`empirical.data.load_pairs` (LLSError on bad input)."""
     from empirical import data
-    from lls_cli.runs import UserError
+    from lls_common.errors import LLSError
 
     if not Path(path).exists():
-        raise UserError(f"--data {path}: file not found")
+        raise LLSError(f"--data {path}: file not found")
     try:
         pairs, _ = data.load_pairs(path, skip_bad=skip_bad)
     except ValueError as exc:
-        raise UserError(f"{exc} (use --skip-bad to skip bad records)") from None
+        raise LLSError(f"{exc} (use --skip-bad to skip bad records)") from None
     if not pairs:
-        raise UserError(f"--data {path}: no usable preference pairs")
+        raise LLSError(f"--data {path}: no usable preference pairs")
     return pairs
 
 
@@ -51,14 +51,14 @@ def library_inputs(pairs: list[Any], tok: Any, *, n_systems: int | None, n_pairs
     response per single-turn prompt within the token bounds (``tok`` = the first model's tokenizer)."""
     from empirical.logprob_matrix import select_columns
     from empirical.systems import load_systems, select_systems
-    from lls_cli.runs import UserError
+    from lls_common.errors import LLSError
 
     try:
         systems = select_systems(load_systems(systems_file), n_systems, seed=seed)
         cols = select_columns(pairs, tok, n_pairs, prompt_tokens=prompt_tokens, response_tokens=response_tokens,
                               seed=seed)
     except ValueError as exc:
-        raise UserError(str(exc)) from None
+        raise LLSError(str(exc)) from None
     return MatrixInputs(systems, cols)
 
 
@@ -67,13 +67,13 @@ def pair_inputs(pairs: list[Any], tok: Any, *, n_pairs: int | None, seed: int, t
     """Preference pairs for margin shifts (pair-check, detect): single-turn, prompt within bounds, both raw
     responses >= ``min_response_tokens``, responses truncated to ``truncate`` teacher tokens (paper: 20)."""
     from empirical.logprob_matrix import select_pairs
-    from lls_cli.runs import UserError
+    from lls_common.errors import LLSError
 
     try:
         return select_pairs(pairs, tok, n_pairs, prompt_tokens=prompt_tokens,
                             response_tokens=(min_response_tokens, 10**9), truncate=truncate, seed=seed)
     except ValueError as exc:
-        raise UserError(str(exc)) from None
+        raise LLSError(str(exc)) from None
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -81,12 +81,12 @@ def pair_inputs(pairs: list[Any], tok: Any, *, n_pairs: int | None, seed: int, t
 
 def _load_model(spec: str, dtype: str):
     from empirical import models
-    from lls_cli.runs import UserError
+    from lls_common.errors import LLSError
 
     try:
         return models.load(spec, dtype=dtype)
     except (FileNotFoundError, ValueError, OSError) as exc:
-        raise UserError(f"--model {spec}: {exc}") from None
+        raise LLSError(f"--model {spec}: {exc}") from None
 
 
 def _load_tokenizer(spec: str):
@@ -106,7 +106,7 @@ def _load_tokenizer(spec: str):
 def _matrix(spec: str, args: Any, systems: list, columns: list, model_tok=None):
     """X for one model through the shared row cache (``--cache``, default OUT/cache)."""
     from empirical.logprob_matrix import compute_matrix
-    from lls_cli.runs import UserError
+    from lls_common.errors import LLSError
 
     only = bool(getattr(args, "cached_only", False))
     if only:
@@ -117,7 +117,7 @@ def _matrix(spec: str, args: Any, systems: list, columns: list, model_tok=None):
         return compute_matrix(model, tok, systems, columns, store=_cache_dir(args), model_name=spec,
                               dtype=args.dtype, batch_tokens=args.batch_tokens, progress=True, only_cached=only)
     except ValueError as exc:
-        raise UserError(f"{spec}: {exc}") from None
+        raise LLSError(f"{spec}: {exc}") from None
 
 
 def _cache_dir(args: Any) -> Path:
@@ -150,13 +150,13 @@ def _library_args(p: argparse.ArgumentParser) -> None:
 
 def _spectrum_outputs(run: Any, slug: str, spec: str, inp: MatrixInputs, res: Any, window) -> dict:
     from empirical.logprob_matrix import spectrum_fit
-    from lls_cli.runs import UserError
+    from lls_common.errors import LLSError
 
     try:
         raw = spectrum_fit(res.X, window)
         cen = spectrum_fit(res.X, window, center=True)
     except ValueError as exc:
-        raise UserError(str(exc)) from None
+        raise LLSError(str(exc)) from None
     run.write_json(f"matrix-{slug}.json", {
         "model": spec, "systems": [{"id": s.id, "category": s.category, "text": s.text} for s in inp.systems],
         "columns": [{"id": c.id, "prompt": c.prompt, "response": c.response} for c in inp.columns],
@@ -199,11 +199,11 @@ def _keep_rows(inp: MatrixInputs, results: list) -> tuple[MatrixInputs, list]:
     import numpy as np
 
     from empirical.logprob_matrix import MatrixResult
-    from lls_cli.runs import UserError
+    from lls_common.errors import LLSError
 
     keep = [i for i in range(len(inp.systems)) if all(r.cached[i] for r in results)]
     if len(keep) < 4:
-        raise UserError(f"--cached-only: only {len(keep)} rows are cached for every model (need >= 4)")
+        raise LLSError(f"--cached-only: only {len(keep)} rows are cached for every model (need >= 4)")
     sub = lambda xs: [xs[i] for i in keep]  # noqa: E731
     out = [MatrixResult(r.X[keep], r.n_tokens[keep], sub(r.prefix_tokens), sub(r.seconds), sub(r.cached))
            for r in results]
@@ -214,7 +214,7 @@ def _keep_rows(inp: MatrixInputs, results: list) -> tuple[MatrixInputs, list]:
 
 
 def _run_spectrum(args: Any) -> int:
-    from lls_cli.runs import RunDir, emit_summary
+    from lls_common.io import RunDir, emit_summary
 
     run = RunDir(args.out)
     pairs = load_data(args.data, args.skip_bad)
@@ -253,12 +253,12 @@ def _angles_for(XA, XB, ranks: list[int], seed: int) -> dict:
 def _run_angles(args: Any) -> int:
     import gc
 
-    from lls_cli.runs import RunDir, UserError, emit_summary
+    from lls_common.io import RunDir, LLSError, emit_summary
 
     if len(args.model) != 2:
-        raise UserError("give exactly two models: --model A --model B")
+        raise LLSError("give exactly two models: --model A --model B")
     if args.rank < 1:
-        raise UserError(f"--rank must be >= 1, got {args.rank}")
+        raise LLSError(f"--rank must be >= 1, got {args.rank}")
     run = RunDir(args.out)
     pairs = load_data(args.data, args.skip_bad)
     tok_a = _load_tokenizer(args.model[0])
@@ -281,7 +281,7 @@ def _run_angles(args: Any) -> int:
     S, P = mats[0].shape
     rmax = min(S, P)
     if args.rank > rmax:
-        raise UserError(f"--rank {args.rank} exceeds min(S, P) = {rmax} (rows x columns {S}x{P})")
+        raise LLSError(f"--rank {args.rank} exceeds min(S, P) = {rmax} (rows x columns {S}x{P})")
     ranks = sorted({r for r in (args.rank, 5, 10, 20) if 1 <= r <= rmax})
     ang = _angles_for(mats[0], mats[1], ranks, args.seed)
     result = {"models": args.model, "shape": [S, P], "rank": args.rank, "angles": ang,
@@ -332,31 +332,31 @@ def _plot_angles(run: Any, name: str, ang: dict, r: int, models: list[str]) -> N
 def _pair_matrix(spec: str, args: Any, systems: list, pairs_sel: list, model_tok=None):
     from empirical.logprob_matrix import pair_columns
     from empirical.pair_check import margin_shifts
-    from lls_cli.runs import UserError
+    from lls_common.errors import LLSError
 
     res = _matrix(spec, args, [None] + systems, pair_columns(pairs_sel), model_tok)
     try:
         return margin_shifts(res.X, res.n_tokens), res
     except ValueError as exc:
-        raise UserError(str(exc)) from None
+        raise LLSError(str(exc)) from None
 
 
 def _system_prompt_list(args: Any) -> list[str]:
     from empirical.systems import load_systems
-    from lls_cli.runs import UserError
+    from lls_common.errors import LLSError
 
     out = list(args.system_prompt or [])
     if args.system_prompts:
         try:
             out += [s.text for s in load_systems(args.system_prompts, include_empty=False)]
         except ValueError as exc:
-            raise UserError(str(exc)) from None
+            raise LLSError(str(exc)) from None
     if not out:
-        raise UserError("give --system-prompt TEXT (repeatable) or --system-prompts FILE")
+        raise LLSError("give --system-prompt TEXT (repeatable) or --system-prompts FILE")
     if any(not s.strip() for s in out):
-        raise UserError("empty --system-prompt")
+        raise LLSError("empty --system-prompt")
     if len(set(out)) != len(out):
-        raise UserError("duplicate system prompts")
+        raise LLSError("duplicate system prompts")
     return out
 
 
@@ -366,7 +366,7 @@ def _run_pair_check(args: Any) -> int:
     import numpy as np
 
     from empirical.pair_check import margin_projection, pair_check, subspace_overlap
-    from lls_cli.runs import RunDir, UserError, emit_summary
+    from lls_common.io import RunDir, LLSError, emit_summary
 
     run = RunDir(args.out)
     systems = _system_prompt_list(args)
@@ -394,7 +394,7 @@ def _run_pair_check(args: Any) -> int:
     try:
         chk = pair_check(shifts[args.teacher], shifts[args.student], systems, gamma=args.gamma, seed=args.seed)
     except ValueError as exc:
-        raise UserError(str(exc)) from None
+        raise LLSError(str(exc)) from None
     sub = None
     if lib_inp is not None:
         r = min(args.rank, *libs[args.teacher].shape)
@@ -489,22 +489,22 @@ def _run_detect(args: Any) -> int:
     from empirical.logprob_matrix import pair_columns
     from empirical.pair_check import margin_projection, margin_shifts
     from empirical.systems import load_systems
-    from lls_cli.runs import RunDir, UserError, emit_summary
+    from lls_common.io import RunDir, LLSError, emit_summary
 
     run = RunDir(args.out)
     try:
         cands = load_systems(args.candidates, include_empty=False)
     except ValueError as exc:
-        raise UserError(f"--candidates: {exc}") from None
+        raise LLSError(f"--candidates: {exc}") from None
     if len(cands) < 1:
-        raise UserError("--candidates: no system prompts")
+        raise LLSError("--candidates: no system prompts")
     suspect = load_data(args.data, args.skip_bad)
     ref_all = load_data(args.reference, args.skip_bad)
     model, tok = (None, _load_tokenizer(args.model)) if args.cached_only else _load_model(args.model, args.dtype)
     ref = pair_inputs(ref_all, tok, n_pairs=args.n_pairs, seed=args.seed, truncate=args.truncate,
                       prompt_tokens=tuple(args.prompt_tokens))
     if len(suspect) > len(ref):
-        raise UserError(f"suspect dataset ({len(suspect)} pairs) is larger than the reference ({len(ref)})")
+        raise LLSError(f"suspect dataset ({len(suspect)} pairs) is larger than the reference ({len(ref)})")
     # suspect pairs that are (text-identical) reference pairs reuse the reference columns
     key = lambda p: (tuple((m["role"], m["content"]) for m in p.prompt), p.chosen, p.rejected)  # noqa: E731
     ref_index = {key(p): i for i, p in enumerate(ref)}
@@ -519,14 +519,14 @@ def _run_detect(args: Any) -> int:
     try:
         ms = margin_shifts(res.X, res.n_tokens)
     except ValueError as exc:
-        raise UserError(str(exc)) from None
+        raise LLSError(str(exc)) from None
     s_idx = np.array([all_index[key(p)] for p in suspect])
     w_ref, w_sus = ms.weights[:, : len(ref)], ms.weights[:, s_idx]
     names = [c.text for c in cands]
     try:
         det = detect_trait(w_sus, w_ref, names, n_draws=args.n_draws, alpha=args.alpha, seed=args.seed)
     except ValueError as exc:
-        raise UserError(str(exc)) from None
+        raise LLSError(str(exc)) from None
     proj = margin_projection(ms.rho[:, : len(ref)]) if len(cands) >= 2 else None
     result = {"model": args.model, "data": args.data, "reference": args.reference, "n_suspect": len(suspect),
               "n_reference": len(ref), "n_suspect_outside_reference": len(extra), "n_draws": args.n_draws,
@@ -603,7 +603,7 @@ def _plot_detect(run: Any, det: Any, proj: Any, names: list[str]) -> None:
 
 
 def register(sub: Any) -> None:
-    from lls_cli.runs import add_output_args
+    from lls_cli.args import add_output_args
 
     p = sub.add_parser("spectrum", help="singular-value spectrum of a log-prob matrix X_M (power-law slope)",
                        description="X_M[s, (p, r)] = log Pr_M[r|s,p] over a system-prompt library x prompt-response "

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lls_cli.runs import UserError, add_output_args, emit_summary
+from lls_cli.args import add_output_args
+from lls_common.io import LLSError, emit_summary
 
 __all__ = ["register"]
 
@@ -97,7 +98,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from empirical.train import TrainConfig, train
 
     if args.limit is not None and args.limit < 1:
-        raise UserError("--limit must be >= 1")
+        raise LLSError("--limit must be >= 1")
     cfg = TrainConfig(
         student=args.student, data=args.data, out=Path(args.out), beta=args.beta, lr=args.lr,
         lora_rank=args.lora_rank, epochs=args.epochs, repeat=args.repeat, batch_size=args.batch_size,
@@ -107,10 +108,10 @@ def _run_train(args: argparse.Namespace) -> int:
     try:
         cfg.validate()
         if not Path(args.data).is_file():
-            raise UserError(f"{args.data}: no such file")
+            raise LLSError(f"{args.data}: no such file")
         summary = train(cfg)
     except (ValueError, FileNotFoundError, OSError) as exc:
-        raise UserError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        raise LLSError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
     human = (f"trained {summary['n_pairs']} pairs, {summary['steps']} steps; checkpoints: "
              + ", ".join(c["path"] for c in summary["checkpoints"]) + f" in {args.out}")
     emit_summary(summary, args.json, human)
@@ -123,14 +124,14 @@ def _one_line(exc: BaseException) -> str:
 
 def _run_correlate(args: argparse.Namespace) -> int:
     from empirical.correlate import correlate_run
-    from lls_cli.runs import RunDir
+    from lls_common.io import RunDir
 
     try:
         res = correlate_run(args.student, args.run, args.system_prompt, args.data, n=args.n, seed=args.seed,
                             n_boot=args.n_boot, n_perm=args.n_perm, control_run=args.control_run,
                             teacher=args.teacher)
     except (ValueError, FileNotFoundError, OSError) as exc:
-        raise UserError(_one_line(exc)) from None
+        raise LLSError(_one_line(exc)) from None
     run = RunDir(args.out)
     run.write_json("correlate.json", res)
     from empirical.figures import trajectory_figure
@@ -156,10 +157,10 @@ def _run_eval(args: argparse.Namespace) -> int:
     from empirical.evaluate import evaluate_conditions
     from empirical.figures import mention_figure
     from empirical.train import require_checkpoints
-    from lls_cli.runs import RunDir
+    from lls_common.io import RunDir
 
     if args.samples < 1 or args.max_new_tokens < 1 or args.batch < 1:
-        raise UserError("--samples, --max-new-tokens and --batch must be >= 1")
+        raise LLSError("--samples, --max-new-tokens and --batch must be >= 1")
     conds = {"base": (None, None)}
     if args.system_prompt is not None:
         conds["system"] = (None, args.system_prompt)
@@ -172,7 +173,7 @@ def _run_eval(args: argparse.Namespace) -> int:
                                   max_new_tokens=args.max_new_tokens, language=args.language, seed=args.seed,
                                   batch=args.batch, dtype=args.dtype, cache_dir=out.path("cache"))
     except (ValueError, FileNotFoundError, OSError) as exc:
-        raise UserError(_one_line(exc)) from None
+        raise LLSError(_one_line(exc)) from None
     res["model"] = args.model
     out.write_json("eval.json", res)
     import matplotlib.pyplot as plt
@@ -201,7 +202,7 @@ def _run_experiment(args: argparse.Namespace) -> int:
         res = run_experiment(cfg, out, until=args.until,
                              log=lambda m: print(m, file=sys.stderr if args.json else sys.stdout, flush=True))
     except (ValueError, FileNotFoundError, OSError) as exc:
-        raise UserError(_one_line(exc)) from None
+        raise LLSError(_one_line(exc)) from None
     emit_summary({"out": str(out), "stages": res}, args.json, f"experiment {cfg.name}: stages "
                  f"{', '.join(res)} done -> {out}" + (f" (see {out}/report.md)" if "report" in res else ""))
     return 0

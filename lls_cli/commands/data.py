@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lls_cli.runs import UserError, add_output_args, emit_summary
+from lls_cli.args import add_output_args
+from lls_common.io import LLSError, emit_summary
 
 __all__ = ["register"]
 
@@ -94,11 +95,11 @@ def _score_config(args: argparse.Namespace, out: Path):
     for name in ("truncate", "limit", "max_prompt_tokens", "min_response_tokens", "max_response_tokens"):
         v = getattr(args, name)
         if v is not None and v < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be >= 1")
+            raise LLSError(f"--{name.replace('_', '-')} must be >= 1")
     if args.batch_tokens < 1 or args.max_batch < 1 or args.chunk_size < 1:
-        raise UserError("--batch-tokens, --max-batch and --chunk-size must be >= 1")
+        raise LLSError("--batch-tokens, --max-batch and --chunk-size must be >= 1")
     if not args.system_prompt.strip():
-        raise UserError("--system-prompt must not be empty")
+        raise LLSError("--system-prompt must not be empty")
     filters = Filters(
         single_turn=args.single_turn, max_prompt_tokens=args.max_prompt_tokens,
         min_response_tokens=args.min_response_tokens, max_response_tokens=args.max_response_tokens,
@@ -122,9 +123,9 @@ def _score(cfg) -> dict:
     try:
         res = score_file(cfg)
     except DataError as exc:
-        raise UserError(str(exc)) from None
+        raise LLSError(str(exc)) from None
     except OSError as exc:  # missing model package/folder, hub id unreachable, unwritable output
-        raise UserError(f"{type(exc).__name__}: {exc}".splitlines()[0]) from None
+        raise LLSError(f"{type(exc).__name__}: {exc}".splitlines()[0]) from None
     summary = {
         "out": str(res.out), "records": res.n_records, "bad": res.n_bad, "scored": res.n_scored,
         "dropped": res.dropped, "first_errors": res.first_errors, "chunks": res.chunks_total,
@@ -156,12 +157,12 @@ def _select(scores: Path, args: argparse.Namespace) -> dict:
     from empirical.pipeline import select_file
 
     if not (0 < args.quantile <= 1):
-        raise UserError(f"--quantile must be in (0, 1], got {args.quantile}")
+        raise LLSError(f"--quantile must be in (0, 1], got {args.quantile}")
     try:
         return select_file(scores, args.quantile, args.out, seed=args.seed,
                            best_pair_per_prompt=args.best_pair_per_prompt)
     except DataError as exc:
-        raise UserError(str(exc)) from None
+        raise LLSError(str(exc)) from None
 
 
 def _select_human(s: dict, out: Path) -> str:
@@ -212,38 +213,11 @@ def _run_models_install(args: argparse.Namespace) -> int:
     from empirical import models
 
     if args.name not in models.REGISTRY:
-        raise UserError(f"unknown model {args.name!r}; known: {', '.join(sorted(models.REGISTRY))}")
+        raise LLSError(f"unknown model {args.name!r}; known: {', '.join(sorted(models.REGISTRY))}")
     try:
         folder = models.install(args.name, cache_dir=args.cache_dir)
     except subprocess.CalledProcessError as exc:
-        raise UserError(f"pip failed with status {exc.returncode} while installing {args.name}") from None
+        raise LLSError(f"pip failed with status {exc.returncode} while installing {args.name}") from None
     emit_summary({"name": args.name, "cache": str(folder)}, args.json, f"{args.name}: ready at {folder}")
     return 0
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Run only this module's commands (``python -m empirical.commands.data score ...``).
-
-    Same behaviour as ``lls``; useful under ``torchrun -m`` and where other command modules are absent.
-    """
-    import sys
-
-    parser = argparse.ArgumentParser(prog="lls")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    register(sub)
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
-    try:
-        return int(args.func(args) or 0)
-    except UserError as exc:
-        print(f"lls {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"lls {args.command}: interrupted (re-run the same command to resume)", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

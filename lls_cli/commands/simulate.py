@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from lls_cli.runs import UserError, add_output_args
+from lls_cli.args import add_output_args
+from lls_common.errors import LLSError
 
 __all__ = ["register"]
 
@@ -21,15 +22,15 @@ def register(sub) -> None:
 
 
 def _run_demo(args) -> int:
-    from .sweep import run_demo
+    from simulations.sweep import run_demo
 
     if args.trials < 1:
-        raise UserError(f"--trials must be ≥ 1, got {args.trials}")
+        raise LLSError(f"--trials must be ≥ 1, got {args.trials}")
     return run_demo(args.out, seed=args.seed, n_trials=args.trials, as_json=args.json)
 
 
 def _run_simulate(args) -> int:
-    from .sweep import load_sweep_config, run_sweep
+    from simulations.sweep import load_sweep_config, run_sweep
 
     spec = load_sweep_config(args.config)
     return run_sweep(spec, args.out, seed=args.seed, as_json=args.json)

@@ -7,16 +7,15 @@ Every results command follows the same contract:
 * ``--json`` prints a summary object on stdout (and nothing else on stdout);
 * files are written to a temporary file in the same folder and renamed, so a
   crash never leaves a half-written output;
-* user-fixable problems raise :class:`UserError` with one line naming the file,
+* user-fixable problems raise :class:`lls_common.errors.LLSError` with one line naming the file,
   line or index at fault.
 
-Use :func:`add_output_args` to give a subcommand the standard ``--out`` /
-``--json`` / ``--seed`` options, and :class:`RunDir` to write into the folder.
+Use :class:`RunDir` to write into the folder (``lls_cli.args.add_output_args`` gives a subcommand the
+standard ``--out`` / ``--json`` / ``--seed`` options).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -26,21 +25,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-
-class UserError(Exception):
-    """A problem with the user's input, reported as one line without a traceback."""
-
-
-def add_output_args(parser: argparse.ArgumentParser, default_out: str | None, seed: int | None = 0) -> None:
-    """Add the standard ``--out DIR``, ``--json`` and (optionally) ``--seed N`` options."""
-    parser.add_argument(
-        "--out", type=Path, default=None if default_out is None else Path(default_out),
-        required=default_out is None, metavar="DIR",
-        help="folder for results (JSON beside figures)" + ("" if default_out is None else f"; default {default_out}"),
-    )
-    parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
-    if seed is not None:
-        parser.add_argument("--seed", type=int, default=seed, help=f"random seed (default {seed})")
+from lls_common.errors import LLSError
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -118,7 +103,7 @@ class RunDir:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         if self.root.exists() and not self.root.is_dir():
-            raise UserError(f"--out {self.root}: exists and is not a folder")
+            raise LLSError(f"--out {self.root}: exists and is not a folder")
         self.root.mkdir(parents=True, exist_ok=True)
 
     def path(self, name: str) -> Path:

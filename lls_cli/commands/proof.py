@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from lls_cli.runs import RunDir, add_output_args, emit_summary
+from lls_cli.args import add_output_args
+from lls_common.io import RunDir, emit_summary
 
 
 def register(sub) -> None:
@@ -19,14 +20,14 @@ def register(sub) -> None:
 
 
 def _run_check_proof(args) -> int:
-    from lls_cli.runs import UserError
+    from lls_common.errors import LLSError
     from lls_theory.proof import format_table, run_proof_check
     from lls_theory.proof.adversary import AdversaryConfig
 
     cfg = AdversaryConfig()
     if args.instances is not None:
         if args.instances < 1:
-            raise UserError(f"--instances must be ≥ 1, got {args.instances}")
+            raise LLSError(f"--instances must be ≥ 1, got {args.instances}")
         cfg = AdversaryConfig(n_instances=args.instances)
     report = run_proof_check(seed=args.seed, adversary_cfg=cfg)
     run = RunDir(args.out)

@@ -1,0 +1,15 @@
+"""The one library error type.
+
+:class:`LLSError` marks a problem the user can fix (bad input file, bad option or config value,
+an output that would overwrite something). Its message is one line naming the file, line, index or
+key at fault and, where there is one, the fix. It subclasses :class:`ValueError` so that library
+callers can catch it as such; ``lls_cli.main`` is the one place that maps it to exit status 2.
+"""
+
+from __future__ import annotations
+
+__all__ = ["LLSError"]
+
+
+class LLSError(ValueError):
+    """A problem with the user's input, reported as one line without a traceback."""
