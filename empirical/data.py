@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from empirical.config import Filters  # declared with every other setting; re-exported here
 from empirical.render import as_messages
 
 __all__ = [
@@ -300,22 +301,6 @@ def language_share(text: str, lang: str, max_nonalpha: float = 1.0, min_prob: fl
         total += len(s)
         hit += len(s) if top == lang else 0
     return hit / total if total else 0.0
-
-
-@dataclass(frozen=True)
-class Filters:
-    """The paper's preprocessing options (None / empty = off)."""
-
-    single_turn: bool = False
-    max_prompt_tokens: int | None = None
-    min_response_tokens: int | None = None
-    max_response_tokens: int | None = None
-    exclude_words: tuple[str, ...] = ()
-    exclude_language: str | None = None
-    language_threshold: float = 0.05
-
-    def needs_tokenizer(self) -> bool:
-        return any(v is not None for v in (self.max_prompt_tokens, self.min_response_tokens, self.max_response_tokens))
 
 
 @dataclass
