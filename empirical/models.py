@@ -14,9 +14,19 @@ Public API (used by every ``empirical`` command and by the tests):
   cache takes about a second. The GGUF quantization config is cleared before saving (transformers refuses
   to save or train a model that still carries it). The folder is written atomically (temporary folder in
   the same parent, then ``os.rename``).
-* ``load(spec, dtype="float32", device=None) -> (model, tokenizer)`` -- ``spec`` is a registry name, a
-  local folder, a ``path/to/file.gguf`` or a hub id. The model is in eval mode; the tokenizer always
-  has a pad token (eos when the model defines none).
+* ``load(spec, dtype="float32", device=None, revision=None, trust_remote_code=False) -> (model, tokenizer)``
+  -- ``spec`` is a registry name, a local folder, a ``path/to/file.gguf`` or a hub id. ``device="auto"``
+  = ``cuda:<LOCAL_RANK>`` when CUDA is available (``cuda:0`` outside torchrun), else ``cpu``; also
+  ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``. ``dtype="auto"`` = bfloat16 on CUDA, float32 elsewhere.
+  The weights are loaded straight onto the device in that dtype (``device_map={"": device}``: no fp32
+  copy on the CPU first). ``device=None`` (the historical default) leaves the model on the CPU. The
+  model is in eval mode; the tokenizer always has a pad token (eos when the model defines none).
+  :func:`placement` gives ``{"device", "dtype"}`` of a loaded model for the caller's JSON.
+* ``resolve_source(spec) -> Source`` and ``load_tokenizer(spec)`` -- the one model-spec resolution every
+  command uses (registry -> cache folder, ``.gguf`` -> folder + file, else folder or hub id), and the
+  tokenizer alone with the same pad-token fix as :func:`load`.
+* ``base_model_id(spec) -> str`` -- the portable name of a model for adapter configs and model cards: the
+  registry name (also for a folder inside the registry cache), else the hub id; never a cache path.
 
 Cache location: ``cache_dir`` argument, else ``$LLS_CACHE/models/<name>``, else
 ``~/.cache/lls/models/<name>``.
@@ -49,6 +59,12 @@ __all__ = [
     "load",
     "local_dir",
     "resolve_dtype",
+    "resolve_device",
+    "resolve_source",
+    "load_tokenizer",
+    "placement",
+    "base_model_id",
+    "Source",
 ]
 
 _MARKER = "lls-model.json"
@@ -92,6 +108,7 @@ class ModelSpec:
     gguf_locator: Callable[[Path], Path] = field(repr=False)
     description: str = ""
     chat_template: bool = True
+    hub_id: str = ""  # the original model on the Hugging Face hub (these weights are its GGUF dequantisation)
 
 
 REGISTRY: dict[str, ModelSpec] = {
@@ -102,6 +119,7 @@ REGISTRY: dict[str, ModelSpec] = {
         gguf_locator=_smollm2_gguf,
         description="SmolLM2-135M-Instruct (GGUF Q4_1, dequantised to fp32); chat template with a system role",
         chat_template=True,
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
     ),
     "gemma3-270m": ModelSpec(
         name="gemma3-270m",
@@ -122,6 +140,7 @@ REGISTRY: dict[str, ModelSpec] = {
         gguf_locator=_gemma3_gguf,
         description="Gemma-3-270M base (GGUF Q4_K_M in four chunks, dequantised to fp32); no chat template",
         chat_template=False,
+        hub_id="google/gemma-3-270m",
     ),
 }
 
@@ -189,7 +208,8 @@ def _convert(name: str, target: Path) -> Path:
     try:
         gguf = gguf_path(name, tmp / "gguf")
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                     **dtype_kwarg(torch.float32))
         strip_quantization(model)
         out = tmp / "model"
         model.save_pretrained(out)
@@ -232,48 +252,201 @@ def install(name: str, cache_dir: str | os.PathLike | None = None, pip_args: tup
     return local_dir(name, cache_dir)
 
 
-def resolve_dtype(dtype: Any) -> Any:
-    """``"float32"``/``"fp32"``/``"bfloat16"``/``"bf16"``/``"float16"`` or a ``torch.dtype`` -> ``torch.dtype``."""
+_DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
+
+
+def resolve_device(device: Any = "auto") -> Any:
+    """``"auto"`` | ``"cpu"`` | ``"cuda"`` | ``"cuda:N"`` | ``"mps"`` | ``torch.device`` -> ``torch.device``.
+
+    ``"auto"``: ``cuda:<LOCAL_RANK>`` (0 outside torchrun / accelerate launch) when CUDA is available, else
+    ``cpu``. ``"cuda"`` likewise means the process's local GPU. Raises ``ValueError`` for an unknown name
+    or a device this machine lacks (the message names the device and what is available).
+    """
+    import torch
+
+    if isinstance(device, torch.device):
+        return device
+    if device is None or device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if not isinstance(device, str):
+        raise ValueError(f"device must be a string such as 'cpu', 'cuda', 'cuda:1', 'mps' or 'auto', got {device!r}")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available here (use --device cpu)")
+        index = dev.index if dev.index is not None else int(os.environ.get("LOCAL_RANK", "0"))
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"device cuda:{index} requested but only {torch.cuda.device_count()} GPU(s) are visible")
+        dev = torch.device("cuda", index)
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ValueError("device 'mps' requested but MPS is not available here (use --device cpu)")
+    elif dev.type != "cpu":
+        raise ValueError(f"unsupported device {device!r}; use auto, cpu, cuda, cuda:N or mps")
+    return dev
+
+
+def resolve_dtype(dtype: Any, device: Any = None) -> Any:
+    """``"auto"``/``"float32"``/``"fp32"``/``"bfloat16"``/``"bf16"``/``"float16"``/``"fp16"`` or a
+    ``torch.dtype`` -> ``torch.dtype``. ``"auto"`` = bfloat16 when ``device`` is CUDA, else float32."""
     import torch
 
     if isinstance(dtype, torch.dtype):
         return dtype
+    if dtype is None or dtype == "auto":
+        dev = resolve_device(device) if device is not None else torch.device("cpu")
+        return torch.bfloat16 if dev.type == "cuda" else torch.float32
     table = {
         "float32": torch.float32, "fp32": torch.float32,
         "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
         "float16": torch.float16, "fp16": torch.float16,
     }
     if dtype not in table:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(table)}")
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {list(_DTYPES)}")
     return table[dtype]
 
 
-def load(spec: str, dtype: Any = "float32", device: Any = None, cache_dir: str | os.PathLike | None = None):
-    """Load ``(model, tokenizer)``; ``spec`` = registry name | local folder | ``file.gguf`` | hub id.
+def dtype_name(dtype: Any) -> str:
+    """``torch.bfloat16`` -> ``"bfloat16"`` (the name recorded in JSON outputs)."""
+    return str(dtype).replace("torch.", "")
 
-    GGUF files are dequantised on every call (slow): prefer a registry name, which uses the cache.
+
+@dataclass(frozen=True)
+class Source:
+    """Where a model spec's files are: ``path`` (folder or hub id) plus ``from_pretrained`` keyword arguments.
+
+    ``kind``: ``"registry"`` | ``"gguf"`` | ``"folder"`` | ``"hub"``; ``name``: :func:`base_model_id`.
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    torch_dtype = resolve_dtype(dtype)
+    spec: str
+    kind: str
+    path: str
+    kwargs: dict = field(default_factory=dict)
+    name: str = ""
+
+
+def _registry_name_of_folder(folder: Path) -> str | None:
+    marker = folder / _MARKER
+    if marker.is_file():
+        try:
+            name = json.loads(marker.read_text()).get("name")
+        except (OSError, ValueError):
+            return None
+        return name if name in REGISTRY else None
+    return None
+
+
+def resolve_source(spec: Any, cache_dir: str | os.PathLike | None = None, revision: str | None = None,
+                   trust_remote_code: bool = False) -> Source:
+    """The one model-spec resolution: registry name -> converted cache folder; ``file.gguf`` -> its folder
+    plus ``gguf_file``; an existing folder -> itself; anything else -> a hub id (``owner/name``).
+
+    ``revision`` and ``trust_remote_code`` become ``from_pretrained`` keyword arguments (a revision is
+    refused for registry names and local files, which have none). Raises ``ValueError`` for an empty spec or
+    a spec that is neither a registry name, an existing path nor a hub id, ``FileNotFoundError`` for a
+    missing ``.gguf`` file or an uninstalled registry model.
+    """
+    if isinstance(spec, os.PathLike):
+        spec = os.fspath(spec)
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"model spec must be a registry name, folder, file.gguf or hub id, got {spec!r}")
     kwargs: dict[str, Any] = {}
+    if trust_remote_code:
+        kwargs["trust_remote_code"] = True
+    local = spec in REGISTRY or Path(spec).exists() or spec.endswith(".gguf")
+    if revision is not None:
+        if local:
+            raise ValueError(f"--revision {revision!r} applies to hub ids only, not to {spec!r}")
+        kwargs["revision"] = revision
     if spec in REGISTRY:
-        source: str | Path = local_dir(spec, cache_dir)
-    elif str(spec).endswith(".gguf"):
+        return Source(spec, "registry", str(local_dir(spec, cache_dir)), kwargs, spec)
+    if spec.endswith(".gguf"):
         path = Path(spec)
         if not path.is_file():
             raise FileNotFoundError(f"GGUF file {path} not found")
-        source, kwargs = path.parent, {"gguf_file": path.name}
-    else:
-        source = spec  # a local folder or a hub id
-    tok = AutoTokenizer.from_pretrained(source, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
-    if kwargs:
+        return Source(spec, "gguf", str(path.parent), {**kwargs, "gguf_file": path.name}, path.name)
+    path = Path(spec)
+    if path.is_dir():
+        reg = _registry_name_of_folder(path)
+        return Source(spec, "folder", str(path), kwargs, reg or str(path.resolve()))
+    if path.exists():
+        raise ValueError(f"{spec}: is a file; expected a model folder, a .gguf file, a registry name or a hub id")
+    parts = spec.split("/")
+    if len(parts) != 2 or not all(parts) or spec.startswith((".", "/", "~")):
+        raise FileNotFoundError(
+            f"model {spec!r}: not a registry name ({', '.join(sorted(REGISTRY))}), not an existing folder and "
+            "not a hub id of the form owner/name")
+    return Source(spec, "hub", spec, kwargs, spec)
+
+
+def base_model_id(spec: Any, cache_dir: str | os.PathLike | None = None) -> str:
+    """Portable name of ``spec`` for adapter configs: registry name (also for a folder of the registry cache),
+    hub id, else the folder's absolute path (a local model has no portable name)."""
+    if isinstance(spec, os.PathLike):
+        spec = os.fspath(spec)
+    if spec in REGISTRY:
+        return spec
+    path = Path(str(spec))
+    if path.is_dir():
+        return _registry_name_of_folder(path) or str(path.resolve())
+    return str(spec)
+
+
+def load_tokenizer(spec: Any, cache_dir: str | os.PathLike | None = None, revision: str | None = None,
+                   trust_remote_code: bool = False):
+    """The tokenizer of ``spec`` (see :func:`resolve_source`), with a pad token (eos when none is defined)."""
+    from transformers import AutoTokenizer
+
+    src = resolve_source(spec, cache_dir, revision, trust_remote_code)
+    tok = AutoTokenizer.from_pretrained(src.path, **src.kwargs)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def placement(model: Any) -> dict[str, str]:
+    """``{"device": "cpu" | "cuda:0" | ..., "dtype": "float32" | "bfloat16" | ...}`` of a loaded model
+    (its first parameter's), for the JSON every command writes."""
+    p = next(model.parameters())
+    return {"device": str(p.device), "dtype": dtype_name(p.dtype)}
+
+
+def dtype_kwarg(torch_dtype: Any) -> dict[str, Any]:
+    """``{"dtype": d}`` for ``from_pretrained`` (transformers >= 4.56), ``{"torch_dtype": d}`` before."""
+    import transformers
+
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return {"dtype": torch_dtype} if (major, minor) >= (4, 56) else {"torch_dtype": torch_dtype}
+
+
+def load(spec: Any, dtype: Any = "float32", device: Any = None, cache_dir: str | os.PathLike | None = None,
+         revision: str | None = None, trust_remote_code: bool = False):
+    """Load ``(model, tokenizer)``; ``spec`` = registry name | local folder | ``file.gguf`` | hub id.
+
+    ``device``: ``None`` = CPU (historical default), ``"auto"`` or a device name (:func:`resolve_device`);
+    ``dtype``: a name or ``"auto"`` (:func:`resolve_dtype`). Non-CPU devices are loaded onto directly
+    (``device_map={"": device}``). GGUF files are dequantised on every call (slow): prefer a registry
+    name, which uses the cache.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dev = resolve_device("cpu" if device is None else device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    src = resolve_source(spec, cache_dir, revision, trust_remote_code)
+    tok = AutoTokenizer.from_pretrained(src.path, **src.kwargs)
+    kwargs = dict(src.kwargs)
+    if dev.type != "cpu":
+        kwargs["device_map"] = {"": str(dev)}
+    model = AutoModelForCausalLM.from_pretrained(src.path, **dtype_kwarg(torch_dtype), **kwargs)
+    if src.kind == "gguf":
         strip_quantization(model)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     model.eval()
-    if device is not None:
-        model.to(device)
+    if placement(model)["device"] != str(dev):  # e.g. a GGUF model that ignored the device map
+        model.to(dev)
+    model._lls_source = {"spec": str(spec), "base_model": src.name, "revision": revision}
     return model, tok

@@ -28,9 +28,22 @@ Conventions (they follow TRL's conversational DPO preprocessing, so scored token
 * Truncation to ``T`` tokens (:func:`truncate_response`): tokenize the reply alone (no special tokens),
   keep the first ``T`` tokens, decode. Applied before rendering; the truncated text is what is scored.
 
-Note on SmolLM2: its template inserts a default system prompt ("You are a helpful AI assistant named
-SmolLM, trained by Hugging Face") when the conversation has no system message. "No system prompt"
-therefore means that default rendering, which is also what DPO training without a system prompt sees.
+Reference rendering (the "no system prompt" condition), an explicit setting ``reference`` used identically
+by scoring, DPO training data, correlate and eval (callers pass it from their config; :data:`REFERENCES`):
+
+* ``"empty"`` -- an empty system turn ``{"role": "system", "content": ""}`` before the prompt, as the
+  paper's authors render it (``helper_functions.py``). Needs a template with a system role; for the plain
+  template an empty system message renders as nothing (same text as ``"none"``).
+* ``"default"`` -- no system message: the template's own default applies. SmolLM2's template then inserts
+  its persona ("You are a helpful AI assistant named SmolLM, trained by Hugging Face"), so the weights
+  measure persona -> prompt rather than nothing -> prompt. This was the toolkit's only behaviour before the
+  setting existed and stays the keyword default of these functions (backward compatible).
+* ``"none"`` -- no system message, for templates without a system role (and the plain template); refused
+  on a template that has a system role (use ``"default"`` or ``"empty"`` there).
+* ``"auto"`` -- ``"empty"`` where the chat template has a system role, else ``"none"``
+  (:func:`resolve_reference`).
+
+With a system prompt the setting does not matter: the system prompt is the system turn.
 """
 
 from __future__ import annotations
@@ -40,6 +53,8 @@ from typing import Any, Sequence
 
 __all__ = [
     "PLAIN_TEMPLATE_DOC",
+    "REFERENCES",
+    "resolve_reference",
     "Encoded",
     "as_messages",
     "encode_group",
@@ -60,11 +75,15 @@ PLAIN_TEMPLATE_DOC = (
 
 _ROLES = ("system", "user", "assistant")
 
+REFERENCES = ("auto", "empty", "default", "none")
+EMPTY_SYSTEM = {"role": "system", "content": ""}
+
 
 def as_messages(prompt: Any, where: str = "prompt") -> list[dict[str, str]]:
     """Validate a prompt: a non-empty string (one user turn) or a list of ``{"role", "content"}`` messages.
 
-    Raises ``ValueError`` naming ``where`` on empty/non-string content or unknown roles.
+    Raises ``ValueError`` naming ``where`` on empty/non-string content or unknown roles. A leading system
+    message may be empty (the ``"empty"`` reference rendering).
     """
     if isinstance(prompt, str):
         if not prompt.strip():
@@ -79,8 +98,10 @@ def as_messages(prompt: Any, where: str = "prompt") -> list[dict[str, str]]:
         role, content = msg["role"], msg["content"]
         if role not in _ROLES:
             raise ValueError(f"{where}: message {k} has unknown role {role!r}")
-        if not isinstance(content, str) or not content.strip():
-            raise ValueError(f"{where}: message {k} has empty or non-string content")
+        if not isinstance(content, str):
+            raise ValueError(f"{where}: message {k} has non-string content")
+        if not content.strip() and not (role == "system" and k == 0 and content == ""):
+            raise ValueError(f"{where}: message {k} has empty content")
         out.append({"role": role, "content": content})
     if out[-1]["role"] != "user":
         raise ValueError(f"{where}: the last prompt message must be a user turn, got {out[-1]['role']!r}")
@@ -116,9 +137,44 @@ def supports_system_role(tok: Any) -> bool:
     return ok
 
 
-def with_system(tok: Any, messages: list[dict[str, str]], system_prompt: str | None) -> list[dict[str, str]]:
-    """``[system] + messages`` or, without a system role, the system prompt merged into the first user turn."""
+def resolve_reference(tok: Any, reference: str = "auto") -> str:
+    """Effective reference rendering for ``tok``: ``"empty"`` | ``"default"`` | ``"none"`` (see module doc).
+
+    ``"auto"`` -> ``"empty"`` when the tokenizer has a chat template with a system role, else ``"none"``.
+    Raises ``ValueError`` for an unknown name, ``"empty"`` on a chat template without a system role, and
+    ``"none"`` on a chat template with one.
+    """
+    if reference not in REFERENCES:
+        raise ValueError(f"unknown reference rendering {reference!r}; use one of {', '.join(REFERENCES)}")
+    chat = has_chat_template(tok)
+    system = chat and supports_system_role(tok)
+    if reference == "auto":
+        return "empty" if system else "none"
+    if reference == "empty" and chat and not system:
+        raise ValueError("reference 'empty' needs a chat template with a system role; this template has none "
+                         "(use 'none')")
+    if reference == "none" and system:
+        raise ValueError("reference 'none' is for templates without a system role; this template has one "
+                         "(use 'empty' for an empty system turn or 'default' for the template's default)")
+    return reference
+
+
+def with_system(tok: Any, messages: list[dict[str, str]], system_prompt: str | None,
+                reference: str = "default") -> list[dict[str, str]]:
+    """``[system] + messages`` or, without a system role, the system prompt merged into the first user turn.
+
+    ``system_prompt=None`` renders the reference condition ``reference`` (module doc): ``"empty"`` prepends
+    ``{"role": "system", "content": ""}`` (unless the prompt already starts with a system message),
+    ``"default"``/``"none"`` add nothing. A leading *empty* system message in ``messages`` (a pair file
+    written with the ``"empty"`` rendering) is dropped first, so the rendering depends on ``reference`` and
+    ``system_prompt`` only; with a system prompt it takes that message's place.
+    """
+    if messages and messages[0]["role"] == "system" and messages[0]["content"] == "":
+        messages = list(messages[1:])
     if system_prompt is None:
+        mode = resolve_reference(tok, reference)
+        if mode == "empty" and not (messages and messages[0]["role"] == "system"):
+            return [dict(EMPTY_SYSTEM)] + list(messages)
         return list(messages)
     if not isinstance(system_prompt, str) or not system_prompt.strip():
         raise ValueError("system prompt must be a non-empty string (use None for no system prompt)")
@@ -139,7 +195,8 @@ def _plain(tok: Any, messages: list[dict[str, str]], add_generation_prompt: bool
     parts = []
     for m in messages:
         if m["role"] == "system":
-            parts.append(m["content"] + "\n\n")
+            if m["content"]:  # an empty system turn (reference "empty") renders as nothing
+                parts.append(m["content"] + "\n\n")
         elif m["role"] == "user":
             parts.append("User: " + m["content"] + "\n\n")
         else:
@@ -149,17 +206,19 @@ def _plain(tok: Any, messages: list[dict[str, str]], add_generation_prompt: bool
     return "".join(parts)
 
 
-def render_prompt(tok: Any, messages: list[dict[str, str]], system_prompt: str | None = None) -> str:
+def render_prompt(tok: Any, messages: list[dict[str, str]], system_prompt: str | None = None,
+                  reference: str = "default") -> str:
     """Rendered prompt text: template over ``[system?] + messages`` with the generation prompt."""
-    msgs = with_system(tok, messages, system_prompt)
+    msgs = with_system(tok, messages, system_prompt, reference)
     if not has_chat_template(tok):
         return _plain(tok, msgs, add_generation_prompt=True)
     return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
 
 
-def render_full(tok: Any, messages: list[dict[str, str]], reply: str, system_prompt: str | None = None) -> str:
+def render_full(tok: Any, messages: list[dict[str, str]], reply: str, system_prompt: str | None = None,
+                reference: str = "default") -> str:
     """Rendered text of the conversation including the assistant ``reply`` (no generation prompt)."""
-    msgs = with_system(tok, messages, system_prompt)
+    msgs = with_system(tok, messages, system_prompt, reference)
     if not has_chat_template(tok):
         return _plain(tok, msgs, add_generation_prompt=True) + " " + reply + (tok.eos_token or "")
     return tok.apply_chat_template(msgs + [{"role": "assistant", "content": reply}], tokenize=False)
@@ -192,11 +251,12 @@ class Encoded:
 
 
 def encode_group(
-    tok: Any, messages: list[dict[str, str]], replies: Sequence[str], system_prompt: str | None = None
+    tok: Any, messages: list[dict[str, str]], replies: Sequence[str], system_prompt: str | None = None,
+    reference: str = "default",
 ) -> Encoded:
     """Tokenize one prompt with its replies under the TRL split rule (see module doc)."""
-    prompt_ids = encode_text(tok, render_prompt(tok, messages, system_prompt))
-    fulls = [encode_text(tok, render_full(tok, messages, r, system_prompt)) for r in replies]
+    prompt_ids = encode_text(tok, render_prompt(tok, messages, system_prompt, reference))
+    fulls = [encode_text(tok, render_full(tok, messages, r, system_prompt, reference)) for r in replies]
     L = min(_common_prefix(prompt_ids, f) for f in fulls)
     if L == 0:
         raise ValueError("rendered prompt and completion share no leading token")
@@ -220,20 +280,22 @@ def truncate_response(tok: Any, text: str, max_tokens: int | None) -> str:
 
 
 def trl_example(
-    tok: Any, messages: list[dict[str, str]], chosen: str, rejected: str, system_prompt: str | None = None
+    tok: Any, messages: list[dict[str, str]], chosen: str, rejected: str, system_prompt: str | None = None,
+    reference: str = "default",
 ) -> dict[str, Any]:
     """A TRL DPO record that TRL tokenizes into the same tokens this module scores.
 
     Chat-template tokenizers: conversational form (``prompt`` = messages with the system prompt applied
-    as in :func:`with_system`, ``chosen``/``rejected`` = one assistant message each). Plain-template
+    as in :func:`with_system`, with the ``reference`` rendering when ``system_prompt`` is None,
+    ``chosen``/``rejected`` = one assistant message each). Plain-template
     tokenizers: string form (``prompt`` = rendered prompt, ``chosen``/``rejected`` = " " + reply + eos).
     """
     if has_chat_template(tok):
         return {
-            "prompt": with_system(tok, messages, system_prompt),
+            "prompt": with_system(tok, messages, system_prompt, reference),
             "chosen": [{"role": "assistant", "content": chosen}],
             "rejected": [{"role": "assistant", "content": rejected}],
         }
-    prompt = render_prompt(tok, messages, system_prompt)
+    prompt = render_prompt(tok, messages, system_prompt, reference)
     eos = tok.eos_token or ""
     return {"prompt": prompt, "chosen": " " + chosen + eos, "rejected": " " + rejected + eos}

@@ -154,3 +154,74 @@ def test_truncation_keeps_first_T_tokens(tok, words, T):
 def test_truncation_rejects_bad_length():
     with pytest.raises(ValueError):
         render.truncate_response(None, "x", 0)
+
+
+# ------------------------------------------------------------------ reference rendering (issue 15 item 1)
+MSGS = [{"role": "user", "content": "Name a bird."}]
+
+
+def test_reference_auto_resolves_by_template(tok, plain_tok, nosys_tok):
+    assert render.resolve_reference(tok, "auto") == "empty"        # SmolLM2: system role
+    assert render.resolve_reference(nosys_tok, "auto") == "none"   # template without a system role
+    assert render.resolve_reference(plain_tok, "auto") == "none"   # no chat template
+    with pytest.raises(ValueError, match="system role"):
+        render.resolve_reference(nosys_tok, "empty")
+    with pytest.raises(ValueError, match="has one"):
+        render.resolve_reference(tok, "none")
+    with pytest.raises(ValueError, match="unknown reference"):
+        render.resolve_reference(tok, "blank")
+
+
+def test_reference_empty_is_the_authors_empty_system_turn(tok):
+    """'empty' = the text of the template over [{"role": "system", "content": ""}] + prompt (the authors'
+    rendering), with no SmolLM2 persona; 'default' = the template's own default, which inserts the persona."""
+    empty = render.render_prompt(tok, MSGS, None, reference="empty")
+    oracle = tok.apply_chat_template([{"role": "system", "content": ""}] + MSGS, tokenize=False,
+                                     add_generation_prompt=True)
+    assert empty == oracle and "SmolLM" not in empty and empty.startswith("<|im_start|>system\n<|im_end|>")
+    default = render.render_prompt(tok, MSGS, None, reference="default")
+    assert "SmolLM" in default and default == render.render_prompt(tok, MSGS, None)  # keyword default unchanged
+    assert render.render_prompt(tok, MSGS, None, reference="auto") == empty
+    full = render.render_full(tok, MSGS, "An owl.", None, reference="empty")
+    assert full.startswith(empty) and "SmolLM" not in full
+
+
+def test_reference_does_not_touch_the_system_prompt_condition(tok):
+    for ref in ("empty", "default", "auto"):
+        assert render.render_prompt(tok, MSGS, "You love owls.", reference=ref) == \
+            render.render_prompt(tok, MSGS, "You love owls.")
+
+
+def test_reference_none_and_plain(plain_tok, nosys_tok):
+    assert render.render_prompt(nosys_tok, MSGS, None, reference="none") == \
+        render.render_prompt(nosys_tok, MSGS, None, reference="auto")
+    # the plain template renders an empty system turn as nothing
+    assert render.render_prompt(plain_tok, MSGS, None, reference="empty") == \
+        render.render_prompt(plain_tok, MSGS, None, reference="none") == "User: Name a bird.\n\nAssistant:"
+
+
+def test_leading_empty_system_message_follows_the_setting(tok, nosys_tok):
+    """A pair file written with the empty rendering gives the same text as the bare prompt, whatever the file."""
+    with_empty = [{"role": "system", "content": ""}] + MSGS
+    assert render.as_messages(with_empty) == with_empty
+    for ref in ("empty", "default"):
+        assert render.render_prompt(tok, with_empty, None, reference=ref) == \
+            render.render_prompt(tok, MSGS, None, reference=ref)
+    assert render.render_prompt(tok, with_empty, "S.") == render.render_prompt(tok, MSGS, "S.")
+    assert render.render_prompt(nosys_tok, with_empty, None, reference="none") == \
+        render.render_prompt(nosys_tok, MSGS, None, reference="none")
+    with pytest.raises(ValueError, match="message 1 has empty"):
+        render.as_messages([{"role": "user", "content": "a"}, {"role": "system", "content": ""},
+                            {"role": "user", "content": "b"}])
+
+
+def test_trl_example_and_encode_group_agree_under_every_reference(tok):
+    """The conversational TRL prompt rendered by the template gives exactly the scored context tokens."""
+    for ref in ("empty", "default"):
+        ex = render.trl_example(tok, MSGS, "Owl.", "Crow.", None, reference=ref)
+        enc = render.encode_group(tok, MSGS, ["Owl.", "Crow."], None, reference=ref)
+        text = tok.apply_chat_template(ex["prompt"], tokenize=False, add_generation_prompt=True)
+        assert render.encode_text(tok, text)[:len(enc.context)] == list(enc.context)
+    e = render.encode_group(tok, MSGS, ["Owl.", "Crow."], None, reference="empty")
+    d = render.encode_group(tok, MSGS, ["Owl.", "Crow."], None, reference="default")
+    assert e.completions == d.completions and len(e.context) < len(d.context)
