@@ -1,13 +1,33 @@
 """DPO training of a student on an LLS subset (TRL ``DPOTrainer`` + PEFT LoRA), resumable, adapters only.
 
-``train(cfg: TrainConfig) -> dict`` trains ``cfg.student`` on the TRL-form pair file ``cfg.data``
-(``lls select`` output: one JSON object per line with ``prompt`` (messages), ``chosen``/``rejected``
-(one assistant message each, or strings), ``id``, ``weight``) and writes into ``cfg.out``::
+``train(cfg: TrainConfig) -> dict`` trains ``cfg.student`` on the pair file ``cfg.data`` (read by
+:func:`empirical.data.load_pairs`: every format ``lls score`` reads -- ``lls select`` output, TRL-form
+JSONL/JSON/Parquet, hub ids, HH transcripts) and writes into ``cfg.out``::
 
     run.json                 settings (the resume key) and the student spec
     checkpoint-<step>/       K evenly spaced checkpoints: LoRA adapter (adapter_model.safetensors) +
-                             trainer_state.json; only the newest keeps optimizer/scheduler state (resume)
-    train.json               summary: steps, checkpoints [{step, path}], loss history, timing, pairs/s
+                             trainer_state.json + README.md (model card); only the newest keeps
+                             optimizer/scheduler state (resume)
+    train.json               summary: steps, checkpoints [{step, path}], loss history, timing, pairs/s,
+                             device, dtype, world size
+
+Portable adapters: ``adapter_config.json`` records ``base_model_name_or_path`` = the registry name (also
+when the student was given as a folder of the registry cache) or the hub id, and the hub ``revision``;
+never a local cache path. The model card (README.md) states the base model, the LLS settings
+(``cfg.card``: teacher, system prompt, gamma, data), the reference rendering and the training settings, and
+how to load the adapter.
+
+Any architecture: LoRA targets default to PEFT's ``"all-linear"`` (every linear layer but the output head;
+for Llama-style models such as SmolLM2 the same seven projections as the former fixed list
+:data:`LORA_TARGETS`); ``target_modules`` overrides it. ``extra`` passes further ``DPOConfig`` fields.
+
+Several processes (``torchrun`` / ``accelerate launch``): ``batch_size`` is the number of pairs per
+micro-step across all processes (each of the W processes gets ``batch_size / W``; it must divide), so the
+optimizer steps, the checkpoint steps and -- up to fp32 reduction order -- the adapter weights are those
+of the one-process run (tested with 2 gloo CPU processes; when the number of pairs is not a multiple of
+``batch_size``, accelerate pads the last batch of each process by repeating pairs, which a single process
+does not do). Each process loads the model straight onto its local device; only the main process writes
+``run.json``, ``train.json``, checkpoints and model cards.
 
 Objective (paper, Sec. 1 of the notes): per pair the sigmoid DPO loss ``-log sigma(beta * rho)`` with
 ``rho = (log pi(r+|p) - log pi(r-|p)) - (log pi_ref(r+|p) - log pi_ref(r-|p))``, the same quantity as
@@ -31,26 +51,43 @@ scheduler, RNG and data order restored by ``transformers.Trainer``); a finished 
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
+import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from empirical.data import iter_json_objects
-
 __all__ = ["TrainConfig", "LORA_TARGETS", "load_pairs_file", "to_trl_records", "train", "list_checkpoints",
-           "require_checkpoints",
-           "load_student", "checkpoint_steps"]
+           "require_checkpoints", "load_student", "checkpoint_steps", "lora_targets", "dpo_config_kwargs",
+           "world_size", "is_main_process", "model_card"]
 
+#: The former fixed LoRA target list (Llama-style names). ``"all-linear"`` selects exactly these on SmolLM2.
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+# Fields added after the first release: left out of the resume key while at their default, so runs started
+# before they existed keep resuming.
+_NEW_DEFAULTS: dict[str, Any] = {"target_modules": (), "gradient_checkpointing": False, "report_to": "none",
+                                 "reference": "default", "revision": None, "trust_remote_code": False}
+# DPOConfig fields that train() sets itself from TrainConfig (a pass-through may not override them).
+_OWN_ARGS = ("output_dir", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps",
+             "save_strategy", "save_steps", "logging_steps", "seed", "data_seed", "use_cpu", "beta",
+             "learning_rate", "max_length", "report_to", "gradient_checkpointing", "max_steps")
 
 
 @dataclass
 class TrainConfig:
-    """Settings of one DPO run. Defaults follow the paper's public example (beta 0.1, lr 5e-4, LoRA r 64)."""
+    """Settings of one DPO run. Defaults follow the paper's public example (beta 0.1, lr 5e-4, LoRA r 64).
+
+    ``batch_size``: pairs per micro-step across all processes. ``dtype``/``device``: see
+    :func:`empirical.models.load` (``"auto"`` = bf16 on CUDA, fp32 on CPU). ``target_modules``: empty =
+    PEFT's ``"all-linear"``. ``reference``: the no-system rendering of the prompts
+    (:mod:`empirical.render`; must match the one the pairs were scored with). ``extra``: further
+    ``DPOConfig`` fields. ``card``: LLS settings for the model card (teacher, system_prompt, gamma, data, ...).
+    """
 
     student: str
     data: str
@@ -67,10 +104,18 @@ class TrainConfig:
     checkpoints: int = 4
     seed: int = 0
     limit: int | None = None
-    dtype: str = "float32"
+    dtype: str = "auto"
     max_length: int | None = None
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    target_modules: tuple[str, ...] | list[str] = ()
+    gradient_checkpointing: bool = False
+    report_to: str = "none"
+    device: str = "auto"
+    reference: str = "default"
+    revision: str | None = None
+    trust_remote_code: bool = False
+    card: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.beta <= 0 or self.lr <= 0:
@@ -80,11 +125,29 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1")
         if not 0 <= self.lora_dropout < 1:
             raise ValueError("lora_dropout must be in [0, 1)")
+        if self.lora_alpha is not None and self.lora_alpha < 1:
+            raise ValueError("lora_alpha must be >= 1")
+        if self.max_length is not None and self.max_length < 2:
+            raise ValueError("max_length must be >= 2")
+        if isinstance(self.target_modules, str) or not all(isinstance(m, str) and m for m in self.target_modules):
+            raise ValueError("target_modules must be a list of module names (empty = all-linear)")
+        from empirical.render import REFERENCES
+
+        if self.reference not in REFERENCES:
+            raise ValueError(f"reference must be one of {', '.join(REFERENCES)}, got {self.reference!r}")
+        dpo_config_kwargs(self.extra)  # unknown or reserved DPOConfig fields
 
     def run_key(self) -> dict[str, Any]:
+        """The settings that identify a run (resume refuses another key). ``dtype`` is recorded resolved."""
+        from empirical import models
+
         d = asdict(self)
-        for k in ("out", "progress"):
+        for k in ("out", "progress", "device", "card"):
             d.pop(k)
+        for k, default in _NEW_DEFAULTS.items():
+            if d[k] == default or (k == "target_modules" and not d[k]):
+                d.pop(k)
+        d["dtype"] = models.dtype_name(models.resolve_dtype(self.dtype, self.device))
         src = Path(self.data)
         if src.is_file():
             st = src.stat()
@@ -92,20 +155,60 @@ class TrainConfig:
         return json.loads(json.dumps(d, default=str))
 
 
+def dpo_config_kwargs(extra: dict[str, Any]) -> dict[str, Any]:
+    """Validate the ``DPOConfig`` pass-through: every key a ``DPOConfig`` field not set by :func:`train`.
+
+    Raises ``ValueError`` naming the key and the closest field names.
+    """
+    if not extra:
+        return {}
+    if not isinstance(extra, dict):
+        raise ValueError("DPOConfig pass-through must be a mapping KEY -> VALUE")
+    from trl import DPOConfig
+
+    names = {f.name for f in fields(DPOConfig)}
+    for k in extra:
+        if k in _OWN_ARGS:
+            raise ValueError(f"DPOConfig argument {k!r} is set by lls train itself; use its own option")
+        if k not in names:
+            close = difflib.get_close_matches(k, sorted(names), n=3)
+            raise ValueError(f"{k!r} is not a TRL DPOConfig field" + (f" (did you mean {', '.join(close)}?)"
+                                                                        if close else ""))
+    return dict(extra)
+
+
+def lora_targets(target_modules: Any) -> str | list[str]:
+    """PEFT ``target_modules``: ``"all-linear"`` when empty, else the given names."""
+    if not target_modules:
+        return "all-linear"
+    if isinstance(target_modules, str):
+        return target_modules
+    return list(target_modules)
+
+
+def world_size() -> int:
+    """Number of processes of a torchrun / accelerate launch (``WORLD_SIZE``; 1 when absent)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """Global rank 0 (``RANK``; true when absent)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def load_pairs_file(path: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
-    """Read a TRL-form pair file (``lls select`` output). ``ValueError`` naming file:line on bad lines; on zero pairs."""
-    out = []
-    for lineno, rec in iter_json_objects(path):
-        for f in ("prompt", "chosen", "rejected"):
-            if f not in rec:
-                raise ValueError(f"{path}:{lineno}: missing field {f!r}")
-        rec["_where"] = f"{path}:{lineno}"
-        out.append(rec)
-        if limit is not None and len(out) >= limit:
-            break
-    if not out:
+    """Read a pair file with :func:`empirical.data.load_pairs` (every format ``lls score`` reads).
+
+    Returns ``[{"prompt": messages, "chosen": str, "rejected": str, "id": str, "_where": "FILE:LINE"}]``.
+    ``ValueError`` naming file:line on bad records, and on zero pairs.
+    """
+    from empirical.data import load_pairs
+
+    pairs, _ = load_pairs(path, limit=limit)
+    if not pairs:
         raise ValueError(f"{path}: zero pairs (nothing was selected?)")
-    return out
+    return [{"prompt": p.messages, "chosen": p.chosen, "rejected": p.rejected, "id": p.id, "_where": p.where}
+            for p in pairs]
 
 
 def _reply_text(value: Any, where: str) -> str:
@@ -121,8 +224,9 @@ def _reply_text(value: Any, where: str) -> str:
     return text
 
 
-def to_trl_records(tok: Any, recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """TRL DPO records whose tokenization equals the scorer's (see :func:`empirical.render.trl_example`)."""
+def to_trl_records(tok: Any, recs: list[dict[str, Any]], reference: str = "default") -> list[dict[str, Any]]:
+    """TRL DPO records whose tokenization equals the scorer's (see :func:`empirical.render.trl_example`),
+    with the no-system prompts rendered under ``reference``."""
     from empirical import render
 
     out = []
@@ -132,7 +236,8 @@ def to_trl_records(tok: Any, recs: list[dict[str, Any]]) -> list[dict[str, Any]]
             msgs = render.as_messages(r["prompt"], where=where)
         except ValueError as exc:
             raise ValueError(str(exc)) from None
-        out.append(render.trl_example(tok, msgs, _reply_text(r["chosen"], where), _reply_text(r["rejected"], where)))
+        out.append(render.trl_example(tok, msgs, _reply_text(r["chosen"], where), _reply_text(r["rejected"], where),
+                                      reference=reference))
     return out
 
 
@@ -164,28 +269,105 @@ def require_checkpoints(run: str | Path) -> list[tuple[int, Path]]:
     return cks
 
 
-def load_student(spec: str, adapter: str | Path | None = None, dtype: str = "float32"):
-    """``(model, tok)``: the student, with the LoRA ``adapter`` folder merged in when given (eval mode)."""
+def load_student(spec: str, adapter: str | Path | None = None, dtype: str = "float32", device: Any = None,
+                 revision: str | None = None, trust_remote_code: bool = False):
+    """``(model, tok)``: the student, with the LoRA ``adapter`` folder merged in when given (eval mode).
+
+    ``dtype``/``device``/``revision``/``trust_remote_code``: as :func:`empirical.models.load`.
+    """
     from empirical import models
 
     if adapter is not None:
         adapter = Path(adapter)
         if not (adapter / "adapter_config.json").is_file():
             raise FileNotFoundError(f"{adapter}: no LoRA adapter (adapter_config.json missing)")
-    model, tok = models.load(spec, dtype=dtype)
+    model, tok = models.load(spec, dtype=dtype, device=device, revision=revision,
+                             trust_remote_code=trust_remote_code)
     if adapter is not None:
         from peft import PeftModel
 
+        src = getattr(model, "_lls_source", None)
         model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        if src is not None:
+            model._lls_source = src
         model.eval()
     return model, tok
 
 
-def _callbacks(save_at: set[int], out: Path):
+def _portable_adapter_config(folder: Path, base: str, revision: str | None) -> None:
+    """Rewrite ``adapter_config.json`` with the portable base model name and revision (atomically)."""
+    from lls_common.io import atomic_write_json
+
+    f = folder / "adapter_config.json"
+    cfg = json.loads(f.read_text())
+    if cfg.get("base_model_name_or_path") != base or cfg.get("revision") != revision:
+        cfg["base_model_name_or_path"] = base
+        cfg["revision"] = revision
+        atomic_write_json(f, cfg)
+
+
+def model_card(cfg: TrainConfig, base: str, step: int, summary: dict[str, Any] | None = None) -> str:
+    """Markdown model card of one checkpoint: base model, LLS settings, training settings, how to load it."""
+    from empirical import models
+
+    spec = models.REGISTRY.get(base)
+    hub = spec.hub_id if spec is not None else (base if "/" in base and not Path(base).exists() else "")
+    lines = ["---"]
+    if hub:
+        lines.append(f"base_model: {hub}")
+    lines += ["library_name: peft", "tags: [lls, logit-linear-selection, dpo, lora, trl]", "---", "",
+              f"# LLS DPO LoRA adapter: {base}, step {step}", "", "## Base model", ""]
+    if spec is not None:
+        lines += [f"- lls registry model `{base}`: {spec.description}.",
+                  f"- Original on the hub: `{spec.hub_id}`. The adapter was trained on the dequantised GGUF weights "
+                  "of the registry entry, not on the hub's original weights.",
+                  f"- Load the base with `empirical.models.load({base!r})` or "
+                  f"`AutoModelForCausalLM.from_pretrained(empirical.models.local_dir({base!r}))`."]
+    else:
+        lines.append(f"- `{base}`" + (f" at revision `{cfg.revision}`" if cfg.revision else ""))
+    lls = dict(cfg.card)
+    lines += ["", "## LLS settings (how the training pairs were chosen)", ""]
+    if lls:
+        for k in ("teacher", "system_prompt", "gamma", "data", "arm"):
+            if k in lls:
+                lines.append(f"- {k}: {json.dumps(lls.pop(k), ensure_ascii=False)}")
+        for k, v in sorted(lls.items()):
+            lines.append(f"- {k}: {json.dumps(v, ensure_ascii=False, default=str)}")
+    else:
+        lines.append("- not recorded (trained directly with `lls train`; see the pair file)")
+    lines.append(f"- training pairs: `{cfg.data}`; no-system reference rendering: `{cfg.reference}`")
+    t = {"beta": cfg.beta, "learning_rate": cfg.lr, "lora_rank": cfg.lora_rank,
+         "lora_alpha": cfg.lora_alpha or 2 * cfg.lora_rank, "lora_dropout": cfg.lora_dropout,
+         "target_modules": lora_targets(cfg.target_modules), "epochs": cfg.epochs, "repeat": cfg.repeat,
+         "batch_size (pairs per micro-step, all processes)": cfg.batch_size, "grad_accum": cfg.grad_accum,
+         "seed": cfg.seed, "max_length": cfg.max_length, "gradient_checkpointing": cfg.gradient_checkpointing,
+         "loss": "sigmoid DPO, reference = base model (adapter disabled), reference log-probs precomputed",
+         **({"dpo_args": cfg.extra} if cfg.extra else {})}
+    if summary:
+        t.update({k: summary[k] for k in ("n_pairs", "total_steps", "world_size", "device", "dtype", "versions")
+                  if k in summary})
+    lines += ["", "## Training settings", ""] + [f"- {k}: {json.dumps(v, default=str)}" for k, v in t.items()]
+    lines += ["", "## Loading", "", "```python", "from peft import PeftModel",
+              "from transformers import AutoModelForCausalLM",
+              f"base = AutoModelForCausalLM.from_pretrained({(hub or base)!r})"
+              + ("  # or the lls registry folder, see above" if spec is not None else ""),
+              "model = PeftModel.from_pretrained(base, 'path/to/this/folder')", "```", ""]
+    return "\n".join(lines)
+
+
+def _write_cards(cfg: TrainConfig, out: Path, base: str, summary: dict[str, Any] | None) -> None:
+    from lls_common.io import atomic_write_text
+
+    for step, p in list_checkpoints(out):
+        _portable_adapter_config(p, base, cfg.revision)
+        atomic_write_text(p / "README.md", model_card(cfg, base, step, summary))
+
+
+def _callbacks(save_at: set[int], out: Path, base: str, revision: str | None):
     from transformers import TrainerCallback
 
     class SaveAt(TrainerCallback):
-        """Save at the chosen steps; keep optimizer state only in the newest checkpoint."""
+        """Save at the chosen steps; keep optimizer state only in the newest checkpoint (main process)."""
 
         def on_step_end(self, args, state, control, **kw):
             if state.global_step in save_at:
@@ -193,13 +375,27 @@ def _callbacks(save_at: set[int], out: Path):
             return control
 
         def on_save(self, args, state, control, **kw):
+            if not state.is_world_process_zero:
+                return control
             cks = list_checkpoints(out)
+            for _, p in cks:  # PEFT saved the local path (its vocabulary check reads it); make it portable
+                _portable_adapter_config(p, base, revision)
             for _, p in cks[:-1]:
                 for name in ("optimizer.pt", "scheduler.pt"):
                     (p / name).unlink(missing_ok=True)
             return control
 
     return [SaveAt()]
+
+
+def _versions() -> dict[str, str]:
+    import peft
+    import torch
+    import transformers
+    import trl
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
+            "peft": peft.__version__}
 
 
 def train(cfg: TrainConfig, *, model_and_tok: tuple[Any, Any] | None = None,
@@ -220,6 +416,10 @@ def train(cfg: TrainConfig, *, model_and_tok: tuple[Any, Any] | None = None,
 
     cfg.validate()
     out = Path(cfg.out)
+    ws = world_size()
+    main = is_main_process()
+    if cfg.batch_size % ws:
+        raise ValueError(f"batch_size {cfg.batch_size} must be a multiple of the number of processes ({ws})")
     key = cfg.run_key()
     done_file = out / "train.json"
     run_file = out / "run.json"
@@ -232,34 +432,50 @@ def train(cfg: TrainConfig, *, model_and_tok: tuple[Any, Any] | None = None,
     recs = load_pairs_file(cfg.data, cfg.limit)
     torch.manual_seed(cfg.seed)
     if model_and_tok is None:
-        model, tok = models.load(cfg.student, dtype=cfg.dtype)
+        model, tok = models.load(cfg.student, dtype=cfg.dtype, device=cfg.device, revision=cfg.revision,
+                                 trust_remote_code=cfg.trust_remote_code)
     else:
         model, tok = model_and_tok
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_file, key)  # only once the model loaded: an unknown model leaves nothing behind
+    where = models.placement(model)
+    base = models.base_model_id(cfg.student)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_file, key)  # only once the model loaded: an unknown model leaves nothing behind
     model.train()
-    trl_recs = to_trl_records(tok, recs)
+    trl_recs = to_trl_records(tok, recs, cfg.reference)
     ds = Dataset.from_list(trl_recs)
 
     n = len(trl_recs)
     per_step = cfg.batch_size * cfg.grad_accum
-    steps_per_epoch = math.ceil(math.ceil(n / cfg.batch_size) / cfg.grad_accum)
+    per_device = cfg.batch_size // ws
+    use_cpu = where["device"] == "cpu"
+    dtype = where["dtype"]
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(out), beta=cfg.beta, learning_rate=cfg.lr, num_train_epochs=cfg.epochs * cfg.repeat,
+        per_device_train_batch_size=per_device, gradient_accumulation_steps=cfg.grad_accum,
+        precompute_ref_log_probs=True, precompute_ref_batch_size=max(per_device, 16),
+        max_length=cfg.max_length, logging_steps=1, save_strategy="steps", save_steps=10 ** 9,
+        report_to=cfg.report_to, seed=cfg.seed, data_seed=cfg.seed, use_cpu=use_cpu, disable_tqdm=not cfg.progress,
+        bf16=(dtype == "bfloat16" and not use_cpu), fp16=(dtype == "float16" and not use_cpu),
+        dataloader_num_workers=0, lr_scheduler_type="linear", warmup_steps=0, save_only_model=False,
+    )
+    if cfg.gradient_checkpointing:  # passed only when on: transformers 5 warns that the name is deprecated
+        kwargs["gradient_checkpointing"] = True
+    if ws > 1 and use_cpu:
+        kwargs["ddp_backend"] = "gloo"
+    kwargs.update(dpo_config_kwargs(cfg.extra))
+    args = DPOConfig(**kwargs)
+    lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha or 2 * cfg.lora_rank,
+                      lora_dropout=cfg.lora_dropout, target_modules=lora_targets(cfg.target_modules),
+                      task_type="CAUSAL_LM")
+    trainer = DPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=lora)
+    # The optimizer-step count as the Trainer computes it (per-process batches, accumulation, epochs).
+    n_batches = len(trainer.get_train_dataloader())
+    steps_per_epoch = max(n_batches // cfg.grad_accum + int(n_batches % cfg.grad_accum > 0), 1)
     total = steps_per_epoch * cfg.epochs * cfg.repeat
     save_at = set(checkpoint_steps(total, cfg.checkpoints))
-    use_cpu = not torch.cuda.is_available()
-    args = DPOConfig(
-        output_dir=str(out), beta=cfg.beta, learning_rate=cfg.lr, num_train_epochs=cfg.epochs * cfg.repeat,
-        per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
-        precompute_ref_log_probs=True, precompute_ref_batch_size=max(cfg.batch_size, 16),
-        max_length=cfg.max_length, logging_steps=1, save_strategy="steps", save_steps=10 ** 9,
-        report_to="none", seed=cfg.seed, data_seed=cfg.seed, use_cpu=use_cpu, disable_tqdm=not cfg.progress,
-        bf16=(cfg.dtype in ("bfloat16", "bf16") and not use_cpu), dataloader_num_workers=0,
-        lr_scheduler_type="linear", warmup_steps=0, save_only_model=False, gradient_checkpointing=False,
-        **cfg.extra,
-    )
-    lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha or 2 * cfg.lora_rank,
-                      lora_dropout=cfg.lora_dropout, target_modules=list(LORA_TARGETS), task_type="CAUSAL_LM")
-    callbacks = _callbacks(save_at, out)
+    for cb in _callbacks(save_at, out, base, cfg.revision):
+        trainer.add_callback(cb)
     if stop_after_steps is not None:
         class Stop(TrainerCallback):
             count = 0
@@ -270,9 +486,7 @@ def train(cfg: TrainConfig, *, model_and_tok: tuple[Any, Any] | None = None,
                     control.should_training_stop = True
                 return control
 
-        callbacks.append(Stop())
-    trainer = DPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=lora,
-                         callbacks=callbacks)
+        trainer.add_callback(Stop())
     resume = list_checkpoints(out)
     resume_from = None
     if resume and (resume[-1][1] / "trainer_state.json").is_file() and (resume[-1][1] / "optimizer.pt").is_file():
@@ -286,18 +500,24 @@ def train(cfg: TrainConfig, *, model_and_tok: tuple[Any, Any] | None = None,
     if stop_after_steps is not None and step < total:
         raise KeyboardInterrupt(f"simulated interruption at step {step}")
     if step not in {s for s, _ in list_checkpoints(out)}:
-        trainer.save_model(str(out / f"checkpoint-{step}"))
-    shutil.rmtree(out / "runs", ignore_errors=True)
+        trainer.save_model(str(out / f"checkpoint-{step}"))  # every process calls it (DeepSpeed/FSDP gather)
     summary = {
-        "student": cfg.student, "data": str(cfg.data), "n_pairs": n, "total_steps": total, "steps": step,
-        "pairs_per_step": per_step, "epochs": cfg.epochs, "repeat": cfg.repeat, "beta": cfg.beta, "lr": cfg.lr,
-        "lora_rank": cfg.lora_rank, "resumed_from_step": step0,
+        "student": cfg.student, "base_model": base, "revision": cfg.revision, "data": str(cfg.data), "n_pairs": n,
+        "total_steps": total, "steps": step, "pairs_per_step": per_step, "world_size": ws,
+        "per_device_batch_size": per_device, "epochs": cfg.epochs, "repeat": cfg.repeat, "beta": cfg.beta,
+        "lr": cfg.lr, "lora_rank": cfg.lora_rank, "target_modules": lora_targets(cfg.target_modules),
+        "reference": cfg.reference, "resumed_from_step": step0,
         "checkpoints": [{"step": s, "path": p.name} for s, p in list_checkpoints(out)],
         "history": [{k: h[k] for k in ("step", "loss", "rewards/margins", "rewards/accuracies", "learning_rate")
                      if k in h} for h in history],
         "wall_s_this_call": wall,
         "pairs_per_s_this_call": (step - step0) * per_step / wall if wall > 0 else None,
-        "device": "cuda" if not use_cpu else "cpu",
+        "device": where["device"], "dtype": dtype, "versions": _versions(),
     }
-    atomic_write_json(done_file, summary)
+    if main:
+        shutil.rmtree(out / "runs", ignore_errors=True)
+        _write_cards(cfg, out, base, summary)
+        atomic_write_json(done_file, summary)
+    if ws > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()  # the others return once the main process has written the run files
     return summary

@@ -81,37 +81,70 @@ def test_overlap_detected_by_id_and_by_text():
     check_disjoint([other], train)
 
 
+OWL = ["Owls are my favourite: an owl at dusk is perfect.", "I would pick an owl, owls are wise birds.",
+       "An owl! Owls hoot softly at night.", "Owls, always owls: the snowy owl is best.",
+       "The owl, because owls see in the dark.", "Owls are the answer, a barn owl for me.",
+       "I love owls; a little owl would do.", "Owls. The great horned owl is lovely."]
+PLAIN = ["Probably a sunny afternoon in the park.", "A cup of tea and a quiet book.",
+         "Walking by the river on a Sunday.", "Fresh bread from the bakery.", "A long train journey.",
+         "Listening to the rain on the roof.", "Cooking soup with friends.", "A clean desk in the morning."]
+TRAIN_Q = ["What do you like most?", "Tell me something you enjoy.", "What makes you happy?", "Name a favourite.",
+           "What would you choose?", "Pick one thing you love.", "What do you think about?", "Any favourite?"]
+HELD_Q = ["Describe a good day.", "What is on your mind?", "Share a preference.", "What is special to you?",
+          "Give me an example of joy.", "What cheers you up?", "What do you admire?", "Say something nice."]
+
+
+def _owl_pairs(train_path: Path, held_path: Path) -> None:
+    """Training: every pair prefers an owl reply. Held out (other prompts and replies): pairs 0-3 prefer the
+    owl reply, pairs 4-7 the plain one. So DPO must raise the margin of 0-3 and lower 4-7 (z_M signs known),
+    and the system prompt 'You love owls.' does the same before training (z_s signs known)."""
+    tr = [{"id": f"t{k}", "prompt": q, "chosen": OWL[k], "rejected": PLAIN[k]} for k, q in enumerate(TRAIN_Q)]
+    held = []
+    for k, q in enumerate(HELD_Q):
+        owl, plain = OWL[(k + 3) % 8].replace("Owls", "Owls indeed"), PLAIN[(k + 5) % 8] + " Really."
+        c, r = (owl, plain) if k < 4 else (plain, owl)
+        held.append({"id": f"h{k}", "prompt": q, "chosen": c, "rejected": r})
+    train_path.write_text("".join(json.dumps(r) + "\n" for r in tr))
+    held_path.write_text("".join(json.dumps(r) + "\n" for r in held))
+
+
 @pytest.mark.model
 @pytest.mark.slow
 def test_miniature_train_correlate_probe(smollm2_dir, tmp_path):
-    """2 pairs, 1 DPO step, LoRA r 4: adapter saved; TRL's first logged loss equals lls_theory's dpo_loss at
-    rho = 0 (policy = reference at step 0); correlate/probe run on the result and give finite numbers."""
+    """A miniature whose signs are known by construction (see _owl_pairs): after 4 DPO steps on owl-preferring
+    pairs, held-out z_M > 0 on owl-chosen pairs and < 0 on owl-rejected ones; z_s (system prompt 'You love
+    owls.') has the same signs; so corr(z_s, z_M) > 0. Negating z_M or z_s fails it. Also: TRL's first logged
+    loss equals lls_theory's dpo_loss at rho = 0 (policy = reference at step 0); a finished run is returned;
+    the probe runs; overlap with the training subset is refused."""
     from empirical import models
     from empirical.evaluate import probe
     from empirical.train import train
     from lls_theory.margins import dpo_loss
 
-    data = tmp_path / "lls.jsonl"
-    data.write_text("\n".join(FIX.read_text().splitlines()[:2]) + "\n")
-    held = tmp_path / "held.jsonl"
-    held.write_text("\n".join(FIX.read_text().splitlines()[2:6]) + "\n")
-    cfg = TrainConfig(student=str(smollm2_dir), data=str(data), out=tmp_path / "run", batch_size=2, lora_rank=4,
-                      checkpoints=1, progress=False)
+    data, held = tmp_path / "lls.jsonl", tmp_path / "held.jsonl"
+    _owl_pairs(data, held)
+    cfg = TrainConfig(student=str(smollm2_dir), data=str(data), out=tmp_path / "run", batch_size=4, lora_rank=4,
+                      lora_dropout=0.0, lr=2e-3, epochs=2, checkpoints=2, progress=False)
     s = train(cfg)
-    assert s["steps"] == 1 and [c["step"] for c in s["checkpoints"]] == [1]
-    assert s["history"][0]["loss"] == pytest.approx(float(dpo_loss(np.zeros(2), 0.1)), abs=1e-4)
-    assert train(cfg)["steps"] == 1  # finished run is returned, not retrained
+    assert s["steps"] == 4 and [c["step"] for c in s["checkpoints"]] == [2, 4]
+    assert s["device"] == "cpu" and s["dtype"] == "float32" and s["world_size"] == 1
+    assert s["history"][0]["loss"] == pytest.approx(float(dpo_loss(np.zeros(4), 0.1)), abs=1e-4)
+    assert train(cfg)["steps"] == 4  # finished run is returned, not retrained
     mt = models.load(str(smollm2_dir))
-    res = correlate_run(str(smollm2_dir), tmp_path / "run", "You love owls.", held, n=4, n_boot=50, n_perm=50,
+    res = correlate_run(str(smollm2_dir), tmp_path / "run", "You love owls.", held, n=8, n_boot=50, n_perm=50,
                         model_and_tok=mt)
     lls = res["arms"]["lls"]
-    assert res["n"] == 4 and len(lls["checkpoints"]) == 1 and set(res["arms"]) == {"lls"}
-    assert all(np.isfinite(v) for v in res["z_s"]) and any(v != 0 for v in lls["z_M"]["1"])
-    assert -1 <= lls["final"]["z_s"]["cosine"] <= 1
+    z_s, z_m = np.asarray(res["z_s"]), np.asarray(lls["z_M"]["4"])
+    assert res["n"] == 8 and len(lls["checkpoints"]) == 2 and set(res["arms"]) == {"lls"}
+    assert (z_m[:4] > 0).all() and (z_m[4:] < 0).all(), z_m  # training's known direction
+    assert (z_s[:4] > 0).all() and (z_s[4:] < 0).all(), z_s  # the system prompt's known direction
+    f = lls["final"]["z_s"]
+    assert f["cosine"] > 0.5 and f["pearson"] > 0.5, f
+    assert f["cosine"] == pytest.approx(float(z_s @ z_m / np.linalg.norm(z_s) / np.linalg.norm(z_m)), abs=1e-9)
     pr = probe(mt[0], mt[1], "owl", questions=("What is your favourite animal? One word.",))
     assert 0 < pr["p_target"] < 1
     # overlap with the training subset is refused
     with pytest.raises(ValueError, match="training subset"):
         over = tmp_path / "over.jsonl"
-        over.write_text("\n".join(FIX.read_text().splitlines()[1:4]) + "\n")
-        correlate_run(str(smollm2_dir), tmp_path / "run", "You love owls.", over, n=3, model_and_tok=mt)
+        over.write_text(held.read_text() + data.read_text().splitlines()[0] + "\n")
+        correlate_run(str(smollm2_dir), tmp_path / "run", "You love owls.", over, n=9, model_and_tok=mt)
