@@ -42,7 +42,8 @@ def test_zero_pairs_is_an_error(tmp_path):
                                  "--out", str(tmp_path / "run")])
     with pytest.raises(LLSError, match="zero pairs"):
         args.func(args)
-    assert not (tmp_path / "run").exists()
+    run = tmp_path / "run"  # the CLI may hold a lock folder; train itself wrote nothing
+    assert not (run / "run.json").exists() and not list(run.glob("checkpoint-*"))
 
 
 def test_bad_line_names_file_and_line(tmp_path):
@@ -69,15 +70,18 @@ def test_missing_adapter_is_one_line_error(tmp_path):
         args.func(args)
 
 
-def test_overlap_detected_by_id_and_by_text():
+def test_overlap_detected_by_text_not_by_id():
+    """correlate.check_disjoint compares content (ids like '<stem>:<index>' collide across files): same prompt
+    and replies (either label order, or a training reply that is a truncated start) overlap; same id does not."""
     train = [{"id": "a", "prompt": "Hi there", "chosen": "Hello.", "rejected": "Go away."}]
     same_id = PrefPair("a", ({"role": "user", "content": "Other"},), "x", "y")
     same_text = PrefPair("zz", ({"role": "user", "content": "Hi there"},), "Hello.", "Go away.")
-    other = PrefPair("b", ({"role": "user", "content": "Hi there"},), "Hello!", "Go away.")
-    with pytest.raises(ValueError, match="same id"):
-        check_disjoint([same_id], train)
-    with pytest.raises(ValueError, match="same text"):
-        check_disjoint([same_text], train)
+    swapped = PrefPair("zz", ({"role": "user", "content": "Hi there"},), "Go away.", "Hello.")
+    other = PrefPair("b", ({"role": "user", "content": "Hi there"},), "Hi!", "Go away.")
+    for p in (same_text, swapped):
+        with pytest.raises(ValueError, match="same text"):
+            check_disjoint([p], train)
+    check_disjoint([same_id], train)
     check_disjoint([other], train)
 
 
