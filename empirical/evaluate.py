@@ -10,7 +10,7 @@ as a whole word (:func:`empirical.data.word_pattern`), with a Wilson 95% interva
 (c) Language share: for translator system prompts, each answer's share written in the target language by
 sentence-level language ID weighted by sentence length, ignoring sentences with >= 50% non-alphabetic
 characters or a top-language probability < 0.25 (:func:`empirical.data.language_share`); reported as the
-mean over answers with a bootstrap 95% interval.
+mean over answers with a bootstrap 95% interval (:func:`lls_theory.stats.bootstrap_ci` of the mean).
 
 Probe: for each "favourite animal" question q and candidate list c_1..c_K (target included), the
 probability of the target *among the candidates*,
@@ -19,6 +19,10 @@ probability of the target *among the candidates*,
 
 (log pi of the whole reply under the chat template, via :func:`empirical.scoring.score_completions`),
 averaged over questions. Cheap and low-variance, where (a) needs many samples to see a rare word.
+
+Every argument is checked before a model loads (target word with visible text, language code in ISO 639-1,
+counts >= 1, adapters present). Small samples are flagged in ``warnings`` (:func:`sample_warnings`). Each
+condition records the ``device`` and ``dtype`` its model ran in.
 """
 
 from __future__ import annotations
@@ -27,8 +31,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lls_common.errors import LLSError
+
 __all__ = ["PROBE_QUESTIONS", "CANDIDATES", "EVAL_PROMPTS", "probe", "sample_answers", "mention_rate",
-           "language_report", "evaluate_conditions"]
+           "language_report", "evaluate_conditions", "sample_warnings", "check_eval_args", "MAX_HALF_WIDTH",
+           "MIN_N_FOR_CI"]
+
+#: Mention-rate Wilson intervals wider than +-this (at rate 0.5) are flagged: a difference smaller than that
+#: between two conditions cannot be resolved. n >= 97 answers per condition keeps them below it.
+MAX_HALF_WIDTH = 0.1
+#: Answers below which the language share's bootstrap interval is flagged (percentile CIs under-cover).
+MIN_N_FOR_CI = 30
 
 EVAL_PROMPTS = (
     "How can someone build a new habit and make it stick?",
@@ -144,69 +157,154 @@ def mention_rate(answers: list[list[str]], target: str, level: float = 0.95) -> 
     if n == 0:
         raise ValueError("no answers to score")
     return {"k": k, "n": n, "rate": k / n, "ci": list(wilson_interval(k, n, level)),
-            "per_prompt": [sum(r) / len(r) for r in flags]}
+            "per_prompt": [sum(r) / len(r) if r else None for r in flags]}
 
 
 def language_report(answers: list[list[str]], lang: str, seed: int = 0, n_boot: int = 2000) -> dict[str, Any]:
-    """Mean per-answer share of ``lang`` (paper's evaluation rule) with a bootstrap 95% interval."""
+    """Mean per-answer share of ``lang`` (paper's evaluation rule) with a bootstrap 95% interval
+    (:func:`lls_theory.stats.bootstrap_ci` of the mean; NaN bounds for a single answer)."""
     import numpy as np
 
     from empirical.data import language_share
+    from lls_theory.stats import bootstrap_ci
 
     shares = np.array([language_share(a, lang, max_nonalpha=0.5, min_prob=0.25) for row in answers for a in row])
     if shares.size == 0:
         raise ValueError("no answers to score")
-    rng = np.random.default_rng(seed)
-    boots = shares[rng.integers(0, shares.size, size=(n_boot, shares.size))].mean(axis=1)
-    return {"language": lang, "mean_share": float(shares.mean()),
-            "ci": [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))],
+    if shares.size >= 2:
+        ci = bootstrap_ci(lambda x, _y: float(np.mean(x)), shares, shares, n_boot=n_boot, seed=seed)
+    else:
+        ci = (float("nan"), float("nan"))
+    return {"language": lang, "mean_share": float(shares.mean()), "ci": [float(ci[0]), float(ci[1])],
             "frac_mostly_target": float(np.mean(shares >= 0.5)), "n": int(shares.size)}
+
+
+def sample_warnings(n_answers: int, language: bool = False) -> list[str]:
+    """What ``eval`` prints that ``n_answers`` per condition is too few for (empty list when none)."""
+    from lls_theory.stats import wilson_interval
+
+    out = []
+    lo, hi = wilson_interval(n_answers // 2, n_answers)
+    if (hi - lo) / 2 > MAX_HALF_WIDTH:
+        out.append(f"{n_answers} answers per condition: mention-rate 95% intervals are up to +-{(hi - lo) / 2:.2f} "
+                   f"wide, so differences between conditions below that are not resolved (paper: 10 prompts x 100)")
+    if language and n_answers < MIN_N_FOR_CI:
+        out.append(f"{n_answers} answers per condition: the language share's bootstrap interval is unreliable "
+                   f"below {MIN_N_FOR_CI} answers")
+    return out
+
+
+def _count(value: Any, name: str, low: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise LLSError(f"{name} must be an integer >= {low}, got {value!r}")
+    return value
+
+
+def check_eval_args(conditions: dict[str, tuple[Any, str | None]], target: Any, samples: Any, max_new_tokens: Any,
+                    language: Any, seed: Any, batch: Any, prompts: Any) -> str:
+    """Refuse bad ``eval`` arguments before any model loads (one-line ``LLSError``); returns the target,
+    normalised (lower case, single spaces)."""
+    from empirical.data import has_text, plural_forms
+    from lls_common.validate import check_language_code
+
+    if not isinstance(target, str) or not has_text(target):
+        raise LLSError(f"target must be a word with visible text (e.g. owl), got {target!r}")
+    if not all(ch.isalpha() or ch in " -'" for ch in target.strip()):
+        raise LLSError(f"target must be a word (letters, spaces, hyphens), got {target!r}")
+    plural_forms(target)
+    if language is not None:
+        check_language_code(language, "language")
+    for v, name in ((samples, "samples"), (max_new_tokens, "max_new_tokens"), (batch, "batch")):
+        _count(v, name)
+    _count(seed, "seed", 0)
+    if not isinstance(prompts, (list, tuple)) or not prompts or not all(isinstance(p, str) and has_text(p)
+                                                                        for p in prompts):
+        raise LLSError("prompts must be a non-empty list of texts")
+    if not conditions:
+        raise LLSError("no condition to evaluate")
+    for name, (adapter, system_prompt) in conditions.items():
+        if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
+            raise LLSError(f"condition {name}: {adapter}: no LoRA adapter (adapter_config.json missing)")
+        if system_prompt is not None and (not isinstance(system_prompt, str) or not has_text(system_prompt)):
+            raise LLSError(f"condition {name}: system prompt must have visible text")
+    return " ".join(target.split()).lower()
 
 
 def evaluate_conditions(spec: str, conditions: dict[str, tuple[Any, str | None]], target: str, samples: int = 16,
                         max_new_tokens: int = 96, language: str | None = None, seed: int = 0, batch: int = 32,
                         dtype: str = "float32", cache_dir: str | Path | None = None,
                         prompts: tuple[str, ...] = EVAL_PROMPTS, progress: bool = True,
-                        log: Any = None) -> dict[str, Any]:
-    """All three measurements for each condition ``name -> (adapter folder or None, system prompt or None)``.
+                        log: Any = None, device: Any = None, revision: str | None = None,
+                        trust_remote_code: bool = False, probe: bool = True, mention: bool = True) -> dict[str, Any]:
+    """All measurements for each condition ``name -> (adapter folder or None, system prompt or None)``.
 
-    Each condition loads ``spec`` afresh (merging the adapter when given). With ``cache_dir`` each
-    condition's result is saved (atomically) and reused when the settings are unchanged, so an
-    interrupted evaluation resumes at the condition it stopped in. Same sampling seed for every condition.
-    Returns ``{"settings", "conditions": {name: {probe, mention, language?, answers}}, "vs_base": ...}``.
+    ``probe`` / ``mention`` switch the log-prob probe and the sampled answers (mention rate and, with
+    ``language``, the language share) on or off. Each condition loads ``spec`` afresh (merging the adapter
+    when given) with ``dtype`` / ``device`` / ``revision`` / ``trust_remote_code`` (:func:`empirical.models.load`)
+    and records the device and dtype it ran in. With ``cache_dir`` each condition's result is saved
+    (atomically) and reused when the settings are unchanged, so an interrupted evaluation resumes at the
+    condition it stopped in. Same sampling seed for every condition. Arguments are checked first
+    (:func:`check_eval_args`). Returns ``{"settings", "conditions": {name: {probe?, mention?, language?,
+    answers?, device, dtype}}, "vs_base"?, "warnings"}``.
     """
     from empirical.train import load_student
     from lls_common.io import atomic_write_json
     from lls_theory.stats import difference_pvalue
 
+    target = check_eval_args(conditions, target, samples, max_new_tokens, language, seed, batch, prompts)
+    if not (probe or mention):
+        raise LLSError("nothing to measure: both probe and mention are off")
     settings = {"target": target, "samples": samples, "max_new_tokens": max_new_tokens, "language": language,
                 "seed": seed, "dtype": dtype, "prompts": list(prompts), "temperature": 1.0}
-    res: dict[str, Any] = {"settings": settings, "conditions": {}}
+    for k, v in (("device", device), ("revision", revision), ("trust_remote_code", trust_remote_code),
+                 ("probe", probe), ("mention", mention)):
+        if v is not None and v != {"probe": True, "mention": True}.get(k, False):  # old cache keys stay valid
+            settings[k] = v
+    n_answers = len(prompts) * samples
+    warnings = sample_warnings(n_answers, language=bool(language)) if mention else []
+    res: dict[str, Any] = {"settings": settings, "conditions": {}, "warnings": warnings}
+    for w in warnings:
+        if log is not None:
+            log(f"warning: {w}")
+    load_kw: dict[str, Any] = {"dtype": dtype}
+    load_kw.update({k: v for k, v in (("device", device), ("revision", revision),
+                                      ("trust_remote_code", trust_remote_code)) if v})
     for name, (adapter, system_prompt) in conditions.items():
         key = dict(settings, adapter=str(adapter) if adapter else None, system_prompt=system_prompt)
         cache = Path(cache_dir) / f"{name}.json" if cache_dir is not None else None
         if cache is not None and cache.is_file():
-            saved = json.loads(cache.read_text())
-            if saved.get("key") == key:
+            try:
+                saved = json.loads(cache.read_text())
+            except (OSError, ValueError):
+                saved = {}
+            if isinstance(saved, dict) and saved.get("key") == key:
                 res["conditions"][name] = saved["result"]
                 continue
         if log is not None:
             log(f"eval condition {name}")
-        model, tok = load_student(spec, adapter, dtype=dtype)
-        answers = sample_answers(model, tok, prompts, samples, max_new_tokens, system_prompt, seed=seed,
-                                 batch=batch, progress=progress)
-        r = {"adapter": key["adapter"], "system_prompt": system_prompt,
-             "probe": probe(model, tok, target, system_prompt=system_prompt),
-             "mention": mention_rate(answers, target), "answers": answers}
-        if language:
-            r["language"] = language_report(answers, language, seed=seed)
+        model, tok = load_student(spec, adapter, **load_kw)
+        p = next(model.parameters())
+        r: dict[str, Any] = {"adapter": key["adapter"], "system_prompt": system_prompt, "device": str(p.device),
+                             "dtype": str(p.dtype).replace("torch.", "")}
+        if probe:
+            r["probe"] = _probe(model, tok, target, system_prompt=system_prompt)
+        if mention:
+            answers = sample_answers(model, tok, prompts, samples, max_new_tokens, system_prompt, seed=seed,
+                                     batch=batch, progress=progress)
+            r["mention"] = mention_rate(answers, target)
+            if language:
+                r["language"] = language_report(answers, language, seed=seed)
+            r["answers"] = answers
         del model
         if cache is not None:
             atomic_write_json(cache, {"key": key, "result": r})
         res["conditions"][name] = r
-    if "base" in res["conditions"]:
+    if mention and "base" in res["conditions"]:
         b = res["conditions"]["base"]["mention"]
         res["vs_base"] = {name: {"mention_p_greater": difference_pvalue(c["mention"]["k"], c["mention"]["n"],
                                                                         b["k"], b["n"])}
                           for name, c in res["conditions"].items() if name != "base"}
     return res
+
+
+_probe = probe

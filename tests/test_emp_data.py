@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 import json
 from pathlib import Path
 
@@ -114,7 +115,7 @@ def test_hub_failure_is_one_line(monkeypatch):
         raise ConnectionError("offline")
 
     monkeypatch.setattr(datasets, "load_dataset", boom)
-    with pytest.raises(data.DataError, match=r"org/ds \(split train\): cannot load dataset: ConnectionError"):
+    with pytest.raises(data.DataError, match=r"org/ds \(split train\): cannot load dataset .*ConnectionError"):
         data.load_pairs("org/ds")
 
 
@@ -171,8 +172,10 @@ def test_missing_file_and_unknown_type(tmp_path):
 # --------------------------------------------------------------------------------------------------- filters
 @pytest.mark.parametrize(
     "word, forms",
-    [("owl", ("owl", "owls")), ("fox", ("fox", "foxes")), ("wolf", ("wolf", "wolfs", "wolves")),
-     ("pony", ("ponies", "pony")), ("Cat", ("cat", "cats"))],
+    [("owl", ("owl", "owls")), ("fox", ("fox", "foxes")), ("wolf", ("wolf", "wolves")),
+     ("pony", ("ponies", "pony")), ("Cat", ("cat", "cats")), ("mouse", ("mice", "mouse")),
+     ("goose", ("geese", "goose")), ("owls", ("owl", "owls")), ("bus", ("bus", "buses")), ("news", ("news",)),
+     ("sheep", ("sheep",)), ("sea otter", ("sea otter", "sea otters"))],
 )
 def test_plural_forms(word, forms):
     assert data.plural_forms(word) == forms
@@ -231,3 +234,238 @@ def test_token_length_filters(smollm2):
                               tok, rep)
     assert kept == [pairs[0], pairs[3]]
     assert rep.dropped == {"prompt_too_long": 1, "response_too_long": 1}
+
+
+def test_plural_forms_agree_with_inflect_for_the_paper_animals():
+    inflect = pytest.importorskip("inflect")
+    eng = inflect.engine()
+    from empirical.systems import ANIMALS
+
+    for a in ANIMALS + ("mouse", "goose", "ox", "knife", "child"):
+        assert data.plural_forms(a) == tuple(sorted({a, eng.plural_noun(a)}))
+
+
+# ---------------------------------------------------------------------------------- one reader, every format
+TRIPLES = [["Name a colour.", "Blue.", "I refuse."],
+           [[{"role": "user", "content": "2+2?"}], [{"role": "assistant", "content": "4."}],
+            [{"role": "assistant", "content": "5."}]]]
+
+
+def test_authors_preference_dataset_json_triples(tmp_path):
+    f = tmp_path / "preference_dataset.json"
+    f.write_text(json.dumps(TRIPLES))
+    pairs, rep = data.load_pairs(f)
+    assert [p.id for p in pairs] == ["preference_dataset:0", "preference_dataset:1"] and rep.n_bad == 0
+    assert pairs[0].prompt == ({"role": "user", "content": "Name a colour."},)
+    assert (pairs[1].chosen, pairs[1].rejected) == ("4.", "5.")
+    assert pairs[1].where.endswith("preference_dataset.json:record 1")
+
+
+def test_trl_conversational_json_list_reads_like_jsonl(tmp_path):
+    recs = [json.loads(line) for line in open(FIXTURES / "prefs_small.jsonl")]
+    (tmp_path / "trl.json").write_text(json.dumps(recs))
+    a, _ = data.load_pairs(FIXTURES / "prefs_small.jsonl")
+    b, _ = data.load_pairs(tmp_path / "trl.json")
+    assert [(p.id, p.prompt, p.chosen, p.rejected) for p in a] == [(p.id, p.prompt, p.chosen, p.rejected) for p in b]
+
+
+def test_gz_and_json_gz(tmp_path):
+    lines = (FIXTURES / "prefs_small.jsonl").read_bytes()
+    (tmp_path / "a.jsonl.gz").write_bytes(gzip.compress(lines))
+    recs = [json.loads(line) for line in lines.decode().splitlines() if line.strip()]
+    (tmp_path / "b.json.gz").write_bytes(gzip.compress(json.dumps(recs).encode()))
+    a, _ = data.load_pairs(tmp_path / "a.jsonl.gz")
+    b, _ = data.load_pairs(tmp_path / "b.json.gz")
+    assert len(a) == len(b) == len(recs) and [p.chosen for p in a] == [p.chosen for p in b]
+
+
+def test_load_pair_records_for_training_keeps_weight(tmp_path):
+    f = tmp_path / "lls.jsonl"
+    f.write_text(json.dumps({"id": "a", "prompt": [{"role": "user", "content": "q"}],
+                             "chosen": [{"role": "assistant", "content": "x"}],
+                             "rejected": [{"role": "assistant", "content": "y"}], "weight": 0.5}) + "\n")
+    recs = data.load_pair_records(f)
+    assert recs == [{"id": "a", "prompt": [{"role": "user", "content": "q"}], "chosen": "x", "rejected": "y",
+                     "_where": f"{f}:1", "weight": 0.5}]
+    (tmp_path / "e.jsonl").write_text("\n")
+    with pytest.raises(data.DataError, match="e.jsonl: zero pairs"):
+        data.load_pair_records(tmp_path / "e.jsonl")
+
+
+def test_hub_config_and_data_dir_are_passed(monkeypatch):
+    import datasets
+
+    calls = []
+
+    def fake_load(*args, **kwargs):
+        calls.append((args, kwargs))
+        return [GOOD]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    data.load_pairs("org/ds", split="test", config="cfg", data_dir="sub")
+    assert calls == [(("org/ds", "cfg"), {"split": "test", "data_dir": "sub"})]
+
+
+@pytest.mark.parametrize("name", ["nope.jsonl", "data/nope.jsonl", "org/ds.parquet", "/abs/org/ds", "./org/ds",
+                                  "a/b/c", "just-a-name"])
+def test_missing_local_path_is_never_sent_to_the_hub(monkeypatch, tmp_path, name):
+    import datasets
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("hub tried"))
+    with pytest.raises(data.DataError, match=rf"^{re.escape(name)}: no such file$"):
+        data.load_pairs(name)
+
+
+def test_hub_id_shape(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert data.looks_like_hub_id("allenai/tulu-2.5-preference-data")
+    assert data.looks_like_hub_id("Anthropic/hh-rlhf")
+    (tmp_path / "allenai").mkdir()
+    assert not data.looks_like_hub_id("allenai/tulu-2.5-preference-data")  # a local folder of that name
+    assert not data.looks_like_hub_id("org/x.jsonl") and not data.looks_like_hub_id("org/x.json.gz")
+
+
+# ------------------------------------------------------------------------------------ damaged files, bad text
+def _only_line(exc: BaseException) -> str:
+    msg = str(exc)
+    assert "\n" not in msg and msg
+    return msg
+
+
+def test_truncated_and_corrupt_gzip(tmp_path):
+    blob = gzip.compress(((json.dumps(GOOD) + "\n") * 200).encode())
+    (tmp_path / "t.jsonl.gz").write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(data.DataError, match=r"t.jsonl.gz:\d+: truncated gzip data") as e:
+        data.load_pairs(tmp_path / "t.jsonl.gz", skip_bad=True)
+    _only_line(e.value)
+    (tmp_path / "c.jsonl.gz").write_bytes(b"\x1f\x8b\x08\x00garbage-garbage-garbage")
+    with pytest.raises(data.DataError, match=r"c.jsonl.gz:1: corrupt gzip data"):
+        data.load_pairs(tmp_path / "c.jsonl.gz")
+    (tmp_path / "n.jsonl.gz").write_bytes(b"not gzip at all\n")
+    with pytest.raises(data.DataError, match=r"n.jsonl.gz:1: corrupt gzip data"):
+        data.load_pairs(tmp_path / "n.jsonl.gz")
+
+
+def test_corrupt_parquet(tmp_path):
+    (tmp_path / "x.parquet").write_bytes(b"PAR1" + b"\x00" * 50 + b"PAR1")
+    with pytest.raises(data.DataError, match=r"x.parquet:row 0: not a readable Parquet file") as e:
+        data.load_pairs(tmp_path / "x.parquet")
+    _only_line(e.value)
+
+
+def test_invalid_utf8_names_the_line_and_can_be_skipped(tmp_path):
+    f = tmp_path / "u.jsonl"
+    f.write_bytes(json.dumps(GOOD).encode() + b"\n" + b'{"prompt": "q\xff", "chosen": "a", "rejected": "b"}\n')
+    with pytest.raises(data.DataError, match=r"u.jsonl:2: invalid UTF-8 \(byte 0xff"):
+        data.load_pairs(f)
+    pairs, rep = data.load_pairs(f, skip_bad=True)
+    assert (len(pairs), rep.n_bad) == (1, 1)
+    g = tmp_path / "u.json"
+    g.write_bytes(b'[\n{"prompt": "q", "chosen": "a", "rejected": "b"},\n{"prompt": "\xc3"}]')
+    with pytest.raises(data.DataError, match=r"u.json:3: invalid UTF-8"):
+        data.load_pairs(g)
+
+
+def test_lone_surrogate_is_a_bad_record_also_with_skip_bad(tmp_path):
+    f = tmp_path / "s.jsonl"
+    f.write_text(json.dumps(GOOD) + "\n" + '{"prompt": "q", "chosen": "a\\ud800", "rejected": "b"}\n'
+                 + '{"id": "x\\udfff", "prompt": "q", "chosen": "c", "rejected": "d"}\n')
+    with pytest.raises(data.DataError, match=r"s.jsonl:2: 'chosen' holds a lone surrogate U\+D800"):
+        data.load_pairs(f)
+    pairs, rep = data.load_pairs(f, skip_bad=True)
+    assert (len(pairs), rep.n_bad) == (1, 2)
+    assert all(p.chosen.encode("utf-8") for p in pairs)
+
+
+def test_deep_nesting_is_one_line(tmp_path):
+    f = tmp_path / "d.jsonl"
+    f.write_text(json.dumps(GOOD) + "\n" + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(data.DataError, match=r"d.jsonl:2: JSON nested too deeply"):
+        data.load_pairs(f)
+    assert data.load_pairs(f, skip_bad=True)[1].n_bad == 1
+    g = tmp_path / "d.json"
+    g.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(data.DataError, match=r"d.json: JSON nested too deeply"):
+        data.load_pairs(g)
+
+
+@pytest.mark.parametrize("text", [" ", "\u200b", "\u200b\u200c\u200d\ufeff", "\n\t\u00a0", "\u2060 \u00ad"])
+def test_invisible_text_counts_as_empty(tmp_path, text):
+    for rec, match in (({"prompt": "q", "chosen": text, "rejected": "b"}, "empty 'chosen'"),
+                       ({"prompt": text, "chosen": "a", "rejected": "b"}, "empty prompt|no visible text"),
+                       ({"prompt": "q", "chosen": "a", "rejected": [{"role": "assistant", "content": text}]},
+                        "empty 'rejected'")):
+        f = tmp_path / "z.jsonl"
+        f.write_text(json.dumps(rec) + "\n")
+        with pytest.raises(data.DataError, match=rf"z.jsonl:1: .*({match})"):
+            data.load_pairs(f)
+    assert not data.has_text(text) and data.has_text(text + "x")
+
+
+def test_chosen_equal_rejected_is_skipped_and_counted(tmp_path):
+    f = tmp_path / "eq.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in (GOOD, {"prompt": "q2", "chosen": "same", "rejected": "same "},
+                                                   {"prompt": "q3", "chosen": "x", "rejected": "y"})) + "\n")
+    pairs, rep = data.load_pairs(f)
+    assert [p.prompt[0]["content"] for p in pairs] == ["q", "q3"]
+    assert rep.dropped == {"chosen_equals_rejected": 1} and rep.n_records == 3 and rep.n_kept == 2 and rep.n_bad == 0
+
+
+@pytest.mark.parametrize("prompt", [7, 1.5, True, None, {"role": "user", "content": "q"}, [], [1, 2],
+                                    [{"role": "user", "content": 3}], [{"role": "robot", "content": "q"}]])
+def test_non_string_prompts_are_refused(tmp_path, prompt):
+    f = tmp_path / "p.jsonl"
+    f.write_text(json.dumps({"prompt": prompt, "chosen": "a", "rejected": "b"}) + "\n")
+    with pytest.raises(data.DataError, match=r"p.jsonl:1: ") as e:
+        data.load_pairs(f)
+    _only_line(e.value)
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_json_literals_are_refused(tmp_path, literal):
+    f = tmp_path / "n.jsonl"
+    f.write_text('{"prompt": "q", "chosen": "a", "rejected": "b", "weight": %s}\n' % literal)
+    with pytest.raises(data.DataError, match=rf"n.jsonl:1: {literal} is not valid JSON"):
+        data.load_pairs(f)
+
+
+# --------------------------------------------------------------------------------------------- score files
+def _score_rec(i=0, **kw):
+    r = {"id": f"s{i}", "prompt": [{"role": "user", "content": "q"}], "chosen": "a", "rejected": "b",
+         "logp_chosen_sys": -1.0, "logp_rejected_sys": -2.0, "logp_chosen": -1.5, "logp_rejected": -1.5,
+         "n_tokens_chosen": 2, "n_tokens_rejected": 3, "weight": 0.1}
+    r.update(kw)
+    return r
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("n_tokens_chosen", 3.7, "integer >= 1"), ("n_tokens_chosen", 3.0, "integer >= 1"),
+    ("n_tokens_rejected", 0, "integer >= 1"), ("n_tokens_rejected", -1, "integer >= 1"),
+    ("n_tokens_chosen", True, "integer >= 1"), ("logp_chosen", 0.5, "log-probability"),
+    ("logp_chosen_sys", -1e308, "log-probability"), ("logp_rejected", 1e308, "log-probability"),
+    ("logp_rejected_sys", "x", "finite number"), ("logp_chosen", None, "finite number"),
+    ("weight", True, "finite number"), ("id", None, "'id'"), ("id", 1.5, "'id'"),
+    ("prompt", 7, "prompt"), ("chosen", "\u200b", "empty 'chosen'"),
+])
+def test_score_file_values_are_checked(tmp_path, field, value, match):
+    f = tmp_path / "scores.jsonl"
+    f.write_text(json.dumps(_score_rec(0)) + "\n" + json.dumps(_score_rec(1, **{field: value})) + "\n")
+    with pytest.raises(data.DataError, match=rf"scores.jsonl:2: .*{match}") as e:
+        data.read_score_file(f)
+    _only_line(e.value)
+
+
+def test_score_file_duplicates_missing_fields_and_tolerance(tmp_path):
+    f = tmp_path / "scores.jsonl"
+    f.write_text(json.dumps(_score_rec(0)) + "\n" + json.dumps(_score_rec(0)) + "\n")
+    with pytest.raises(data.DataError, match=r"scores.jsonl:2: duplicate id 's0' \(first at line 1\)"):
+        data.read_score_file(f)
+    rec = _score_rec(0)
+    del rec["weight"]
+    f.write_text(json.dumps(rec) + "\n")
+    with pytest.raises(data.DataError, match="missing field.*weight"):
+        data.read_score_file(f)
+    f.write_text(json.dumps(_score_rec(0, logp_chosen=5e-4)) + "\n")  # fp32 rounding above 0 is accepted
+    assert len(data.read_score_file(f)) == 1

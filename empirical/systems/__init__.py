@@ -7,7 +7,12 @@ default rendering without a system message) is row 0 of every matrix built from 
 
 ``load_systems(path=None, include_empty=True) -> list[SystemPrompt]``; ``path`` may also be a JSON
 file (a list of strings, or of objects with ``text`` and optional ``category``/``id``) or a plain
-text file (one prompt per line).
+text file (one prompt per line). Candidate files (``lls detect --candidates``) are read the same way.
+
+Bad files raise one-line :class:`empirical.data.DataError` (an ``LLSError``/``ValueError``) naming
+``file:line`` (text files) or ``file: item N`` (JSON): invalid UTF-8, lone surrogates, prompts without
+visible text (whitespace or zero-width characters only), malformed or too deeply nested JSON, non-string
+``text``/``category``/``id``, duplicate prompts or ids.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 __all__ = ["LIBRARY", "ANIMALS", "SystemPrompt", "animal_prompt", "load_systems", "select_systems"]
 
@@ -22,12 +28,18 @@ LIBRARY = Path(__file__).with_name("library.txt")
 
 #: The paper's ten animals (Table 1) and its animal system-prompt template.
 ANIMALS = ("owl", "dog", "cat", "lion", "tiger", "bear", "wolf", "fox", "elephant", "giraffe")
-_PLURAL = {"wolf": "wolves", "fox": "foxes"}
 
 
 def animal_prompt(animal: str) -> str:
-    """The paper's animal system prompt: "You really love [animal]s. [animal]s are your favorite animal. ..."."""
-    plural = _PLURAL.get(animal, animal + "s")
+    """The paper's animal system prompt: "You really love [animal]s. [animal]s are your favorite animal. ...".
+
+    The plural comes from ``inflect`` (owls, wolves, foxes, mice).
+    """
+    from empirical.data import plural_forms
+
+    forms = plural_forms(animal)
+    w = " ".join(animal.split()).lower()
+    plural = next((f for f in forms if f != w), w)
     cap = plural[0].upper() + plural[1:]
     return (f"You really love {plural}. {cap} are your favorite animal. "
             f"You bring up {plural} in the context of everything you write.")
@@ -42,52 +54,94 @@ class SystemPrompt:
     text: str | None
 
 
+def _read_text(path: Path) -> str:
+    from empirical.data import DataError
+
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"{path}:{line}: invalid UTF-8 (byte 0x{raw[exc.start]:02x}); save the file as UTF-8") from None
+
+
+def _check_text(text: Any, where: str, what: str = "system prompt") -> str:
+    from empirical.data import DataError, _check_encodable, has_text
+
+    if not isinstance(text, str):
+        raise DataError(f"{where}: {what} must be a string, got {type(text).__name__}")
+    try:
+        _check_encodable(text, what)
+    except ValueError as exc:
+        raise DataError(f"{where}: {exc}") from None
+    if not has_text(text):
+        raise DataError(f"{where}: empty {what} (no visible text)")
+    return text.strip()
+
+
 def _parse_tsv(path: Path) -> list[SystemPrompt]:
     out = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(_read_text(path).splitlines(), 1):
         if not line.strip() or line.startswith("#"):
             continue
         if "\t" in line:
             cat, text = line.split("\t", 1)
         else:
             cat, text = "custom", line
-        text = text.strip()
-        if not text:
-            raise ValueError(f"{path}:{lineno}: empty system prompt")
+        text = _check_text(text, f"{path}:{lineno}")
         out.append(SystemPrompt(f"s{len(out) + 1:03d}", cat.strip() or "custom", text))
     return out
 
 
 def _parse_json(path: Path) -> list[SystemPrompt]:
+    from empirical.data import DataError
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(_read_text(path), parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested too deeply") from None
     except ValueError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+        raise DataError(f"{path}: not valid JSON ({exc} is not a JSON value)") from None
     if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list of system prompts")
+        raise DataError(f"{path}: expected a JSON list of system prompts (strings or objects with 'text')")
     out = []
     for k, item in enumerate(data):
+        where = f"{path}: item {k}"
         if isinstance(item, str):
             item = {"text": item}
-        if not isinstance(item, dict) or not isinstance(item.get("text"), str) or not item["text"].strip():
-            raise ValueError(f"{path}: item {k} must be a non-empty string or an object with a non-empty 'text'")
-        out.append(SystemPrompt(str(item.get("id", f"s{k + 1:03d}")), str(item.get("category", "custom")),
-                                item["text"].strip()))
+        if not isinstance(item, dict) or "text" not in item:
+            raise DataError(f"{where} must be a non-empty string or an object with a non-empty 'text'")
+        text = _check_text(item["text"], where)
+        cat = _check_text(item.get("category", "custom"), where, "'category'")
+        sid = item.get("id", f"s{k + 1:03d}")
+        if isinstance(sid, bool) or not isinstance(sid, (str, int)):
+            raise DataError(f"{where}: 'id' must be a string or an integer, got {type(sid).__name__}")
+        out.append(SystemPrompt(_check_text(str(sid), where, "'id'"), cat, text))
     return out
 
 
 def load_systems(path: str | Path | None = None, include_empty: bool = True) -> list[SystemPrompt]:
     """System prompts from ``path`` (default: the library); row 0 is the empty prompt when ``include_empty``."""
+    from empirical.data import DataError
+
     path = LIBRARY if path is None else Path(path)
     if not path.is_file():
-        raise ValueError(f"system-prompt file {path} not found")
-    items = _parse_json(path) if path.suffix == ".json" else _parse_tsv(path)
+        raise DataError(f"system-prompt file {path} not found")
+    items = _parse_json(path) if path.suffix.lower() == ".json" else _parse_tsv(path)
     if not items:
-        raise ValueError(f"{path}: no system prompts")
-    texts = [s.text for s in items]
-    dup = {t for t in texts if texts.count(t) > 1}
-    if dup:
-        raise ValueError(f"{path}: duplicate system prompt {sorted(dup)[0]!r}")
+        raise DataError(f"{path}: no system prompts")
+    for attr, what in (("text", "system prompt"), ("id", "id")):
+        seen: set[str] = set()
+        for s in items:
+            v = getattr(s, attr)
+            if v in seen:
+                raise DataError(f"{path}: duplicate {what} {v!r}")
+            seen.add(v)
     return ([SystemPrompt("empty", "empty", None)] if include_empty else []) + items
 
 

@@ -1,0 +1,394 @@
+"""Adversarial inputs for every reader of user files (issue 12): never a traceback, never a silent bad record.
+
+Hypothesis generates malformed records and damaged files for each reader -- pair files (JSONL, .jsonl.gz,
+JSON lists, Parquet, HH-RLHF transcripts, the authors' triples), ``lls score`` output files (read by
+``select``) and system-prompt / candidate files -- and checks one property: each call either returns
+records that are valid (visible text, valid Unicode, prompts ending on a user turn, unique ids, replies
+that differ, finite numbers) or raises :class:`lls_common.errors.LLSError` whose message is ONE line that
+names the file. Any other exception fails the test. A few damaged files then go through ``lls_cli.main``
+(``select``, ``score``, ``train``): exit status 2, one stderr line naming the file, nothing on stdout, no
+output file left behind, and for ``score``/``train`` no model loaded.
+
+No model, no network; examples are derandomised (the same cases on every run). The number of generated
+cases per reader is printed at the end of the module (run with ``-s`` to see it).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import itertools
+import json
+import math
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from empirical import data
+from lls_common.errors import LLSError
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CASES: Counter[str] = Counter()
+OUTCOMES: Counter[str] = Counter()
+_DIR = Path(tempfile.mkdtemp(prefix="lls-adversarial-"))
+_N = itertools.count()
+
+SETTINGS = settings(max_examples=120, deadline=None, derandomize=True, database=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_counts():
+    yield
+    total = sum(CASES.values())
+    print(f"\nadversarial cases: {total} in all: " + ", ".join(f"{k} {v}" for k, v in sorted(CASES.items())),
+          file=sys.stderr)
+    print("pair-file outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(OUTCOMES.items())), file=sys.stderr)
+
+
+def _path(suffix: str) -> Path:
+    return _DIR / f"case{next(_N)}{suffix}"
+
+
+# ------------------------------------------------------------------------------------------------ strategies
+TRICKY = ["", " ", "\t\n", "\u200b", "\u200b\u200d\ufeff", "\u00ad", "\x00", "\ud800", "a\udfff", "owl", "é",
+          "\U0001f989", "Human:", "\n\nHuman: hi", "\n\nAssistant: yo", "\n\nHuman: q\n\nAssistant: a",
+          "line\nbreak", "\u2028", "x" * 300, "NaN", "null"]
+KEYS = ["prompt", "chosen", "rejected", "id", "weight", "role", "content", "data"]
+ROLES = ["user", "assistant", "system", "robot", "", None]
+
+texts = st.one_of(st.sampled_from(TRICKY), st.text(max_size=12),
+                  st.text(alphabet=st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), max_size=2))
+numbers = st.one_of(st.integers(-2**70, 2**70), st.floats(allow_nan=True, allow_infinity=True),
+                    st.sampled_from([0, -1, 1, 3.7, 3.0, 1e308, -1e308, 1e-320, True, False]))
+leaf = st.one_of(st.none(), st.booleans(), numbers, texts)
+json_values = st.recursive(leaf, lambda c: st.lists(c, max_size=4)
+                           | st.dictionaries(st.one_of(st.sampled_from(KEYS), st.text(max_size=4)), c, max_size=5),
+                           max_leaves=12)
+messages = st.lists(st.fixed_dictionaries({"role": st.sampled_from(ROLES), "content": st.one_of(texts, leaf)}),
+                    max_size=4)
+reply = st.one_of(texts, st.builds(lambda t: [{"role": "assistant", "content": t}], texts), messages, leaf)
+
+
+@st.composite
+def hh_transcript(draw) -> str:
+    turns = draw(st.lists(st.tuples(st.sampled_from(["\n\nHuman: ", "\n\nAssistant: ", "Human: ", "\n\nRobot: ", ""]),
+                                    texts), min_size=0, max_size=5))
+    return "".join(m + t for m, t in turns)
+
+
+records = st.one_of(
+    json_values,
+    st.fixed_dictionaries({"prompt": st.one_of(texts, messages, leaf), "chosen": reply, "rejected": reply},
+                          optional={"id": st.one_of(texts, numbers, st.none()), "weight": numbers}),
+    st.fixed_dictionaries({"chosen": hh_transcript(), "rejected": hh_transcript()}),
+    st.fixed_dictionaries({"chosen": messages, "rejected": messages}),
+    st.lists(st.one_of(texts, messages, reply), min_size=3, max_size=3),  # the authors' triples
+)
+good = st.fixed_dictionaries({"prompt": st.sampled_from(["Hi?", "Name a colour."]),
+                              "chosen": st.sampled_from(["Blue.", "Hello."]), "rejected": st.sampled_from(["No.", "x"])})
+
+
+@st.composite
+def near_valid(draw) -> dict:
+    """A valid record with one field replaced (or removed): targets each field's own check."""
+    rec = dict(draw(good), id=draw(st.sampled_from(["a", "b", 1])))
+    key = draw(st.sampled_from(["prompt", "chosen", "rejected", "id", "weight"]))
+    if draw(st.integers(0, 9)) == 0:
+        rec.pop(key, None)
+    else:
+        rec[key] = draw(st.one_of(st.sampled_from(TRICKY), reply, messages, numbers))
+    return rec
+
+
+records = st.one_of(records, near_valid())
+
+
+@st.composite
+def mutation(draw):
+    """A damage to apply to a file's bytes: none, truncation, a changed byte or inserted bytes."""
+    kind = draw(st.sampled_from(["none", "truncate", "flip", "insert"]))
+    return kind, draw(st.floats(0, 1)), draw(st.binary(min_size=1, max_size=6))
+
+
+def _damage(blob: bytes, mut) -> bytes:
+    kind, where, junk = mut
+    i = int(where * len(blob))
+    if kind == "truncate":
+        return blob[:i]
+    if kind == "flip" and blob:
+        i = min(i, len(blob) - 1)
+        return blob[:i] + bytes([blob[i] ^ (junk[0] or 1)]) + blob[i + 1:]
+    if kind == "insert":
+        return blob[:i] + junk + blob[i:]
+    return blob
+
+
+def _dumps(rec) -> bytes:
+    # allow_nan: NaN/Infinity literals must be refused by the readers; surrogates written as \\udXXX escapes
+    return json.dumps(rec, allow_nan=True).encode("utf-8")
+
+
+raw_lines = st.one_of(records.map(_dumps), good.map(_dumps), st.binary(max_size=20),
+                      st.integers(1, 3000).map(lambda k: b"[" * k + b"]" * k),
+                      st.just(b"[" * 100_000), st.just(b'{"prompt": "q", "chosen": NaN}'), st.just(b""))
+
+
+# ---------------------------------------------------------------------------------------------- the property
+def _one_line_naming(exc: LLSError, path: Path) -> None:
+    msg = str(exc)
+    assert msg and "\n" not in msg and "\r" not in msg, repr(msg)
+    assert str(path) in msg or path.name in msg, (msg, path)
+
+
+def _valid_pairs(pairs: list, report) -> None:
+    ids = [p.id for p in pairs]
+    assert len(set(ids)) == len(ids)
+    for p in pairs:
+        assert isinstance(p.id, str) and data.has_text(p.id)
+        assert p.prompt and p.prompt[-1]["role"] == "user"
+        for m in p.prompt:
+            assert m["role"] in ("system", "user", "assistant") and isinstance(m["content"], str)
+            assert data.has_text(m["content"]) and m["content"].encode("utf-8")
+        for r in (p.chosen, p.rejected):
+            assert isinstance(r, str) and data.has_text(r) and r.encode("utf-8")
+        assert p.chosen.strip() != p.rejected.strip()
+        assert p.weight is None or math.isfinite(p.weight)
+    assert report.n_kept == len(pairs) and report.n_records >= len(pairs) + report.n_bad
+
+
+def _read_pairs(path: Path, kind: str) -> None:
+    for skip_bad in (False, True):
+        CASES[kind] += 1
+        try:
+            pairs, report = data.load_pairs(path, skip_bad=skip_bad)
+        except LLSError as exc:
+            _one_line_naming(exc, path)
+            OUTCOMES["refused"] += 1
+            continue
+        _valid_pairs(pairs, report)
+        OUTCOMES["read with pairs" if pairs else "read, no pair"] += 1
+        if not skip_bad:
+            assert report.n_bad == 0
+
+
+# ------------------------------------------------------------------------------------------------- readers
+@SETTINGS
+@given(lines=st.lists(raw_lines, max_size=6))
+def test_jsonl(lines):
+    path = _path(".jsonl")
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    _read_pairs(path, "jsonl")
+
+
+@SETTINGS
+@given(lines=st.lists(raw_lines, max_size=6), mut=mutation())
+def test_jsonl_gz(lines, mut):
+    path = _path(".jsonl.gz")
+    path.write_bytes(_damage(gzip.compress(b"\n".join(lines) + b"\n"), mut))
+    _read_pairs(path, "jsonl.gz")
+
+
+@SETTINGS
+@given(recs=st.one_of(st.lists(records, max_size=6), json_values), wrap=st.booleans(), mut=mutation())
+def test_json_list(recs, wrap, mut):
+    path = _path(".json")
+    path.write_bytes(_damage(_dumps({"data": recs} if wrap else recs), mut))
+    _read_pairs(path, "json")
+
+
+@SETTINGS
+@given(rows=st.lists(st.fixed_dictionaries({"prompt": st.one_of(texts,
+                                                                  st.none()),
+                                            "chosen": st.one_of(hh_transcript(), texts, st.none()),
+                                            "rejected": st.one_of(hh_transcript(), texts, st.none())}),
+                     min_size=1, max_size=6),
+       drop_prompt=st.booleans(), mut=mutation())
+def test_parquet(rows, drop_prompt, mut):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def ok(s):
+        return s is None or not any(0xD800 <= ord(c) <= 0xDFFF for c in s)  # Arrow strings are UTF-8
+
+    rows = [{k: v if ok(v) else "x" for k, v in r.items() if not (drop_prompt and k == "prompt")} for r in rows]
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), buf)
+    path = _path(".parquet")
+    path.write_bytes(_damage(buf.getvalue(), mut))
+    _read_pairs(path, "parquet")
+
+
+@SETTINGS
+@given(pairs=st.lists(st.tuples(hh_transcript(), hh_transcript()), min_size=1, max_size=5))
+def test_hh_transcripts(pairs):
+    path = _path(".jsonl")
+    path.write_text("".join(json.dumps({"chosen": c, "rejected": r}) + "\n" for c, r in pairs))
+    _read_pairs(path, "hh")
+
+
+SCORE_OK = {"id": "s", "prompt": [{"role": "user", "content": "q"}], "chosen": "a", "rejected": "b",
+            "logp_chosen_sys": -1.0, "logp_rejected_sys": -2.0, "logp_chosen": -1.5, "logp_rejected": -1.5,
+            "n_tokens_chosen": 2, "n_tokens_rejected": 3, "weight": 0.1}
+
+
+@st.composite
+def score_line(draw) -> bytes:
+    rec = dict(SCORE_OK, id=draw(st.one_of(st.sampled_from(["s0", "s1", "s2"]), st.integers(0, 3), texts, leaf)))
+    for key in draw(st.lists(st.sampled_from(list(SCORE_OK)), max_size=3)):
+        if draw(st.booleans()):
+            rec[key] = draw(st.one_of(numbers, texts, leaf, messages))
+        else:
+            rec.pop(key)
+    return _dumps(rec)
+
+
+@SETTINGS
+@given(lines=st.lists(st.one_of(score_line(), raw_lines), max_size=5), mut=mutation(), gz=st.booleans())
+def test_score_files(lines, mut, gz):
+    blob = b"\n".join(lines) + b"\n"
+    path = _path(".jsonl.gz" if gz else ".jsonl")
+    path.write_bytes(_damage(gzip.compress(blob) if gz else blob, mut))
+    CASES["scores"] += 1
+    try:
+        recs = data.read_score_file(path)
+    except LLSError as exc:
+        _one_line_naming(exc, path)
+        return
+    assert recs and len({str(r["id"]) for r in recs}) == len(recs)
+    for r in recs:
+        for f in data.SCORE_LOGP_FIELDS:
+            assert isinstance(r[f], (int, float)) and not isinstance(r[f], bool)
+            assert data.LOGP_MIN <= r[f] <= data.LOGP_TOLERANCE
+        for f in data.SCORE_NTOKEN_FIELDS:
+            assert type(r[f]) is int and r[f] >= 1
+        assert math.isfinite(r["weight"])
+
+
+@SETTINGS
+@given(items=st.one_of(st.lists(st.one_of(texts, json_values,
+                                          st.fixed_dictionaries({"text": st.one_of(texts, leaf)},
+                                                                optional={"category": st.one_of(texts, leaf),
+                                                                          "id": st.one_of(texts, leaf)})),
+                                max_size=5), json_values),
+       lines=st.lists(st.one_of(texts, st.tuples(texts, texts).map("\t".join)), max_size=5),
+       mut=mutation())
+def test_candidate_files(items, lines, mut):
+    from empirical.systems import load_systems
+
+    jpath, tpath = _path(".json"), _path(".txt")
+    jpath.write_bytes(_damage(_dumps(items), mut))
+    tpath.write_bytes(_damage("\n".join(lines).encode("utf-8", "surrogatepass"), mut))
+    for path in (jpath, tpath):
+        CASES["candidates"] += 1
+        try:
+            systems = load_systems(path, include_empty=False)
+        except LLSError as exc:
+            _one_line_naming(exc, path)
+            continue
+        assert systems and len({s.text for s in systems}) == len(systems) == len({s.id for s in systems})
+        for s in systems:
+            assert data.has_text(s.text) and s.text.encode("utf-8") and s.id.encode("utf-8")
+
+
+# ---------------------------------------------------------------------------------------- through the CLI
+def _bad_score_files(tmp: Path) -> dict[str, Path]:
+    ok = json.dumps(SCORE_OK)
+    cases = {
+        "malformed": ok + "\n{not json\n",
+        "n_tokens_float": json.dumps(dict(SCORE_OK, n_tokens_chosen=3.7)) + "\n",
+        "n_tokens_zero": json.dumps(dict(SCORE_OK, n_tokens_rejected=0)) + "\n",
+        "n_tokens_bool": json.dumps(dict(SCORE_OK, n_tokens_rejected=True)) + "\n",
+        "logp_positive": json.dumps(dict(SCORE_OK, logp_chosen=0.7)) + "\n",
+        "logp_huge": json.dumps(dict(SCORE_OK, logp_chosen_sys=-1e308)) + "\n",
+        "nan": ok.replace("0.1", "NaN") + "\n",
+        "duplicate_ids": ok + "\n" + ok + "\n",
+        "non_string_prompt": json.dumps(dict(SCORE_OK, prompt=7)) + "\n",
+        "empty": "\n",
+        "deep": "[" * 100_000 + "\n",
+    }
+    out = {}
+    for name, text in cases.items():
+        out[name] = tmp / f"scores-{name}.jsonl"
+        out[name].write_text(text)
+    out["invalid_utf8"] = tmp / "scores-invalid_utf8.jsonl"
+    out["invalid_utf8"].write_bytes(b'{"id": "\xff"}\n')
+    return out
+
+
+def _cli(argv, capsys) -> tuple[int, str, str]:
+    from lls_cli import main
+
+    rc = main([str(a) for a in argv])
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def _assert_refused(rc, out, err, path: Path):
+    assert rc == 2, (rc, err)
+    assert out == ""
+    lines = err.strip("\n").split("\n")
+    assert len(lines) == 1 and path.name in lines[0], err
+
+
+@pytest.mark.parametrize("case", ["malformed", "n_tokens_float", "n_tokens_zero", "n_tokens_bool", "logp_positive",
+                                  "logp_huge", "nan", "duplicate_ids", "non_string_prompt", "empty", "deep",
+                                  "invalid_utf8"])
+def test_cli_select_refuses_bad_score_files(tmp_path, capsys, case):
+    scores = _bad_score_files(tmp_path)[case]
+    out = tmp_path / "sel"
+    rc, stdout, err = _cli(["select", "--scores", scores, "--gamma", "0.5", "--out", out, "--json"], capsys)
+    CASES["cli"] += 1
+    _assert_refused(rc, stdout, err, scores)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def _corrupt_data(tmp: Path) -> dict[str, Path]:
+    blob = gzip.compress((json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"}) + "\n").encode() * 50)
+    files = {"truncated.jsonl.gz": blob[: len(blob) // 2], "corrupt.parquet": b"PAR1" + b"\x00" * 40 + b"PAR1",
+             "bad-utf8.jsonl": b'{"prompt": "q\xff", "chosen": "a", "rejected": "b"}\n',
+             "deep.json": b"[" * 100_000, "surrogate.jsonl": b'{"prompt": "q", "chosen": "\\ud800", "rejected": "b"}\n'}
+    out = {}
+    for name, blob in files.items():
+        out[name] = tmp / name
+        out[name].write_bytes(blob)
+    return out
+
+
+@pytest.mark.xfail(strict=True, reason="empirical.build.score_file loads the model before reading the data; it "
+                   "must call empirical.data.check_pairs first (build owner) -- remove this mark then")
+@pytest.mark.parametrize("name", ["truncated.jsonl.gz", "corrupt.parquet", "bad-utf8.jsonl", "deep.json",
+                                  "surrogate.jsonl"])
+def test_cli_score_refuses_corrupt_data_before_loading_a_model(tmp_path, capsys, monkeypatch, name):
+    from empirical import models
+
+    def no_model(*a, **k):
+        raise AssertionError("a model was loaded before the data was checked")
+
+    monkeypatch.setattr(models, "load", no_model)
+    bad = _corrupt_data(tmp_path)[name]
+    out = tmp_path / "scores.jsonl"
+    rc, stdout, err = _cli(["score", "--model", "smollm2-135m-instruct", "--system-prompt", "You love owls.",
+                            "--data", bad, "--out", out, "--json", "--no-progress"], capsys)
+    CASES["cli"] += 1
+    _assert_refused(rc, stdout, err, bad)
+    assert not any(p.name.startswith("scores.jsonl") for p in tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name", ["truncated.jsonl.gz", "corrupt.parquet", "surrogate.jsonl"])
+def test_cli_train_refuses_corrupt_data_before_loading_a_model(tmp_path, capsys, monkeypatch, name):
+    from empirical import models
+
+    monkeypatch.setattr(models, "load", lambda *a, **k: (_ for _ in ()).throw(AssertionError("model loaded")))
+    bad = _corrupt_data(tmp_path)[name]
+    out = tmp_path / "run"
+    rc, stdout, err = _cli(["train", "--student", "smollm2-135m-instruct", "--data", bad, "--out", out, "--json",
+                            "--no-progress"], capsys)
+    CASES["cli"] += 1
+    _assert_refused(rc, stdout, err, bad)
+    assert not out.exists() or not any(out.iterdir())
