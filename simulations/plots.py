@@ -75,9 +75,20 @@ def phase_diagram(points: list[dict], x_key: str, y_key: str):
     """Sweep points: colour = fraction of trials obeying Corr ≥ bound, size ∝ log10(Corr/bound) slack."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    xs = [str(p["params"].get(x_key)) for p in points]
-    ys = [str(p["params"].get(y_key)) for p in points]
-    xu, yu = sorted(set(xs)), sorted(set(ys))
+    def val(p, key):  # the point's effective value (defaults included) when recorded
+        return p.get("effective", p["params"]).get(key, p["params"].get(key))
+
+    def order(vals):  # numbers in numeric order, anything else as text
+        uniq = list(dict.fromkeys(vals))
+        try:
+            return sorted(uniq, key=float)
+        except (TypeError, ValueError):
+            return sorted(uniq, key=str)
+
+    xv = [val(p, x_key) for p in points]
+    yv = [val(p, y_key) for p in points]
+    xs, ys = [str(v) for v in xv], [str(v) for v in yv]
+    xu, yu = [str(v) for v in order(xv)], [str(v) for v in order(yv)]
     c = [p["frac_hold"] for p in points]
     slack = [max(p["median_log10_slack"], 0.05) if p["median_log10_slack"] is not None else 0.05 for p in points]
     sc = ax.scatter([xu.index(x) for x in xs], [yu.index(y) for y in ys], c=c, s=[60 * s for s in slack],

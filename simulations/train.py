@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import expit, log_expit
 
 from lls_theory.margins import log_sigmoid, sigmoid
 
@@ -56,62 +57,236 @@ def batched_loss(V: np.ndarray, Phi: np.ndarray, mask: np.ndarray, beta: float) 
 
 @dataclass
 class SolveResult:
-    """v: (T, d) solutions; loss: (T,); certified: (T,) bool, loss ≤ Δ (so v is Δ-approximate);
-    converged: (T,) bool, certified or decrement-converged; iterations: (T,) Newton steps used."""
+    """v: (T, d) solutions; loss: (T,) exact float64 L(v); iterations: (T,) Newton steps used;
+    certified: (T,) bool, v is a proven Δ-approximate minimiser, by one of two certificates:
+    certificate: (T,) str, "loss" (L(v) ≤ Δ and inf L ≥ 0), "duality-gap" (L(v) − a dual lower
+        bound on inf L ≤ Δ, see :func:`duality_gap`) or "none";
+    gap: (T,) the certified bound on L(v) − inf L (the loss itself for "loss"; inf where no
+        certificate could be built);
+    converged: (T,) bool, certified or stopped by the Newton-decrement rule (λ²/2 ≤ Δ/10)."""
 
     v: np.ndarray
     loss: np.ndarray
     certified: np.ndarray
     converged: np.ndarray
     iterations: np.ndarray
+    certificate: np.ndarray | None = None
+    gap: np.ndarray | None = None
 
 
-def solve_to_delta(Phi: np.ndarray, mask: np.ndarray, beta: float, delta: float, max_iter: int = 100) -> SolveResult:
-    """Damped Newton from v = 0 until each trial's proxy loss is ≤ Δ (see module docstring)."""
-    if delta <= 0 or beta <= 0:
-        raise ValueError("delta and beta must be positive")
+def _loss_from_margins(t: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Σ_i w_i (−log σ(t_i)) per row, (A,), for t = β⟨v, φ_i⟩ of shape (A, m) (float64)."""
+    return -np.einsum("tm,tm->t", log_expit(t), w)
+
+
+def _exact_loss(Phi: np.ndarray, V: np.ndarray, w: np.ndarray, beta: float, return_margins: bool = False):
+    """The certificate's loss, (A,): Σ_i w_i (−log σ(β⟨v, φ_i⟩)) in float64 throughout, from Φ (A, m, d)
+    and v (A, d) directly (no running sums), with lls_theory's log σ. Optionally also t = βΦv."""
+    t = beta * np.matmul(Phi.astype(np.float64, copy=False), V[:, :, None])[:, :, 0]
+    loss = -(log_sigmoid(t) * w).sum(axis=1)
+    return (loss, t) if return_margins else loss
+
+
+def solve_to_delta(
+    Phi: np.ndarray, mask: np.ndarray, beta: float, delta: float, max_iter: int = 100,
+    hessian_dtype=np.float32, extrapolate: bool = True, max_doublings: int = 10,
+) -> SolveResult:
+    """Damped Newton from v = 0 until each trial's proxy loss is ≤ Δ (see module docstring).
+
+    Phi: (T, m, d) float64 or float32, zero-padded; mask: (T, m) bool. Returns v (T, d) float64.
+
+    Per Newton step and trial (A active trials): g = −β Φᵀ(w ∘ σ(−t)), H = β² Φᵀ diag(w σ(t) σ(−t)) Φ
+    with t = βΦv kept as a running (A, m) float64 array, so the backtracking line search on
+    t + η·βΦ·step never touches Φ. H is accumulated in ``hessian_dtype`` (float32 halves its
+    cost; curvatures are rescaled by their per-trial maximum first so none underflows) — it only
+    steers the step. The certificate never uses the running t: a trial is reported certified
+    only when L(v) ≤ Δ recomputed in float64 from Φ and v (:func:`_exact_loss`, with
+    lls_theory's log σ). Finished trials are dropped from the working arrays when fewer than half
+    remain active (one copy at most per halving).
+    """
+    if not (delta > 0 and beta > 0 and np.isfinite(delta) and np.isfinite(beta)):
+        raise ValueError(f"delta and beta must be positive and finite, got delta={delta}, beta={beta}")
+    Phi = np.asarray(Phi)
+    if Phi.dtype not in (np.float32, np.float64):
+        Phi = Phi.astype(np.float64)
+    if Phi.ndim != 3:
+        raise ValueError(f"Phi must have shape (T, m, d), got {Phi.shape}")
+    mask = np.asarray(mask, dtype=bool)
     T, m, d = Phi.shape
     w = _weights(mask)
     V = np.zeros((T, d))
-    loss = batched_loss(V, Phi, mask, beta)
-    active = loss > delta
-    converged = ~active
+    tt = np.zeros((T, m))
+    loss = _loss_from_margins(tt, w)
+    certified = np.zeros(T, dtype=bool)
+    converged = np.zeros(T, dtype=bool)
     iters = np.zeros(T, dtype=int)
+    hdt = np.dtype(hessian_dtype)
     eye = np.eye(d)
+
+    act = np.flatnonzero(loss > delta)  # trials still being solved (ids into 0..T-1)
+    done0 = np.flatnonzero(loss <= delta)
+    certified[done0] = converged[done0] = True
+    rows = act  # ids whose data the working arrays P, P_h, W hold, in order
+    P = Phi[rows] if rows.size < T else Phi
+    P_h = P if P.dtype == hdt else P.astype(hdt)
+    W = w[rows]
     for _ in range(max_iter):
-        idx = np.flatnonzero(active)
-        if idx.size == 0:
+        if act.size == 0:
             break
-        P, W, v = Phi[idx], w[idx], V[idx]
-        t = beta * np.einsum("tmd,td->tm", P, v)
-        s_neg = sigmoid(-t)
-        g = -beta * np.einsum("tm,tmd->td", W * s_neg, P)
-        curv = (beta**2) * W * s_neg * sigmoid(t)
-        H = np.matmul(P.transpose(0, 2, 1) * curv[:, None, :], P)
+        if act.size <= rows.size // 2:  # compact the working set (at most one copy per halving)
+            keep = np.searchsorted(rows, act)
+            P, P_h, W, rows = P[keep], P_h[keep], W[keep], act
+        # every row of the working set is computed (cheaper than gathering the live ones each
+        # step); only the live ones (pos) are updated
+        pos = np.searchsorted(rows, act)
+        t_all = tt[rows]
+        s_neg = expit(-t_all)
+        g = -beta * np.matmul((W * s_neg)[:, None, :].astype(P.dtype, copy=False), P)[:, 0].astype(np.float64)
+        curv = W * s_neg * expit(t_all)
+        cmax = curv.max(axis=1, keepdims=True)
+        cmax[cmax == 0] = 1.0
+        rel = curv / cmax
+        # rows whose curvature is below 1e-10 of the trial's largest add < 2e-7·m relative to H
+        # (below float32 resolution): once v has grown they are most rows, and H is summed over
+        # the K largest of each trial only (K = the most live rows of any trial)
+        K = int((rel > 1e-10).sum(axis=1).max())
+        if K <= 0.6 * m:
+            top = np.argpartition(rel, m - K, axis=1)[:, m - K:]
+            Ph = np.take_along_axis(P_h, top[:, :, None], axis=1)
+            rel = np.take_along_axis(rel, top, axis=1)
+        else:
+            Ph = P_h
+        X = Ph * rel.astype(hdt)[:, :, None]
+        H = np.matmul(Ph.transpose(0, 2, 1), X).astype(np.float64) * ((beta**2) * cmax[:, :, None])
+        H = 0.5 * (H + H.transpose(0, 2, 1))
         scale = np.trace(H, axis1=1, axis2=2)[:, None, None] / d
-        H = H + (1e-10 * scale + 1e-300) * eye
+        H += (1e-10 * scale + 1e-300) * eye
         step = -np.linalg.solve(H, g[..., None])[..., 0]
+        dt = beta * np.matmul(P, step[:, :, None].astype(P.dtype, copy=False))[:, :, 0].astype(np.float64)
+        g, step, dt, Wa = g[pos], step[pos], dt[pos], W[pos]
         decrement = -np.einsum("td,td->t", g, step)  # Newton decrement λ²
-        # backtracking line search (Armijo), per trial
-        lr = np.ones(idx.size)
-        cur = loss[idx]
-        new_v = v + step
-        new_loss = batched_loss(new_v, P, mask[idx], beta)
+        t, v, cur = t_all[pos], V[act], loss[act]
+        # backtracking line search (Armijo) on the running margins: no pass over Φ
+        lr = np.ones(act.size)
+        new_t = t + dt
+        new_loss = _loss_from_margins(new_t, Wa)
         for _ in range(60):
-            bad = new_loss > cur - 1e-4 * lr * decrement
-            if not bad.any():
+            bad = np.flatnonzero(new_loss > cur - 1e-4 * lr * decrement)
+            if bad.size == 0:
                 break
-            lr = np.where(bad, lr / 2, lr)
-            new_v = np.where(bad[:, None], v + lr[:, None] * step, new_v)
-            new_loss = np.where(bad, batched_loss(new_v, P, mask[idx], beta), new_loss)
+            lr[bad] /= 2
+            new_t[bad] = t[bad] + lr[bad, None] * dt[bad]
+            new_loss[bad] = _loss_from_margins(new_t[bad], Wa[bad])
+        if extrapolate:
+            # the full step was accepted: keep doubling it while the loss still drops by the
+            # Armijo amount (in the separable tail a Newton step only divides the loss by ≈ e)
+            grow = np.flatnonzero((lr == 1.0) & (new_loss > delta))
+            for _ in range(max_doublings):
+                if grow.size == 0:
+                    break
+                lr2 = lr[grow] * 2
+                t2 = t[grow] + lr2[:, None] * dt[grow]
+                l2 = _loss_from_margins(t2, Wa[grow])
+                ok = l2 <= new_loss[grow] - 1e-4 * (lr2 - lr[grow]) * decrement[grow]
+                sel = grow[ok]
+                lr[sel], new_t[sel], new_loss[sel] = lr2[ok], t2[ok], l2[ok]
+                grow = sel[new_loss[sel] > delta]
         improved = new_loss <= cur
-        V[idx] = np.where(improved[:, None], new_v, v)
-        loss[idx] = np.where(improved, new_loss, cur)
-        iters[idx] += 1
-        done = (loss[idx] <= delta) | (decrement / 2 <= delta / 10) | ~improved
-        converged[idx] = (loss[idx] <= delta) | (decrement / 2 <= delta / 10)
-        active[idx[done]] = False
-    return SolveResult(V, loss, loss <= delta, converged, iters)
+        V[act] = np.where(improved[:, None], v + lr[:, None] * step, v)
+        tt[act] = np.where(improved[:, None], new_t, t)
+        loss[act] = np.where(improved, new_loss, cur)
+        iters[act] += 1
+        # a trial that looks done (running loss ≤ Δ) is checked exactly; if round-off in the
+        # running t hid a loss above Δ, it goes on from the exact margins
+        cand = np.flatnonzero(loss[act] <= delta)
+        if cand.size:
+            ids = act[cand]
+            ex, t_ex = _exact_loss(P[pos[cand]], V[ids], Wa[cand], beta, return_margins=True)
+            certified[ids] = ex <= delta
+            loss[ids] = ex
+            tt[ids] = t_ex
+        dec_done = decrement / 2 <= delta / 10
+        converged[act] = certified[act] | dec_done
+        finished = certified[act] | dec_done | ~improved
+        act = act[~finished]
+    # every reported loss is the exact float64 one
+    loss = _exact_loss(Phi, V, w, beta)
+    by_loss = loss <= delta
+    gap = np.where(by_loss, loss, np.inf)
+    rest = np.flatnonzero(~by_loss)
+    if rest.size:
+        gap[rest] = duality_gap(V[rest], Phi[rest], mask[rest], beta)
+    by_gap = ~by_loss & (gap <= delta)
+    certificate = np.where(by_loss, "loss", np.where(by_gap, "duality-gap", "none"))
+    certified = by_loss | by_gap
+    return SolveResult(V, loss, certified, converged | certified, iters, certificate, gap)
+
+
+def duality_gap(V: np.ndarray, Phi: np.ndarray, mask: np.ndarray, beta: float) -> np.ndarray:
+    """A proven upper bound on L(v̂) − inf L per trial, (A,), from Fenchel duality (float64).
+
+    V (A, d) the solutions v̂, Phi (A, m, d) zero-padded, mask (A, m). Since
+    log(1 + e^{−x}) = max_{a∈[0,1]} (−a·x + H(a)) (H the binary entropy in nats), every a ∈ [0, 1]^m
+    gives, for all v,
+
+        L(v) ≥ D(a) − β⟨v, r⟩,   D(a) = Σ_i w_i H(a_i),   r = Σ_i w_i a_i φ_i.
+
+    The dual point is a_i = σ(−β⟨v̂, φ_i⟩) (optimal at the minimiser, where r = 0), corrected twice
+    by a ← a − a(1−a)∘Φλ with (Σ w a(1−a) φφᵀ) λ = r, which leaves r at round-off (≈ 1e-18).
+    Because r is not exactly 0, the term β⟨v*, r⟩ at a minimiser v* is bounded as well: along any
+    unit direction h, g(t) = L(v̂ + t h) has |g‴| ≤ ρ g″ with ρ = β max_i ‖φ_i‖ (|ℓ‴| ≤ ℓ″ for the
+    logistic loss), so g″(t) ≥ λ_min(∇²L(v̂)) e^{−ρt}; if ρ‖∇L(v̂)‖ < λ_min a minimiser exists and
+    ‖v* − v̂‖ ≤ T = −log(1 − ρ‖∇L(v̂)‖/λ_min)/ρ. The returned gap is
+
+        L(v̂) − D(a) + β (‖v̂‖ + T) ‖r‖,
+
+    with ‖r‖ and ‖∇L‖ each enlarged by a float64 rounding bound (m·2⁻⁵² times the sum of the
+    absolute terms) and λ_min shrunk by 1e-10·λ_max; inf where a leaves [0, 1] or λ_min is too
+    small (e.g. separable data, where no minimiser exists — those trials use the "loss"
+    certificate). The remaining sums are float64 (≈ m·1e-16 relative), far below any Δ used here.
+    """
+    from scipy.special import entr
+
+    A, m, d = Phi.shape
+    P = Phi.astype(np.float64, copy=False)
+    w = _weights(mask)
+    out = np.full(A, np.inf)
+    x = beta * np.matmul(P, V[:, :, None])[:, :, 0]
+    loss = -(log_sigmoid(x) * w).sum(axis=1)
+    eps = 2.0**-52
+    for k in range(A):
+        keep = mask[k]
+        Pk, wk, xk = P[k][keep], w[k][keep], x[k][keep]
+        n = Pk.shape[0]
+        row_norm = np.linalg.norm(Pk, axis=1)
+        # primal side: gradient and Hessian at v̂
+        s_neg, s_pos = expit(-xk), expit(xk)
+        grad = -beta * (Pk.T @ (wk * s_neg))
+        grad_norm = float(np.linalg.norm(grad)) + n * eps * beta * float(np.sum(wk * s_neg * row_norm))
+        H = (beta**2) * (Pk.T @ (Pk * (wk * s_neg * s_pos)[:, None]))
+        ev = np.linalg.eigvalsh((H + H.T) / 2)
+        lam_min = float(ev[0]) - 1e-10 * float(abs(ev[-1]))
+        rho = beta * float(row_norm.max())
+        if not (lam_min > 0 and rho * grad_norm < lam_min):
+            continue
+        T = -np.log1p(-rho * grad_norm / lam_min) / rho if rho > 0 else grad_norm / lam_min
+        # dual side
+        ak = s_neg.copy()
+        for _ in range(2):
+            r = Pk.T @ (wk * ak)
+            c = ak * (1 - ak)
+            M = Pk.T @ (Pk * (wk * c)[:, None])
+            try:
+                ak = ak - c * (Pk @ np.linalg.solve(M, r))
+            except np.linalg.LinAlgError:
+                break
+        if not (np.all(ak >= 0) and np.all(ak <= 1)):
+            continue
+        r = Pk.T @ (wk * ak)
+        r_norm = float(np.linalg.norm(r)) + n * eps * float(np.sum(wk * ak * row_norm))
+        dual = float(np.sum(wk * (entr(ak) + entr(1 - ak))))
+        out[k] = max(float(loss[k]) - dual, 0.0) + beta * (float(np.linalg.norm(V[k])) + T) * r_norm
+    return out
 
 
 def gradient_trajectory(
