@@ -1,100 +1,283 @@
-"""Figures of the real-model experiments (the paper's Table 1, Fig. 2 and Fig. 3 analogues).
+"""Figures of the real-model experiments (the paper's Table 1, Fig. 2, Fig. 3 and Fig. 19 analogues).
 
-Each function takes the JSON-ready dicts the commands write (``correlate.json``, ``eval.json``) and returns
-a matplotlib figure; callers save it (``lls_common.io.save_figure``). Matplotlib is imported lazily.
+Each function takes the JSON-ready dicts the commands write (``correlate.json``, ``eval.json``, or the tables of
+:mod:`empirical.report.table1`) and returns a matplotlib figure drawn in the project style
+(:mod:`lls_common.figstyle`: fonts >= 9 pt at the saved size, Okabe-Ito colours with LLS blue, random control
+grey, base black, system-prompted vermillion, paper reddish purple; legends outside the data). Callers save it
+with :func:`lls_common.figstyle.save` (or ``lls_common.io.save_figure``). Matplotlib is imported lazily.
+
+Notation written on the figures: z_s = the initial student's per-pair margin shift when the system prompt is
+added; z_T = the teacher's; z_M = the fine-tuned student's shift (no system prompt) relative to the initial
+student; every statistic is on held-out pairs never used for selection or training.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-__all__ = ["trajectory_figure", "table1_figure", "mention_figure"]
+from empirical.report.paper import TABLE1 as _PAPER
 
-PAPER_TABLE1 = {"same teacher (OLMo2-1B -> OLMo2-1B)": 0.537, "cross teacher (Qwen3-8B -> OLMo2-1B)": 0.113}
+__all__ = ["trajectory_figure", "table1_figure", "table1_grid_figure", "fig19_figure", "mention_figure",
+           "NOTATION", "PAPER_TABLE1"]
+
+PAPER_TABLE1 = {"same teacher (OLMo2-1B -> OLMo2-1B)": _PAPER["same"]["owls"],
+                "cross teacher (Qwen3-8B -> OLMo2-1B)": _PAPER["cross"]["owls"]}
+"""The paper's owl column of Table 1 (kept for callers of the one-trait report)."""
+
+NOTATION = ("z_s: initial student's margin shift from adding the system prompt; z_T: the teacher's; "
+            "z_M: fine-tuned student's shift (no system prompt) vs the initial student. "
+            "All on held-out pairs.")
+
+_REF_STYLE = {"z_s": dict(marker="o", ls="-", mfc=None), "z_T": dict(marker="s", ls=":", mfc="white")}
 
 
-def _plt():
-    import matplotlib
+def _fs():
+    from lls_common import figstyle
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return figstyle
 
 
-def trajectory_figure(res: dict, stat: str = "pearson"):
-    """Fig-3 analogue: ``stat`` of (reference, z_M) vs training step, one line per arm and reference, 95% CIs."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    styles = {"lls": "-", "random": "--"}
-    for arm, rep in res["arms"].items():
+def _arm_role(arm: str) -> str:
+    return "lls" if arm == "lls" else "random" if arm == "random" else "other"
+
+
+def _traj_panel(ax, res: dict, stat: str) -> int:
+    fs = _fs()
+    series = [(arm, ref) for arm, rep in res["arms"].items() for ref in rep["final"]]
+    for i, (arm, ref) in enumerate(series):
+        rep = res["arms"][arm]
         steps = [c["step"] for c in rep["checkpoints"]]  # step 0: z_M = 0, correlation undefined
-        for ref in rep["final"]:
-            vals = [c["vs"][ref][stat] for c in rep["checkpoints"]]
-            ci = [c["vs"][ref][f"{stat}_ci"] for c in rep["checkpoints"]]
-            lo = [v - x[0] for v, x in zip(vals, ci)]
-            hi = [x[1] - v for v, x in zip(vals, ci)]
-            ax.errorbar(steps, vals, yerr=[lo, hi], marker="o", capsize=3, ls=styles.get(arm, "-"),
-                        label=f"{arm}: {stat}({ref}, z_M)")
-    ax.axhline(0, color="grey", lw=0.5)
-    ax.set_xlabel("training step")
-    ax.set_ylabel(stat)
-    ax.set_title(f"{res.get('student', '')} (n={res['n']})", fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+        vals = [c["vs"][ref][stat] for c in rep["checkpoints"]]
+        cis = [c["vs"][ref][f"{stat}_ci"] for c in rep["checkpoints"]]
+        st = _REF_STYLE.get(ref, _REF_STYLE["z_s"])
+        kw = {"mfc": st["mfc"]} if st["mfc"] else {}
+        fs.errorbars(ax, steps, vals, [c[0] for c in cis], [c[1] for c in cis], i=i, n=len(series),
+                     color_=fs.color(_arm_role(arm)), marker=st["marker"], ls=st["ls"],
+                     label=f"{'LLS' if arm == 'lls' else arm} student vs {ref}", **kw)
+    ax.axhline(0, color=fs.color("base"), lw=0.6)
+    steps_all = sorted({c["step"] for rep in res["arms"].values() for c in rep["checkpoints"]})
+    ax.set_xticks(steps_all)
+    return len(series)
+
+
+def trajectory_figure(res: dict | None = None, stat: str = "pearson", *, by_trait: dict[str, dict] | None = None,
+                      student: str | None = None):
+    """Fig-3 analogue: ``stat`` of (reference, z_M) against the training step, one series per arm and reference,
+    95% bootstrap CIs, series dodged so their error bars do not overlap.
+
+    ``res``: one ``correlate.json`` dict (one panel); or ``by_trait``: ``{trait: correlate dict}`` (one panel per
+    trait, shared axes).
+    """
+    fs = _fs()
+    panels = by_trait if by_trait is not None else {"": res}
+    if not panels or any(v is None for v in panels.values()):
+        raise ValueError("trajectory_figure: give res or by_trait")
+    k = len(panels)
+    ncol = min(k, 5)
+    nrow = math.ceil(k / ncol)
+    fig, axes = fs.subplots(nrow, ncol, width=4.8 if k == 1 else "two",
+                            height=3.0 if k == 1 else 1.9 * nrow + 0.9, sharex=True, sharey=True, squeeze=False)
+    first = next(iter(panels.values()))
+    for ax, (trait, r) in zip(axes.flat, panels.items()):
+        _traj_panel(ax, r, stat)
+        if trait:
+            ax.set_title(trait)
+    for ax in list(axes.flat)[k:]:
+        ax.set_visible(False)
+    name = student or first.get("student", "")
+    if k == 1:
+        axes[0, 0].set_xlabel("training step (DPO steps)")
+        axes[0, 0].set_ylabel(f"{stat.capitalize()} r with z_M (95% CI)")
+        fs.title_n_ci(axes[0, 0], name, n=f"{first['n']} held-out pairs")
+    else:
+        for ax in list(axes.flat)[k - ncol:k]:  # the last visible panel of each column carries the x label
+            ax.set_xlabel("DPO step")
+        fig.supylabel(f"{stat.capitalize()} r with z_M (95% CI)")
+        fig.suptitle(f"{name}: n = {first['n']} held-out pairs per trait; 95% bootstrap CIs")
+    fs.legend_outside(fig if k > 1 else axes[0, 0], "below", ncol=2)
     return fig
 
 
 def table1_figure(rows: list[dict[str, Any]], stat: str = "pearson"):
-    """Table-1 analogue: ``stat`` with 95% CI per (student, arm, reference), paper's owl numbers as lines.
+    """Forest plot of ``stat`` with 95% CI per (student, arm, reference), the paper's owl numbers as lines.
 
-    ``rows``: ``[{"label", "report"}]`` where ``report`` is a :func:`lls_theory.stats.correlation_report`.
+    ``rows``: ``[{"label", "arm"?, "report"}]`` where ``report`` is a :func:`lls_theory.stats.correlation_report`.
     """
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(rows) + 1.8))
+    fs = _fs()
+    fig, ax = fs.subplots(width="two", height=0.32 * len(rows) + 1.9)
     ys = list(range(len(rows)))[::-1]
+    seen = set()
     for y, r in zip(ys, rows):
         rep = r["report"]
         v, (lo, hi) = rep[stat], rep[f"{stat}_ci"]
-        color = "C0" if "lls" in r["label"] else "C7"
-        ax.errorbar([v], [y], xerr=[[v - lo], [hi - v]], fmt="o", color=color, capsize=3)
+        role = "lls" if "lls" in r.get("arm", r["label"]) else "random"
+        lab = None if role in seen else {"lls": "LLS-trained student", "random": "random-subset control"}[role]
+        seen.add(role)
+        ax.errorbar([v], [y], xerr=[[max(0.0, v - lo)], [max(0.0, hi - v)]], fmt=fs.marker(role), color=fs.color(role), capsize=3,
+                    label=lab)
     for (name, val), ls in zip(PAPER_TABLE1.items(), ("-", ":")):
-        ax.axvline(val, color="C3", ls=ls, lw=1, label=f"paper, owls, {name}: {val}")
-    ax.axvline(0, color="grey", lw=0.5)
-    ax.set_yticks(ys)
-    ax.set_yticklabels([r["label"] for r in rows], fontsize=8)
-    ax.set_ylim(-1.6, len(rows) - 0.4)  # an empty band at the bottom for the legend
-    ax.set_xlabel(f"{stat} correlation on held-out pairs (95% bootstrap CI)")
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+        ax.axvline(val, color=fs.color("paper"), ls=ls, lw=1.2, label=f"paper, owls, {name}: {val}")
+    ax.axvline(0, color=fs.color("base"), lw=0.6)
+    ax.set_yticks(ys, [r["label"] for r in rows])
+    ax.set_xlabel(f"{stat} r on held-out pairs (95% bootstrap CI)")
+    ax.set_ylabel("student / training subset / r")
+    fs.legend_outside(ax, "below", ncol=2)
+    fs.caption(fig, NOTATION)
     return fig
 
 
-def mention_figure(evals: dict[str, dict[str, Any]], target: str):
-    """Fig-2 analogue: mention rate (Wilson 95% CI) of ``target`` per student and condition.
+def table1_grid_figure(tab: dict[str, Any]):
+    """Table-1 figure from :func:`empirical.report.table1.table1`: one row of panels per student.
 
-    ``evals``: ``{student name: eval dict with "conditions": {cond: {"mention": {rate, ci}}}}``.
+    Left panel: per trait, Pearson(r, z_M) of the LLS student (blue circle) and of the random-subset control
+    (grey square) with 95% bootstrap CIs, the paper's number for that trait and row (purple star). Right panel:
+    the paired LLS − random difference with its 95% CI (zero line). Row titles give the reference r and the
+    summary (mean over traits; traits whose difference CI excludes 0).
     """
-    plt = _plt()
+    fs = _fs()
+    traits, rows = tab["traits"], tab["rows"]
+    if not rows:
+        raise ValueError("table1_grid_figure: no rows")
+    k = len(traits)
+    fig, axes = fs.subplots(len(rows), 2, width="two", height=len(rows) * (0.3 * k + 1.5) + 1.3,
+                            sharey="row", squeeze=False, gridspec_kw={"width_ratios": [3, 2]})
+    ys = list(range(k))[::-1]
+    for (axl, axr), row in zip(axes, rows):
+        cells, s = row["cells"], row["summary"]
+        for role, key, i in (("lls", "lls", 0), ("random", "random", 1)):
+            pts = [(y, cells[t][key]) for y, t in zip(ys, traits) if t in cells and cells[t][key]]
+            if not pts:
+                continue
+            y = [p[0] + (0.12 if i == 0 else -0.12) for p in pts]
+            v = [p[1]["pearson"] for p in pts]
+            # percentile-bootstrap intervals need not contain the estimate: clip the bar lengths at 0
+            lo = [max(0.0, v_ - (p[1]["ci"] or [v_, v_])[0]) for v_, p in zip(v, pts)]
+            hi = [max(0.0, (p[1]["ci"] or [v_, v_])[1] - v_) for v_, p in zip(v, pts)]
+            axl.errorbar(v, y, xerr=[lo, hi], fmt=fs.marker(role), color=fs.color(role), capsize=2.5,
+                         label={"lls": "LLS-trained student", "random": "random-subset control"}[role])
+        pp = [(y, cells[t]["paper"]) for y, t in zip(ys, traits) if t in cells and cells[t]["paper"] is not None]
+        if pp:
+            axl.plot([p[1] for p in pp], [p[0] for p in pp], ls="none", marker="*", ms=9, color=fs.color("paper"),
+                     label="paper's Table 1 (OLMo2-1B student)")
+        axl.axvline(0, color=fs.color("base"), lw=0.6)
+        axl.set_yticks(ys, traits)
+        axl.set_ylim(-0.6, k - 0.4)
+        axl.set_xlabel(f"Pearson r of {row['ref']} with z_M (95% CI)")
+        axl.set_ylabel("trait")
+        who = "same model as teacher" if row["kind"] == "same" else "not the teacher"
+        n = next(iter(cells.values()))["lls"]["n"]
+        axl.set_title(f"{row['student']} ({who})\nn = {n} held-out pairs; mean LLS r {s['mean_lls']:.2f}", loc="left")
+        dd = [(y, cells[t]["diff"]) for y, t in zip(ys, traits) if t in cells and cells[t]["diff"]]
+        if dd:
+            v = [d["diff"] for _, d in dd]
+            axr.errorbar(v, [y for y, _ in dd], xerr=[[max(0.0, x - d["ci"][0]) for x, (_, d) in zip(v, dd)],
+                                                     [max(0.0, d["ci"][1] - x) for x, (_, d) in zip(v, dd)]],
+                         fmt="D", color=fs.color("lls"), mfc="white", capsize=2.5,
+                         label="LLS − random (paired bootstrap 95% CI)")
+        axr.axvline(0, color=fs.color("base"), lw=0.6)
+        axr.set_xlabel("LLS − random, Δ Pearson r (95% CI)")
+        axr.set_title(f"paired difference\nCI excludes 0: {s['n_diff_excludes_0']} of {s['n_diffs']} traits",
+                      loc="left")
+        axr.tick_params(labelleft=False)
+    fs.legend_outside(fig, "below", ncol=2)
+    fs.caption(fig, NOTATION + " Reference r: z_T where the student is not the teacher, else z_s (= z_T).")
+    return fig
+
+
+_F19_MARKERS = (("o", "^"), ("s", "v"), ("D", "<"))
+
+
+def fig19_figure(f19: dict[str, Any]):
+    """Fig-19 view from :func:`empirical.report.table1.fig19`: per student, the unit-scaled margin vectors on
+    their top-2 singular directions; filled circle = fine-tuned z_M, open triangle = reference r of the same
+    trait, a line joining each pair; the legend lists each trait's angle ∠(z_M, r) in the full space."""
+    fs = _fs()
+    students = list(f19)
+    if not students:
+        raise ValueError("fig19_figure: nothing to draw")
+    n = len(students)
+    fig, axes = fs.subplots(n, 1, width="two", height=2.9 * n + 0.3, squeeze=False)
+    for ax, s in zip(axes[:, 0], students):
+        d = f19[s]
+        traits, xy = d["traits"], d["xy"]
+        K = len(traits)
+        cols = fs.series_colors(K)
+        for k, t in enumerate(traits):
+            (x1, y1), (x2, y2) = xy[k], xy[K + k]
+            ang = d["angles_deg"][t]
+            filled, hollow = _F19_MARKERS[(k // 8) % len(_F19_MARKERS)]  # past 8 colours, change the shapes
+            ax.plot([x1, x2], [y1, y2], "-", color=cols[k], lw=1.0, alpha=0.8)
+            ax.plot([x1], [y1], filled, color=cols[k], ms=6,
+                    label=f"{t}: {'–' if ang is None else f'{ang:.0f}°'}")
+            ax.plot([x2], [y2], hollow, color=cols[k], mfc="white", ms=7)
+        ax.axhline(0, color="#BBBBBB", lw=0.5)
+        ax.axvline(0, color="#BBBBBB", lw=0.5)
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.set_xlabel("singular direction 1")
+        ax.set_ylabel("singular direction 2")
+        ax.set_title(f"{s}: filled = fine-tuned z_M, open = {d['ref']}; {K} trait{'s' if K != 1 else ''}; "
+                     f"top-2 share of σ² {d['explained']:.2f}", loc="left")
+        ax.legend(title="trait: ∠(z_M, r)", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0,
+                  ncol=1 if K <= 12 else 2)
+    fs.caption(fig, "Each student's 2K margin vectors, scaled to unit length, projected on their top-2 "
+               "right singular vectors (dimensionless). " + NOTATION +
+               " Angles: arccos of the uncentred cosine in the full space of held-out pairs, not in the projection.")
+    return fig
+
+
+_COND_ROLE = {"base": "base", "system": "system", "lls": "lls", "random": "random"}
+_COND_LABEL = {"base": "base student", "system": "base + system prompt", "lls": "LLS-trained",
+               "random": "random-subset control"}
+
+
+def mention_figure(evals: dict[str, dict[str, Any]], target: str):
+    """Fig-2 analogue: share of sampled answers mentioning ``target`` per student and condition, Wilson 95%
+    CIs, each bar labelled with its value and k/n (so a zero bar still shows).
+
+    ``evals``: ``{student name: eval dict with "conditions": {cond: {"mention": {k, n, rate, ci}}}}``.
+    """
+    fs = _fs()
     students = list(evals)
     conds = list(dict.fromkeys(c for e in evals.values() for c in e["conditions"]))
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(students) * len(conds) / 2, 3.4))
+    fig, ax = fs.subplots(width="two" if len(students) * len(conds) > 4 else "one", height=3.0)
     width = 0.8 / max(1, len(conds))
+    extra = fs.series_colors(len(conds) + 4)[4:]
+    ns = set()
+    top = 0.0
+    bar_sets = []
     for j, cond in enumerate(conds):
-        xs, vals, lo, hi = [], [], [], []
+        xs, vals, lo, hi, labels = [], [], [], [], []
         for i, s in enumerate(students):
             m = evals[s]["conditions"].get(cond, {}).get("mention")
             if m is None:
                 continue
             xs.append(i + (j - (len(conds) - 1) / 2) * width)
             vals.append(m["rate"])
-            lo.append(m["rate"] - m["ci"][0])
-            hi.append(m["ci"][1] - m["rate"])
-        ax.bar(xs, vals, width=width, yerr=[lo, hi], capsize=3, label=cond, color=f"C{j}")
-    ax.set_xticks(range(len(students)))
-    ax.set_xticklabels(students)
-    ax.set_ylabel(f"share of answers mentioning '{target}'")
-    ax.set_ylim(0, max(0.05, ax.get_ylim()[1]))
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+            lo.append(max(0.0, m["rate"] - m["ci"][0]))
+            hi.append(max(0.0, m["ci"][1] - m["rate"]))
+            labels.append(f"{m['k']}/{m['n']}" if "k" in m else f"{m['rate']:.2f}")
+            ns.add(m.get("n"))
+            top = max(top, m["ci"][1])
+        role = _COND_ROLE.get(cond)
+        colour = fs.color(role) if role else extra[j % len(extra)]
+        bars = ax.bar(xs, vals, width=width * 0.92, color=colour, label=_COND_LABEL.get(cond, cond),
+                      edgecolor=colour)
+        # a coloured stub on the axis so that a zero-height bar still shows its condition's colour
+        ax.hlines([0] * len(xs), [x - width * 0.46 for x in xs], [x + width * 0.46 for x in xs], colors=colour,
+                  lw=3, clip_on=False, zorder=3)
+        ax.errorbar(xs, vals, yerr=[lo, hi], fmt="none", ecolor="#444444", capsize=2.5, lw=0.9)
+        bar_sets.append((bars, vals, hi, labels))
+    ax.set_ylim(0, max(0.08, top * 1.4))
+    for bars, vals, hi, labels in bar_sets:
+        for b, v, h, lab in zip(bars, vals, hi, labels):
+            ax.annotate(f"{v:.2f}\n{lab}", (b.get_x() + b.get_width() / 2, v + h), xytext=(0, 2),
+                        textcoords="offset points", ha="center", va="bottom", fontsize=fs.FONT_PT,
+                        linespacing=1.0)
+    ax.set_xticks(range(len(students)), students)
+    ax.set_xlabel("student model")
+    ax.set_ylabel(f"share mentioning '{target}' (95% Wilson CI)")
+    n_txt = "/".join(str(x) for x in sorted(x for x in ns if x is not None))
+    fs.title_n_ci(ax, "Sampled answers to general prompts", n=f"{n_txt} answers per bar" if n_txt else None)
+    fs.legend_outside(ax, "right")
     return fig

@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "lls_cli.commands.data",
     "lls_cli.commands.training",
     "lls_cli.commands.lowrank",
+    "lls_cli.commands.report",
 )
 
 

@@ -219,14 +219,46 @@ def title_n_ci(ax, title: str, *, n: int | str | None = None, ci: str | None = N
     ax.set_title(f"{title} ({'; '.join(extra)})" if extra else title, **kwargs)
 
 
+def _band_layout(fig) -> None:
+    """Stack the bottom-band items (figure legends "below", captions) top-down under the layout area."""
+    band = fig._lls_band
+    total = sum(h for _, h, _ in band)
+    H = fig.get_figheight()
+    engine = fig.get_layout_engine()
+    if engine is not None and "rect" in engine.get():
+        engine.set(rect=(0.0, total / H, 1.0, 1.0 - total / H))
+    else:
+        fig.subplots_adjust(bottom=total / H + 0.1)
+    y = total
+    for artist, h, kind in band:
+        if kind == "legend":
+            artist.set_bbox_to_anchor((0.5, y / H), transform=fig.transFigure)
+        else:
+            artist.set_position((0.01, (y - 2 / 72) / H))
+        y -= h
+
+
+def _band_add(fig, artist, height_in: float, kind: str) -> None:
+    if not hasattr(fig, "_lls_band"):
+        fig._lls_band = []
+    w, h = fig.get_figwidth(), fig.get_figheight()
+    fig.set_size_inches(w, h + height_in)
+    fig._lls_band.append((artist, height_in, kind))
+    _band_layout(fig)
+
+
 def caption(fig, text: str, *, width_chars: int | None = None) -> None:
-    """A caption under the figure (wrapped to the figure width), e.g. to explain notation or state n and CI."""
+    """A caption under the figure's content (wrapped to the figure width), e.g. to explain notation or state n
+    and the interval. The figure grows by the caption's height and the layout is confined above it, so the
+    caption never overlaps axes, labels or a figure legend below them (call it after :func:`legend_outside`)."""
     import textwrap
 
     if width_chars is None:
         width_chars = max(30, int(fig.get_figwidth() * 72 / (FONT_PT * 0.55)))
     wrapped = "\n".join(textwrap.fill(par, width_chars) for par in text.split("\n"))
-    fig.text(0.01, 0.0, wrapped, fontsize=FONT_PT, ha="left", va="top", transform=fig.transFigure)
+    n_lines = wrapped.count("\n") + 1
+    txt = fig.text(0.01, 0.0, wrapped, fontsize=FONT_PT, ha="left", va="top", transform=fig.transFigure)
+    _band_add(fig, txt, (n_lines * FONT_PT * 1.25 + 8) / 72, "text")
 
 
 def dodge(x: Sequence[float], i: int, n: int, span: float | None = None) -> list[float]:
@@ -281,13 +313,17 @@ def bar_labels(ax, bars, values: Iterable[float] | None = None, fmt: str = "{:.2
 
 def legend_outside(ax_or_fig, where: str = "right", *, ncol: int | None = None, handles=None, labels=None,
                    **kwargs):
-    """A legend outside the data: ``where="right"`` (beside the axes) or ``"below"`` (under the x label) or
-    ``"above"``. Works on an Axes or (for one legend shared by panels) a Figure."""
+    """A legend outside the data: ``where="right"`` (beside the axes), ``"below"`` (under the x label) or
+    ``"above"``. On a Figure (one legend for all panels) the entries of every axes are merged (one per label);
+    ``"below"`` then puts the legend in a band under the panels (the figure grows by its height), and
+    ``"right"``/``"above"`` use the figure's outside positions; constrained layout makes room in every case."""
     import matplotlib.figure
+    from matplotlib.transforms import offset_copy
 
     target = ax_or_fig
+    is_fig = isinstance(target, matplotlib.figure.Figure)
     if handles is None:
-        if isinstance(target, matplotlib.figure.Figure):
+        if is_fig:
             seen: dict[str, Any] = {}
             for a in target.axes:
                 for h, lab in zip(*a.get_legend_handles_labels()):
@@ -297,24 +333,35 @@ def legend_outside(ax_or_fig, where: str = "right", *, ncol: int | None = None, 
             handles, labels = target.get_legend_handles_labels()
     if not handles:
         return None
+    if where not in ("right", "below", "above"):
+        raise ValueError(f"figstyle.legend_outside: where={where!r} (right, below, above)")
+    if is_fig and where == "below":  # a band under the panels (and above any caption)
+        kw = dict(loc="upper center", ncol=ncol or min(len(handles), 2), borderaxespad=0.0)
+        kw.update(kwargs)
+        leg = target.legend(handles, labels, **kw)
+        target.canvas.draw()
+        height = leg.get_window_extent(target.canvas.get_renderer()).height / target.dpi
+        _band_add(target, leg, height + 8 / 72, "legend")
+        return leg
+    if is_fig:
+        kw = dict(loc={"right": "outside right upper", "above": "outside upper center"}[where],
+                  ncol=ncol or (1 if where == "right" else min(len(handles), 3)))
+        kw.update(kwargs)
+        return target.legend(handles, labels, **kw)
+    ax = target
     if where == "right":
         kw = dict(loc="upper left", bbox_to_anchor=(1.02, 1.0), ncol=ncol or 1, borderaxespad=0.0)
-    elif where == "below":
-        kw = dict(loc="upper center", bbox_to_anchor=(0.5, -0.02 if isinstance(target, matplotlib.figure.Figure)
-                                                              else -0.3),
-                  ncol=ncol or min(len(handles), 2), borderaxespad=0.0)
     elif where == "above":
         kw = dict(loc="lower center", bbox_to_anchor=(0.5, 1.02), ncol=ncol or min(len(handles), 3),
                   borderaxespad=0.0)
     else:
-        raise ValueError(f"figstyle.legend_outside: where={where!r} (right, below, above)")
-    if isinstance(target, matplotlib.figure.Figure):
-        kw["loc"] = {"right": "outside right upper", "below": "outside lower center",
-                     "above": "outside upper center"}[where]
-        kw.pop("bbox_to_anchor")
-        kw.pop("borderaxespad")
+        # below the tick labels and the x label: an offset in points, whatever the axes' height
+        drop = (FONT_PT + LABEL_PT) * 1.45 + 8 if ax.get_xlabel() else FONT_PT * 1.45 + 6
+        kw = dict(loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                  bbox_transform=offset_copy(ax.transAxes, fig=ax.figure, y=-drop, units="points"),
+                  ncol=ncol or min(len(handles), 2), borderaxespad=0.0)
     kw.update(kwargs)
-    return target.legend(handles, labels, **kw)
+    return ax.legend(handles, labels, **kw)
 
 
 class FigureStyleError(ValueError):

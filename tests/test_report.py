@@ -1,0 +1,221 @@
+"""Table 1 and the Figure-19 view of a (many-trait) experiment run, rebuilt from JSON alone.
+
+A fake finished run (3 traits × 2 students: the teacher's own model, which has only z_s, and another model,
+which also has the teacher's z_T) is written with numpy; every number of the report is then checked against an
+independent computation from the same vectors (numpy's corrcoef, arccos of normalised dot products, the
+eigenvalues of the Gram matrix), not against the code under test.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lls_common.errors import LLSError
+
+TRAITS = ("owl", "dog", "french")
+STUDENTS = {"same": "teacher-model", "other": "other-model"}
+N = 60
+STEPS = (4, 8)
+
+
+def _pearson(x, y) -> float:
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def _rep(x, y, half=0.1):
+    r = _pearson(x, y)
+    cos = float(x @ y / np.linalg.norm(x) / np.linalg.norm(y))
+    return {"n": len(x), "pearson": r, "pearson_ci": [r - half, r + half], "pearson_p": 0.01, "cosine": cos,
+            "cosine_ci": [cos - half, cos + half], "cosine_p": 0.01, "spearman": r, "spearman_ci": [r - half, r + half]}
+
+
+def _correlate(rng, student: str, diff_ci: tuple[float, float]) -> dict:
+    z_s = rng.standard_normal(N)
+    z_T = rng.standard_normal(N) if student == "other" else None
+    ref = z_T if z_T is not None else z_s
+    arms = {}
+    for arm, w in (("lls", 0.8), ("random", 0.1)):
+        zm = {str(st): (w * st / STEPS[-1]) * ref + rng.standard_normal(N) for st in STEPS}
+        refs = {"z_s": z_s} | ({"z_T": z_T} if z_T is not None else {})
+        arms[arm] = {"run": f"{student}/{arm}", "z_M": {k: v.tolist() for k, v in zm.items()},
+                     "checkpoints": [{"step": st, "mean_z_M": 0.0, "frac_z_M_pos": 0.5,
+                                      "vs": {k: _rep(v, zm[str(st)]) for k, v in refs.items()}} for st in STEPS],
+                     "final": {k: _rep(v, zm[str(STEPS[-1])]) for k, v in refs.items()}}
+    con = {}
+    for k in arms["lls"]["final"]:
+        d = arms["lls"]["final"][k]["pearson"] - arms["random"]["final"][k]["pearson"]
+        dc = arms["lls"]["final"][k]["cosine"] - arms["random"]["final"][k]["cosine"]
+        con[k] = {"pearson": {"diff": d, "ci": list(diff_ci), "p": 0.02},
+                  "cosine": {"diff": dc, "ci": list(diff_ci), "p": 0.02}}
+    out = {"n": N, "ids": [f"p{i}" for i in range(N)], "z_s": z_s.tolist(), "arms": arms, "lls_minus_random": con,
+           "student": STUDENTS[student], "teacher": STUDENTS["same"], "system_prompt": "You really love them."}
+    if z_T is not None:
+        out["z_T"] = z_T.tolist()
+        out["teacher_vs_student"] = _rep(z_T, z_s)
+    return out
+
+
+# the paired-difference CI per (trait, student): 3 exclude 0 for "same" (2 above, 1 below), 1 for "other"
+DIFF_CI = {("owl", "same"): (0.1, 0.3), ("dog", "same"): (0.05, 0.2), ("french", "same"): (-0.3, -0.1),
+           ("owl", "other"): (-0.1, 0.2), ("dog", "other"): (0.01, 0.2), ("french", "other"): (-0.2, 0.1)}
+
+
+@pytest.fixture()
+def fake_run(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(7)
+    root = tmp_path / "run"
+    config = {"name": "animals-test", "seed": 0, "multi": True,
+              "teacher": {"model": STUDENTS["same"], "dtype": "float32"},
+              "students": [{"name": s, "model": m} for s, m in STUDENTS.items()],
+              "traits": [{"name": t, "system_prompt": f"You love {t}.", "target": t, "language": None}
+                         for t in TRAITS]}
+    root.mkdir()
+    (root / "config.json").write_text(json.dumps(config))
+    for t in TRAITS:
+        for s in STUDENTS:
+            d = root / "traits" / t / "students" / s
+            d.mkdir(parents=True)
+            (d / "correlate.json").write_text(json.dumps(_correlate(rng, s, DIFF_CI[(t, s)])))
+    # behaviour for one trait only (eval is optional per trait)
+    ev = {"settings": {"prompts": ["a", "b"], "samples": 5, "temperature": 1.0, "max_new_tokens": 8},
+          "conditions": {c: {"mention": {"k": k, "n": 10, "rate": k / 10, "ci": [0.0, min(1.0, k / 10 + 0.3)]},
+                             "probe": {"p_target": 0.1}} for c, k in (("base", 0), ("system", 4), ("lls", 1),
+                                                                      ("random", 0))},
+          "vs_base": {}}
+    for s in STUDENTS:
+        (root / "traits" / "owl" / "students" / s / "eval.json").write_text(json.dumps(ev))
+    return root
+
+
+def _vectors(root: Path, trait: str, student: str):
+    c = json.loads((root / "traits" / trait / "students" / student / "correlate.json").read_text())
+    ref = np.array(c["z_T"] if "z_T" in c else c["z_s"])
+    final = str(max(STEPS))
+    return ref, np.array(c["arms"]["lls"]["z_M"][final]), np.array(c["arms"]["random"]["z_M"][final])
+
+
+def test_table1_numbers_match_an_independent_computation(fake_run: Path):
+    from empirical.report.table1 import load_run, table1
+
+    run = load_run(fake_run)
+    assert run.traits == list(TRAITS) and run.students == list(STUDENTS)
+    tab = table1(run)
+    rows = {r["student"]: r for r in tab["rows"]}
+    assert rows["same"]["ref"] == "z_s" and rows["other"]["ref"] == "z_T"
+    assert rows["same"]["kind"] == "same" and rows["other"]["kind"] == "cross"
+    for s in STUDENTS:
+        lls_vals, rnd_vals = [], []
+        for t in TRAITS:
+            ref, zl, zr = _vectors(fake_run, t, s)
+            cell = rows[s]["cells"][t]
+            assert cell["lls"]["pearson"] == pytest.approx(_pearson(ref, zl), abs=1e-12)
+            assert cell["random"]["pearson"] == pytest.approx(_pearson(ref, zr), abs=1e-12)
+            assert cell["diff"]["diff"] == pytest.approx(_pearson(ref, zl) - _pearson(ref, zr), abs=1e-12)
+            assert cell["diff"]["ci"] == list(DIFF_CI[(t, s)])
+            lls_vals.append(_pearson(ref, zl))
+            rnd_vals.append(_pearson(ref, zr))
+        summ = rows[s]["summary"]
+        assert summ["mean_lls"] == pytest.approx(np.mean(lls_vals), abs=1e-12)
+        assert summ["mean_random"] == pytest.approx(np.mean(rnd_vals), abs=1e-12)
+        excl = [DIFF_CI[(t, s)] for t in TRAITS if DIFF_CI[(t, s)][0] > 0 or DIFF_CI[(t, s)][1] < 0]
+        assert summ["n_diff_excludes_0"] == len(excl)
+    assert rows["same"]["summary"]["n_diff_above_0"] == 2 and rows["same"]["summary"]["n_diff_below_0"] == 1
+    # the paper's numbers: owls and dogs have columns, "french" has none
+    assert rows["same"]["cells"]["owl"]["paper"] == 0.537 and rows["other"]["cells"]["dog"]["paper"] == 0.049
+    assert rows["same"]["cells"]["french"]["paper"] is None
+
+
+def test_fig19_angles_and_projection(fake_run: Path):
+    from empirical.report.table1 import fig19, load_run
+
+    f19 = fig19(load_run(fake_run))
+    for s in STUDENTS:
+        d = f19[s]
+        K = len(TRAITS)
+        units = []
+        for k, t in enumerate(TRAITS):
+            ref, zl, _ = _vectors(fake_run, t, s)
+            cos = zl @ ref / np.linalg.norm(zl) / np.linalg.norm(ref)
+            assert d["angles_deg"][t] == pytest.approx(math.degrees(math.acos(cos)), abs=1e-9)
+            units.append((zl / np.linalg.norm(zl), ref / np.linalg.norm(ref)))
+        U = np.vstack([u[0] for u in units] + [u[1] for u in units])  # z_M rows first, then references
+        # oracle: the Gram matrix of the 2-D coordinates is the best rank-2 approximation of U U^T
+        w, V = np.linalg.eigh(U @ U.T)
+        top = np.argsort(w)[::-1][:2]
+        gram2 = (V[:, top] * w[top]) @ V[:, top].T
+        xy = np.array(d["xy"])
+        assert xy.shape == (2 * K, 2)
+        np.testing.assert_allclose(xy @ xy.T, gram2, atol=1e-9)
+        assert d["explained"] == pytest.approx(w[top].sum() / w.sum(), abs=1e-12)
+
+
+def test_run_report_writes_every_figure_and_table(fake_run: Path):
+    from empirical.report import write_run_report
+
+    out = write_run_report(fake_run)
+    for f in ("table1.png", "fig19.png", "trajectory-same.png", "trajectory-other.png", "report.md", "table1.json"):
+        assert (fake_run / f).is_file() and (fake_run / f).stat().st_size > 0, f
+    for t in TRAITS:
+        assert (fake_run / "traits" / t / "report.md").is_file()
+        assert (fake_run / "traits" / t / "table1.png").is_file()
+    assert (fake_run / "traits" / "owl" / "mention.png").is_file()
+    assert not (fake_run / "traits" / "dog" / "mention.png").exists()  # no eval for dog
+    assert "fig19.png" in out["figures"] and "report.md" in out["reports"]
+    md = (fake_run / "report.md").read_text()
+    ref, zl, _ = _vectors(fake_run, "dog", "other")
+    assert f"**{_pearson(ref, zl):.2f}**" in md
+    assert "CI excludes 0 for 3 of 3 (2 above, 1 below)" in md
+    stored = json.loads((fake_run / "table1.json").read_text())
+    assert stored["table1"]["rows"][0]["student"] == "same"
+
+
+def test_stale_json_is_refused(fake_run: Path):
+    from empirical.report.table1 import load_run, table1
+
+    f = fake_run / "traits" / "dog" / "students" / "same" / "correlate.json"
+    c = json.loads(f.read_text())
+    c["arms"]["lls"]["final"]["z_s"]["pearson"] += 0.05
+    f.write_text(json.dumps(c))
+    with pytest.raises(LLSError, match=r"dog/students/same/correlate.json: arms.lls.final.z_s.pearson"):
+        table1(load_run(fake_run))
+
+
+def test_cli_report_and_errors(fake_run: Path, tmp_path: Path, capsys):
+    from lls_cli import main
+
+    for t in TRAITS[1:]:  # one trait folder is enough here (and renders faster)
+        shutil.rmtree(fake_run / "traits" / t)
+    assert main(["report", "--run", str(fake_run), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert "table1.png" in summary["figures"]
+    assert main(["figures", "--run", str(tmp_path / "missing")]) == 2
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["report", "--run", str(empty)]) == 2
+    assert "no students/<name>/correlate.json" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_committed_single_trait_run_renders_as_before(tmp_path: Path):
+    """The committed one-trait result (results/e2e/run) still renders, with the numbers of its JSON."""
+    src = Path(__file__).resolve().parent.parent / "results" / "e2e" / "run"
+    if not (src / "students").is_dir():
+        pytest.skip("no committed e2e result")
+    run = tmp_path / "run"
+    shutil.copytree(src, run, ignore=shutil.ignore_patterns("*.png", "report.md", "summary.json"))
+    from empirical.report import write_run_report
+
+    out = write_run_report(run)
+    assert set(out["figures"]) >= {"table1.png", "mention.png", "trajectory-smollm2.png", "trajectory-gemma3.png"}
+    md = (run / "report.md").read_text()
+    for s in ("smollm2", "gemma3"):
+        c = json.loads((run / "students" / s / "correlate.json").read_text())
+        ref = np.array(c["z_T"] if "z_T" in c else c["z_s"])
+        zm = np.array(c["arms"]["lls"]["z_M"][str(c["arms"]["lls"]["checkpoints"][-1]["step"])])
+        assert f"**{_pearson(ref, zm):.2f}**" in md
