@@ -5,13 +5,14 @@ Each entry is the sum of log-probs of the scored completion tokens, rendered and
 :mod:`empirical.render` does for scoring and DPO (chat template over ``[system] + prompt`` with the
 generation prompt; completion = the suffix the assistant turn adds, end-of-turn tokens included).
 
-Prefix reuse (:func:`logprob_row`): for one system prompt all ``P`` token sequences
-``context_j + completion_j`` start with the same rendered system block. Its longest common token prefix
-(capped so that every sequence keeps at least one context token) runs once through the model; the
-resulting key/value cache is repeated over each batch of pairs, which then run only their own suffix
-tokens (right padding, explicit positions). The LM head and log-softmax run only at positions that
-predict completion tokens. Same tokens, same arithmetic as a full forward, up to float rounding
-(tests: equal to the naive reference to 1e-4 in fp32).
+Prefix reuse (:func:`logprob_row`, engine :mod:`empirical.batching`, shared with the scorer): for one
+system prompt all ``P`` token sequences ``context_j + completion_j`` start with the same rendered system
+block. Its longest common token prefix (capped so that every sequence keeps at least one context token)
+runs once through the model; the resulting key/value cache is repeated over each batch of pairs, which
+then run only their own suffix tokens (explicit positions; columns sharing a prompt share its context
+through a tree attention mask). The LM head and log-softmax run only at positions that predict
+completion tokens. Same tokens, same arithmetic as a full forward, up to float rounding (tests: equal to
+the naive reference to 1e-4 x max(1, n/100) nats in fp32).
 
 Resumable (:func:`compute_matrix` with ``store``): rows are computed in column chunks and each finished
 (row, chunk) is saved as ``store/<chunk fingerprint>/<row key>.npz`` (atomic writes). The fingerprint
@@ -28,7 +29,6 @@ Batches are length-sorted and capped at ``batch_tokens`` padded tokens (default 
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import time
@@ -74,99 +74,38 @@ def _encode_row(model: Any, tok: Any, system: str | None, columns: Sequence[Colu
         raise ValueError(f"column {exc}") from None
 
 
-def _lcp(seqs: Sequence[Sequence[int]]) -> int:
-    first = seqs[0]
-    k = min(len(s) for s in seqs)
-    for s in seqs[1:]:
-        i = 0
-        while i < k and s[i] == first[i]:
-            i += 1
-        k = i
-        if k == 0:
-            break
-    return k
-
-
-def _run_prefix(model: Any, prefix: Sequence[int]) -> Any:
-    import torch
-    from transformers import DynamicCache
-
-    device = next(model.parameters()).device
-    cache = DynamicCache(config=model.config)
-    ids = torch.tensor([list(prefix)], device=device)
-    model.get_decoder()(input_ids=ids, position_ids=torch.arange(len(prefix), device=device)[None],
-                        cache=cache, use_cache=True)
-    return cache
-
-
-def _suffix_batch(model: Any, cache: Any, K: int, items: list[tuple[list[int], int, tuple[int, ...]]],
-                  pad_id: int) -> list[float]:
-    """Score a batch: ``items[b] = (suffix tokens, index in suffix of the first completion token, completion)``.
-
-    The cache holds the K prefix tokens for batch size 1 (or None when K == 0).
-    """
-    import torch
-
-    from empirical.scoring import _head_logprobs
-
-    device = next(model.parameters()).device
-    B = len(items)
-    m = max(len(s) for s, _, _ in items)
-    ids = torch.full((B, m), pad_id, dtype=torch.long)
-    mask = torch.zeros((B, K + m), dtype=torch.long)
-    mask[:, :K] = 1
-    rows, cols, tgts = [], [], []
-    for b, (suf, start, comp) in enumerate(items):
-        ids[b, : len(suf)] = torch.tensor(suf)
-        mask[b, K: K + len(suf)] = 1
-        n = len(comp)
-        rows += [b] * n
-        cols += list(range(start - 1, start - 1 + n))  # hidden state at t predicts token t+1
-        tgts += list(comp)
-    pos = (K + torch.arange(m))[None].expand(B, m)
-    kw: dict[str, Any] = {}
-    if cache is not None:
-        c = copy.deepcopy(cache)
-        c.batch_repeat_interleave(B)
-        kw = {"cache": c, "use_cache": True}
-    out = model.get_decoder()(input_ids=ids.to(device), attention_mask=mask.to(device),
-                              position_ids=pos.to(device), **kw)
-    h = out.last_hidden_state[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]
-    lp = _head_logprobs(model, h, torch.tensor(tgts, device=device)).double()
-    totals = torch.zeros(B, dtype=torch.float64, device=device).index_add(0, torch.tensor(rows, device=device), lp)
-    return totals.tolist()
-
-
-def _batches(lengths: Sequence[int], batch_tokens: int, max_batch: int) -> list[list[int]]:
-    from empirical.scoring import _batches as b
-
-    return b(lengths, batch_tokens, max_batch)
-
-
 def logprob_row(model: Any, tok: Any, system: str | None, columns: Sequence[Column], *,
                 batch_tokens: int = 2048, max_batch: int = 64, encoded: list[render.Encoded] | None = None
                 ) -> tuple[np.ndarray, np.ndarray, int]:
     """One row ``X[s, :]`` with prefix reuse. Returns ``(logp (P,) float64, n_tokens (P,) int64, K)``.
 
     ``K`` = number of shared prefix tokens computed once (the rendered system block and template head).
+    Columns with the same context (e.g. the chosen and rejected reply of one pair) are scored as one group:
+    their context runs once (:func:`empirical.batching.score_groups`).
     """
-    import torch
+    from empirical.batching import score_groups
 
     if not columns:
         raise ValueError("no columns")
     encs = encoded if encoded is not None else _encode_row(model, tok, system, columns)
-    seqs = [list(e.context) + list(e.completions[0]) for e in encs]
-    K = min(_lcp(seqs), min(len(e.context) for e in encs) - 1)
-    K = max(K, 0)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for j, e in enumerate(encs):
+        groups.setdefault(tuple(e.context), []).append(j)
+    members = list(groups.values())
+    merged = [_Group(ctx, tuple(tuple(encs[j].completions[0]) for j in js)) for ctx, js in groups.items()]
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    lp, stats = score_groups(model, merged, pad_id=pad_id, batch_tokens=batch_tokens, max_batch=max_batch,
+                             unit="prompt")
     out = np.zeros(len(encs))
-    with torch.inference_mode():
-        cache = _run_prefix(model, seqs[0][:K]) if K > 0 else None
-        items = [(s[K:], len(e.context) - K, e.completions[0]) for s, e in zip(seqs, encs)]
-        for idx in _batches([len(it[0]) for it in items], batch_tokens, max_batch):
-            for i, v in zip(idx, _suffix_batch(model, cache, K, [items[i] for i in idx], pad_id)):
-                out[i] = v
-    return out, np.array([len(e.completions[0]) for e in encs], dtype=np.int64), K
+    for js, row in zip(members, lp):
+        out[js] = row
+    return out, np.array([len(e.completions[0]) for e in encs], dtype=np.int64), stats.prefix_tokens
+
+
+@dataclass(frozen=True)
+class _Group:
+    context: tuple[int, ...]
+    completions: tuple[tuple[int, ...], ...]
 
 
 def logprob_row_naive(model: Any, tok: Any, system: str | None, columns: Sequence[Column]) -> np.ndarray:

@@ -1,15 +1,17 @@
 """Exact, fast log-probabilities of completions: ``log Pr_M[r | s, p] = sum_t log softmax(logits_t)[r_t]``.
 
-API (other modules and workers use these two):
+API (other modules and workers use these):
 
-``score_completions(model, tok, prompts, completions, system_prompt=None, *, batch_tokens=16384,
-max_batch=64, progress=False) -> (logp, n_tokens)``
+``score_completions(model, tok, prompts, completions, system_prompt=None, *, batch_tokens=2048,
+max_batch=16, progress=False) -> (logp, n_tokens)``
     ``prompts``: list of prompts (string = one user turn, or a list of chat messages);
     ``completions``: list (same length) of lists of reply strings for that prompt (any number >= 1).
     Returns ragged lists ``logp[i][j]`` (float, sum of log-probs of the scored tokens of reply j of
-    prompt i, computed in float32 from the model's logits) and ``n_tokens[i][j]`` (int, number of scored
-    tokens). Rendering and the prompt/completion token split follow :mod:`empirical.render` (TRL's
-    conversational convention; end-of-turn tokens included).
+    prompt i: float32 logits from the model, log-softmax and sum in float64) and ``n_tokens[i][j]`` (int,
+    number of scored tokens). Rendering and the prompt/completion token split follow :mod:`empirical.render`
+    (TRL's conversational convention; end-of-turn tokens included).
+
+``score_encoded(model, tok, encs, ...)`` / ``score_encoded_with_stats``: the same on encoded groups.
 
 ``score_pairs(model, tok, pairs, system_prompt=None, **kw) -> PairScores``
     ``pairs``: iterable of objects with ``prompt``, ``chosen``, ``rejected`` (attributes or dict keys).
@@ -17,23 +19,20 @@ max_batch=64, progress=False) -> (logp, n_tokens)``
     ``n_rejected`` (int64, shape (n,)).
 
 ``score_completions_naive(...)``: the slow reference (one full forward per (prompt, completion),
-full-vocabulary log-softmax at every position). Same signature and outputs; tests and the benchmark
-compare the two.
+full-vocabulary log-softmax at every position, in float64 from the float32 logits). Same signature and
+outputs; tests and the benchmark compare the two.
 
-How the fast scorer works (it is exact: the same arithmetic on the same tokens, up to float rounding):
+How the fast scorer works: :mod:`empirical.batching` (the engine shared with the log-prob matrix). The
+tokens every prompt shares -- the rendered system block and template head -- run once per call and their
+KV cache is shared; each prompt's own context runs once for all its replies (tree attention mask, replies
+never see each other); batches are cut by padded tokens with the replies counted; the LM head runs only
+at positions that predict a reply token, in chunks. It is exact: the same arithmetic on the same tokens up
+to float rounding (in float64 the fast and naive scorers agree to 1e-13 nats). Works with the model in
+float32 or bfloat16 on any device (inputs go to the model's device). The first call per model object runs
+a self-check (fast path vs one plain forward) and raises :class:`lls_common.errors.LLSError` on mismatch.
 
-1. Each prompt is rendered once; its context (the tokens shared by all its replies) is run once in a
-   batched forward pass (left padding, explicit ``position_ids`` so padding does not shift positions),
-   filling a key/value cache. Only the hidden state of the last context token goes through the LM head:
-   it gives the log-prob of each reply's first token.
-2. The cache is index-selected so every reply row sees its own prompt's keys/values, and the replies
-   (without their last token) run in one batched pass with right padding. The LM head and the
-   log-softmax are applied only at real reply positions (never at prompt or padding positions).
-3. Prompts are sorted by context length and cut into batches of at most ``batch_tokens`` padded
-   tokens and ``max_batch`` prompts (length bucketing keeps padding small). Results are returned in
-   input order.
-
-Works with the model in float32 or bfloat16 (log-softmax always in float32).
+Tolerance used by tests and benchmarks: ``|fast - naive| <= 1e-4 * max(1, n_tokens / 100)`` nats in fp32
+(:func:`tolerance`).
 """
 
 from __future__ import annotations
@@ -52,8 +51,15 @@ __all__ = [
     "score_completions",
     "score_completions_naive",
     "score_encoded",
+    "score_encoded_with_stats",
     "score_pairs",
+    "tolerance",
 ]
+
+
+def tolerance(n_tokens: int) -> float:
+    """Allowed |fast - naive| in nats for an fp32 sum over ``n_tokens`` tokens: ``1e-4 * max(1, n/100)``."""
+    return 1e-4 * max(1.0, n_tokens / 100)
 
 
 def context_limit(model: Any) -> int | None:
@@ -95,122 +101,58 @@ def encode_all(
     return out
 
 
-def _head_logprobs(model: Any, hidden: Any, targets: Any) -> Any:
-    """log softmax(LM head(hidden))[targets] in float32; ``hidden`` (N, H), ``targets`` (N,) -> (N,)."""
-    import torch
-
-    logits = model.get_output_embeddings()(hidden).float()
-    cap = getattr(model.config, "final_logit_softcapping", None)
-    if cap is not None:
-        logits = torch.tanh(logits / cap) * cap
-    return torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None]).squeeze(-1)
+DEFAULT_BATCH_TOKENS = 2048
+"""Default padded row tokens (context suffix + replies) per forward batch (CPU-measured; see benchmarks)."""
+DEFAULT_MAX_BATCH = 16
+"""Default rows (prompt groups) per forward batch."""
 
 
 def _batches(lengths: Sequence[int], batch_tokens: int, max_batch: int) -> list[list[int]]:
-    """Indices sorted by decreasing length, cut so that (count * longest) <= batch_tokens."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    batches: list[list[int]] = []
-    cur: list[int] = []
-    for i in order:
-        longest = lengths[cur[0]] if cur else lengths[i]
-        if cur and ((len(cur) + 1) * longest > batch_tokens or len(cur) >= max_batch):
-            batches.append(cur)
-            cur = []
-        cur.append(i)
-    if cur:
-        batches.append(cur)
-    return batches
+    """Compatibility alias of :func:`empirical.batching.length_batches`."""
+    from empirical.batching import length_batches
+
+    return length_batches(lengths, batch_tokens, max_batch)
 
 
-def _score_batch(model: Any, encs: list[render.Encoded], pad_id: int) -> list[list[float]]:
-    import torch
-    from transformers import DynamicCache
-
-    device = next(model.parameters()).device
-    decoder = model.get_decoder()
-    B = len(encs)
-    ctx_len = [len(e.context) for e in encs]
-    P = max(ctx_len)
-    ids = torch.full((B, P), pad_id, dtype=torch.long)
-    mask = torch.zeros((B, P), dtype=torch.long)
-    for b, e in enumerate(encs):  # left padding: the last column is every prompt's last token
-        ids[b, P - ctx_len[b]:] = torch.tensor(e.context)
-        mask[b, P - ctx_len[b]:] = 1
-    pos = (mask.cumsum(1) - 1).clamp(min=0)
-    ids, mask, pos = ids.to(device), mask.to(device), pos.to(device)
-    cache = DynamicCache()
-    out = decoder(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True)
-    h_last = out.last_hidden_state[:, -1]  # (B, H)
-
-    rows = [(b, j) for b, e in enumerate(encs) for j in range(len(e.completions))]
-    row_prompt = torch.tensor([b for b, _ in rows], device=device)
-    comps = [encs[b].completions[j] for b, j in rows]
-    first = torch.tensor([c[0] for c in comps], device=device)
-    totals = _head_logprobs(model, h_last[row_prompt], first).double()  # (R,)
-
-    m = max(len(c) for c in comps) - 1  # inputs: reply tokens 0..n-2; targets: tokens 1..n-1
-    if m > 0:
-        R = len(rows)
-        cin = torch.full((R, m), pad_id, dtype=torch.long)
-        tgt = torch.zeros((R, m), dtype=torch.long)
-        cmask = torch.zeros((R, m), dtype=torch.long)
-        for r, c in enumerate(comps):
-            k = len(c) - 1
-            if k:
-                cin[r, :k] = torch.tensor(c[:-1])
-                tgt[r, :k] = torch.tensor(c[1:])
-                cmask[r, :k] = 1
-        cin, tgt, cmask = cin.to(device), tgt.to(device), cmask.to(device)
-        cache.reorder_cache(row_prompt)
-        full_mask = torch.cat([mask[row_prompt], cmask], dim=1)
-        cpos = torch.tensor(ctx_len, device=device)[row_prompt][:, None] + torch.arange(m, device=device)[None]
-        out2 = decoder(input_ids=cin, attention_mask=full_mask, position_ids=cpos, cache=cache, use_cache=True)
-        valid = cmask.bool()
-        lp = _head_logprobs(model, out2.last_hidden_state[valid], tgt[valid]).double()
-        row_of = torch.arange(R, device=device)[:, None].expand(R, m)[valid]
-        totals = totals.index_add(0, row_of, lp)
-    res: list[list[float]] = [[0.0] * len(e.completions) for e in encs]
-    for (b, j), v in zip(rows, totals.tolist()):
-        res[b][j] = v
-    return res
-
-
-def score_encoded(
-    model: Any, tok: Any, encs: Sequence[render.Encoded], *, batch_tokens: int = 16384, max_batch: int = 64,
-    progress: bool = False,
-) -> list[list[float]]:
-    """Fast scorer on already-encoded groups (see :func:`encode_all`); returns ``logp[i][j]``."""
-    import torch
+def score_encoded_with_stats(
+    model: Any, tok: Any, encs: Sequence[render.Encoded], *, batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    max_batch: int = DEFAULT_MAX_BATCH, progress: Any = False, head_chunk: int | None = None, layout: str = "auto",
+    desc: str = "scoring",
+) -> tuple[list[list[float]], Any]:
+    """:func:`score_encoded` plus the engine's :class:`empirical.batching.ScoreStats` (prefix tokens K,
+    batches, real/padded row tokens, LM-head positions)."""
+    from empirical.batching import score_groups
 
     if batch_tokens < 1 or max_batch < 1:
         raise ValueError("batch_tokens and max_batch must be >= 1")
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-    lengths = [len(e.context) for e in encs]
-    results: list[list[float] | None] = [None] * len(encs)
-    batches = _batches(lengths, batch_tokens, max_batch)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    return score_groups(model, list(encs), pad_id=pad_id, batch_tokens=batch_tokens, max_batch=max_batch,
+                        head_chunk=head_chunk, layout=layout, progress=progress, desc=desc, unit="prompt")
 
-        bar = tqdm(total=len(encs), desc="scoring", unit="prompt", leave=False)
-    with torch.inference_mode():
-        for idx in batches:
-            for i, v in zip(idx, _score_batch(model, [encs[i] for i in idx], pad_id)):
-                results[i] = v
-            if bar is not None:
-                bar.update(len(idx))
-    if bar is not None:
-        bar.close()
-    return results  # type: ignore[return-value]
+
+def score_encoded(
+    model: Any, tok: Any, encs: Sequence[render.Encoded], *, batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    max_batch: int = DEFAULT_MAX_BATCH, progress: Any = False, head_chunk: int | None = None, layout: str = "auto",
+) -> list[list[float]]:
+    """Fast scorer on already-encoded groups (see :func:`encode_all`); returns ``logp[i][j]`` (float64 sums).
+
+    ``batch_tokens``: padded row tokens per forward batch, replies included (rows = one prompt with all its
+    replies); ``max_batch``: rows per batch; ``progress``: bool (tqdm on a terminal, periodic lines on
+    stderr otherwise) or a callable receiving the number of prompts finished after each batch;
+    ``head_chunk``: LM-head positions per chunk; ``layout``: see :func:`empirical.batching.score_groups`.
+    """
+    return score_encoded_with_stats(model, tok, encs, batch_tokens=batch_tokens, max_batch=max_batch,
+                                    progress=progress, head_chunk=head_chunk, layout=layout)[0]
 
 
 def score_completions(
     model: Any, tok: Any, prompts: Sequence[Any], completions: Sequence[Sequence[str]],
-    system_prompt: str | None = None, *, batch_tokens: int = 16384, max_batch: int = 64, progress: bool = False,
+    system_prompt: str | None = None, *, batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    max_batch: int = DEFAULT_MAX_BATCH, progress: Any = False, **kw: Any,
 ) -> tuple[list[list[float]], list[list[int]]]:
     """Fast exact scorer: ``(logp[i][j], n_tokens[i][j])`` of reply j to prompt i (see module doc)."""
     encs = encode_all(model, tok, prompts, completions, system_prompt)
-    logp = score_encoded(model, tok, encs, batch_tokens=batch_tokens, max_batch=max_batch, progress=progress)
+    logp = score_encoded(model, tok, encs, batch_tokens=batch_tokens, max_batch=max_batch, progress=progress, **kw)
     return logp, [[len(c) for c in e.completions] for e in encs]
 
 
@@ -228,8 +170,8 @@ def score_completions_naive(
             row = []
             for c in e.completions:
                 ids = torch.tensor([list(e.context) + list(c)], device=next(model.parameters()).device)
-                logits = model(input_ids=ids).logits[0].float()  # (T, V)
-                lsm = torch.log_softmax(logits, dim=-1)
+                logits = model(input_ids=ids).logits[0].float()  # (T, V) float32, as the model computes them
+                lsm = torch.log_softmax(logits.double(), dim=-1)  # float64: float32's is biased ~1e-5 nats/token
                 L = len(e.context)
                 pos = torch.arange(L - 1, L - 1 + len(c), device=ids.device)
                 row.append(float(lsm[pos, ids[0, L:]].double().sum()))
