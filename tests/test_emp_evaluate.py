@@ -91,7 +91,8 @@ def test_eval_sample_warnings():
 @pytest.mark.parametrize("kw, match", [
     ({"target": ""}, "target must be a word"), ({"target": "\u200b"}, "target must be a word"),
     ({"target": "owl!"}, "target must be a word"), ({"target": 3}, "target must be a word"),
-    ({"language": "zz"}, "ISO 639-1"), ({"language": ""}, "ISO 639-1"), ({"samples": 0}, "samples"),
+    ({"language": "zz"}, "ISO 639-1"), ({"language": ""}, "ISO 639-1"), ({"language": "zu"}, "never reports"),
+    ({"samples": 0}, "samples"),
     ({"samples": 2.5}, "samples"), ({"batch": True}, "batch"), ({"max_new_tokens": -1}, "max_new_tokens"),
     ({"seed": -1}, "seed"), ({"prompts": ()}, "prompts"),
 ])
