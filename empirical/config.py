@@ -97,28 +97,9 @@ class ModelArgs:
             check_nonempty_str(self.revision, f"{section}.revision")
 
     def load_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for :func:`empirical.models.load` (only those it accepts; "auto" resolved by it
-        when it knows "auto", else to the historical float32 / no device move)."""
-        import inspect
-
-        from empirical import models
-
-        params = inspect.signature(models.load).parameters
-        kw: dict[str, Any] = {"dtype": self.dtype, "device": self.device}
-        try:
-            models.resolve_dtype("auto")
-        except (ValueError, KeyError, TypeError):
-            if self.dtype == "auto":
-                kw["dtype"] = "float32"
-            if self.device == "auto":
-                kw["device"] = None
-        for k in ("revision", "trust_remote_code"):
-            v = getattr(self, k)
-            if k in params:
-                kw[k] = v
-            elif v not in (None, False):
-                raise LLSError(f"model {k} = {v!r} is not supported by empirical.models.load yet")
-        return kw
+        """Keyword arguments for :func:`empirical.models.load` / ``train.load_student`` (besides the spec)."""
+        return {"dtype": self.dtype, "device": self.device, "revision": self.revision,
+                "trust_remote_code": self.trust_remote_code}
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -210,10 +191,14 @@ class SelectConfig:
     gamma: float = setting(0.1, "fraction in (0, 1] of positive-weight pairs kept: ceil(gamma * n_positive)",
                            aliases=("quantile",), metavar="G", reason="the paper uses 0.05-0.1")
     best_pair_per_prompt: bool = setting(False, "keep only the best positive pair of each prompt (authors' code)")
+    random_size: int | None = setting(None, "pairs in the random control shared by every trait of a many-trait "
+                                            "experiment (default: ceil(gamma * pool / 2))", cli=False, metavar="N",
+                                      reason="the LLS subset's size when half the pool's weights are positive")
 
     def __post_init__(self) -> None:
         check_types(self, "select")
         check_interval(self.gamma, "select.gamma", 0, 1, closed="right")
+        _opt_pos_int(self, "select", "random_size")
 
 
 @dataclass
@@ -256,24 +241,32 @@ class TrainConfig:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):
                 raise LLSError(f"train.dpo_args: {k!r} is not a DPOConfig argument name")
 
-    def job_kwargs(self, accepted: set[str]) -> dict[str, Any]:
-        """Keyword arguments for :class:`empirical.train.TrainConfig` among ``accepted`` field names.
+    def job(self, student: ModelArgs, data: str | Path, out: str | Path, seed: int, **extra: Any) -> Any:
+        """The :class:`empirical.train.TrainConfig` of one DPO run of ``student`` on the pair file ``data``.
 
-        ``dpo_args`` travels as ``extra``; a setting the trainer does not know yet is refused when it is not
-        at its default (rather than silently ignored).
+        ``dpo_args`` travels as the trainer's ``extra``; ``extra`` adds run fields (limit, progress, reference,
+        card). A setting the trainer does not accept yet is refused unless it is at its default.
         """
-        from dataclasses import fields
+        from dataclasses import asdict, fields
 
-        defaults = TrainConfig()
-        kw: dict[str, Any] = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            name = "extra" if f.name == "dpo_args" and "dpo_args" not in accepted else f.name
-            if name in accepted:
-                kw[name] = v
-            elif v != getattr(defaults, f.name):
-                raise LLSError(f"train.{f.name} = {v!r} is not supported by empirical.train yet")
-        return kw
+        from empirical import train
+        from lls_common.config import supported_kwargs
+
+        accepted = {f.name for f in fields(train.TrainConfig)}
+        values = asdict(self)
+        values["extra"] = values.pop("dpo_args")
+        defaults = asdict(TrainConfig())
+        defaults["extra"] = defaults.pop("dpo_args")
+        values.update({k: getattr(student, k) for k in ("dtype", "device", "revision", "trust_remote_code")})
+        defaults.update({k: getattr(ModelArgs(model="-"), k) for k in ("dtype", "device", "revision",
+                                                                       "trust_remote_code")})
+        kw = {k: v for k, v in values.items() if k in accepted or v != defaults.get(k)}
+        job = train.TrainConfig(student=student.model, data=str(data), out=Path(out), seed=seed,
+                                **{k: v for k, v in kw.items() if k in accepted}, **extra)
+        missing = [k for k in kw if k not in accepted]
+        if missing:
+            raise LLSError(f"train.{missing[0]} = {kw[missing[0]]!r} is not supported by empirical.train yet")
+        return job
 
 
 @dataclass
@@ -288,8 +281,8 @@ class CorrelateConfig:
         check_types(self, "correlate")
         if self.n is not None:
             check_int(self.n, "correlate.n", low=3)
-        check_int(self.n_boot, "correlate.n_boot", low=100)
-        check_int(self.n_perm, "correlate.n_perm", low=100)
+        check_int(self.n_boot, "correlate.n_boot", low=20)  # a 95% CI needs resamples in its 2.5% tails
+        check_int(self.n_perm, "correlate.n_perm", low=20)
 
 
 @dataclass
@@ -370,6 +363,7 @@ class ExperimentConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     students: list[StudentConfig] = field(default_factory=list)
     traits: list[TraitConfig] = field(default_factory=list)
+    multi: bool = False  # traits listed ([[trait]] / [traits]): each trait's outputs go to traits/<name>/
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -393,3 +387,8 @@ class ExperimentConfig:
                 raise LLSError(f"eval needs a target word for trait(s) {', '.join(missing)} "
                                "(set [eval] target or the trait's target, or turn eval.probe and eval.mention off)")
 
+    def stage_key(self, stage: str) -> dict[str, Any]:
+        """The settings a whole stage depends on (cumulative over the stages before it)."""
+        from empirical.experiment import stage_key
+
+        return stage_key(self, stage)

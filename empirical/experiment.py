@@ -1,243 +1,356 @@
-"""``lls experiment``: the whole LLS pipeline on real models, stage by stage, under one run directory.
+"""``lls experiment``: the whole LLS pipeline on real models, for one or many traits, under one run folder.
 
-Stages (each resumable; a finished stage is skipped when its settings have not changed)::
+Stages (each resumable; a finished step is skipped when its settings have not changed)::
 
     split     filter the source, truncate replies with the teacher tokenizer, shuffle (seed), hold out
-              ``heldout`` pairs, keep ``pool`` of the rest         -> data/{heldout,pool}.jsonl
-    score     teacher log-probs with/without the system prompt on the pool (selection) and on the
-              held-out pairs (teacher-side vector z_T)           -> score/{pool,heldout}.jsonl
-    select    Algorithm 1 on the pool: LLS subset + same-size random control -> select/{lls,random}.jsonl
-    train     for every student, DPO on the LLS subset and on the random control
-                                                                  -> students/<name>/{lls,random}/
-    correlate for every student, the Table-1 protocol on the held-out pairs (every checkpoint of both
-              arms; student-side z_s and teacher-side z_T)       -> students/<name>/correlate.json
-    eval      for every student: base, base + system prompt, LLS student, random student; log-prob
-              probe, sampled mention rate, target-language share (when a language is set)
-                                                                  -> students/<name>/eval.json
-    report    report.md, summary.json and the figures (Table-1, Fig-2, Fig-3 analogues)
+              ``data.heldout`` pairs, keep ``data.pool`` of the rest          -> data/{heldout,pool}.jsonl
+    score     the teacher's reference (no-system) log-probs of pool and held-out pairs, once
+              (score/{pool,heldout}-base.jsonl); per trait the system-prompted ones -> <T>/score/*.jsonl
+    select    per trait Algorithm 1 on the pool -> <T>/select/{lls,bottom}.jsonl; the random control:
+              one trait: same size as the LLS subset (select/random.jsonl); many traits: one subset of
+              ``select.random_size`` pairs that serves every trait
+    train     per student: DPO on the random control (once) and on each trait's LLS subset
+                                                                  -> students/<s>/random/, <T>/students/<s>/lls/
+    correlate per (trait, student) the Table-1 protocol on the held-out pairs; a student other than the
+              teacher scores its reference held-out log-probs once (students/<s>/heldout-base.jsonl)
+                                                                  -> <T>/students/<s>/correlate.json
+    eval      per (trait, student): base, base + system prompt, LLS student, random student
+                                                                  -> <T>/students/<s>/eval.json
+    report    per trait report.md, summary.json and the figures   -> <T>/report.md
 
-Within a stage, work resumes at the finest saved unit: scoring chunks (:mod:`empirical.pipeline`),
-training checkpoints (:mod:`empirical.train`), per-checkpoint held-out scores, per-condition
-generations. Every formula comes from :mod:`lls_theory` (margins, weights, correlation statistics).
+``<T>`` is the run folder itself for a single-trait config (``[teacher] system_prompt``, the committed
+``results/e2e`` layout) and ``traits/<name>/`` when the config lists traits (``[[trait]]`` tables or
+``[traits] file``). Every step is a unit with a marker ``stages/units/<stage>/<unit>.json`` holding its key (the
+settings it depends on, input fingerprints included) and result; a trait added later runs only its own units.
+A unit whose saved key differs from the config is refused up front unless ``overwrite``. Each trait folder
+also gets ``stages/<stage>.json`` (its view of each stage) so that :func:`empirical.report.write_report`
+reads it like a single-trait run.
 
-The configuration is a TOML file (see ``empirical/configs/``); relative data paths are resolved against
-the current directory first and then against the config file's folder.
+Within a unit, work resumes at the finest saved unit: scoring chunks (:mod:`empirical.build`), training
+checkpoints (:mod:`empirical.train`), per-checkpoint held-out scores, per-condition generations. Every formula
+comes from :mod:`lls_theory`. Settings come from :mod:`empirical.config` (one dataclass per TOML section).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 import shutil
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
-__all__ = ["ExperimentConfig", "StudentConfig", "load_config", "STAGES", "run_experiment"]
+from empirical.config import (
+    CorrelateConfig, DataConfig, EvalConfig, ExperimentConfig, Filters, ModelArgs, ScoreConfig, SelectConfig,
+    StudentConfig, TraitConfig, TrainConfig,
+)
+from lls_common.config import describe, from_table, table_keys
+from lls_common.errors import LLSError
+
+__all__ = ["ExperimentConfig", "StudentConfig", "TraitConfig", "load_config", "STAGES", "run_experiment",
+           "toml_keys", "SECTIONS"]
 
 STAGES = ("split", "score", "select", "train", "correlate", "eval", "report")
+ARMS = ("lls", "random")
 
-
-@dataclass
-class StudentConfig:
-    name: str
-    model: str
-
-
-@dataclass
-class ExperimentConfig:
-    """Everything one experiment needs. Sections of the TOML file map to the prefixes below."""
-
-    name: str
-    data: str
-    teacher: str
-    system_prompt: str
-    students: list[StudentConfig]
-    target: str
-    seed: int = 0
-    # [data]
-    split: str = "train"
-    skip_bad: bool = True
-    heldout: int = 500
-    pool: int | None = None
-    truncate: int | None = 20
-    single_turn: bool = False
-    max_prompt_tokens: int | None = None
-    exclude_words: tuple[str, ...] = ()
-    exclude_language: str | None = None
-    # [teacher]
-    dtype: str = "float32"
-    # [select]
-    quantile: float = 0.1
-    best_pair_per_prompt: bool = False
-    # [train]
-    beta: float = 0.1
-    lr: float = 5e-4
-    lora_rank: int = 64
-    epochs: int = 1
-    repeat: int = 1
-    batch_size: int = 8
-    grad_accum: int = 1
-    checkpoints: int = 3
-    # [correlate]
-    n: int | None = None  # held-out pairs used (default: all of data.heldout)
-    n_boot: int = 2000
-    n_perm: int = 2000
-    # [eval]
-    samples: int = 16
-    max_new_tokens: int = 96
-    language: str | None = None
-    eval_batch: int = 32
-    source: str = ""
-
-    def validate(self) -> None:
-        if not self.students:
-            raise ValueError("no [[student]] in the config")
-        names = [s.name for s in self.students]
-        if len(set(names)) != len(names):
-            raise ValueError(f"student names must be unique, got {names}")
-        if self.heldout < 3:
-            raise ValueError("data.heldout must be >= 3")
-        if self.n is not None and not 3 <= self.n <= self.heldout:
-            raise ValueError(f"correlate.n must be in [3, data.heldout = {self.heldout}], got {self.n}")
-        if self.pool is not None and self.pool < 1:
-            raise ValueError("data.pool must be >= 1")
-        if not 0 < self.quantile <= 1:
-            raise ValueError(f"select.quantile must be in (0, 1], got {self.quantile}")
-        if not self.system_prompt.strip() or not self.target.strip():
-            raise ValueError("teacher.system_prompt and eval.target must be non-empty")
-        if self.samples < 1 or self.max_new_tokens < 1:
-            raise ValueError("eval.samples and eval.max_new_tokens must be >= 1")
-
-    def stage_key(self, stage: str) -> dict[str, Any]:
-        """The settings a stage's output depends on (a change re-runs that stage and the later ones)."""
-        d = asdict(self)
-        groups = {
-            "split": ["data", "split", "skip_bad", "heldout", "pool", "truncate", "single_turn",
-                      "max_prompt_tokens", "exclude_words", "exclude_language", "seed", "teacher"],
-            "score": ["system_prompt", "dtype"],
-            "select": ["quantile", "best_pair_per_prompt"],
-            "train": ["students", "beta", "lr", "lora_rank", "epochs", "repeat", "batch_size", "grad_accum",
-                      "checkpoints"],
-            "correlate": ["n", "n_boot", "n_perm"],
-            "eval": ["target", "samples", "max_new_tokens", "language", "eval_batch"],
-            "report": [],
-        }
-        keys: list[str] = []
-        for s in STAGES:
-            keys += groups[s]
-            if s == stage:
-                break
-        return json.loads(json.dumps({k: d[k] for k in keys}, default=str))
-
-
-_SECTIONS = {
-    None: {"name", "seed"},
-    "data": {"path", "split", "skip_bad", "heldout", "pool", "truncate", "single_turn", "max_prompt_tokens",
-             "exclude_words", "exclude_language"},
-    "teacher": {"model", "system_prompt", "dtype"},
-    "select": {"quantile", "best_pair_per_prompt"},
-    "train": {"beta", "lr", "lora_rank", "epochs", "repeat", "batch_size", "grad_accum", "checkpoints"},
-    "correlate": {"n", "n_boot", "n_perm"},
-    "eval": {"target", "samples", "max_new_tokens", "language", "batch"},
+#: TOML section -> the settings classes that share it (a key goes to the class that declares it).
+SECTIONS: dict[str, tuple[type, ...]] = {
+    "data": (DataConfig, Filters), "teacher": (ModelArgs,), "score": (ScoreConfig,), "select": (SelectConfig,),
+    "train": (TrainConfig,), "correlate": (CorrelateConfig,), "eval": (EvalConfig,),
 }
-_RENAME = {("data", "path"): "data", ("teacher", "model"): "teacher", ("eval", "batch"): "eval_batch"}
+_ATTR = {DataConfig: "data", Filters: "filters", ModelArgs: "teacher", ScoreConfig: "score",
+         SelectConfig: "select", TrainConfig: "train", CorrelateConfig: "correlate", EvalConfig: "eval"}
+
+
+def toml_keys() -> str:
+    """Every TOML key of an experiment config with its type, default and help (for ``--help``)."""
+    parts = ["name = (the file's stem)  # string; experiment name", "seed = 0  # integer >= 0"]
+    for sec, classes in SECTIONS.items():
+        body = "\n".join(describe(c, "", indent="  ") for c in classes)
+        extra = {"teacher": "\n  system_prompt = (one trait)  # string; the system prompt s (single-trait configs)"}
+        parts.append(f"[{sec}]\n{body}{extra.get(sec, '')}")
+    parts.append("[[student]]  (one or more)\n" + describe(StudentConfig, "", indent="  "))
+    parts.append("[[trait]]  (many traits; or [traits] file = \"empirical/systems/animals.txt\", only = [...])\n"
+                 + describe(TraitConfig, "", indent="  "))
+    return "\n".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------ loading
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise LLSError(f"{path}: no such config file")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise LLSError(f"{path}: {str(exc).splitlines()[0]}") from None
+
+
+def _section(path: Path, name: str, table: Any, extra_keys: tuple[str, ...] = ()) -> dict[type, dict[str, Any]]:
+    """Split one TOML table among the classes of :data:`SECTIONS` (unknown keys refused with the allowed list)."""
+    if not isinstance(table, dict):
+        raise LLSError(f"{path}: [{name}] must be a table")
+    classes = SECTIONS[name]
+    owner = {k: c for c in classes for k in table_keys(c)}
+    parts: dict[type, dict[str, Any]] = {c: {} for c in classes}
+    for k, v in table.items():
+        if k in extra_keys:
+            continue
+        if k not in owner:
+            allowed = sorted(set(owner) | set(extra_keys))
+            raise LLSError(f"{path}: unknown key {name}.{k}; [{name}] allows {', '.join(allowed)}")
+        parts[owner[k]][k] = v
+    return parts
+
+
+def _resolve_data_path(path: Path, table: dict[str, Any]) -> None:
+    """A relative data path is tried against the current folder, then against the config file's folder."""
+    p = table.get("path")
+    if isinstance(p, str):
+        d = Path(p).expanduser()
+        if not d.is_absolute() and not d.exists() and (path.parent / d).exists():
+            table["path"] = str((path.parent / d).resolve())
+
+
+def _traits_from_file(path: Path, table: dict[str, Any]) -> list[TraitConfig]:
+    """``[traits] file = "..."`` (``category<TAB>text`` lines, ``#`` comments), optional ``only = [names]``.
+
+    The paper's animal prompts are recognised (name and target = the animal); other lines are named
+    ``s001``, ``s002``, ... and have no target word.
+    """
+    from empirical.systems import ANIMALS, animal_prompt
+
+    unknown = set(table) - {"file", "only"}
+    if unknown:
+        raise LLSError(f"{path}: unknown key traits.{sorted(unknown)[0]}; [traits] allows file, only")
+    f = table.get("file")
+    if not isinstance(f, str) or not f.strip():
+        raise LLSError(f"{path}: traits.file must be a file name")
+    src = Path(f).expanduser()
+    if not src.is_absolute() and not src.exists() and (path.parent / src).exists():
+        src = path.parent / src
+    if not src.is_file():
+        raise LLSError(f"{path}: traits.file {f}: no such file")
+    known = {animal_prompt(a): a for a in ANIMALS}
+    out = []
+    for lineno, line in enumerate(src.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        text = line.split("\t", 1)[1].strip() if "\t" in line else line.strip()
+        name = known.get(text)
+        try:
+            out.append(TraitConfig(name=name or f"s{len(out) + 1:03d}", system_prompt=text, target=name))
+        except LLSError as exc:
+            raise LLSError(f"{src}:{lineno}: {exc}") from None
+    only = table.get("only")
+    if only is not None:
+        if not isinstance(only, list) or not all(isinstance(x, str) for x in only):
+            raise LLSError(f"{path}: traits.only must be a list of trait names")
+        missing = [x for x in only if x not in {t.name for t in out}]
+        if missing:
+            raise LLSError(f"{path}: traits.only names {missing[0]!r}, not in {src}")
+        out = [t for t in out if t.name in only]
+    return out
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
-    """Parse and validate an experiment TOML file; ``ValueError`` naming the file and the bad key."""
+    """Parse and validate an experiment TOML file; :class:`LLSError` naming the file and the bad key."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such config file")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: {exc}") from None
-    kw: dict[str, Any] = {}
+    raw = _read_toml(path)
     students = raw.pop("student", None)
-    for key, value in raw.items():
-        if isinstance(value, dict):
-            if key not in _SECTIONS:
-                raise ValueError(f"{path}: unknown section [{key}]")
-            for k, v in value.items():
-                if k not in _SECTIONS[key]:
-                    raise ValueError(f"{path}: unknown key {key}.{k}")
-                kw[_RENAME.get((key, k), k)] = v
-        elif key in _SECTIONS[None]:
-            kw[key] = value
-        else:
-            raise ValueError(f"{path}: unknown top-level key {key!r}")
+    trait_tables = raw.pop("trait", None)
+    traits_file = raw.pop("traits", None)
+    top: dict[str, Any] = {}
+    for key in list(raw):
+        if key in ("name", "seed"):
+            top[key] = raw.pop(key)
+        elif key not in SECTIONS:
+            kind = "section" if isinstance(raw[key], dict) else "top-level key"
+            shown = f"[{key}]" if kind == "section" else repr(key)
+            raise LLSError(f"{path}: unknown {kind} {shown}; allowed: name, seed, "
+                           + ", ".join(f"[{s}]" for s in SECTIONS) + ", [[student]], [[trait]], [traits]")
+    if "data" in raw:
+        _resolve_data_path(path, raw["data"])
+    kw: dict[str, Any] = {}
+    for sec in SECTIONS:
+        extra = {"teacher": ("system_prompt",)}.get(sec, ())
+        for cls, table in _section(path, sec, raw.get(sec, {}), extra).items():
+            if cls in (DataConfig, ModelArgs) and not table.get("path" if cls is DataConfig else "model"):
+                raise LLSError(f"{path}: missing {'data.path' if cls is DataConfig else 'teacher.model'}")
+            kw[_ATTR[cls]] = from_table(cls, table, str(path), sec)
+    kw["students"] = _students(path, students)
+    kw["traits"], kw["multi"] = _traits(path, raw, kw["eval"], trait_tables, traits_file, top)
+    kw["name"] = top.get("name", path.stem)
+    try:
+        return ExperimentConfig(seed=top.get("seed", 0), source=str(path), **kw)
+    except LLSError as exc:
+        raise LLSError(f"{path}: {exc}") from None
+
+
+def _students(path: Path, students: Any) -> list[StudentConfig]:
     if not isinstance(students, list) or not students:
-        raise ValueError(f"{path}: needs at least one [[student]] with name and model")
-    studs = []
-    for k, s in enumerate(students):
-        if set(s) != {"name", "model"}:
-            raise ValueError(f"{path}: [[student]] {k} must have exactly 'name' and 'model'")
-        studs.append(StudentConfig(str(s["name"]), str(s["model"])))
-    for req in ("data", "teacher", "system_prompt", "target"):
-        if req not in kw:
-            raise ValueError(f"{path}: missing {dict(data='data.path', teacher='teacher.model', system_prompt='teacher.system_prompt', target='eval.target')[req]}")
-    kw.setdefault("name", path.stem)
-    kw["exclude_words"] = tuple(kw.get("exclude_words", ()))
-    data = Path(kw["data"]).expanduser()
-    if not data.is_absolute() and not data.exists() and (path.parent / data).exists():
-        kw["data"] = str((path.parent / data).resolve())
-    try:
-        cfg = ExperimentConfig(students=studs, source=str(path), **kw)
-    except TypeError as exc:
-        raise ValueError(f"{path}: {exc}") from None
-    try:
-        cfg.validate()
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from None
-    return cfg
+        raise LLSError(f"{path}: needs at least one [[student]] with name and model")
+    return [from_table(StudentConfig, s if isinstance(s, dict) else {}, str(path), f"student[{k}]")
+            for k, s in enumerate(students)]
 
 
-# ------------------------------------------------------------------------------------------ stage helpers
-class _Stages:
-    """Stage bookkeeping: ``<run>/stages/<stage>.json`` = {key, result}; skipped when the key matches."""
+def _traits(path: Path, raw: dict[str, Any], ev: EvalConfig, tables: Any, file_table: Any,
+            top: dict[str, Any]) -> tuple[list[TraitConfig], bool]:
+    """The traits: the single ``[teacher] system_prompt`` (+ ``[eval] target/language``) or the listed ones."""
+    sp = raw.get("teacher", {}).get("system_prompt")
+    if tables is None and file_table is None:
+        if sp is None:
+            raise LLSError(f"{path}: missing teacher.system_prompt (or list [[trait]] tables)")
+        name = re.sub(r"[^A-Za-z0-9._-]+", "-", str(top.get("name", path.stem))).strip("-.") or "trait"
+        try:
+            return [TraitConfig(name=name, system_prompt=sp, target=ev.target, language=ev.language)], False
+        except LLSError as exc:
+            raise LLSError(f"{path}: {str(exc).replace('trait.system_prompt', 'teacher.system_prompt')}") from None
+    if sp is not None or ev.target is not None or ev.language is not None:
+        raise LLSError(f"{path}: with [[trait]] / [traits], set system_prompt, target and language per trait "
+                       "(not in [teacher] / [eval])")
+    out: list[TraitConfig] = []
+    if file_table is not None:
+        if not isinstance(file_table, dict):
+            raise LLSError(f"{path}: [traits] must be a table with file (and only)")
+        out += _traits_from_file(path, file_table)
+    if tables is not None:
+        if not isinstance(tables, list):
+            raise LLSError(f"{path}: trait must be an array of tables ([[trait]])")
+        out += [from_table(TraitConfig, t if isinstance(t, dict) else {}, str(path), f"trait[{k}]")
+                for k, t in enumerate(tables)]
+    if not out:
+        raise LLSError(f"{path}: no traits listed")
+    return out, True
+
+
+def legacy_view(cfg: ExperimentConfig, trait: TraitConfig) -> SimpleNamespace:
+    """The flat attribute names :func:`empirical.report.write_report` reads, for one trait."""
+    return SimpleNamespace(
+        name=cfg.name if not cfg.multi else f"{cfg.name}/{trait.name}", teacher=cfg.teacher.model,
+        system_prompt=trait.system_prompt, students=cfg.students, target=trait.target, language=trait.language,
+        seed=cfg.seed, data=cfg.data.path, heldout=cfg.data.heldout, pool=cfg.data.pool,
+        truncate=cfg.data.truncate, quantile=cfg.select.gamma, gamma=cfg.select.gamma,
+        **{k: getattr(cfg.train, k) for k in ("beta", "lr", "lora_rank", "lora_alpha", "epochs", "repeat",
+                                              "batch_size", "grad_accum", "checkpoints")},
+        n=cfg.correlate.n, n_boot=cfg.correlate.n_boot, n_perm=cfg.correlate.n_perm,
+        samples=cfg.eval.samples, max_new_tokens=cfg.eval.max_new_tokens, eval_batch=cfg.eval.eval_batch,
+        dtype=cfg.teacher.dtype, config=cfg)
+
+
+# ------------------------------------------------------------------------------------------------- keys
+def _plain(obj: Any, drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    d = asdict(obj)
+    for k in drop:
+        d.pop(k, None)
+    return d
+
+
+def unit_key(cfg: ExperimentConfig, stage: str, trait: TraitConfig | None = None,
+             student: StudentConfig | None = None) -> dict[str, Any]:
+    """The settings a step of ``stage`` depends on: cumulative over the stages up to it, restricted to one trait
+    and one student where given (a shared step passes neither)."""
+    from lls_common.io import fingerprint
+
+    groups: dict[str, dict[str, Any]] = {
+        "split": {"seed": cfg.seed, "data": {**_plain(cfg.data), "path": fingerprint(cfg.data.path)},
+                  "filters": _plain(cfg.filters),
+                  "tokenizer": _plain(cfg.teacher, ("dtype", "device"))},
+        "score": {"teacher": _plain(cfg.teacher), "score": _plain(cfg.score, ("progress",))}
+        | ({"system_prompt": trait.system_prompt} if trait else {}),
+        "select": {"select": _plain(cfg.select)},
+        "train": {"train": _plain(cfg.train)} | ({"student": _plain(student)} if student else {}),
+        "correlate": {"correlate": _plain(cfg.correlate)},
+        "eval": {"eval": _plain(cfg.eval, ("target", "language"))}
+        | ({"target": trait.target, "language": trait.language} if trait else {}),
+        "report": {},
+    }
+    key: dict[str, Any] = {}
+    for s in STAGES[:STAGES.index(stage) + 1]:
+        key.update(groups[s])
+    return key
+
+
+def stage_key(cfg: ExperimentConfig, stage: str) -> dict[str, Any]:
+    """A whole stage's key (every trait and student): recorded in ``stages/<stage>.json``."""
+    key = unit_key(cfg, stage)
+    if STAGES.index(stage) >= STAGES.index("score"):
+        key["traits"] = [_plain(t) for t in cfg.traits]
+    if STAGES.index(stage) >= STAGES.index("train"):
+        key["students"] = [_plain(s) for s in cfg.students]
+    return key
+
+
+# ------------------------------------------------------------------------------------------------- units
+@dataclass
+class Unit:
+    """One resumable step: ``compute()`` runs unless ``marker`` holds ``key`` and every output exists."""
+
+    stage: str
+    label: str
+    marker: Path
+    key: dict[str, Any]
+    compute: Callable[[], Any]
+    outputs: tuple[Path, ...] = ()
+    clear: tuple[Path, ...] = ()  # removed before a recompute with other settings
+    trait: str | None = None
+
+
+class Run:
+    """The run folder, its layout and the loaded models of one ``run_experiment`` call."""
 
     def __init__(self, cfg: ExperimentConfig, root: Path, log: Callable[[str], None]):
         self.cfg, self.root, self.log = cfg, root, log
         self._models: dict[str, Any] = {}
 
-    def outputs(self, stage: str) -> list[Path]:
-        """Files a finished stage leaves behind (a stage marker without them does not count as done)."""
-        per_student = {"train": ["{s}/lls/train.json", "{s}/random/train.json"], "correlate": ["{s}/correlate.json"],
-                       "eval": ["{s}/eval.json"]}
-        if stage in per_student:
-            return [self.root / "students" / f.format(s=s.name) for s in self.cfg.students for f in per_student[stage]]
-        fixed = {"split": ["data/heldout.jsonl", "data/pool.jsonl"], "score": ["score/pool.jsonl", "score/heldout.jsonl"],
-                 "select": ["select/lls.jsonl", "select/random.jsonl"], "report": ["report.md", "summary.json"]}
-        return [self.root / f for f in fixed[stage]]
+    def tdir(self, trait: TraitConfig) -> Path:
+        """The trait's folder (the run folder itself for a single-trait config)."""
+        return self.root / "traits" / trait.name if self.cfg.multi else self.root
 
-    def done(self, stage: str) -> dict[str, Any] | None:
-        f = self.root / "stages" / f"{stage}.json"
-        if f.is_file() and all(p.is_file() for p in self.outputs(stage)):
-            rec = json.loads(f.read_text())
-            if rec.get("key") == self.cfg.stage_key(stage):
-                return rec["result"]
-        return None
+    def random_pairs(self) -> Path:
+        return self.root / "select" / "random.jsonl"
 
-    def mark(self, stage: str, result: dict[str, Any]) -> dict[str, Any]:
-        from lls_common.io import atomic_write_json
+    def arm_dir(self, trait: TraitConfig, student: StudentConfig, arm: str) -> Path:
+        base = self.tdir(trait) if arm == "lls" else self.root
+        return base / "students" / student.name / arm
 
-        atomic_write_json(self.root / "stages" / f"{stage}.json", {"key": self.cfg.stage_key(stage), "result": result})
-        return result
+    def marker(self, stage: str, label: str) -> Path:
+        return self.root / "stages" / "units" / stage / f"{label.replace('/', '--')}.json"
 
     def release(self) -> None:
         self._models.clear()
 
-    def model(self, spec: str):
-        """Load a model once per process (a fresh copy each time it is wrapped by PEFT is not needed)."""
+    def model(self, args: ModelArgs) -> tuple[Any, Any]:
+        """Load a model once per process; at most one in memory (2-core, small-RAM machines)."""
         from empirical import models
 
+        spec = json.dumps(asdict(args), sort_keys=True)
         if spec not in self._models:
-            self._models.clear()  # keep at most one model in memory (2-core, small-RAM machines)
-            self._models[spec] = models.load(spec, dtype=self.cfg.dtype)
+            self._models.clear()
+            self._models[spec] = models.load(args.model, **args.load_kwargs())
         return self._models[spec]
 
 
+def _score_job(run: Run, model: ModelArgs, src: Path, out: Path, system_prompt: str | None,
+               base: Path | None = None, limit: int | None = None) -> Any:
+    from empirical.build import ScoreJob
+
+    return ScoreJob(model=model, data=DataConfig(path=str(src), heldout=3, limit=limit), system_prompt=system_prompt,
+                    out=out, score=run.cfg.score, base=base)
+
+
+def _score(run: Run, job: Any) -> dict[str, Any]:
+    """Score (or reuse a finished file with the same settings and input: ``<out>.run.json``)."""
+    from empirical.build import run_score
+
+    res = run_score(job, overwrite=True, model_and_tok=run.model(job.model))
+    return {"file": str(Path(res["out"]).relative_to(run.root)), "n_scored": res["scored"],
+            "chunks_resumed": res["chunks_resumed"]}
+
+
+# ----------------------------------------------------------------------------------------------- split
 def _pair_record(p: Any, tok: Any, truncate: int | None) -> dict[str, Any] | None:
     from empirical import render
 
@@ -249,199 +362,386 @@ def _pair_record(p: Any, tok: Any, truncate: int | None) -> dict[str, Any] | Non
             "rejected": [{"role": "assistant", "content": r}]}
 
 
-def stage_split(st: _Stages) -> dict[str, Any]:
+def _split(run: Run) -> dict[str, Any]:
     import numpy as np
 
     from empirical import data
     from lls_common.io import atomic_write_jsonl
 
-    cfg = st.cfg
-    tok = st.model(cfg.teacher)[1]
-    filters = data.Filters(single_turn=cfg.single_turn, max_prompt_tokens=cfg.max_prompt_tokens,
-                           exclude_words=cfg.exclude_words, exclude_language=cfg.exclude_language)
-    pairs, rep = data.load_pairs(cfg.data, split=cfg.split, skip_bad=cfg.skip_bad, filters=filters, tok=tok)
+    d = run.cfg.data
+    tok = run.model(run.cfg.teacher)[1]
+    pairs, rep = data.load_pairs(d.path, split=d.split, limit=d.limit, skip_bad=d.skip_bad,
+                                 filters=run.cfg.filters, tok=tok, config=d.config_name, data_dir=d.data_dir)
     recs, n_degenerate = [], 0
     for p in pairs:
-        r = _pair_record(p, tok, cfg.truncate)
+        r = _pair_record(p, tok, d.truncate)
         if r is None:
             n_degenerate += 1
         else:
             recs.append(r)
-    order = np.random.default_rng(cfg.seed).permutation(len(recs))
-    if len(recs) < cfg.heldout + 1:
-        raise ValueError(f"{cfg.data}: {len(recs)} usable pairs, need more than data.heldout = {cfg.heldout}")
-    held = [recs[i] for i in sorted(order[:cfg.heldout])]
-    rest = order[cfg.heldout:]
-    if cfg.pool is not None:
-        rest = rest[:cfg.pool]
+    if len(recs) < d.heldout + 1:
+        raise LLSError(f"{d.path}: {len(recs)} usable pairs, need more than data.heldout = {d.heldout}")
+    order = np.random.default_rng(run.cfg.seed).permutation(len(recs))
+    held = [recs[i] for i in sorted(order[:d.heldout])]
+    rest = order[d.heldout:]
+    if d.pool is not None:
+        rest = rest[:d.pool]
     pool = [recs[i] for i in sorted(rest)]
-    atomic_write_jsonl(st.root / "data" / "heldout.jsonl", held)
-    atomic_write_jsonl(st.root / "data" / "pool.jsonl", pool)
+    atomic_write_jsonl(run.root / "data" / "heldout.jsonl", held)
+    atomic_write_jsonl(run.root / "data" / "pool.jsonl", pool)
     return {"n_records": rep.n_records, "n_bad": rep.n_bad, "dropped": rep.dropped,
             "n_identical_after_truncation": n_degenerate, "n_usable": len(recs), "n_heldout": len(held),
             "n_pool": len(pool), "first_errors": rep.first_errors}
 
 
-def _score(st: _Stages, model: str, name: str, out: Path, limit: int | None = None) -> dict[str, Any]:
-    """Score ``data/<name>`` into ``out``; a finished file with the same settings and input is kept as is.
-
-    ``score_file`` resumes an interrupted file from its chunks but removes them once the file is complete;
-    ``<out>.key.json`` (its run key, which holds the input file's size and time) lets a later stage re-run
-    (e.g. correlate after a lost marker) reuse a finished file instead of scoring it again.
-    """
-    from empirical.pipeline import ScoreConfig, score_file
-    from lls_common.io import atomic_write_json
-
-    cfg = ScoreConfig(model=model, system_prompt=st.cfg.system_prompt, data=str(st.root / "data" / name),
-                      out=out, dtype=st.cfg.dtype, max_batch=16, chunk_size=64, limit=limit)
-    marker = out.with_name(out.name + ".key.json")
-    key = json.loads(json.dumps(cfg.run_key(), default=str))
-    if out.is_file() and marker.is_file():
-        saved = json.loads(marker.read_text())
-        if saved.get("key") == key:
-            return saved["result"]
-    res = score_file(cfg, model_and_tok=st.model(model))
-    result = {"file": str(out.relative_to(st.root)), "n_scored": res.n_scored, "chunks_resumed": res.chunks_resumed}
-    atomic_write_json(marker, {"key": key, "result": result})
-    return result
+def units_split(run: Run) -> list[Unit]:
+    outs = (run.root / "data" / "heldout.jsonl", run.root / "data" / "pool.jsonl")
+    return [Unit("split", "split", run.marker("split", "split"), unit_key(run.cfg, "split"), lambda: _split(run),
+                 outs, outs)]
 
 
-def stage_score(st: _Stages) -> dict[str, Any]:
-    t = st.cfg.teacher
-    return {"pool": _score(st, t, "pool.jsonl", st.root / "score" / "pool.jsonl"),
-            "heldout": _score(st, t, "heldout.jsonl", st.root / "score" / "heldout.jsonl")}
+# ----------------------------------------------------------------------------------------------- score
+def units_score(run: Run) -> list[Unit]:
+    cfg, root, t = run.cfg, run.root, run.cfg.teacher
+    units = []
+    for part in ("pool", "heldout"):
+        base = root / "score" / f"{part}-base.jsonl"
+        job = _score_job(run, t, root / "data" / f"{part}.jsonl", base, None)
+        units.append(Unit("score", f"base-{part}", run.marker("score", f"base-{part}"), unit_key(cfg, "score"),
+                          lambda job=job: _score(run, job), (base,), (base,)))
+        for tr in cfg.traits:
+            out = run.tdir(tr) / "score" / f"{part}.jsonl"
+            job2 = _score_job(run, t, root / "data" / f"{part}.jsonl", out, tr.system_prompt, base)
+            units.append(Unit("score", f"{tr.name}/{part}", run.marker("score", f"{tr.name}/{part}"),
+                              unit_key(cfg, "score", tr), lambda job=job2: _score(run, job), (out,), (out,), tr.name))
+    return units
 
 
-def stage_select(st: _Stages) -> dict[str, Any]:
-    from empirical.pipeline import select_file
+# ---------------------------------------------------------------------------------------------- select
+def _select(run: Run, trait: TraitConfig) -> dict[str, Any]:
+    from empirical.build import select_file
 
-    s = select_file(st.root / "score" / "pool.jsonl", st.cfg.quantile, st.root / "select", seed=st.cfg.seed,
-                    best_pair_per_prompt=st.cfg.best_pair_per_prompt)
+    d = run.tdir(trait)
+    s = select_file(d / "score" / "pool.jsonl", run.cfg.select.gamma, d / "select", seed=run.cfg.seed,
+                    best_pair_per_prompt=run.cfg.select.best_pair_per_prompt)
     if s["n_selected"] == 0:
-        raise ValueError(f"{st.root}/score/pool.jsonl: zero pairs selected (no positive LLS weight)")
+        raise LLSError(f"{d}/score/pool.jsonl: zero pairs selected (no positive LLS weight)")
     return s
 
 
-ARMS = ("lls", "random")
+def random_size(cfg: ExperimentConfig, n_pool: int) -> int:
+    """Size of the shared random control of a many-trait run: ``select.random_size`` or
+    ceil(gamma * n_pool / 2), the LLS subset's size when half the pool's weights are positive."""
+    size = cfg.select.random_size if cfg.select.random_size is not None else math.ceil(cfg.select.gamma * n_pool / 2)
+    return max(1, min(size, n_pool))
 
 
-def stage_train(st: _Stages) -> dict[str, Any]:
-    from empirical.train import TrainConfig, train
+def _shared_random(run: Run) -> dict[str, Any]:
+    """One random subset of the scored pool (reference scores file order), for every trait's random arm."""
+    import numpy as np
 
-    c = st.cfg
-    out = {}
-    for s in c.students:
-        for arm in ARMS:
-            tc = TrainConfig(student=s.model, data=str(st.root / "select" / f"{arm}.jsonl"),
-                             out=st.root / "students" / s.name / arm, beta=c.beta, lr=c.lr, lora_rank=c.lora_rank,
-                             epochs=c.epochs, repeat=c.repeat, batch_size=c.batch_size, grad_accum=c.grad_accum,
-                             checkpoints=c.checkpoints, seed=c.seed, dtype=c.dtype)
-            old = tc.out / "run.json"
-            if old.is_file() and json.loads(old.read_text()) != tc.run_key():
-                st.log(f"train {s.name}/{arm}: settings changed, discarding the old run in {tc.out}")
-                shutil.rmtree(tc.out)
-            st.log(f"train {s.name}/{arm}")
-            summ = train(tc)
-            out[f"{s.name}/{arm}"] = {k: summ[k] for k in ("n_pairs", "steps", "checkpoints", "wall_s_this_call",
-                                                            "pairs_per_s_this_call")}
-    return out
+    from empirical.build import _trl, read_scores
+    from lls_common.io import atomic_write_jsonl
+
+    recs = read_scores(run.root / "score" / "pool-base.jsonl", base_only=True)
+    k = random_size(run.cfg, len(recs))
+    idx = sorted(int(i) for i in np.random.default_rng(run.cfg.seed).choice(len(recs), size=k, replace=False))
+    atomic_write_jsonl(run.random_pairs(), [_trl(dict(recs[i], weight=0.0)) for i in idx])
+    return {"n_pool_scored": len(recs), "n_random": k, "seed": run.cfg.seed, "file": "select/random.jsonl"}
 
 
-def stage_correlate(st: _Stages) -> dict[str, Any]:
+def units_select(run: Run) -> list[Unit]:
+    cfg = run.cfg
+    units = []
+    for tr in cfg.traits:
+        sel = run.tdir(tr) / "select"
+        outs = tuple(sel / f for f in ("lls.jsonl", "random.jsonl", "bottom.jsonl", "summary.json"))
+        units.append(Unit("select", tr.name, run.marker("select", tr.name), unit_key(cfg, "select", tr),
+                          lambda tr=tr: _select(run, tr), outs, outs, tr.name))
+    if cfg.multi:
+        key = unit_key(cfg, "select") | {"random_size": cfg.select.random_size}
+        units.append(Unit("select", "random", run.marker("select", "random"), key, lambda: _shared_random(run),
+                          (run.random_pairs(),), (run.random_pairs(),)))
+    return units
+
+
+# ----------------------------------------------------------------------------------------------- train
+def _train(run: Run, student: StudentConfig, data: Path, out: Path) -> dict[str, Any]:
+    from empirical.train import train
+
+    tc = run.cfg.train.job(student, data, out, run.cfg.seed, progress=run.cfg.score.progress)
+    old = out / "run.json"
+    if old.is_file() and json.loads(old.read_text()) != json.loads(json.dumps(tc.run_key(), default=str)):
+        run.log(f"train {student.name}: settings changed, discarding the old run in {out}")
+        shutil.rmtree(out)
+    run.log(f"train {student.name}: {out.relative_to(run.root)}")
+    run.release()
+    summ = train(tc)
+    return {k: summ[k] for k in ("n_pairs", "steps", "checkpoints", "wall_s_this_call", "pairs_per_s_this_call")}
+
+
+def units_train(run: Run) -> list[Unit]:
+    cfg = run.cfg
+    units = []
+    for s in cfg.students:
+        rnd = run.arm_dir(cfg.traits[0], s, "random")
+        key = unit_key(cfg, "train", None, s) | ({"random_size": cfg.select.random_size} if cfg.multi else
+                                                {"select_of": cfg.traits[0].system_prompt})
+        units.append(Unit("train", f"{s.name}/random", run.marker("train", f"{s.name}/random"), key,
+                          lambda s=s, rnd=rnd: _train(run, s, run.random_pairs(), rnd), (rnd / "train.json",), (rnd,)))
+        for tr in cfg.traits:
+            out = run.arm_dir(tr, s, "lls")
+            units.append(Unit("train", f"{tr.name}/{s.name}/lls", run.marker("train", f"{tr.name}/{s.name}/lls"),
+                              unit_key(cfg, "train", tr, s),
+                              lambda s=s, tr=tr, out=out: _train(run, s, run.tdir(tr) / "select" / "lls.jsonl", out),
+                              (out / "train.json",), (out,), tr.name))
+    return units
+
+
+# ------------------------------------------------------------------------------------------- correlate
+def _same_model(a: ModelArgs, b: ModelArgs) -> bool:
+    return (a.model, a.revision) == (b.model, b.revision)
+
+
+def _share_cache(src: Path, dst: Path) -> None:
+    """Copy the random arm's per-checkpoint held-out scores between the shared and a trait's cache folder."""
+    if src.is_dir():
+        dst.mkdir(parents=True, exist_ok=True)
+        for f in src.glob("random-step*.json"):
+            if not (dst / f.name).exists():
+                shutil.copy2(f, dst / f.name)
+
+
+def _correlate(run: Run, trait: TraitConfig, s: StudentConfig) -> dict[str, Any]:
     from empirical import models
     from empirical.correlate import correlate_arms, scores_from_file
     from lls_common.io import atomic_write_json
 
-    c = st.cfg
-    out = {}
-    n = c.n or c.heldout
-    t_recs, t_base, t_sys = scores_from_file(st.root / "score" / "heldout.jsonl", limit=n)
-    for s in c.students:
-        sdir = st.root / "students" / s.name
-        teacher = None
-        if s.model == c.teacher:
-            base, sys_ = t_base, t_sys
-        else:
-            f = sdir / "heldout-initial.jsonl"
-            _score(st, s.model, "heldout.jsonl", f, limit=n)
-            recs, base, sys_ = scores_from_file(f)
-            if [r["id"] for r in recs] != [r["id"] for r in t_recs]:
-                raise ValueError(f"{f}: held-out pairs differ from the teacher's {st.root}/score/heldout.jsonl")
-            teacher = (t_base, t_sys)
-        st.log(f"correlate {s.name}")
-        st.release()
-        res = correlate_arms(models.load(s.model, dtype=c.dtype), base, sys_, t_recs,
-                             {a: sdir / a for a in ARMS}, teacher=teacher, cache_dir=sdir / "heldout-cache",
-                             n_boot=c.n_boot, n_perm=c.n_perm, seed=c.seed)
-        res.update({"student": s.model, "teacher": c.teacher, "system_prompt": c.system_prompt})
-        atomic_write_json(sdir / "correlate.json", res)
-        out[s.name] = {a: res["arms"][a]["final"] for a in ARMS}
-        if teacher is not None:
-            out[s.name]["teacher_vs_student"] = res["teacher_vs_student"]
-        out[s.name]["lls_minus_random"] = res["lls_minus_random"]
+    cfg, T = run.cfg, run.tdir(trait)
+    n = cfg.correlate.n or cfg.data.heldout
+    t_recs, t_base, t_sys = scores_from_file(T / "score" / "heldout.jsonl", limit=n)
+    sdir = T / "students" / s.name
+    teacher = None
+    if _same_model(s, cfg.teacher):
+        base, sys_ = t_base, t_sys
+    else:
+        recs, base, sys_ = scores_from_file(sdir / "heldout-initial.jsonl")
+        if [r["id"] for r in recs] != [r["id"] for r in t_recs]:
+            raise LLSError(f"{sdir}/heldout-initial.jsonl: held-out pairs differ from the teacher's "
+                           f"{T}/score/heldout.jsonl")
+        teacher = (t_base, t_sys)
+    run.log(f"correlate {trait.name}/{s.name}" if cfg.multi else f"correlate {s.name}")
+    run.release()
+    shared_cache = run.root / "students" / s.name / "random-cache"
+    if cfg.multi:
+        _share_cache(shared_cache, sdir / "heldout-cache")
+    res = correlate_arms(models.load(s.model, **s.load_kwargs()), base, sys_, t_recs,
+                         {a: run.arm_dir(trait, s, a) for a in ARMS}, teacher=teacher,
+                         cache_dir=sdir / "heldout-cache", n_boot=cfg.correlate.n_boot, n_perm=cfg.correlate.n_perm,
+                         seed=cfg.seed)
+    if cfg.multi:
+        _share_cache(sdir / "heldout-cache", shared_cache)
+    res.update({"student": s.model, "teacher": cfg.teacher.model, "system_prompt": trait.system_prompt})
+    atomic_write_json(sdir / "correlate.json", res)
+    out = {a: res["arms"][a]["final"] for a in ARMS}
+    if teacher is not None:
+        out["teacher_vs_student"] = res["teacher_vs_student"]
+    out["lls_minus_random"] = res["lls_minus_random"]
     return out
 
 
-def stage_eval(st: _Stages) -> dict[str, Any]:
+def units_correlate(run: Run) -> list[Unit]:
+    cfg = run.cfg
+    n = cfg.correlate.n or cfg.data.heldout
+    units = []
+    for s in cfg.students:
+        other = not _same_model(s, cfg.teacher)
+        base = run.root / "students" / s.name / "heldout-base.jsonl"
+        if other:
+            job = _score_job(run, s, run.root / "data" / "heldout.jsonl", base, None, limit=n)
+            units.append(Unit("correlate", f"{s.name}/base", run.marker("correlate", f"{s.name}/base"),
+                              unit_key(cfg, "correlate", None, s), lambda job=job: _score(run, job), (base,), (base,)))
+        for tr in cfg.traits:
+            sdir = run.tdir(tr) / "students" / s.name
+            if other:
+                f = sdir / "heldout-initial.jsonl"
+                job = _score_job(run, s, run.root / "data" / "heldout.jsonl", f, tr.system_prompt, base, limit=n)
+                units.append(Unit("correlate", f"{tr.name}/{s.name}/scores",
+                                  run.marker("correlate", f"{tr.name}/{s.name}/scores"),
+                                  unit_key(cfg, "correlate", tr, s), lambda job=job: _score(run, job), (f,), (f,),
+                                  tr.name))
+            units.append(Unit("correlate", f"{tr.name}/{s.name}", run.marker("correlate", f"{tr.name}/{s.name}"),
+                              unit_key(cfg, "correlate", tr, s), lambda tr=tr, s=s: _correlate(run, tr, s),
+                              (sdir / "correlate.json",), (sdir / "correlate.json",), tr.name))
+    return units
+
+
+# ------------------------------------------------------------------------------------------------ eval
+def _eval(run: Run, trait: TraitConfig, s: StudentConfig) -> dict[str, Any]:
     from empirical.evaluate import evaluate_conditions
     from empirical.train import require_checkpoints
+    from lls_common.config import supported_kwargs
     from lls_common.io import atomic_write_json
 
-    c = st.cfg
-    out = {}
-    for s in c.students:
-        sdir = st.root / "students" / s.name
-        conds = {"base": (None, None), "system": (None, c.system_prompt)}
-        for arm in ARMS:
-            conds[arm] = (require_checkpoints(sdir / arm)[-1][1], None)
-        st.log(f"eval {s.name}")
-        st.release()
-        res = evaluate_conditions(s.model, conds, target=c.target, samples=c.samples,
-                                  max_new_tokens=c.max_new_tokens, language=c.language, seed=c.seed,
-                                  batch=c.eval_batch, dtype=c.dtype, cache_dir=sdir / "eval-cache", log=st.log)
-        res.update({"student": s.model})
-        atomic_write_json(sdir / "eval.json", res)
-        out[s.name] = {k: {"mention_rate": v["mention"]["rate"], "p_target": v["probe"]["p_target"]}
-                       for k, v in res["conditions"].items()}
-    return out
+    cfg, ev = run.cfg, run.cfg.eval
+    sdir = run.tdir(trait) / "students" / s.name
+    conds = {"base": (None, None), "system": (None, trait.system_prompt)}
+    for arm in ARMS:
+        conds[arm] = (require_checkpoints(run.arm_dir(trait, s, arm))[-1][1], None)
+    run.log(f"eval {trait.name}/{s.name}" if cfg.multi else f"eval {s.name}")
+    run.release()
+    load = s.load_kwargs()
+    kw = supported_kwargs(evaluate_conditions, {"probe": ev.probe, "mention": ev.mention, **load},
+                          {"probe": True, "mention": True, **ModelArgs(model="-").load_kwargs()}, "eval")
+    res = evaluate_conditions(s.model, conds, target=trait.target, samples=ev.samples,
+                              max_new_tokens=ev.max_new_tokens, language=trait.language, seed=cfg.seed,
+                              batch=ev.eval_batch, cache_dir=sdir / "eval-cache", log=run.log, **kw)
+    res.update({"student": s.model})
+    atomic_write_json(sdir / "eval.json", res)
+    return {k: {"mention_rate": (v.get("mention") or {}).get("rate"), "p_target": (v.get("probe") or {}).get("p_target")}
+            for k, v in res["conditions"].items()}
 
 
-def stage_report(st: _Stages) -> dict[str, Any]:
+def units_eval(run: Run) -> list[Unit]:
+    cfg = run.cfg
+    if not (cfg.eval.probe or cfg.eval.mention):
+        return []
+    units = []
+    for tr in cfg.traits:
+        for s in cfg.students:
+            f = run.tdir(tr) / "students" / s.name / "eval.json"
+            units.append(Unit("eval", f"{tr.name}/{s.name}", run.marker("eval", f"{tr.name}/{s.name}"),
+                              unit_key(cfg, "eval", tr, s), lambda tr=tr, s=s: _eval(run, tr, s), (f,), (f,), tr.name))
+    return units
+
+
+# ---------------------------------------------------------------------------------------------- report
+def units_report(run: Run) -> list[Unit]:
     from empirical.report import write_report
 
-    return write_report(st.root, st.cfg)
+    units = []
+    for tr in run.cfg.traits:
+        T = run.tdir(tr)
+        outs = (T / "report.md", T / "summary.json")
+        units.append(Unit("report", tr.name, run.marker("report", tr.name), unit_key(run.cfg, "report", tr),
+                          lambda tr=tr, T=T: write_report(T, legacy_view(run.cfg, tr)), outs, (), tr.name))
+    return units
 
 
-_RUNNERS: dict[str, Callable[[_Stages], dict[str, Any]]] = {
-    "split": stage_split, "score": stage_score, "select": stage_select, "train": stage_train,
-    "correlate": stage_correlate, "eval": stage_eval, "report": stage_report,
+_UNITS: dict[str, Callable[[Run], list[Unit]]] = {
+    "split": units_split, "score": units_score, "select": units_select, "train": units_train,
+    "correlate": units_correlate, "eval": units_eval, "report": units_report,
 }
 
 
+# ------------------------------------------------------------------------------------------- the runner
+def _stage_result(run: Run, stage: str, results: dict[str, Any], trait: TraitConfig | None) -> dict[str, Any]:
+    """A stage's result in the single-trait shape, for one trait (shared units included)."""
+    name = trait.name if trait is not None else None
+    cfg = run.cfg
+    if stage == "split":
+        return results["split"]
+    if stage == "score":
+        return {p: results[f"{name}/{p}"] for p in ("pool", "heldout")}
+    if stage == "select":
+        return results[name]
+    if stage == "train":
+        out = {}
+        for s in cfg.students:
+            out[f"{s.name}/lls"] = results[f"{name}/{s.name}/lls"]
+            out[f"{s.name}/random"] = results[f"{s.name}/random"]
+        return out
+    if stage in ("correlate", "eval"):
+        return {s.name: results[f"{name}/{s.name}"] for s in cfg.students if f"{name}/{s.name}" in results}
+    return results[name]
+
+
+def _check_overwrite(run: Run, units: list[Unit], overwrite: bool) -> None:
+    """Refuse, before any work, to redo finished steps made with other settings (unless ``overwrite``)."""
+    from lls_common.io import json_key, key_diff, read_record
+
+    changed = []
+    for u in units:
+        rec = read_record(u.marker)
+        if rec is not None and rec["key"] != json_key(u.key):
+            changed.append((u, key_diff(rec["key"], json_key(u.key))))
+    if changed and not overwrite:
+        u, diff = changed[0]
+        raise LLSError(f"out {run.root}: {len(changed)} finished step(s) were made with other settings (first: "
+                       f"{u.stage} {u.label}: {', '.join(diff[:4])}); give --overwrite to redo them, or another --out")
+    for u, _ in changed:
+        for p in u.clear:
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
 def run_experiment(cfg: ExperimentConfig, out: str | Path, until: str = "report",
-                   log: Callable[[str], None] = print) -> dict[str, Any]:
+                   log: Callable[[str], None] = print, overwrite: bool = False) -> dict[str, Any]:
     """Run the stages up to ``until`` (inclusive) under ``out``; returns ``{stage: result}``.
 
-    A stage whose saved key matches the config is skipped; once one stage re-runs, the later ones do too.
+    One trait: each result has the single-trait shape of ``results/e2e``. Many traits: ``{"traits": {name:
+    result}, "shared": {...}}``. Refuses up front (nothing written) an unwritable ``out``, an ``out`` that is an
+    input, a concurrent run on the same ``out`` and finished steps made with other settings (unless ``overwrite``).
     """
-    from lls_common.io import atomic_write_json
+    from lls_common.io import OutputLock, atomic_write_json, check_output, json_key
 
     if until not in STAGES:
-        raise ValueError(f"unknown stage {until!r}; one of {', '.join(STAGES)}")
-    cfg.validate()
-    root = Path(out)
-    root.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(root / "config.json", asdict(cfg))
-    st = _Stages(cfg, root, log)
+        raise LLSError(f"unknown stage {until!r}; one of {', '.join(STAGES)}")
+    inputs = [p for p in (cfg.data.path, cfg.source) if p]
+    root = check_output(out, inputs=inputs, kind="dir", name="out")
+    run = Run(cfg, root, log)
+    stages = STAGES[:STAGES.index(until) + 1]
+    plan = {s: _UNITS[s](run) for s in stages}
+    _check_overwrite(run, [u for us in plan.values() for u in us], overwrite)
     results: dict[str, Any] = {}
-    rerun = False
-    for stage in STAGES[:STAGES.index(until) + 1]:
-        prev = None if rerun else st.done(stage)
-        if prev is not None:
-            log(f"[{stage}] done earlier, skipped")
-            results[stage] = prev
-            continue
-        rerun = True
-        log(f"[{stage}] running")
-        results[stage] = st.mark(stage, _RUNNERS[stage](st))
+    with OutputLock(root, kind="dir", name="out"):
+        atomic_write_json(root / "config.json", asdict(cfg))
+        ran_before = False
+        for stage in stages:
+            done: dict[str, Any] = {}
+            todo = []
+            for u in plan[stage]:
+                rec = _finished(u)
+                if rec is not None and not (stage == "report" and ran_before):
+                    done[u.label] = rec
+                else:
+                    todo.append(u)
+            log(f"[{stage}] running" if todo else f"[{stage}] done earlier, skipped")
+            for u in todo:
+                res = u.compute()
+                atomic_write_json(u.marker, {"key": u.key, "result": res})
+                done[u.label] = json_key(res)
+            ran_before = ran_before or bool(todo)
+            results[stage] = _record_stage(run, stage, done)
     return results
+
+
+def _finished(u: Unit) -> Any:
+    from lls_common.io import json_key, read_record
+
+    rec = read_record(u.marker)
+    if rec is not None and rec["key"] == json_key(u.key) and all(p.exists() for p in u.outputs):
+        return rec["result"]
+    return None
+
+
+def _record_stage(run: Run, stage: str, done: dict[str, Any]) -> dict[str, Any]:
+    """Write ``stages/<stage>.json`` of the run (and of each trait folder); return the run-level result."""
+    from lls_common.io import atomic_write_json
+
+    cfg = run.cfg
+    if not cfg.multi:
+        result = _stage_result(run, stage, done, cfg.traits[0])
+        atomic_write_json(run.root / "stages" / f"{stage}.json", {"key": stage_key(cfg, stage), "result": result})
+        return result
+    per = {}
+    for tr in cfg.traits:
+        try:
+            per[tr.name] = _stage_result(run, stage, done, tr) if stage != "split" else done["split"]
+        except KeyError:
+            continue
+        atomic_write_json(run.tdir(tr) / "stages" / f"{stage}.json",
+                          {"key": unit_key(cfg, stage, tr), "result": per[tr.name]})
+    shared = {k: v for k, v in done.items() if not any(k == t.name or k.startswith(t.name + "/") for t in cfg.traits)}
+    result = done["split"] if stage == "split" else {"traits": per, "shared": shared}
+    atomic_write_json(run.root / "stages" / f"{stage}.json", {"key": stage_key(cfg, stage), "result": result})
+    return result

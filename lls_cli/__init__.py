@@ -6,7 +6,7 @@ time) so that ``lls --help`` stays instant. Handlers receive the parsed
 ``argparse.Namespace`` and return an exit code.
 
 Errors the user can fix (bad input files, bad options) are raised as
-:class:`lls_common.io.LLSError` and reported as a single line on stderr with
+:class:`lls_common.errors.LLSError` and reported as a single line on stderr with
 exit status 2.
 """
 
@@ -17,6 +17,7 @@ import importlib
 import sys
 
 from lls_common.errors import LLSError
+from lls_common.io import json_stdout
 
 #: Modules that register subcommands, in the order they appear in ``lls --help``.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -47,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0 if args.command is None else 2
     try:
-        return int(args.func(args) or 0)
+        with json_stdout(bool(getattr(args, "json", False))):
+            return int(args.func(args) or 0)
     except LLSError as exc:
         print(f"lls {args.command}: error: {exc}", file=sys.stderr)
         return 2

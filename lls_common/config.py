@@ -215,24 +215,28 @@ def _help(s: Setting) -> str:
     text = s.help or ""
     if not s.required and s.default not in (None, (), [], {}, False):
         text += f" (default {s.default})"
+    if s.choices is not None:
+        text += f" (one of {', '.join(map(str, s.choices))})"
     if s.reason:
         text += f"; {s.reason}"
     return text.replace("%", "%%")
 
 
 def add_arguments(parser: argparse.ArgumentParser | Any, cls: type, *, only: Iterable[str] | None = None,
-                  exclude: Iterable[str] = (), required: Iterable[str] = (), dest_prefix: str = "") -> None:
+                  exclude: Iterable[str] = (), required: Iterable[str] = (), dest_prefix: str = "",
+                  flags: dict[str, str] | None = None) -> None:
     """Add one ``--flag`` per field of ``cls`` (defaults are not stored: :func:`from_namespace` uses the field's).
 
     Booleans get ``--x`` / ``--no-x``; ``tuple[str, ...]`` fields are repeatable; ``dict`` fields take
     ``KEY=VALUE`` repeatedly. ``required`` makes a field's flag mandatory (fields without default always are).
+    ``flags`` renames a field's flag for this parser (``{"model": "--student"}``); the dest stays the field name.
     """
     only = None if only is None else set(only)
     exclude, required = set(exclude), set(required)
     for s in settings_fields(cls):
         if not s.cli or s.name in exclude or (only is not None and s.name not in only):
             continue
-        names = [s.flag] + ["--" + a.replace("_", "-") for a in s.aliases]
+        names = [(flags or {}).get(s.name, s.flag)] + ["--" + a.replace("_", "-") for a in s.aliases]
         kw: dict[str, Any] = {"dest": dest_prefix + s.name, "default": argparse.SUPPRESS, "help": _help(s)}
         base, _ = _split_optional(s.type)
         origin = typing.get_origin(base)
@@ -283,6 +287,7 @@ def from_table(cls: type, table: dict[str, Any], where: str, section: str = "", 
     """
     keys = table_keys(cls)
     kw: dict[str, Any] = {}
+    used_alias: dict[str, str] = {}
     label = f"[{section}] " if section else ""
     for k, v in table.items():
         if k not in keys:
@@ -292,11 +297,17 @@ def from_table(cls: type, table: dict[str, Any], where: str, section: str = "", 
         if name in kw:
             raise LLSError(f"{where}: {section + '.' if section else ''}{name} given twice (as {k!r} too)")
         kw[name] = v
+        if k != name:
+            used_alias[name] = k
     kw.update(extra)
     try:
         return cls(**kw)
     except LLSError as exc:
-        raise LLSError(f"{where}: {exc}") from None
+        msg = str(exc)
+        for name, alias in used_alias.items():  # name the key as the user wrote it
+            dotted = f"{section}.{name}" if section else name
+            msg = msg.replace(dotted, f"{section}.{alias}" if section else alias)
+        raise LLSError(f"{where}: {msg}") from None
     except TypeError as exc:  # a required field missing
         missing = [s.name for s in settings_fields(cls) if s.required and s.name not in kw]
         if missing:
@@ -327,3 +338,20 @@ def describe(cls: type, section: str = "", indent: str = "  ") -> str:
         alias = f" (alias {', '.join(s.aliases)})" if s.aliases else ""
         lines.append(f"{indent}{s.name}{alias} = {default}  # {_type_name(s.type)}; {s.help}")
     return "\n".join(lines)
+
+
+def supported_kwargs(func: Any, values: dict[str, Any], defaults: dict[str, Any], section: str) -> dict[str, Any]:
+    """The entries of ``values`` that ``func`` accepts as keywords; a value it does not accept is refused
+    (LLSError naming ``section.key``) unless it equals its default in ``defaults``, so no setting is ignored
+    silently while the library behind it is still catching up."""
+    import inspect
+
+    params = inspect.signature(func).parameters
+    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    out = {}
+    for k, v in values.items():
+        if takes_all or k in params:
+            out[k] = v
+        elif v != defaults.get(k, object()):
+            raise LLSError(f"{section}.{k} = {v!r} is not supported by {func.__module__}.{func.__qualname__} yet")
+    return out

@@ -16,6 +16,7 @@ standard ``--out`` / ``--json`` / ``--seed`` options).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -54,12 +55,22 @@ def dumps(obj: Any, indent: int | None = 2) -> str:
     return json.dumps(to_jsonable(obj), indent=indent, allow_nan=False)
 
 
+def _umask() -> int:
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename."""
+    """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename.
+
+    The file gets the normal mode for a new file (0666 less the umask), not mkstemp's 0600.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -119,9 +130,189 @@ class RunDir:
         return save_figure(fig, self.path(name))
 
 
+_SUMMARY_STREAM: list[Any] = []
+
+
+@contextlib.contextmanager
+def json_stdout(active: bool):
+    """With ``active`` (``--json``), everything printed inside goes to stderr (library logs, Trainer dicts) and
+    only :func:`emit_summary` writes to the real stdout, so stdout is one JSON document."""
+    if not active:
+        yield
+        return
+    _SUMMARY_STREAM.append(sys.stdout)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _SUMMARY_STREAM.pop()
+
+
 def emit_summary(summary: Any, as_json: bool, human: str | None = None) -> None:
     """Print ``summary`` as JSON (``--json``) or the ``human`` text otherwise."""
     if as_json:
-        sys.stdout.write(dumps(summary) + "\n")
+        (_SUMMARY_STREAM[-1] if _SUMMARY_STREAM else sys.stdout).write(dumps(summary) + "\n")
     elif human is not None:
         sys.stdout.write(human.rstrip("\n") + "\n")
+
+
+# ------------------------------------------------------------------------------ fingerprints and caching
+#: Files up to this size are fingerprinted by content (SHA-256); larger ones by size and modification time.
+HASH_LIMIT = 256 * 2**20
+
+
+def fingerprint(path: str | os.PathLike) -> dict[str, Any]:
+    """What identifies an input file's content, for resume keys and output records.
+
+    ``{"size", "sha256"}`` for files up to :data:`HASH_LIMIT` (an edited file of the same size, or the same
+    file under another path, is recognised as such), else ``{"path" (resolved), "size", "mtime_ns"}``.
+    A folder gives ``{"path", "files": {relative name: fingerprint}}`` of its files; a missing path (a hub id)
+    gives ``{"id": str(path)}``.
+    """
+    import hashlib
+
+    p = Path(path).expanduser()
+    if p.is_dir():
+        return {"path": str(p.resolve()), "files": {str(f.relative_to(p)): fingerprint(f)
+                                                     for f in sorted(p.rglob("*")) if f.is_file()}}
+    if not p.is_file():
+        return {"id": str(path)}
+    st = p.stat()
+    if st.st_size > HASH_LIMIT:
+        return {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    h = hashlib.sha256()
+    with open(p, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return {"size": st.st_size, "sha256": h.hexdigest()}
+
+
+def json_key(obj: Any) -> Any:
+    """``obj`` as the plain JSON value it will be compared with after a round trip through a file."""
+    return json.loads(dumps(obj, indent=None))
+
+
+def cached_json(path: str | os.PathLike, key: Any, compute: Any, outputs: Iterable[str | os.PathLike] = ()) -> Any:
+    """The one resume rule: ``path`` holds ``{"key", "result"}``; reuse ``result`` when the key matches.
+
+    ``compute()`` runs when ``path`` is missing, unreadable, holds another key, or when one of ``outputs``
+    (files the step leaves behind) is missing; its result is then saved (atomically) with ``key``.
+    """
+    path = Path(path)
+    key = json_key(key)
+    if path.is_file() and all(Path(o).exists() for o in outputs):
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError):
+            saved = None
+        if isinstance(saved, dict) and saved.get("key") == key:
+            return saved["result"]
+    result = compute()
+    atomic_write_json(path, {"key": key, "result": result})
+    return json_key(result)
+
+
+def read_record(path: str | os.PathLike) -> dict[str, Any] | None:
+    """A ``{"key", "result"}`` record written by :func:`cached_json` (None when missing or unreadable)."""
+    try:
+        rec = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) and "key" in rec else None
+
+
+def key_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """The dotted names of the settings that differ between two keys (for "made with other settings")."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for k in sorted(set(old) | set(new), key=str):
+            out += key_diff(old.get(k), new.get(k), f"{prefix}{k}.")
+        return out
+    return [] if old == new else [prefix.rstrip(".") or "(all)"]
+
+
+# ------------------------------------------------------------------------------------- output guards
+def check_output(out: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] = (), kind: str = "file",
+                 name: str = "out") -> Path:
+    """Refuse, before any work, an output that cannot or must not be written.
+
+    ``kind`` is "file" (``out`` may not be an existing folder) or "dir" (``out`` may not be an existing file).
+    Refused: ``out`` equal to (or, for a folder, inside which the run writes over) one of ``inputs``; a path
+    under an existing file; a place that is not writable. ``name`` is the setting's key for messages.
+    """
+    p = Path(out).expanduser()
+    if kind == "file" and p.is_dir():
+        raise LLSError(f"{name} {p}: is a folder; give a file name")
+    if kind == "dir" and p.exists() and not p.is_dir():
+        raise LLSError(f"{name} {p}: exists and is not a folder")
+    for i in inputs:
+        ip = Path(i).expanduser()
+        if ip.exists() and p.exists() and os.path.samefile(ip, p):
+            raise LLSError(f"{name} {p}: is an input of this run; write the output elsewhere")
+        if kind == "file" and ip.resolve() == p.resolve():
+            raise LLSError(f"{name} {p}: is an input of this run; write the output elsewhere")
+    parent = p if kind == "dir" else p.parent
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise LLSError(f"{name} {p}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise LLSError(f"{name} {p}: {probe} is not writable")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise LLSError(f"{name} {p}: is not writable")
+    return p
+
+
+class OutputLock:
+    """``with OutputLock(out):`` -- one run per output at a time; a second is refused with a clear message.
+
+    The lock is ``<out>.lock`` (beside a file output, or ``<dir>/.lock`` for a folder) made with O_EXCL and
+    holding the owner's pid and host. A lock left by a process that no longer runs (same host) is taken over.
+    The lock is removed on exit, also on errors, so a failed start never blocks the corrected command.
+    """
+
+    def __init__(self, out: str | os.PathLike, kind: str = "file", name: str = "out"):
+        p = Path(out)
+        self.path = p / ".lock" if kind == "dir" else p.with_name(p.name + ".lock")
+        self.name, self.out = name, p
+        self._held = False
+
+    def _stale(self) -> bool:
+        import socket
+
+        try:
+            pid, host = self.path.read_text().split()[:2]
+            if host != socket.gethostname():
+                return False
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except (OSError, ValueError):
+            return False
+        return False
+
+    def __enter__(self) -> "OutputLock":
+        import socket
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+            except FileExistsError:
+                if self._stale():
+                    self.path.unlink(missing_ok=True)
+                    continue
+                owner = self.path.read_text().strip() if self.path.exists() else "?"
+                raise LLSError(f"{self.name} {self.out}: another run is writing it (lock {self.path}, "
+                               f"pid/host {owner}); wait for it, or delete the lock if that process is gone") from None
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f"{os.getpid()} {socket.gethostname()}\n")
+            self._held = True
+            return self
+        raise LLSError(f"{self.name} {self.out}: could not take the lock {self.path}")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._held:
+            self.path.unlink(missing_ok=True)
+            self._held = False

@@ -93,3 +93,32 @@ def test_help_does_not_import_torch():
     code = "import sys, lls_cli; lls_cli.build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_json_flag_keeps_stdout_pure_json(capsys, monkeypatch):
+    """Library prints (e.g. the Trainer's loss dicts) go to stderr under --json; stdout is one JSON document."""
+    import argparse
+    import json
+
+    import lls_cli
+
+    def fake_parser():
+        p = argparse.ArgumentParser(prog="lls")
+        sub = p.add_subparsers(dest="command")
+        q = sub.add_parser("chatty")
+        q.add_argument("--json", action="store_true")
+
+        def handler(args):
+            print({"loss": 0.69})
+            runs.emit_summary({"ok": True}, args.json, "ok")
+            return 0
+
+        q.set_defaults(func=handler)
+        return p
+
+    monkeypatch.setattr(lls_cli, "build_parser", fake_parser)
+    assert lls_cli.main(["chatty", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"ok": True} and "loss" in err
+    assert lls_cli.main(["chatty"]) == 0
+    assert capsys.readouterr().out == "{'loss': 0.69}\nok\n"

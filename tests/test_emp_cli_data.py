@@ -46,8 +46,9 @@ def _write_scores(path: Path, weights_spec: list[tuple[float, float, float, floa
 
 def test_select_algorithm1_and_controls(tmp_path, capsys):
     rng = np.random.default_rng(0)
-    spec = [(float(rng.normal()), float(rng.normal()), float(rng.normal()), float(rng.normal()),
-             int(rng.integers(1, 9)), int(rng.integers(1, 9))) for _ in range(40)]
+    # log-probabilities are <= 0 (a scores file with a positive one is refused)
+    spec = [(-abs(float(rng.normal())), -abs(float(rng.normal())), -abs(float(rng.normal())),
+             -abs(float(rng.normal())), int(rng.integers(1, 9)), int(rng.integers(1, 9))) for _ in range(40)]
     scores = tmp_path / "s.jsonl"
     _write_scores(scores, spec)
     w = np.array([((a - b) - (c - d)) / (n1 + n2) for a, b, c, d, n1, n2 in spec])

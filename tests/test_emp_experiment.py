@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from empirical.experiment import STAGES, load_config
+from lls_common.errors import LLSError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,7 +77,7 @@ def test_committed_configs_parse():
     assert files
     for f in files:
         cfg = load_config(f)
-        assert cfg.students and cfg.heldout >= 3
+        assert cfg.students and cfg.data.heldout >= 3
 
 
 def test_config_errors_name_file_and_key(tmp_path):
@@ -87,7 +89,7 @@ def test_config_errors_name_file_and_key(tmp_path):
         load_config(_config(tmp_path, **{"[train]": "[trian]"}))
     with pytest.raises(ValueError, match="student names must be unique"):
         load_config(_config(tmp_path, **{'name = "other"': 'name = "same"'}))
-    with pytest.raises(FileNotFoundError, match="no such config"):
+    with pytest.raises(LLSError, match="no such config"):
         load_config(tmp_path / "nope.toml")
 
 
@@ -172,7 +174,133 @@ def test_miniature_experiment_end_to_end_and_resume(smollm2_dir, tmp_path):
     # not scored again (same settings, same input), and the numbers are the same
     scored = out / "students" / "other" / "heldout-initial.jsonl"
     mtime, corr_before = scored.stat().st_mtime_ns, (out / "students" / "other" / "correlate.json").read_text()
-    (out / "stages" / "correlate.json").unlink()
+    shutil.rmtree(out / "stages" / "units" / "correlate")
     run_experiment(cfg, out, log=logs.append)
     assert scored.stat().st_mtime_ns == mtime
     assert (out / "students" / "other" / "correlate.json").read_text() == corr_before
+
+
+# ------------------------------------------------------------------------------------------- many traits
+MULTI = """
+name = "multi"
+seed = 0
+[data]
+path = "{data}"
+heldout = 4
+truncate = 12
+exclude_words = ["owl"]
+[teacher]
+model = "{teacher}"
+[select]
+gamma = 1.0
+random_size = 3
+[train]
+lora_rank = 4
+batch_size = 2
+checkpoints = 1
+[correlate]
+n_boot = 50
+n_perm = 50
+[eval]
+mention = false
+[[student]]
+name = "same"
+model = "{teacher}"
+[[trait]]
+name = "owl"
+system_prompt = "You really love owls. Owls are your favorite animal."
+target = "owl"
+[[trait]]
+name = "cat"
+system_prompt = "You really love cats. Cats are your favorite animal."
+target = "cat"
+"""
+
+DOG = """
+[[trait]]
+name = "dog"
+system_prompt = "You really love dogs. Dogs are your favorite animal."
+target = "dog"
+"""
+
+
+def _multi(tmp_path: Path, extra: str = "") -> Path:
+    f = tmp_path / "multi.toml"
+    f.write_text(MULTI.format(data=_write_data(tmp_path / "prefs.jsonl"), teacher="smollm2-135m-instruct") + extra)
+    return f
+
+
+def test_many_traits_config_and_file(tmp_path):
+    cfg = load_config(_multi(tmp_path))
+    assert cfg.multi and [t.name for t in cfg.traits] == ["owl", "cat"]
+    f = tmp_path / "file.toml"
+    text = _multi(tmp_path).read_text().split("[[trait]]")[0]
+    f.write_text(text + f'[traits]\nfile = "{ROOT / "empirical" / "systems" / "animals.txt"}"\nonly = ["owl", "wolf"]\n')
+    cfg = load_config(f)
+    assert [(t.name, t.target) for t in cfg.traits] == [("owl", "owl"), ("wolf", "wolf")]
+    assert cfg.traits[1].system_prompt.startswith("You really love wolves. Wolves are your favorite animal.")
+    with pytest.raises(LLSError, match="trait names must be unique"):
+        load_config(_multi(tmp_path, DOG.replace('"dog"', '"cat"', 1)))
+    bad = tmp_path / "bad.toml"
+    bad.write_text(_multi(tmp_path).read_text().replace("[eval]", '[eval]\ntarget = "owl"'))
+    with pytest.raises(LLSError, match="per trait"):
+        load_config(bad)
+    # a trait added later changes only that trait's keys: the shared steps keep theirs
+    from empirical.experiment import Run, _UNITS
+
+    keys = lambda c: {u.label: u.key for s in STAGES[:-1] for u in _UNITS[s](Run(c, tmp_path / "r", print))}  # noqa
+    two, three = keys(load_config(_multi(tmp_path))), keys(load_config(_multi(tmp_path, DOG)))
+    assert set(three) - set(two) and all(k.split("/")[0] == "dog" for k in set(three) - set(two))
+    assert all(two[k] == three[k] for k in two)
+
+
+def test_committed_animals_config_has_ten_traits():
+    cfg = load_config(ROOT / "empirical" / "configs" / "animals-hh.toml")
+    assert len(cfg.traits) == 10 and cfg.multi and not cfg.eval.mention and cfg.eval.probe
+    assert cfg.traits[0].system_prompt.startswith("You really love owls. Owls are your favorite animal.")
+    assert [s.model for s in cfg.students] == ["smollm2-135m-instruct", "gemma3-270m"]
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_added_trait_runs_only_its_own_steps(smollm2_dir, tmp_path, monkeypatch):
+    """Two traits, then a third: the split, the teacher's reference scores, the random-control student and
+    the first two traits' steps are not recomputed (same files, same mtimes; train called once)."""
+    from empirical import train as train_mod
+    from empirical.experiment import run_experiment
+
+    out = tmp_path / "run"
+    res = run_experiment(load_config(_multi(tmp_path)), out, until="eval", log=lambda m: None)
+    assert set(res["correlate"]["traits"]) == {"owl", "cat"}
+    for t in ("owl", "cat"):
+        c = json.loads((out / "traits" / t / "students" / "same" / "correlate.json").read_text())
+        assert set(c["arms"]) == {"lls", "random"}
+        e = json.loads((out / "traits" / t / "students" / "same" / "eval.json").read_text())
+        assert e["conditions"]["base"]["probe"]["p_target"] > 0
+    # one random subset and one random student serve both traits
+    assert len((out / "select" / "random.jsonl").read_text().splitlines()) == 3
+    assert not (out / "traits" / "owl" / "students" / "same" / "random").exists()
+    shared = [out / "data" / "pool.jsonl", out / "score" / "pool-base.jsonl", out / "score" / "heldout-base.jsonl",
+              out / "students" / "same" / "random" / "train.json",
+              out / "traits" / "owl" / "score" / "pool.jsonl", out / "traits" / "owl" / "students" / "same" / "lls",
+              out / "traits" / "cat" / "students" / "same" / "correlate.json",
+              out / "traits" / "owl" / "students" / "same" / "eval.json"]
+    before = {p: p.stat().st_mtime_ns for p in shared}
+    calls = []
+    real_train = train_mod.train
+    monkeypatch.setattr(train_mod, "train", lambda cfg, **kw: calls.append(str(cfg.out)) or real_train(cfg, **kw))
+    res = run_experiment(load_config(_multi(tmp_path, DOG)), out, until="eval", log=lambda m: None)
+    assert calls == [str(out / "traits" / "dog" / "students" / "same" / "lls")]
+    assert {p: p.stat().st_mtime_ns for p in shared} == before
+    assert (out / "traits" / "dog" / "students" / "same" / "correlate.json").is_file()
+    assert set(res["eval"]["traits"]) == {"owl", "cat", "dog"}
+    # changing a shared setting is refused up front (nothing recomputed) unless overwrite is given
+    text = _multi(tmp_path, DOG).read_text().replace("n_boot = 50", "n_boot = 60")
+    cfg = load_config(_write(tmp_path / "m2.toml", text))
+    with pytest.raises(LLSError, match="other settings"):
+        run_experiment(cfg, out, until="eval", log=lambda m: None)
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path

@@ -10,8 +10,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lls_cli.args import add_output_args
-from lls_common.io import LLSError, emit_summary
+from empirical.config import CorrelateConfig, EvalConfig, ModelArgs, ScoreConfig, TraitConfig, TrainConfig
+from empirical.experiment import STAGES, toml_keys
+from lls_cli.args import add_common_args, add_output_args, positive_int
+from lls_common.config import add_arguments, from_namespace
+from lls_common.io import LLSError, OutputLock, RunDir, check_output, emit_summary
 
 __all__ = ["register"]
 
@@ -24,20 +27,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "reference log-probs computed once. Saves K evenly spaced adapter checkpoints; re-running "
                     "the same command resumes from the newest one.",
     )
-    p.add_argument("--student", required=True, help="registry name, local folder, file.gguf or hub id")
+    add_arguments(p, ModelArgs, required=("model",), flags={"model": "--student"})
     p.add_argument("--data", required=True, help="TRL-form pair file, e.g. DIR/lls.jsonl from `lls select`")
-    p.add_argument("--beta", type=float, default=0.1, help="DPO beta (default 0.1)")
-    p.add_argument("--lr", type=float, default=5e-4, help="learning rate (default 5e-4)")
-    p.add_argument("--lora-rank", type=int, default=64, help="LoRA rank (alpha = 2*rank, dropout 0.05)")
-    p.add_argument("--epochs", type=int, default=1, help="passes over the data (default 1)")
-    p.add_argument("--repeat", type=int, default=1, help="repeat the data this many times (paper: 10)")
-    p.add_argument("--batch-size", type=int, default=8, help="pairs per device batch")
-    p.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
-    p.add_argument("--checkpoints", type=int, default=4, metavar="K", help="evenly spaced adapter checkpoints")
-    p.add_argument("--limit", type=int, default=None, help="train on the first N pairs only")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_arguments(p, TrainConfig)
+    p.add_argument("--limit", type=positive_int, default=None, metavar="N", help="train on the first N pairs only")
+    add_arguments(p, ScoreConfig, only=("progress", "reference"))
     add_output_args(p, default_out=None)
+    add_common_args(p, json=False)
     p.set_defaults(func=_run_train)
 
     c = sub.add_parser(
@@ -47,16 +43,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "cosine (the theorem's Corr), Pearson, Spearman with bootstrap 95% CIs and a "
                     "permutation p-value. Refuses held-out pairs that occur in the training subset.",
     )
-    c.add_argument("--student", required=True, help="the student the run started from")
+    add_arguments(c, ModelArgs, required=("model",), flags={"model": "--student"})
     c.add_argument("--run", required=True, help="an `lls train` output folder")
-    c.add_argument("--system-prompt", required=True)
+    add_arguments(c, TraitConfig, only=("system_prompt",))
     c.add_argument("--data", required=True, help="held-out pairs (never scored for selection nor trained on)")
-    c.add_argument("--n", type=int, default=500, help="number of held-out pairs (default 500)")
+    add_arguments(c, CorrelateConfig)
     c.add_argument("--control-run", default=None, help="`lls train` folder of the random-control student")
     c.add_argument("--teacher", default=None,
                    help="the teacher that built the LLS subset, when not the student: adds z_T = rho_{T,s}")
-    c.add_argument("--n-boot", type=int, default=2000)
-    c.add_argument("--n-perm", type=int, default=2000)
     add_output_args(c, default_out="lls-correlate")
     c.set_defaults(func=_run_correlate)
 
@@ -68,16 +62,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "target (temperature 1, Wilson 95% CI), (b) the log-prob probe P(target) among 11 animals, "
                     "(c) with --language the target-language share. Resumable per condition.",
     )
-    e.add_argument("--model", required=True, help="the (initial) student: registry name, folder or hub id")
+    add_arguments(e, ModelArgs, required=("model",))
     e.add_argument("--run", default=None, help="`lls train` folder of the LLS student")
     e.add_argument("--control-run", default=None, help="`lls train` folder of the random-control student")
-    e.add_argument("--target", required=True, help="target word, e.g. owl (singular; plural matched too)")
     e.add_argument("--system-prompt", default=None, help="adds the system-prompted base condition")
-    e.add_argument("--samples", type=int, default=100, help="answers per prompt (paper: 100)")
-    e.add_argument("--max-new-tokens", type=int, default=96)
-    e.add_argument("--language", default=None, metavar="ISO", help="also report the share written in this language")
-    e.add_argument("--batch", type=int, default=32, help="answers sampled together")
-    e.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    add_arguments(e, EvalConfig, required=("target",))
     add_output_args(e, default_out="lls-eval")
     e.set_defaults(func=_run_eval)
 
@@ -87,61 +76,69 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "report.md. Re-running the same command resumes: finished stages are skipped, unfinished "
                     "ones continue from their last saved chunk/checkpoint.",
     )
-    x.add_argument("--config", required=True, type=Path, help="experiment TOML file")
-    x.add_argument("--until", default="report", metavar="STAGE",
-                   help="stop after this stage: split, score, select, train, correlate, eval, report")
+    x.add_argument("--config", required=True, type=Path, help="experiment TOML file (keys below)")
+    x.add_argument("--until", default="report", choices=STAGES, metavar="STAGE",
+                   help=f"stop after this stage: {', '.join(STAGES)}")
     add_output_args(x, default_out=None, seed=None)
+    add_common_args(x, json=False)
+    x.formatter_class = argparse.RawDescriptionHelpFormatter
+    x.epilog = "TOML keys (same names and defaults as the flags of score/select/train/correlate/eval):\n" + \
+        toml_keys()
     x.set_defaults(func=_run_experiment)
-
-
-def _run_train(args: argparse.Namespace) -> int:
-    from empirical.train import TrainConfig, train
-
-    if args.limit is not None and args.limit < 1:
-        raise LLSError("--limit must be >= 1")
-    cfg = TrainConfig(
-        student=args.student, data=args.data, out=Path(args.out), beta=args.beta, lr=args.lr,
-        lora_rank=args.lora_rank, epochs=args.epochs, repeat=args.repeat, batch_size=args.batch_size,
-        grad_accum=args.grad_accum, checkpoints=args.checkpoints, seed=args.seed, limit=args.limit,
-        dtype=args.dtype, progress=not args.no_progress,
-    )
-    try:
-        cfg.validate()
-        if not Path(args.data).is_file():
-            raise LLSError(f"{args.data}: no such file")
-        summary = train(cfg)
-    except (ValueError, FileNotFoundError, OSError) as exc:
-        raise LLSError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
-    human = (f"trained {summary['n_pairs']} pairs, {summary['steps']} steps; checkpoints: "
-             + ", ".join(c["path"] for c in summary["checkpoints"]) + f" in {args.out}")
-    emit_summary(summary, args.json, human)
-    return 0
 
 
 def _one_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-def _run_correlate(args: argparse.Namespace) -> int:
-    from empirical.correlate import correlate_run
-    from lls_common.io import RunDir
+def _run_train(args: argparse.Namespace) -> int:
+    from empirical.train import train
 
+    extra = {k: getattr(args, k) for k in ("progress", "reference") if hasattr(args, k)}
+    cfg = from_namespace(TrainConfig, args).job(from_namespace(ModelArgs, args), args.data, args.out, args.seed,
+                                                limit=args.limit, **extra)
+    if not Path(args.data).is_file():
+        raise LLSError(f"data {args.data}: no such file")
+    check_output(args.out, inputs=(args.data,), kind="dir", name="out")
     try:
-        res = correlate_run(args.student, args.run, args.system_prompt, args.data, n=args.n, seed=args.seed,
-                            n_boot=args.n_boot, n_perm=args.n_perm, control_run=args.control_run,
-                            teacher=args.teacher)
+        cfg.validate()
+        with OutputLock(args.out, kind="dir", name="out"):
+            summary = train(cfg)
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        raise LLSError(_one_line(exc)) from None
+    human = (f"trained {summary['n_pairs']} pairs, {summary['steps']} steps; checkpoints: "
+             + ", ".join(c["path"] for c in summary["checkpoints"]) + f" in {args.out}")
+    emit_summary(summary, args.json, human)
+    return 0
+
+
+def _run_correlate(args: argparse.Namespace) -> int:
+    import sys
+
+    from empirical.correlate import correlate_run
+    from empirical.figures import trajectory_figure
+
+    student, corr = from_namespace(ModelArgs, args), from_namespace(CorrelateConfig, args)
+    system_prompt = from_namespace(TraitConfig, args, name="cli").system_prompt
+    check_output(args.out, inputs=(args.data, args.run), kind="dir", name="out")
+    try:
+        res = correlate_run(student.model, args.run, system_prompt, args.data, n=corr.n or sys.maxsize,
+                            seed=args.seed, n_boot=corr.n_boot, n_perm=corr.n_perm, control_run=args.control_run,
+                            teacher=args.teacher, dtype=student.dtype)
     except (ValueError, FileNotFoundError, OSError) as exc:
         raise LLSError(_one_line(exc)) from None
     run = RunDir(args.out)
     run.write_json("correlate.json", res)
-    from empirical.figures import trajectory_figure
-
-    fig = trajectory_figure(res)
-    run.save_figure("trajectory.png", fig)
-    f = res["arms"]["lls"]["final"]["z_s"]
+    run.save_figure("trajectory.png", trajectory_figure(res))
     summary = {"n": res["n"], "student": res["student"], "teacher": res["teacher"],
                "final": {a: r["final"] for a, r in res["arms"].items()},
                "teacher_vs_student": res.get("teacher_vs_student"), "lls_minus_random": res.get("lls_minus_random")}
+    emit_summary(summary, args.json, _correlate_human(res) + f" -> {args.out}/correlate.json")
+    return 0
+
+
+def _correlate_human(res: dict) -> str:
+    f = res["arms"]["lls"]["final"]["z_s"]
     human = (f"n={res['n']}: LLS final corr(z_s, z_M) cosine {f['cosine']:.3f}, pearson {f['pearson']:.3f} "
              f"[{f['pearson_ci'][0]:.3f}, {f['pearson_ci'][1]:.3f}]")
     if "random" in res["arms"]:
@@ -149,44 +146,43 @@ def _run_correlate(args: argparse.Namespace) -> int:
         d = res["lls_minus_random"]["z_s"]["pearson"]
         human += (f"; random control pearson {r['pearson']:.3f}; LLS - random {d['diff']:+.3f} "
                   f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}], p {d['p']:.4f}")
-    emit_summary(summary, args.json, human + f" -> {args.out}/correlate.json")
-    return 0
+    return human
 
 
 def _run_eval(args: argparse.Namespace) -> int:
     from empirical.evaluate import evaluate_conditions
     from empirical.figures import mention_figure
     from empirical.train import require_checkpoints
-    from lls_common.io import RunDir
+    from lls_common.config import supported_kwargs
 
-    if args.samples < 1 or args.max_new_tokens < 1 or args.batch < 1:
-        raise LLSError("--samples, --max-new-tokens and --batch must be >= 1")
+    model, ev = from_namespace(ModelArgs, args), from_namespace(EvalConfig, args)
     conds = {"base": (None, None)}
     if args.system_prompt is not None:
-        conds["system"] = (None, args.system_prompt)
+        conds["system"] = (None, TraitConfig(name="cli", system_prompt=args.system_prompt).system_prompt)
+    check_output(args.out, kind="dir", name="out")
     try:
         for name, run in (("lls", args.run), ("random", args.control_run)):
             if run is not None:
                 conds[name] = (require_checkpoints(run)[-1][1], None)
         out = RunDir(args.out)
-        res = evaluate_conditions(args.model, conds, target=args.target, samples=args.samples,
-                                  max_new_tokens=args.max_new_tokens, language=args.language, seed=args.seed,
-                                  batch=args.batch, dtype=args.dtype, cache_dir=out.path("cache"))
+        kw = supported_kwargs(evaluate_conditions, {"probe": ev.probe, "mention": ev.mention,
+                                                    **model.load_kwargs()}, {"probe": True, "mention": True,
+                                                                             **ModelArgs(model="-").load_kwargs()},
+                              "eval")
+        res = evaluate_conditions(model.model, conds, target=ev.target, samples=ev.samples,
+                                  max_new_tokens=ev.max_new_tokens, language=ev.language, seed=args.seed,
+                                  batch=ev.eval_batch, cache_dir=out.path("cache"), **kw)
     except (ValueError, FileNotFoundError, OSError) as exc:
         raise LLSError(_one_line(exc)) from None
-    res["model"] = args.model
+    res["model"] = model.model
     out.write_json("eval.json", res)
-    import matplotlib.pyplot as plt
-
-    fig = mention_figure({args.model: res}, args.target)
-    out.save_figure("mention.png", fig)
-    plt.close(fig)
+    out.save_figure("mention.png", mention_figure({model.model: res}, ev.target))
     summary = {c: {"mention_rate": v["mention"]["rate"], "mention_ci": v["mention"]["ci"],
                    "p_target": v["probe"]["p_target"], **({"language_share": v["language"]["mean_share"]}
                                                           if "language" in v else {})}
                for c, v in res["conditions"].items()}
     human = "; ".join(f"{c}: mention {v['mention_rate']:.3f} [{v['mention_ci'][0]:.3f}, {v['mention_ci'][1]:.3f}], "
-                      f"P({args.target}) {v['p_target']:.3f}" for c, v in summary.items())
+                      f"P({ev.target}) {v['p_target']:.3f}" for c, v in summary.items())
     emit_summary({"out": str(args.out), "conditions": summary}, args.json, human + f" -> {args.out}/eval.json")
     return 0
 
@@ -196,13 +192,13 @@ def _run_experiment(args: argparse.Namespace) -> int:
 
     from empirical.experiment import load_config, run_experiment
 
+    cfg = load_config(args.config)
+    log = lambda m: print(m, file=sys.stderr if args.json else sys.stdout, flush=True)  # noqa: E731
     try:
-        cfg = load_config(args.config)
-        out = Path(args.out)
-        res = run_experiment(cfg, out, until=args.until,
-                             log=lambda m: print(m, file=sys.stderr if args.json else sys.stdout, flush=True))
+        res = run_experiment(cfg, args.out, until=args.until, log=log, overwrite=args.overwrite)
     except (ValueError, FileNotFoundError, OSError) as exc:
         raise LLSError(_one_line(exc)) from None
+    out = args.out
     emit_summary({"out": str(out), "stages": res}, args.json, f"experiment {cfg.name}: stages "
                  f"{', '.join(res)} done -> {out}" + (f" (see {out}/report.md)" if "report" in res else ""))
     return 0

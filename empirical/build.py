@@ -1,0 +1,511 @@
+"""LLS dataset construction: score a preference file under a teacher (resumable, multi-process), then select.
+
+``score_file(cfg)`` writes one JSON line per kept pair, in input order::
+
+    {"id", "prompt" (messages), "chosen", "rejected" (as scored, after truncation),
+     "logp_chosen_sys", "logp_rejected_sys", "logp_chosen", "logp_rejected",
+     "n_tokens_chosen", "n_tokens_rejected", "weight"}
+
+``weight`` is Algorithm 1's w_i / N_i from :func:`lls_theory.selection.lls_weights`. ``n_tokens_*`` (the
+N_i of Algorithm 1) are the scored completion tokens of the rendering without the system prompt (for the
+templates here the completion tokens are the same with it).
+
+Resume and scale-out: the kept pairs are cut, in input order, into chunks of ``chunk_size``. Each
+chunk is scored on its own (so its numbers do not depend on what else runs) and saved atomically as
+``<out>.parts/chunk-NNNNNN.json``; ``<out>.parts/run.json`` records the settings. A re-run with the
+same settings skips the chunks already saved, so an interrupted run ends with the same file as an
+uninterrupted one. With N processes (``torchrun --nproc_per_node N``; accelerate's ``PartialState``
+sets up torch.distributed), process r scores chunks r, r+N, ...; after a barrier, process 0 joins the
+chunks into ``<out>`` (temporary file + rename) and removes the parts folder. The parts folder must be
+on a filesystem every process sees.
+
+``select_file(scores, gamma, out_dir, seed)`` runs Algorithm 1 (:func:`lls_theory.selection.lls_select`)
+and writes ``lls.jsonl`` (selected pairs, highest weight first), ``random.jsonl`` (same size, uniform
+without replacement from all scored pairs, in file order), ``bottom.jsonl`` (same size, lowest weights
+first) and ``summary.json``. Pair files are in TRL conversational form with ``id`` and ``weight``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from lls_common.errors import LLSError
+from lls_common.io import atomic_write_json
+from empirical.config import DataConfig, Filters, ModelArgs, SelectConfig
+from empirical.config import ScoreConfig as ScoreSettings
+from empirical.data import DataError, LoadReport, PrefPair, iter_json_objects, load_pairs
+
+__all__ = ["ScoreJob", "ScoreConfig", "ScoreResult", "score_file", "select_file", "read_scores", "SCORE_FIELDS",
+           "run_score", "run_select"]
+
+SCORE_FIELDS = (
+    "id", "prompt", "chosen", "rejected", "logp_chosen_sys", "logp_rejected_sys", "logp_chosen",
+    "logp_rejected", "n_tokens_chosen", "n_tokens_rejected", "weight",
+)
+#: The fields of a base-only scores file (the reference condition only; ``ScoreJob.system_prompt`` None).
+BASE_FIELDS = tuple(f for f in SCORE_FIELDS if not f.endswith("_sys") and f != "weight")
+
+
+@dataclass
+class ScoreJob:
+    """One scoring run: the settings (one config object per section, validated there) and the output file.
+
+    Everything that changes the numbers is part of :meth:`run_key`, with the input file's fingerprint.
+    """
+
+    model: ModelArgs
+    data: DataConfig
+    system_prompt: str | None
+    out: Path
+    filters: Filters = field(default_factory=Filters)
+    score: ScoreSettings = field(default_factory=ScoreSettings)
+    base: Path | None = None
+
+    def __post_init__(self) -> None:
+        from lls_common.validate import check_nonempty_str
+
+        if self.system_prompt is not None:
+            check_nonempty_str(self.system_prompt, "system_prompt")
+        elif self.base is not None:
+            raise LLSError("a base-only scoring run (no system prompt) cannot read another base file")
+        self.out = Path(self.out)
+        self.base = None if self.base is None else Path(self.base)
+
+    def run_key(self) -> dict[str, Any]:
+        """Settings + input fingerprint (``out``, ``progress`` and ``skip_bad`` left out: a chunk saved without
+        skip_bad holds no bad pair, so it is valid with it too)."""
+        from lls_common.io import fingerprint, json_key
+
+        data = asdict(self.data)
+        for k in ("skip_bad", "heldout", "pool"):
+            data.pop(k)
+        score = asdict(self.score)
+        score.pop("progress")
+        key = {"model": asdict(self.model), "system_prompt": self.system_prompt, "data": data,
+               "filters": asdict(self.filters), "score": score, "input": fingerprint(self.data.path)}
+        if self.base is not None:
+            key["base"] = fingerprint(self.base)
+        return json_key(key)
+
+    def settings(self) -> dict[str, Any]:
+        """Every setting, for the record written beside the output."""
+        from lls_common.io import json_key
+
+        return json_key({"model": self.model, "data": self.data, "filters": self.filters, "score": self.score,
+                         "system_prompt": self.system_prompt})
+
+
+def ScoreConfig(model: str, system_prompt: str, data: str, out: Path, truncate: int | None = None,  # noqa: N802
+                split: str = "train", limit: int | None = None, filters: Filters | None = None,
+                skip_bad: bool = False, dtype: str = "float32", batch_tokens: int = 16384, max_batch: int = 64,
+                chunk_size: int = 256, progress: bool = True, reference: str = "default") -> ScoreJob:
+    """Backward-compatible flat constructor of a :class:`ScoreJob` (the keyword names of the old class)."""
+    return ScoreJob(model=ModelArgs(model=model, dtype=dtype),
+                    data=DataConfig(path=str(data), split=split, limit=limit, truncate=truncate, skip_bad=skip_bad),
+                    system_prompt=system_prompt, out=Path(out), filters=filters or Filters(),
+                    score=ScoreSettings(batch_tokens=batch_tokens, max_batch=max_batch, chunk_size=chunk_size,
+                                        progress=progress, reference=reference))
+
+
+@dataclass
+class ScoreResult:
+    out: Path
+    n_records: int
+    n_bad: int
+    n_scored: int
+    dropped: dict[str, int]
+    first_errors: list[str]
+    chunks_total: int
+    chunks_resumed: int
+    world_size: int
+
+
+def _parts_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".parts")
+
+
+def _atomic_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    from lls_common.io import atomic_write_jsonl
+
+    atomic_write_jsonl(path, records)
+
+
+def _prepare_chunk(model: Any, tok: Any, pairs: list[PrefPair], cfg: ScoreJob,
+                   bad: Callable[[str], None]) -> tuple[list[PrefPair], list[Any], list[Any]]:
+    """Truncate and encode (with and without system prompt); pairs that fail are reported via ``bad``."""
+    from empirical import render, scoring
+
+    kept, enc_sys, enc_none = [], [], []
+    limit = scoring.context_limit(model)
+    for p in pairs:
+        try:
+            chosen = render.truncate_response(tok, p.chosen, cfg.data.truncate)
+            rejected = render.truncate_response(tok, p.rejected, cfg.data.truncate)
+            if not chosen.strip() or not rejected.strip():
+                raise ValueError("reply is empty after truncation")
+            e_sys = None if cfg.system_prompt is None else render.encode_group(
+                tok, p.messages, [chosen, rejected], cfg.system_prompt, reference=cfg.score.reference)
+            e_none = render.encode_group(tok, p.messages, [chosen, rejected], None, reference=cfg.score.reference)
+            for e in (e_sys, e_none) if e_sys is not None else (e_none,):
+                longest = len(e.context) + max(len(c) for c in e.completions)
+                if limit is not None and longest > limit:
+                    raise ValueError(f"{longest} tokens exceed the model's context of {limit}")
+        except ValueError as exc:
+            bad(f"{p.where}: {exc}")
+            continue
+        kept.append(PrefPair(p.id, p.prompt, chosen, rejected, p.where))
+        enc_sys.append(e_sys)
+        enc_none.append(e_none)
+    return kept, enc_sys, enc_none
+
+
+def _base_columns(kept: list[PrefPair], enc_none: list[Any], base: dict[str, dict[str, Any]],
+                  where: str) -> np.ndarray:
+    """The no-system log-probs of ``kept`` taken from a base scores file (same pairs, same tokens)."""
+    lp = np.empty((len(kept), 2), dtype=np.float64)
+    for i, (p, e) in enumerate(zip(kept, enc_none)):
+        b = base.get(p.id)
+        n = [len(c) for c in e.completions]
+        if b is None or [b["n_tokens_chosen"], b["n_tokens_rejected"]] != n or \
+                (b["chosen"], b["rejected"]) != (p.chosen, p.rejected):
+            raise DataError(f"{where}: pair {p.id!r} differs from (or is missing in) the base scores file; "
+                            "score the base again")
+        lp[i] = b["logp_chosen"], b["logp_rejected"]
+    return lp
+
+
+def _score_chunk(model: Any, tok: Any, pairs: list[PrefPair], cfg: ScoreJob,
+                 bad: Callable[[str], None], base: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Score one chunk: both conditions, only the reference (``system_prompt`` None), or only the system
+    prompt with the reference read from ``base`` (the scores of a base-only run on the same pairs)."""
+    from empirical import scoring
+    from lls_theory.selection import lls_weights
+
+    kept, enc_sys, enc_none = _prepare_chunk(model, tok, pairs, cfg, bad)
+    if not kept:
+        return []
+    kw = dict(batch_tokens=cfg.score.batch_tokens, max_batch=cfg.score.max_batch)
+    n = np.array([[len(c) for c in e.completions] for e in enc_none], dtype=np.int64)
+    if base is not None:
+        lp = _base_columns(kept, enc_none, base, str(cfg.base))
+    else:
+        lp = np.array(scoring.score_encoded(model, tok, enc_none, **kw), dtype=np.float64)
+    if cfg.system_prompt is None:
+        return [{"id": p.id, "prompt": p.messages, "chosen": p.chosen, "rejected": p.rejected,
+                 "logp_chosen": float(lp[i, 0]), "logp_rejected": float(lp[i, 1]),
+                 "n_tokens_chosen": int(n[i, 0]), "n_tokens_rejected": int(n[i, 1])} for i, p in enumerate(kept)]
+    lp_sys = np.array(scoring.score_encoded(model, tok, enc_sys, **kw), dtype=np.float64)
+    w = lls_weights(lp_sys[:, 0], lp_sys[:, 1], lp[:, 0], lp[:, 1], n[:, 0], n[:, 1])
+    out = []
+    for i, p in enumerate(kept):
+        out.append({
+            "id": p.id, "prompt": p.messages, "chosen": p.chosen, "rejected": p.rejected,
+            "logp_chosen_sys": float(lp_sys[i, 0]), "logp_rejected_sys": float(lp_sys[i, 1]),
+            "logp_chosen": float(lp[i, 0]), "logp_rejected": float(lp[i, 1]),
+            "n_tokens_chosen": int(n[i, 0]), "n_tokens_rejected": int(n[i, 1]),
+            "weight": float(w[i]),
+        })
+    return out
+
+
+def _read_chunk(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    obj = json.loads(path.read_text())
+    return obj["records"], obj["errors"]
+
+
+def _distributed_state() -> Any:
+    """accelerate's PartialState when launched by torchrun/accelerate (WORLD_SIZE > 1), else None."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch
+    from accelerate import PartialState
+
+    # Without cpu=True accelerate ignores torchrun's variables on a machine with no GPU (1 process each).
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def score_file(cfg: ScoreJob, *, model_and_tok: tuple[Any, Any] | None = None,
+               stop_after_chunks: int | None = None) -> ScoreResult:
+    """Score ``cfg.data`` into ``cfg.out`` (see module doc). ``stop_after_chunks`` (tests) simulates a kill.
+
+    Raises :class:`empirical.data.DataError` on bad input unless ``cfg.data.skip_bad``.
+    """
+    from empirical import models
+    from lls_common.io import atomic_write_json
+
+    state = _distributed_state()
+    rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
+    device = state.device if state is not None else None
+    if model_and_tok is None:
+        kw = cfg.model.load_kwargs()
+        if device is not None:
+            kw["device"] = device
+        model, tok = models.load(cfg.model.model, **kw)
+    else:
+        model, tok = model_and_tok
+
+    d = cfg.data
+    pairs, report = load_pairs(d.path, split=d.split, limit=d.limit, skip_bad=d.skip_bad, filters=cfg.filters,
+                               tok=tok, config=d.config_name, data_dir=d.data_dir)
+    base = None if cfg.base is None else {r["id"]: r for r in read_scores(cfg.base, base_only=True)}
+    size = cfg.score.chunk_size
+    chunks = [pairs[i:i + size] for i in range(0, len(pairs), size)]
+    parts = _parts_dir(cfg.out)
+    key = cfg.run_key()
+    setup_error = [None]
+    if rank == 0:
+        if parts.exists():
+            try:
+                old = json.loads((parts / "run.json").read_text())
+            except (OSError, ValueError):
+                old = None
+            if old != key:
+                setup_error[0] = (f"{parts}: left by a run with other settings; give overwrite (--overwrite) "
+                                  "to discard it, or delete it")
+        else:
+            parts.mkdir(parents=True)
+            atomic_write_json(parts / "run.json", key)
+    if state is not None:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(setup_error, from_process=0)
+    if setup_error[0] is not None:
+        raise DataError(setup_error[0])
+
+    done = {k for k in range(len(chunks)) if (parts / f"chunk-{k:06d}.json").exists()}
+    mine = [k for k in range(len(chunks)) if k % world == rank and k not in done]
+    bar = None
+    if cfg.score.progress and rank == 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(pairs), initial=sum(len(chunks[k]) for k in done), desc=f"scoring x{world}",
+                   unit="pair", dynamic_ncols=True)
+    fatal: str | None = None
+    for count, k in enumerate(mine):
+        if stop_after_chunks is not None and count >= stop_after_chunks:
+            raise KeyboardInterrupt("simulated interruption")
+        errors: list[str] = []
+
+        def bad(msg: str) -> None:
+            if not cfg.data.skip_bad:
+                raise DataError(msg)
+            errors.append(msg)
+
+        try:
+            recs = _score_chunk(model, tok, chunks[k], cfg, bad, base)
+        except DataError as exc:  # stop, but let the other processes reach the barrier too
+            fatal = str(exc)
+            break
+        atomic_write_json(parts / f"chunk-{k:06d}.json", {"records": recs, "errors": errors})
+        if bar is not None:
+            bar.update(sum(len(chunks[j]) for j in range(k, min(k + world, len(chunks)))))
+    if bar is not None:
+        bar.close()
+    if fatal is not None:
+        atomic_write_json(parts / f"error-{rank}.json", {"error": fatal})
+    if state is not None:
+        state.wait_for_everyone()
+    errs = sorted(parts.glob("error-*.json"))
+    if errs:
+        msg = json.loads(errs[0].read_text())["error"]
+        if state is not None:
+            state.wait_for_everyone()
+        if rank == 0:
+            for e in errs:
+                e.unlink(missing_ok=True)
+            if not any(parts.glob("chunk-*.json")):  # nothing worth resuming
+                shutil.rmtree(parts, ignore_errors=True)
+        raise DataError(msg)
+
+    records: list[dict[str, Any]] = []
+    errors_all: list[str] = []
+    for k in range(len(chunks)):
+        recs, errs = _read_chunk(parts / f"chunk-{k:06d}.json")
+        records.extend(recs)
+        errors_all.extend(errs)
+    if state is not None:  # every process has read the parts before process 0 removes them
+        state.wait_for_everyone()
+    if rank == 0:
+        _atomic_jsonl(cfg.out, records)
+        shutil.rmtree(parts, ignore_errors=True)
+    if state is not None:
+        state.wait_for_everyone()
+    n_bad_scoring = len(errors_all)
+    return ScoreResult(
+        out=cfg.out, n_records=report.n_records, n_bad=report.n_bad + n_bad_scoring, n_scored=len(records),
+        dropped=report.dropped, first_errors=(report.first_errors + errors_all)[:5],
+        chunks_total=len(chunks), chunks_resumed=len(done), world_size=world,
+    )
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def score_summary(res: ScoreResult) -> dict[str, Any]:
+    """The JSON summary of a scoring run (what ``lls score --json`` prints)."""
+    return {"out": str(res.out), "records": res.n_records, "bad": res.n_bad, "scored": res.n_scored,
+            "dropped": res.dropped, "first_errors": res.first_errors, "chunks": res.chunks_total,
+            "chunks_resumed": res.chunks_resumed, "processes": res.world_size}
+
+
+def run_score(job: ScoreJob, *, overwrite: bool = False, model_and_tok: tuple[Any, Any] | None = None,
+              inputs: tuple[str | Path, ...] = ()) -> dict[str, Any]:
+    """:func:`score_file` behind the output guards; returns :func:`score_summary`'s dict.
+
+    Before any model work: ``out`` must be writable and not an input. A finished ``out`` whose record
+    ``<out>.run.json`` (settings + input fingerprint) matches is kept as it is (its saved summary returned);
+    a finished ``out`` made with other settings, or an unrelated file, is refused unless ``overwrite``.
+    One run per ``out`` at a time (``<out>.lock``, taken by process 0).
+    """
+    from lls_common.io import OutputLock, check_output, key_diff, read_record
+
+    base = () if job.base is None else (job.base,)
+    out = check_output(job.out, inputs=(job.data.path, *base, *inputs), kind="file", name="out")
+    record = out.with_name(out.name + ".run.json")
+    key = job.run_key()
+    old = read_record(record)
+    if out.exists():
+        if old is not None and old["key"] == key:
+            return old["result"]
+        if not overwrite:
+            why = ("made with other settings (" + ", ".join(key_diff(old["key"], key)[:6]) + ")"
+                   if old is not None else "exists and was not written by lls score")
+            raise LLSError(f"out {out}: {why}; give overwrite (--overwrite) to replace it, or another out")
+    if overwrite:
+        shutil.rmtree(_parts_dir(out), ignore_errors=True)
+    with OutputLock(out, name="out") if _rank() == 0 else contextlib.nullcontext():
+        summary = score_summary(score_file(job, model_and_tok=model_and_tok))
+        if _rank() == 0:
+            atomic_write_json(record, {"key": key, "settings": job.settings(), "result": summary})
+    return summary
+
+
+# ------------------------------------------------------------------------------------------- selection
+def read_scores(path: str | Path, base_only: bool = False) -> list[dict[str, Any]]:
+    """Read a scores file; raises DataError naming file and line at the first bad line.
+
+    Every line is checked by :func:`empirical.data.check_score_record` (log-probs in [min, 0], integer token
+    counts >= 1, duplicate ids refused, ...). ``base_only``: a file of reference scores only (no ``*_sys``
+    fields and no weight, :data:`BASE_FIELDS`), checked the same way.
+    """
+    from empirical.data import check_score_record, read_score_file
+
+    if not base_only:
+        return read_score_file(path)
+    out, seen = [], set()
+    for lineno, rec in iter_json_objects(path):
+        where = f"{path}:{lineno}"
+        if not isinstance(rec, dict) or any(f not in rec for f in BASE_FIELDS):
+            raise DataError(f"{where}: not a reference-scores record (fields {', '.join(BASE_FIELDS)})")
+        check_score_record({**rec, "logp_chosen_sys": rec["logp_chosen"],
+                            "logp_rejected_sys": rec["logp_rejected"], "weight": 0.0}, where)
+        if str(rec["id"]) in seen:
+            raise DataError(f"{where}: duplicate id {rec['id']!r}")
+        seen.add(str(rec["id"]))
+        out.append(rec)
+    if not out:
+        raise DataError(f"{path}: no scored pairs")
+    return out
+
+
+def _trl(rec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": rec["id"], "prompt": rec["prompt"],
+        "chosen": [{"role": "assistant", "content": rec["chosen"]}],
+        "rejected": [{"role": "assistant", "content": rec["rejected"]}],
+        "weight": rec["weight"],
+    }
+
+
+def select_file(scores: str | Path, gamma: float, out_dir: str | Path, seed: int = 0,
+                best_pair_per_prompt: bool = False, key: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Algorithm 1 on a scores file; writes lls/random/bottom.jsonl and summary.json; returns the summary.
+
+    ``gamma`` is checked by :class:`empirical.config.SelectConfig` (``(0, 1]``); ``key`` (settings + input
+    fingerprint, from :func:`run_select`) is recorded in summary.json.
+    """
+    from lls_common.io import RunDir
+    from lls_theory.selection import lls_select
+
+    gamma = SelectConfig(gamma=gamma, best_pair_per_prompt=best_pair_per_prompt).gamma
+    recs = read_scores(scores)
+    col = lambda f, t=np.float64: np.array([r[f] for r in recs], dtype=t)  # noqa: E731
+    prompt_ids = None
+    if best_pair_per_prompt:
+        keys: dict[str, int] = {}
+        prompt_ids = np.array([keys.setdefault(json.dumps(r["prompt"], sort_keys=True), len(keys)) for r in recs])
+    sel = lls_select(col("logp_chosen_sys"), col("logp_rejected_sys"), col("logp_chosen"), col("logp_rejected"),
+                     col("n_tokens_chosen", np.int64), col("n_tokens_rejected", np.int64), gamma,
+                     prompt_ids=prompt_ids, best_pair_per_prompt=best_pair_per_prompt)
+    idx = [int(i) for i in np.asarray(sel.indices)]
+    weights = np.asarray(sel.weights, dtype=np.float64)
+    stored = col("weight")
+    k = len(idx)
+    rng = np.random.default_rng(seed)
+    rand = sorted(int(i) for i in rng.choice(len(recs), size=k, replace=False)) if k else []
+    bottom = [int(i) for i in np.argsort(weights, kind="stable")[:k]]
+    run = RunDir(out_dir)
+    from lls_common.io import atomic_write_jsonl
+
+    atomic_write_jsonl(run.path("lls.jsonl"), [_trl(recs[i]) for i in idx])
+    atomic_write_jsonl(run.path("random.jsonl"), [_trl(recs[i]) for i in rand])
+    atomic_write_jsonl(run.path("bottom.jsonl"), [_trl(recs[i]) for i in bottom])
+    stat = lambda ii: ({"mean": float(weights[ii].mean()), "min": float(weights[ii].min()),  # noqa: E731
+                        "max": float(weights[ii].max())} if len(ii) else None)
+    summary = {
+        "scores": str(scores), "n_scored": len(recs), "n_positive": int(sel.n_positive), "gamma": gamma,
+        "n_selected": k, "seed": seed, "best_pair_per_prompt": best_pair_per_prompt,
+        "weights_match_scores_file": bool(np.allclose(weights, stored, rtol=1e-9, atol=1e-12)),
+        "weight_all": stat(np.arange(len(recs))), "weight_lls": stat(np.array(idx, dtype=int)),
+        "weight_random": stat(np.array(rand, dtype=int)), "weight_bottom": stat(np.array(bottom, dtype=int)),
+        "files": {"lls": "lls.jsonl", "random": "random.jsonl", "bottom": "bottom.jsonl"},
+    }
+    if key is not None:
+        summary["key"] = key
+    run.write_json("summary.json", summary)
+    return summary
+
+
+SELECT_FILES = ("lls.jsonl", "random.jsonl", "bottom.jsonl", "summary.json")
+
+
+def run_select(scores: str | Path, select: SelectConfig, out_dir: str | Path, seed: int = 0, *,
+               overwrite: bool = False) -> dict[str, Any]:
+    """:func:`select_file` behind the output guards (see :func:`run_score`); ``out_dir`` is a folder.
+
+    A finished selection with the same settings and the same scores file is kept (its summary returned); one
+    made with other settings, or unrelated files where the selection goes, is refused unless ``overwrite``.
+    """
+    from lls_common.io import OutputLock, check_output, fingerprint, json_key, key_diff
+    from lls_common.validate import check_seed
+
+    check_seed(seed, "seed")
+    out = check_output(out_dir, inputs=(scores,), kind="dir", name="out")
+    if not Path(scores).is_file():
+        raise LLSError(f"scores {scores}: no such file")
+    key = json_key({"select": asdict(select), "seed": seed, "scores": fingerprint(scores)})
+    present = [f for f in SELECT_FILES if (out / f).exists()]
+    if present:
+        try:
+            old = json.loads((out / "summary.json").read_text())
+        except (OSError, ValueError):
+            old = {}
+        if old.get("key") == key and len(present) == len(SELECT_FILES):
+            return old
+        if not overwrite:
+            why = ("made with other settings (" + ", ".join(key_diff(old["key"], key)[:6]) + ")"
+                   if "key" in old else f"holds {present[0]}, not written by lls select")
+            raise LLSError(f"out {out}: {why}; give overwrite (--overwrite) to replace it, or another out")
+    with OutputLock(out, kind="dir", name="out"):
+        return select_file(scores, select.gamma, out, seed=seed, best_pair_per_prompt=select.best_pair_per_prompt,
+                           key=key)
