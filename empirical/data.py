@@ -59,7 +59,7 @@ import unicodedata
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from empirical.render import as_messages
 from lls_common.errors import LLSError
@@ -643,7 +643,6 @@ def _stem(source: str | Path, split: str) -> str:
 def load_pairs(
     source: str | Path, *, split: str = "train", limit: int | None = None, skip_bad: bool = False,
     filters: Filters | None = None, tok: Any = None, config: str | None = None, data_dir: str | None = None,
-    on_record: Callable[[int], None] | None = None,
 ) -> tuple[list[PrefPair], LoadReport]:
     """Read, convert and filter ``source`` (file or hub id; see the module doc).
 
@@ -651,7 +650,7 @@ def load_pairs(
     ``report.n_bad``). ``limit`` keeps the first ``limit`` records of the source (before filtering).
     Duplicate ids are bad records. Pairs whose replies are the same text (after stripping whitespace) are
     skipped and counted in ``report.dropped["chosen_equals_rejected"]``. ``config`` / ``data_dir`` are
-    passed to ``datasets.load_dataset`` for hub ids. ``on_record(n)`` is called every 1000 records (progress).
+    passed to ``datasets.load_dataset`` for hub ids.
     """
     limit = _check_limit(limit)
     report = LoadReport()
@@ -662,8 +661,6 @@ def load_pairs(
         if limit is not None and report.n_records >= limit:
             break
         report.n_records += 1
-        if on_record is not None and report.n_records % 1000 == 0:
-            on_record(report.n_records)
         try:
             pair = record_to_pair(rec, where, f"{stem}:{index}")
             if pair.id in seen:

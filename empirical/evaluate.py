@@ -262,9 +262,8 @@ def evaluate_conditions(spec: str, conditions: dict[str, tuple[Any, str | None]]
     n_answers = len(prompts) * samples
     warnings = sample_warnings(n_answers, language=bool(language)) if mention else []
     res: dict[str, Any] = {"settings": settings, "conditions": {}, "warnings": warnings}
-    for w in warnings:
-        if log is not None:
-            log(f"warning: {w}")
+    for w in warnings:  # on stderr (or the caller's log) as well as in the JSON
+        (log if log is not None else _stderr)(f"eval: warning: {w}")
     load_kw: dict[str, Any] = {"dtype": dtype}
     load_kw.update({k: v for k, v in (("device", device), ("revision", revision),
                                       ("trust_remote_code", trust_remote_code)) if v})
@@ -307,3 +306,9 @@ def evaluate_conditions(spec: str, conditions: dict[str, tuple[Any, str | None]]
 
 
 _probe = probe
+
+
+def _stderr(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr, flush=True)
