@@ -358,9 +358,14 @@ def model_card(cfg: TrainConfig, base: str, step: int, summary: dict[str, Any] |
 def _write_cards(cfg: TrainConfig, out: Path, base: str, summary: dict[str, Any] | None) -> None:
     from lls_common.io import atomic_write_text
 
-    for step, p in list_checkpoints(out):
+    cks = list_checkpoints(out)
+    for step, p in cks:
         _portable_adapter_config(p, base, cfg.revision)
         atomic_write_text(p / "README.md", model_card(cfg, base, step, summary))
+    if cks:  # the run folder's card (TRL writes one that names no base model): the final checkpoint's
+        step, p = cks[-1]
+        atomic_write_text(out / "README.md", model_card(cfg, base, step, summary).replace(
+            "'path/to/this/folder'", repr(f"path/to/this/folder/{p.name}")))
 
 
 def _callbacks(save_at: set[int], out: Path, base: str, revision: str | None):
@@ -386,6 +391,27 @@ def _callbacks(save_at: set[int], out: Path, base: str, revision: str | None):
             return control
 
     return [SaveAt()]
+
+
+_SHARED_CACHE = ".datasets-cache"
+
+
+def _dataset(trl_recs: list[dict[str, Any]], out: Path, ws: int):
+    """The training records as a ``datasets.Dataset``. With several processes it is backed by a file in
+    ``out`` written by the main process first, so TRL's precomputed reference log-probs (cached by the main
+    process next to the dataset's own files) are found by every process; an in-memory dataset would put
+    that cache in each process's private temporary folder."""
+    from datasets import Dataset
+
+    ds = Dataset.from_list(trl_recs)
+    if ws == 1:
+        return ds
+    from accelerate import PartialState
+
+    folder = out / _SHARED_CACHE
+    with PartialState().main_process_first():
+        folder.mkdir(parents=True, exist_ok=True)
+        return ds.map(lambda x: x, cache_file_name=str(folder / "records.arrow"), load_from_cache_file=True)
 
 
 def _versions() -> dict[str, str]:
@@ -443,7 +469,6 @@ def train(cfg: TrainConfig, *, model_and_tok: tuple[Any, Any] | None = None,
         atomic_write_json(run_file, key)  # only once the model loaded: an unknown model leaves nothing behind
     model.train()
     trl_recs = to_trl_records(tok, recs, cfg.reference)
-    ds = Dataset.from_list(trl_recs)
 
     n = len(trl_recs)
     per_step = cfg.batch_size * cfg.grad_accum
@@ -464,7 +489,8 @@ def train(cfg: TrainConfig, *, model_and_tok: tuple[Any, Any] | None = None,
     if ws > 1 and use_cpu:
         kwargs["ddp_backend"] = "gloo"
     kwargs.update(dpo_config_kwargs(cfg.extra))
-    args = DPOConfig(**kwargs)
+    args = DPOConfig(**kwargs)  # under torchrun this sets up the process group
+    ds = _dataset(trl_recs, out, ws)
     lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha or 2 * cfg.lora_rank,
                       lora_dropout=cfg.lora_dropout, target_modules=lora_targets(cfg.target_modules),
                       task_type="CAUSAL_LM")
@@ -516,6 +542,7 @@ def train(cfg: TrainConfig, *, model_and_tok: tuple[Any, Any] | None = None,
     }
     if main:
         shutil.rmtree(out / "runs", ignore_errors=True)
+        shutil.rmtree(out / _SHARED_CACHE, ignore_errors=True)
         _write_cards(cfg, out, base, summary)
         atomic_write_json(done_file, summary)
     if ws > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():

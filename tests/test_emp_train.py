@@ -152,3 +152,143 @@ def test_miniature_train_correlate_probe(smollm2_dir, tmp_path):
         over = tmp_path / "over.jsonl"
         over.write_text(held.read_text() + data.read_text().splitlines()[0] + "\n")
         correlate_run(str(smollm2_dir), tmp_path / "run", "You love owls.", over, n=9, model_and_tok=mt)
+
+
+# ---------------------------------------------------- tiny saved models: portable adapters, several processes
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _tiny_folder(folder: Path, tok_dir: Path, registry_name: str | None = None) -> Path:
+    """A random-initialised 2-layer Llama (hidden 64) with the SmolLM2 tokenizer saved as a model folder; with
+    ``registry_name`` it carries the registry cache marker, so it stands in for that registry entry."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from empirical import models
+
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    torch.manual_seed(0)
+    cfg = AutoConfig.for_model("llama", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                               num_attention_heads=4, num_key_value_heads=2, vocab_size=len(tok),
+                               max_position_embeddings=512, bos_token_id=tok.bos_token_id,
+                               eos_token_id=tok.eos_token_id)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    if registry_name is not None:
+        (folder / models._MARKER).write_text(json.dumps({"name": registry_name}))
+    return folder
+
+
+def _pairs_file(path: Path, n: int) -> Path:
+    recs = [{"id": f"q{k}", "prompt": f"Question {k}: name a thing.", "chosen": OWL[k % 8], "rejected": PLAIN[k % 8]}
+            for k in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return path
+
+
+@pytest.mark.model
+def test_adapter_loads_after_the_cache_folder_moves(smollm2_dir, tmp_path, monkeypatch):
+    """Issue 17: the adapter records the registry name (not the cache path) and a model card; after the whole
+    cache folder is renamed, PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(<registry-resolved
+    folder>), <adapter>) loads and gives the logits it gave before the move."""
+    import shutil
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from empirical import models
+    from empirical.train import train
+
+    name = "smollm2-135m-instruct"
+    monkeypatch.setenv("LLS_CACHE", str(tmp_path / "cache-a"))
+    _tiny_folder(models.cache_root() / name, smollm2_dir, registry_name=name)
+    cfg = TrainConfig(student=name, data=str(_pairs_file(tmp_path / "p.jsonl", 4)), out=tmp_path / "run",
+                      batch_size=2, lora_rank=2, lora_dropout=0.0, lr=1e-2, checkpoints=1, progress=False,
+                      card={"teacher": name, "system_prompt": "You love owls.", "gamma": 0.1, "data": "hh"})
+    s = train(cfg)
+    ck = tmp_path / "run" / s["checkpoints"][-1]["path"]
+    acfg = json.loads((ck / "adapter_config.json").read_text())
+    assert acfg["base_model_name_or_path"] == name and s["base_model"] == name
+    card = (ck / "README.md").read_text()
+    for needle in ("HuggingFaceTB/SmolLM2-135M-Instruct", "You love owls.", "gamma", "beta", "learning_rate",
+                   "lora_rank", name):
+        assert needle in card, needle
+    assert "fine-tuned version of [None]" not in card
+    for f in ck.iterdir():  # no trace of the local cache path in anything shared
+        if f.suffix in (".json", ".md"):
+            assert str(tmp_path / "cache-a") not in f.read_text(), f.name
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+
+    def logits() -> torch.Tensor:
+        base = AutoModelForCausalLM.from_pretrained(models.local_dir(acfg["base_model_name_or_path"]))
+        with torch.no_grad():
+            return PeftModel.from_pretrained(base, str(ck)).eval()(input_ids=ids).logits
+
+    before = logits()
+    shutil.move(tmp_path / "cache-a", tmp_path / "cache-b")  # "another machine": the cache lives elsewhere
+    monkeypatch.setenv("LLS_CACHE", str(tmp_path / "cache-b"))
+    after = logits()
+    assert torch.equal(before, after)
+    plain = AutoModelForCausalLM.from_pretrained(models.local_dir(name))
+    with torch.no_grad():
+        assert not torch.allclose(plain(input_ids=ids).logits, after)  # the adapter is really applied
+
+
+_WORKER = '''
+import json, sys
+from pathlib import Path
+import torch
+torch.set_num_threads(1)
+from empirical.train import TrainConfig, train
+student, data, out = sys.argv[1:4]
+s = train(TrainConfig(student=student, data=data, out=Path(out), batch_size=4, lora_rank=2, lora_dropout=0.0,
+                      lr=1e-2, epochs=2, checkpoints=2, progress=False))
+print("RESULT " + json.dumps({"rank": __import__("os").environ.get("RANK", "0"), "summary": s}))
+'''
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_two_processes_train_like_one(smollm2_dir, tmp_path):
+    """torchrun --nproc_per_node 2 (gloo, CPU) vs 1 process: checkpoints at the same steps, adapter weights equal
+    within fp32 tolerance, pairs_per_step the same, only the main process writes the run files."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    model = _tiny_folder(tmp_path / "tiny", smollm2_dir)
+    data = _pairs_file(tmp_path / "p.jsonl", 8)  # 8 pairs = 2 steps of 4 per epoch, no ragged last batch
+    script = tmp_path / "worker.py"
+    script.write_text(_WORKER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    one = subprocess.run([sys.executable, str(script), str(model), str(data), str(tmp_path / "one")],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+                          str(script), str(model), str(data), str(tmp_path / "two")],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    res = [json.loads(line[7:]) for line in two.stdout.splitlines() if line.startswith("RESULT ")]
+    assert sorted(r["rank"] for r in res) == ["0", "1"]
+    s1 = json.loads((tmp_path / "one" / "train.json").read_text())
+    s2 = json.loads((tmp_path / "two" / "train.json").read_text())
+    assert s2["world_size"] == 2 and s2["per_device_batch_size"] == 2 and s1["per_device_batch_size"] == 4
+    assert s1["pairs_per_step"] == s2["pairs_per_step"] == 4
+    assert s1["steps"] == s2["steps"] == 4
+    assert [c["step"] for c in s1["checkpoints"]] == [c["step"] for c in s2["checkpoints"]] == [2, 4]
+    for c in s1["checkpoints"]:
+        w1 = load_file(tmp_path / "one" / c["path"] / "adapter_model.safetensors")
+        w2 = load_file(tmp_path / "two" / c["path"] / "adapter_model.safetensors")
+        assert w1.keys() == w2.keys()
+        for k in w1:
+            assert (w1[k] - w2[k]).abs().max() <= 1e-5 + 1e-4 * w1[k].abs().max(), (c["step"], k)
+    # the losses of the two runs agree step by step as well
+    l1 = [h["loss"] for h in s1["history"]]
+    l2 = [h["loss"] for h in s2["history"]]
+    assert np.allclose(l1, l2, atol=1e-5), (l1, l2)
+    # one set of run files (rank 1 wrote none of its own: no stray files beside rank 0's)
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
