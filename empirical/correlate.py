@@ -188,11 +188,18 @@ def checkpoint_margins(model: Any, tok: Any, recs: list[dict[str, Any]], base: A
                 except (OSError, ValueError):
                     saved = {}
                 if isinstance(saved, dict) and saved.get("recs") == digest:
-                    if progress is not None:
-                        progress.stage(f"{label}checkpoint step {step}: saved log-probs reused")
-                    out[step] = margin(_vec(saved["logp_chosen"]), _vec(saved["logp_rejected"]),
-                                       base.logp_chosen, base.logp_rejected)
-                    continue
+                    try:
+                        lc, lr = _vec(saved["logp_chosen"]), _vec(saved["logp_rejected"])
+                        if lc.shape != (len(recs),) or lr.shape != (len(recs),) \
+                                or not (np.isfinite(lc).all() and np.isfinite(lr).all()):
+                            raise ValueError("cache does not match the pairs")
+                        out[step] = margin(lc, lr, base.logp_chosen, base.logp_rejected)
+                    except (KeyError, TypeError, ValueError):  # a damaged cache file: score again
+                        pass
+                    else:
+                        if progress is not None:
+                            progress.stage(f"{label}checkpoint step {step}: saved log-probs reused")
+                        continue
             name = f"step{step}"
             if peft_model is None:
                 peft_model = PeftModel.from_pretrained(model, str(path), adapter_name=name)

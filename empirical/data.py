@@ -180,8 +180,10 @@ def _binary_lines(path: Path, name: str) -> Iterator[tuple[int, bytes]]:
 
 
 def _decode(raw: bytes, name: str, lineno: int) -> str:
+    """UTF-8 text of one line (a byte-order mark opening line 1, as Windows editors write, is dropped)."""
     try:
-        return raw.decode("utf-8")
+        text = raw.decode("utf-8")
+        return text[1:] if lineno == 1 and text.startswith("\ufeff") else text
     except UnicodeDecodeError as exc:
         raise DataError(f"{name}:{lineno}: invalid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
                         "save the file as UTF-8") from None
@@ -245,7 +247,7 @@ def _iter_jsonl(path: Path, name: str) -> Iterator[tuple[str, int, Any]]:
 def _iter_json_list(path: Path, name: str) -> Iterator[tuple[str, int, Any]]:
     raw = b"".join(line for _, line in _binary_lines(path, name))
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise DataError(f"{name}:{line}: invalid UTF-8 (byte 0x{raw[exc.start]:02x}); save the file as UTF-8") from None

@@ -275,7 +275,7 @@ def evaluate_conditions(spec: str, conditions: dict[str, tuple[Any, str | None]]
                 saved = json.loads(cache.read_text())
             except (OSError, ValueError):
                 saved = {}
-            if isinstance(saved, dict) and saved.get("key") == key:
+            if isinstance(saved, dict) and saved.get("key") == key and isinstance(saved.get("result"), dict):
                 res["conditions"][name] = saved["result"]
                 continue
         if log is not None:

@@ -485,3 +485,9 @@ def test_language_codes_are_those_the_language_id_model_reports():
             data.check_language(bad)
     fr = "Je pense que c'est une très bonne idée, merci beaucoup."
     assert data.language_share(fr, "fr") == 1.0  # a code from the label set is what detection returns
+
+
+def test_byte_order_mark_is_accepted(tmp_path):
+    (tmp_path / "b.jsonl").write_bytes(b"\xef\xbb\xbf" + json.dumps(GOOD).encode() + b"\n")
+    (tmp_path / "b.json").write_bytes(b"\xef\xbb\xbf" + json.dumps([GOOD]).encode())
+    assert len(data.load_pairs(tmp_path / "b.jsonl")[0]) == len(data.load_pairs(tmp_path / "b.json")[0]) == 1

@@ -272,3 +272,47 @@ def test_correlate_progress_device_and_warnings(monkeypatch, tmp_path):
                                                  "correlate [4/4"]
     assert "student without system prompt" in stages[0] and "checkpoint step 2" in stages[3]
     assert any(ln.startswith("correlate: warning:") for ln in lines_out)
+
+
+def test_damaged_checkpoint_cache_is_scored_again(monkeypatch, tmp_path):
+    """A saved checkpoint cache with the right digest but wrong length / non-finite values is not used."""
+    import hashlib
+
+    import numpy as np
+
+    from empirical import correlate, scoring
+    from empirical.scoring import PairScores
+
+    recs = [{"id": str(i), "prompt": [{"role": "user", "content": "q"}], "chosen": "a", "rejected": "b"}
+            for i in range(3)]
+    run = _fake_run(tmp_path, "run", FIX, steps=(1,))
+    digest = hashlib.sha256(json.dumps(recs, sort_keys=True).encode()).hexdigest()[:16]
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "run-step1.json").write_text(json.dumps({"recs": digest, "logp_chosen": [-1.0],
+                                                                   "logp_rejected": [-2.0]}))
+    scored = []
+
+    class FakePeft:
+        @classmethod
+        def from_pretrained(cls, model, path, adapter_name):
+            return cls()
+
+        def set_adapter(self, name):
+            pass
+
+        def eval(self):
+            pass
+
+        def unload(self):
+            pass
+
+    import peft
+
+    monkeypatch.setattr(peft, "PeftModel", FakePeft)
+    monkeypatch.setattr(scoring, "score_pairs", lambda m, t, r, s, **k: scored.append(1) or PairScores(
+        np.full(3, -1.0), np.full(3, -3.0), np.ones(3, int), np.ones(3, int)))
+    base = PairScores(np.full(3, -2.0), np.full(3, -2.0), np.ones(3, int), np.ones(3, int))
+    z = correlate.checkpoint_margins(None, None, recs, base, run, cache_dir=tmp_path / "cache")
+    assert scored == [1] and np.allclose(z[1], 2.0)
+    z2 = correlate.checkpoint_margins(None, None, recs, base, run, cache_dir=tmp_path / "cache")
+    assert scored == [1] and np.allclose(z2[1], 2.0)  # the rewritten cache is reused

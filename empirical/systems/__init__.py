@@ -62,7 +62,7 @@ def _read_text(path: Path) -> str:
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from None
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise DataError(f"{path}:{line}: invalid UTF-8 (byte 0x{raw[exc.start]:02x}); save the file as UTF-8") from None
