@@ -15,7 +15,7 @@ import numpy as np
 from scipy import stats as _st
 
 __all__ = ["cosine", "pearson", "spearman", "bootstrap_ci", "permutation_pvalue", "correlation_report", "STATISTICS",
-           "wilson_interval", "difference_pvalue", "paired_difference"]
+           "wilson_interval", "difference_pvalue", "paired_difference", "bootstrap_mean_ci"]
 
 
 def _pair(x, y) -> tuple[np.ndarray, np.ndarray]:
@@ -181,27 +181,52 @@ def correlation_report(x, y, n_boot: int = 2000, n_perm: int = 2000, level: floa
 def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion k/n (the mention rate of issue 6).
 
-    With z the two-sided normal quantile and p = k/n::
+    Computed by scipy: ``scipy.stats.binomtest(k, n).proportion_ci(level, method="wilson")``. With z the
+    two-sided normal quantile and p = k/n it is::
 
         centre = (p + z^2/(2n)) / (1 + z^2/n),  half = z sqrt(p(1-p)/n + z^2/(4n^2)) / (1 + z^2/n).
 
-    Always inside [0, 1] and always contains k/n (unlike the Wald interval); ``ValueError`` unless
-    0 <= k <= n and n >= 1.
+    Always inside [0, 1] and always contains k/n (unlike the Wald interval); the endpoints are exactly 0
+    when k = 0 and exactly 1 when k = n. ``ValueError`` unless k, n are integers with 0 <= k <= n, n >= 1
+    and 0 < level < 1.
     """
-    if not (isinstance(n, (int, np.integer)) and isinstance(k, (int, np.integer))):
-        raise ValueError("k and n must be integers")
+    if isinstance(n, bool) or isinstance(k, bool) or not (isinstance(n, (int, np.integer))
+                                                          and isinstance(k, (int, np.integer))):
+        raise ValueError(f"k and n must be integers, got k={k!r}, n={n!r}")
     if n < 1 or not 0 <= k <= n:
         raise ValueError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
     if not 0 < level < 1:
-        raise ValueError("level must be in (0, 1)")
-    z = float(_st.norm.ppf(0.5 + level / 2))
-    p = k / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    lo, hi = max(0.0, centre - half), min(1.0, centre + half)
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    ci = _st.binomtest(int(k), int(n)).proportion_ci(confidence_level=float(level), method="wilson")
+    lo, hi = min(max(float(ci.low), 0.0), 1.0), min(max(float(ci.high), 0.0), 1.0)
     # exact endpoints at the boundary (rounding can leave 1e-17 instead of 0)
-    return (0.0 if k == 0 else float(lo), 1.0 if k == n else float(hi))
+    return (0.0 if k == 0 else lo, 1.0 if k == n else hi)
+
+
+def bootstrap_mean_ci(values, n_boot: int = 2000, level: float = 0.95, seed: int = 0,
+                      chunk: int = 500) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of ``values`` (shape (n,), finite), vectorised over resamples.
+
+    Resample b draws n indices with replacement (the same seeded index stream as :func:`bootstrap_ci`,
+    so ``bootstrap_ci(lambda x, _y: mean(x), v, v, ...)`` gives the same interval) and takes
+    mean_b = (1/n) Σ_j v[idx_bj]; the interval is the central ``level`` quantile range of the mean_b.
+    Returns (nan, nan) for a single value (no spread to resample); ``ValueError`` for an empty or
+    non-1-D input, a non-finite value (naming its index), n_boot < 1 or level outside (0, 1).
+    """
+    v = np.asarray(values, dtype=float)
+    if v.ndim != 1 or v.size == 0:
+        raise ValueError(f"values must be a non-empty 1-D array, got shape {v.shape}")
+    bad = np.flatnonzero(~np.isfinite(v))
+    if bad.size:
+        raise ValueError(f"values: non-finite value at index {int(bad[0])}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if int(n_boot) < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    if v.size == 1:
+        return (float("nan"), float("nan"))
+    means = np.concatenate([v[idx].mean(axis=1) for idx in _resamples(v.size, int(n_boot), seed, chunk)])
+    return _percentile_interval(means, level)
 
 
 def difference_pvalue(k1: int, n1: int, k2: int, n2: int) -> float:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 import numpy as np
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from lls_theory.proof.adversary import AdversaryConfig, run_adversary
@@ -16,15 +18,68 @@ from lls_theory.stats import cosine
 @settings(max_examples=200, deadline=None)
 @given(st.integers(2, 6), st.floats(0, 0.3), st.floats(0, 0.3), st.integers(0, 2**31 - 1))
 def test_cosine_perturbation_bound_holds(n, dx, dy, seed):
+    """Random perturbations inside the balls (any sign of the numerator)."""
     rng = np.random.default_rng(seed)
     x, y = rng.standard_normal(n), rng.standard_normal(n)
     ex, ey = rng.standard_normal(n), rng.standard_normal(n)
     a = x + dx * np.linalg.norm(x) * rng.random() * ex / np.linalg.norm(ex)
     b = y + dy * np.linalg.norm(y) * rng.random() * ey / np.linalg.norm(ey)
-    c = cosine(x, y)
+    assert cosine(a, b) >= cosine_perturbation_bound(cosine(x, y), dx, dy) - 1e-12
+
+
+def _rot(v, t):
+    c, s = np.cos(t), np.sin(t)
+    return np.array([c * v[0] - s * v[1], s * v[0] + c * v[1]])
+
+
+def _worst_case(c, dx, dy):
+    """The extremal (worst-case) pair in the plane: x = e1 and y at angle t = arccos c; a is the point of
+    the ball ‖a − x‖ ≤ dx‖x‖ where it is tangent to the ray turned away from y by arcsin dx
+    (a = cos θ_x · R(−θ_x) x, so ‖a − x‖ = sin θ_x = dx), b likewise turned away from x by arcsin dy.
+    Then cos(a, b) = cos(t + arcsin dx + arcsin dy): no admissible pair has a smaller cosine. Past π the
+    turns are shortened (a smaller turn θ still has ‖a − x‖ = sin θ ≤ dx) so that a, b are opposite."""
+    t = math.acos(c)
+    tx = min(math.asin(dx), math.pi - t)
+    ty = min(math.asin(dy), math.pi - t - tx)
+    x, y = np.array([1.0, 0.0]), np.array([math.cos(t), math.sin(t)])
+    a = math.cos(tx) * _rot(x, -tx)
+    b = math.cos(ty) * _rot(y, ty)
+    return x, y, a, b, math.cos(t + tx + ty)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(-1, 1), st.floats(0, 0.95), st.floats(0, 0.95), st.integers(2, 6), st.integers(0, 2**31 - 1))
+def test_cosine_perturbation_bound_against_the_worst_case(c, dx, dy, n, seed):
+    """Constructed worst-case perturbations (not random ones), embedded in R^n by a random isometry, in
+    both regimes of the numerator c − dx − dy − dx·dy (a false bound such as c − (dx+dy)/2, or the
+    (1+dx)(1+dy) denominator used with a negative numerator, fails here)."""
+    x2, y2, a2, b2, worst = _worst_case(c, dx, dy)
+    Qm, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((n, n)))
+    x, y, a, b = (Qm[:, :2] @ v for v in (x2, y2, a2, b2))
+    assert np.linalg.norm(a - x) <= dx * np.linalg.norm(x) * (1 + 1e-12) + 1e-15
+    assert np.linalg.norm(b - y) <= dy * np.linalg.norm(y) * (1 + 1e-12) + 1e-15
+    assert cosine(x, y) == pytest.approx(c, abs=1e-12)
+    if np.linalg.norm(a) > 1e-9 and np.linalg.norm(b) > 1e-9:
+        assert cosine(a, b) == pytest.approx(worst, abs=1e-9)
     bound = cosine_perturbation_bound(c, dx, dy)
-    if c - dx - dy - dx * dy >= 0:
-        assert cosine(a, b) >= bound - 1e-12
+    assert -1.0 <= bound <= worst + 1e-12
+
+
+def test_cosine_perturbation_bound_exact_values():
+    assert cosine_perturbation_bound(0.5, 0.1, 0.1) == pytest.approx(0.29 / 1.21, rel=1e-14)
+    assert cosine_perturbation_bound(0.5, 0.1, 0.2) == pytest.approx(0.18 / 1.32, rel=1e-14)
+    assert cosine_perturbation_bound(-0.1, 0.05, 0.05) == pytest.approx(-0.2025 / 0.9025, rel=1e-14)
+    assert cosine_perturbation_bound(-0.9, 0.2, 0.2) == -1.0  # −1.34 / 0.64 < −1
+    assert cosine_perturbation_bound(0.9, 1.0, 0.0) == -1.0  # N = −0.1 < 0 and a may be 0
+    assert cosine_perturbation_bound(0.5, 1.0, 0.0) == -1.0  # N < 0 and a may be 0
+    np.testing.assert_allclose(cosine_perturbation_bound(np.array([0.5, -0.1]), 0.05, 0.05),
+                               [0.3975 / 1.1025, -0.2025 / 0.9025], rtol=1e-14)
+    # the false candidate of issue 15 item 9 is above the attained worst case
+    *_, worst = _worst_case(0.5, 0.1, 0.1)
+    assert 0.5 - 0.5 * (0.1 + 0.1) > worst > cosine_perturbation_bound(0.5, 0.1, 0.1)
+    for bad in ((0.5, -0.1, 0.0), (1.5, 0.1, 0.1), (0.5, 0.0, -1.0)):
+        with pytest.raises(ValueError, match="need dx, dy >= 0"):
+            cosine_perturbation_bound(*bad)
 
 
 def test_adversary_finds_no_violation_but_can_find_one():

@@ -177,6 +177,7 @@ def test_best_pair_per_prompt_rule():
         lls_select(*weights_of(w), gamma=1.0, best_pair_per_prompt=True)
 
 
+@settings(deadline=None)
 @given(st.integers(1, 20).flatmap(lambda n: st.tuples(vec(n), vec(n), vec(n), vec(n))))
 def test_sft_weights_difference_equals_preference_weight(data):
     lcs, lrs, lc, lr = data

@@ -19,6 +19,7 @@ from fractions import Fraction
 from functools import lru_cache
 
 import mpmath
+import numpy as np
 import sympy as sp
 
 from lls_theory.proof.certify import Certificate, Q, poly_nonneg
@@ -390,14 +391,28 @@ def step_t5b(k: Constants) -> StepResult:
 
 
 def cosine_perturbation_bound(c, dx, dy):
-    """If ‖a − x‖ ≤ dx‖x‖, ‖b − y‖ ≤ dy‖y‖ and cos(x, y) ≥ c, then (when the numerator is ≥ 0)
+    """Lower bound on cos(a, b) when ‖a − x‖ ≤ dx‖x‖, ‖b − y‖ ≤ dy‖y‖ and cos(x, y) ≥ c (x, y ≠ 0).
 
-        cos(a, b) ≥ (c − dx − dy − dx·dy) / ((1 + dx)(1 + dy)).
+    With the numerator N = c − dx − dy − dx·dy::
 
-    Proof: ⟨a,b⟩ = ⟨x,y⟩ + ⟨a−x,y⟩ + ⟨x,b−y⟩ + ⟨a−x,b−y⟩ ≥ (c − dx − dy − dx dy)‖x‖‖y‖ (Cauchy–Schwarz)
-    and ‖a‖ ≤ (1+dx)‖x‖, ‖b‖ ≤ (1+dy)‖y‖. With dx = dy = δ this is (c − 2δ − δ²)/(1+δ)².
+        N ≥ 0:             cos(a, b) ≥ N / ((1 + dx)(1 + dy))          (the lemma of step (6))
+        N < 0, dx, dy < 1: cos(a, b) ≥ max(−1, N / ((1 − dx)(1 − dy)))
+        otherwise:         −1 (a or b may be 0)
+
+    Proof: ⟨a,b⟩ = ⟨x,y⟩ + ⟨a−x,y⟩ + ⟨x,b−y⟩ + ⟨a−x,b−y⟩ ≥ N‖x‖‖y‖ (Cauchy–Schwarz) and
+    (1−dx)‖x‖ ≤ ‖a‖ ≤ (1+dx)‖x‖, (1−dy)‖y‖ ≤ ‖b‖ ≤ (1+dy)‖y‖: a non-negative N is divided by the largest
+    possible ‖a‖‖b‖, a negative one by the smallest. (N / ((1+dx)(1+dy)) is false for N < 0: at c = −0.1,
+    dx = dy = 0.05 it is −0.184 while a, b exist with cos(a, b) = cos(arccos c + 2 arcsin 0.05) = −0.199.)
+    With dx = dy = δ and N ≥ 0 this is (c − 2δ − δ²)/(1+δ)². Scalars or broadcastable arrays; dx, dy ≥ 0.
     """
-    return (c - dx - dy - dx * dy) / ((1 + dx) * (1 + dy))
+    c, dx, dy = (np.asarray(v, dtype=float) for v in (c, dx, dy))
+    if np.any(dx < 0) or np.any(dy < 0) or np.any(np.abs(c) > 1):
+        raise ValueError(f"need dx, dy >= 0 and -1 <= c <= 1, got c={c}, dx={dx}, dy={dy}")
+    num = c - dx - dy - dx * dy
+    with np.errstate(divide="ignore", invalid="ignore"):
+        neg = np.where((dx < 1) & (dy < 1), np.maximum(-1.0, num / ((1 - dx) * (1 - dy))), -1.0)
+    out = np.where(num >= 0, num / ((1 + dx) * (1 + dy)), neg)
+    return float(out) if out.ndim == 0 else out
 
 
 @_iv_precision(30)

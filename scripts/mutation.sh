@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# Mutation testing (mutmut 3) as a standing check — one command, outside .ci/run (it takes minutes).
+#
+#   scripts/mutation.sh [lls_theory|empirical] [MODULE ...]
+#
+#   lls_theory (default): mutates lls_theory/{margins,selection,stats,theorem,wellbehaved,representation}.py
+#                         and runs the theory/proof tests (tests/test_theory_*.py, tests/test_proof_*.py).
+#   empirical:            mutates the weight / selection / correlate code of empirical/ (pipeline.py,
+#                         correlate.py) and runs their fast tests plus the theory tests.
+#   MODULE ...:           only these modules of the target, e.g. `scripts/mutation.sh lls_theory margins stats`.
+#   --survivors:          re-test only the mutants listed as not killed in the last mutation-score.json (after
+#                         adding tests: killed mutants stay killed when tests are only added), plus any mutant
+#                         never checked or invalidated by a source change.
+#
+# The repository is never touched: the sources and tests are copied (a snapshot) into
+# ${LLS_MUTATION_DIR:-/tmp/lls-mutation}/<target>, a [tool.mutmut] config is written there, and mutmut runs
+# in that copy with one worker (the shared machine has 2 cores), one module at a time, each run bounded by
+# ${LLS_MUTATION_TIMEOUT:-1800} seconds. The snapshot dir keeps mutmut's cache, so a rerun only re-tests
+# functions whose code changed. Hypothesis runs with a fixed seed so a mutant's verdict is reproducible.
+#
+# Output: per-module and total counts (killed / survived / no tests / timeout), the score
+# killed / (all − skipped), the surviving mutant names, and <workdir>/mutation-score.json.
+# `cd <workdir> && ../../..(venv)/mutmut show NAME` prints a surviving mutant's diff.
+# Exit status: 0 when the score reaches the target's threshold (lls_theory 90 %, empirical 80 %), 1 otherwise.
+set -euo pipefail
+
+TARGET="${1:-lls_theory}"
+shift || true
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="${LLS_PYTHON:-$REPO/.venv/bin/python}"
+MUTMUT="$(dirname "$PY")/mutmut"
+WORK="${LLS_MUTATION_DIR:-/tmp/lls-mutation}/$TARGET"
+TIMEOUT="${LLS_MUTATION_TIMEOUT:-1800}"
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
+
+case "$TARGET" in
+  lls_theory)
+    ALL_MODULES=(margins selection stats theorem wellbehaved representation)
+    PKG=lls_theory
+    THRESHOLD=90
+    TESTS=(tests/test_theory_*.py tests/test_proof_*.py)
+    COPY=(lls_common lls_theory)
+    ;;
+  empirical)
+    ALL_MODULES=(pipeline correlate)
+    PKG=empirical
+    THRESHOLD=80
+    TESTS=(tests/test_emp_cli_data.py tests/test_emp_experiment.py tests/test_theory_margins_selection.py)
+    COPY=(lls_common lls_theory lls_cli empirical simulations)
+    ;;
+  *)
+    echo "usage: scripts/mutation.sh [lls_theory|empirical] [MODULE ...]" >&2
+    exit 2
+    ;;
+esac
+SURVIVORS=0
+if [[ "${1:-}" == "--survivors" ]]; then SURVIVORS=1; shift; fi
+[[ $# -gt 0 ]] && MODULES=("$@") || MODULES=("${ALL_MODULES[@]}")
+for m in "${MODULES[@]}"; do
+  [[ -f "$REPO/$PKG/$m.py" ]] || { echo "mutation.sh: no module $PKG/$m.py" >&2; exit 2; }
+done
+[[ -x "$MUTMUT" ]] || { echo "mutation.sh: $MUTMUT not found: .venv/bin/pip install 'mutmut>=3'" >&2; exit 2; }
+
+# --- snapshot of the sources and tests (never the repo itself) -------------------------------------------
+mkdir -p "$WORK/tests"
+cd "$REPO"
+for d in "${COPY[@]}"; do
+  mkdir -p "$WORK/$d"
+  # copy only changed files so that mutmut's cache stays valid across reruns
+  (cd "$REPO/$d" && find . -name '*.py' -o -name '*.json' -o -name '*.toml' -o -name '*.txt' | grep -v __pycache__) |
+    while read -r f; do
+      mkdir -p "$WORK/$d/$(dirname "$f")"
+      cmp -s "$REPO/$d/$f" "$WORK/$d/$f" || cp "$REPO/$d/$f" "$WORK/$d/$f"
+    done
+done
+rm -rf "$WORK/tests"/test_*.py
+cp tests/conftest.py "$WORK/tests/"
+cat >> "$WORK/tests/conftest.py" <<'PYEOF'
+
+
+# added by scripts/mutation.sh (only in the mutation snapshot): no Hypothesis deadlines on a loaded machine
+from hypothesis import settings as _hyp_settings  # noqa: E402
+
+_hyp_settings.register_profile("mutation", deadline=None)
+_hyp_settings.load_profile("mutation")
+PYEOF
+[[ -d tests/fixtures ]] && cp -r tests/fixtures "$WORK/tests/"
+TEST_FILES=()
+for t in "${TESTS[@]}"; do
+  [[ -f "$t" ]] && cp "$t" "$WORK/tests/" && TEST_FILES+=("$t")
+done
+
+only=""
+for m in "${ALL_MODULES[@]}"; do only+="\"$PKG/$m.py\", "; done
+tests_toml=""
+for t in "${TEST_FILES[@]}"; do tests_toml+="\"$t\", "; done
+cat > "$WORK/pyproject.toml" <<EOF
+# written by scripts/mutation.sh — do not edit (regenerated every run)
+[tool.mutmut]
+source_paths = ["$PKG"]
+only_mutate = [${only%, }]
+pytest_add_cli_args_test_selection = [${tests_toml%, }]
+pytest_add_cli_args = ["-q", "-p", "no:cacheprovider", "--hypothesis-seed=0", "-m", "not model",
+                       "--deselect", "tests/test_proof_cosine_adversary.py::test_cli_json_schema",
+                       "--deselect", "tests/test_proof_cosine_adversary.py::test_cli_rejects_bad_instances"]
+timeout_multiplier = 10.0
+timeout_constant = 5.0
+
+[tool.pytest.ini_options]
+testpaths = ["tests"]
+addopts = "-ra --strict-markers"
+markers = ["slow: slow", "model: needs a model"]
+EOF
+
+cd "$WORK"
+if [[ $SURVIVORS -eq 1 ]]; then
+  [[ -f mutation-score.json ]] || { echo "mutation.sh: no $WORK/mutation-score.json: run without --survivors first" >&2; exit 2; }
+  mapfile -t NAMES < <("$PY" -c 'import json; print("\n".join(json.load(open("mutation-score.json"))["survivors"]))')
+  echo "== mutmut: ${#NAMES[@]} previous survivors, then never-checked mutants (1 worker, timeout ${TIMEOUT}s) =="
+  start=$(date +%s)
+  set +e
+  if [[ ${#NAMES[@]} -gt 0 ]]; then
+    timeout "$TIMEOUT" nice -n 10 "$MUTMUT" run --max-children 1 "${NAMES[@]}" > "$WORK/mutmut-survivors.log" 2>&1
+  fi
+  timeout "$TIMEOUT" nice -n 10 "$MUTMUT" run --max-children 1 > "$WORK/mutmut-unchecked.log" 2>&1
+  rc=$?
+  set -e
+  echo "   rc=$rc in $(( $(date +%s) - start )) s"
+  MODULES=()
+fi
+for m in "${MODULES[@]}"; do
+  echo "== mutmut: $PKG.$m (1 worker, timeout ${TIMEOUT}s) =="
+  start=$(date +%s)
+  set +e
+  timeout "$TIMEOUT" nice -n 10 "$MUTMUT" run --max-children 1 "$PKG.$m.*" > "$WORK/mutmut-$m.log" 2>&1
+  rc=$?
+  set -e
+  echo "   rc=$rc in $(( $(date +%s) - start )) s (log: $WORK/mutmut-$m.log)"
+  [[ $rc -eq 124 ]] && echo "   TIMED OUT: rerun to continue (results so far are cached)"
+done
+
+# --- score from mutmut's per-file .meta files --------------------------------------------------------------
+"$PY" - "$PKG" "$THRESHOLD" "${ALL_MODULES[@]}" <<'EOF'
+import json, sys
+from pathlib import Path
+
+pkg, threshold, modules = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+status = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped",
+          36: "timeout", -24: "timeout", 24: "timeout", 152: "timeout", 255: "timeout", None: "not checked"}
+total, per, survivors = {}, {}, []
+for m in modules:
+    meta = Path("mutants") / pkg / f"{m}.py.meta"
+    if not meta.exists():
+        continue
+    codes = json.loads(meta.read_text())["exit_code_by_key"]
+    c = {}
+    for name, code in sorted(codes.items()):
+        s = status.get(code, "suspicious")
+        c[s] = c.get(s, 0) + 1
+        total[s] = total.get(s, 0) + 1
+        if s in ("survived", "no tests", "not checked", "suspicious"):
+            survivors.append((name, s))
+    per[m] = c
+
+
+def score(c):
+    n = sum(v for k, v in c.items() if k != "skipped")
+    k = c.get("killed", 0) + c.get("timeout", 0)  # a mutant that makes the tests hang is detected
+    return k, n, (100.0 * k / n if n else float("nan"))
+
+
+for m, c in per.items():
+    k, n, s = score(c)
+    print(f"{pkg}.{m:15s} {k:4d}/{n:<4d} killed ({s:5.1f} %)  {dict(sorted(c.items()))}")
+k, n, s = score(total)
+print(f"TOTAL {pkg}: {k}/{n} mutants killed = {s:.1f} % (threshold {threshold:.0f} %)")
+for name, st in survivors:
+    print(f"  {st:11s} {name}")
+Path("mutation-score.json").write_text(json.dumps(
+    {"target": pkg, "killed": k, "total": n, "score_percent": s, "per_module": per,
+     "survivors": [n_ for n_, _ in survivors]}, indent=1) + "\n")
+sys.exit(0 if n and s >= threshold else 1)
+EOF
