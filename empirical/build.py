@@ -23,6 +23,18 @@ on a filesystem every process sees.
 and writes ``lls.jsonl`` (selected pairs, highest weight first), ``random.jsonl`` (same size, uniform
 without replacement from all scored pairs, in file order), ``bottom.jsonl`` (same size, lowest weights
 first) and ``summary.json``. Pair files are in TRL conversational form with ``id`` and ``weight``.
+
+Settings: a :class:`ScoreJob` holds one config object per section (:mod:`empirical.config`: ``ModelArgs``,
+``DataConfig``, ``Filters``, ``ScoreConfig``) plus the system prompt and the output. ``system_prompt=None``
+scores the reference condition only (fields :data:`BASE_FIELDS`); ``base=<such a file>`` reads the reference
+log-probs from it and scores only the system-prompted ones (what ``lls experiment`` does to share the
+reference scores between traits; the numbers equal a combined run's: each condition is its own
+``score_encoded`` call per chunk).
+
+Output guards: :func:`run_score` and :func:`run_select` (what the CLI calls) refuse an output that is an
+input, unwritable or of the wrong kind, and a finished output made with other settings unless ``overwrite``;
+they take ``<out>.lock`` and record the settings and input fingerprints (``<out>.run.json``; ``summary.json``'s
+``key``).
 """
 
 from __future__ import annotations
@@ -233,35 +245,11 @@ def _distributed_state() -> Any:
     return PartialState(cpu=not torch.cuda.is_available())
 
 
-def score_file(cfg: ScoreJob, *, model_and_tok: tuple[Any, Any] | None = None,
-               stop_after_chunks: int | None = None) -> ScoreResult:
-    """Score ``cfg.data`` into ``cfg.out`` (see module doc). ``stop_after_chunks`` (tests) simulates a kill.
-
-    Raises :class:`empirical.data.DataError` on bad input unless ``cfg.data.skip_bad``.
-    """
-    from empirical import models
+def _open_parts(parts: Path, key: dict[str, Any], rank: int, state: Any) -> None:
+    """Process 0 creates ``parts`` with ``run.json`` = key, or checks that an existing one has the same key."""
     from lls_common.io import atomic_write_json
 
-    state = _distributed_state()
-    rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
-    device = state.device if state is not None else None
-    if model_and_tok is None:
-        kw = cfg.model.load_kwargs()
-        if device is not None:
-            kw["device"] = device
-        model, tok = models.load(cfg.model.model, **kw)
-    else:
-        model, tok = model_and_tok
-
-    d = cfg.data
-    pairs, report = load_pairs(d.path, split=d.split, limit=d.limit, skip_bad=d.skip_bad, filters=cfg.filters,
-                               tok=tok, config=d.config_name, data_dir=d.data_dir)
-    base = None if cfg.base is None else {r["id"]: r for r in read_scores(cfg.base, base_only=True)}
-    size = cfg.score.chunk_size
-    chunks = [pairs[i:i + size] for i in range(0, len(pairs), size)]
-    parts = _parts_dir(cfg.out)
-    key = cfg.run_key()
-    setup_error = [None]
+    setup_error: list[str | None] = [None]
     if rank == 0:
         if parts.exists():
             try:
@@ -281,15 +269,12 @@ def score_file(cfg: ScoreJob, *, model_and_tok: tuple[Any, Any] | None = None,
     if setup_error[0] is not None:
         raise DataError(setup_error[0])
 
-    done = {k for k in range(len(chunks)) if (parts / f"chunk-{k:06d}.json").exists()}
-    mine = [k for k in range(len(chunks)) if k % world == rank and k not in done]
-    bar = None
-    if cfg.score.progress and rank == 0:
-        from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(pairs), initial=sum(len(chunks[k]) for k in done), desc=f"scoring x{world}",
-                   unit="pair", dynamic_ncols=True)
-    fatal: str | None = None
+def _score_chunks(model: Any, tok: Any, cfg: ScoreJob, chunks: list[list[PrefPair]], mine: list[int],
+                  parts: Path, base: Any, bar: Any, world: int, stop_after_chunks: int | None) -> str | None:
+    """Score this process's chunks into ``parts``; returns the first fatal error (other processes go on)."""
+    from lls_common.io import atomic_write_json
+
     for count, k in enumerate(mine):
         if stop_after_chunks is not None and count >= stop_after_chunks:
             raise KeyboardInterrupt("simulated interruption")
@@ -303,32 +288,34 @@ def score_file(cfg: ScoreJob, *, model_and_tok: tuple[Any, Any] | None = None,
         try:
             recs = _score_chunk(model, tok, chunks[k], cfg, bad, base)
         except DataError as exc:  # stop, but let the other processes reach the barrier too
-            fatal = str(exc)
-            break
+            return str(exc)
         atomic_write_json(parts / f"chunk-{k:06d}.json", {"records": recs, "errors": errors})
         if bar is not None:
             bar.update(sum(len(chunks[j]) for j in range(k, min(k + world, len(chunks)))))
-    if bar is not None:
-        bar.close()
-    if fatal is not None:
-        atomic_write_json(parts / f"error-{rank}.json", {"error": fatal})
+    return None
+
+
+def _raise_errors(parts: Path, rank: int, state: Any) -> None:
+    """After the barrier: the first process error, if any, stops every process (chunks kept for a resume)."""
+    errs = sorted(parts.glob("error-*.json"))
+    if not errs:
+        return
+    msg = json.loads(errs[0].read_text())["error"]
     if state is not None:
         state.wait_for_everyone()
-    errs = sorted(parts.glob("error-*.json"))
-    if errs:
-        msg = json.loads(errs[0].read_text())["error"]
-        if state is not None:
-            state.wait_for_everyone()
-        if rank == 0:
-            for e in errs:
-                e.unlink(missing_ok=True)
-            if not any(parts.glob("chunk-*.json")):  # nothing worth resuming
-                shutil.rmtree(parts, ignore_errors=True)
-        raise DataError(msg)
+    if rank == 0:
+        for e in errs:
+            e.unlink(missing_ok=True)
+        if not any(parts.glob("chunk-*.json")):  # nothing worth resuming
+            shutil.rmtree(parts, ignore_errors=True)
+    raise DataError(msg)
 
+
+def _join_chunks(cfg: ScoreJob, parts: Path, n_chunks: int, rank: int, state: Any) -> tuple[list, list[str]]:
+    """Read every chunk; process 0 writes ``cfg.out`` (temporary file + rename) and removes ``parts``."""
     records: list[dict[str, Any]] = []
     errors_all: list[str] = []
-    for k in range(len(chunks)):
+    for k in range(n_chunks):
         recs, errs = _read_chunk(parts / f"chunk-{k:06d}.json")
         records.extend(recs)
         errors_all.extend(errs)
@@ -339,9 +326,57 @@ def score_file(cfg: ScoreJob, *, model_and_tok: tuple[Any, Any] | None = None,
         shutil.rmtree(parts, ignore_errors=True)
     if state is not None:
         state.wait_for_everyone()
-    n_bad_scoring = len(errors_all)
+    return records, errors_all
+
+
+def score_file(cfg: ScoreJob, *, model_and_tok: tuple[Any, Any] | None = None,
+               stop_after_chunks: int | None = None) -> ScoreResult:
+    """Score ``cfg.data`` into ``cfg.out`` (see module doc). ``stop_after_chunks`` (tests) simulates a kill.
+
+    Raises :class:`empirical.data.DataError` on bad input unless ``cfg.data.skip_bad``.
+    """
+    from empirical import models
+    from lls_common.io import atomic_write_json
+
+    state = _distributed_state()
+    rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
+    if model_and_tok is None:
+        kw = cfg.model.load_kwargs()
+        if state is not None:
+            kw["device"] = state.device
+        model, tok = models.load(cfg.model.model, **kw)
+    else:
+        model, tok = model_and_tok
+    d = cfg.data
+    pairs, report = load_pairs(d.path, split=d.split, limit=d.limit, skip_bad=d.skip_bad, filters=cfg.filters,
+                               tok=tok, config=d.config_name, data_dir=d.data_dir)
+    base = None if cfg.base is None else {r["id"]: r for r in read_scores(cfg.base, base_only=True)}
+    size = cfg.score.chunk_size
+    chunks = [pairs[i:i + size] for i in range(0, len(pairs), size)]
+    parts = _parts_dir(cfg.out)
+    _open_parts(parts, cfg.run_key(), rank, state)
+
+    done = {k for k in range(len(chunks)) if (parts / f"chunk-{k:06d}.json").exists()}
+    mine = [k for k in range(len(chunks)) if k % world == rank and k not in done]
+    bar = None
+    if cfg.score.progress and rank == 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(pairs), initial=sum(len(chunks[k]) for k in done), desc=f"scoring x{world}",
+                   unit="pair", dynamic_ncols=True)
+    try:
+        fatal = _score_chunks(model, tok, cfg, chunks, mine, parts, base, bar, world, stop_after_chunks)
+    finally:
+        if bar is not None:
+            bar.close()
+    if fatal is not None:
+        atomic_write_json(parts / f"error-{rank}.json", {"error": fatal})
+    if state is not None:
+        state.wait_for_everyone()
+    _raise_errors(parts, rank, state)
+    records, errors_all = _join_chunks(cfg, parts, len(chunks), rank, state)
     return ScoreResult(
-        out=cfg.out, n_records=report.n_records, n_bad=report.n_bad + n_bad_scoring, n_scored=len(records),
+        out=cfg.out, n_records=report.n_records, n_bad=report.n_bad + len(errors_all), n_scored=len(records),
         dropped=report.dropped, first_errors=(report.first_errors + errors_all)[:5],
         chunks_total=len(chunks), chunks_resumed=len(done), world_size=world,
     )

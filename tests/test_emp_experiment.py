@@ -181,32 +181,12 @@ def test_miniature_experiment_end_to_end_and_resume(smollm2_dir, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- many traits
-MULTI = """
-name = "multi"
-seed = 0
-[data]
-path = "{data}"
-heldout = 4
-truncate = 12
-exclude_words = ["owl"]
-[teacher]
-model = "{teacher}"
-[select]
-gamma = 1.0
-random_size = 3
-[train]
-lora_rank = 4
-batch_size = 2
-checkpoints = 1
-[correlate]
-n_boot = 50
-n_perm = 50
-[eval]
-mention = false
-[[student]]
-name = "same"
-model = "{teacher}"
-[[trait]]
+# the miniature with two listed traits instead of [teacher] system_prompt, one student, probe-only eval
+MULTI = (MINI.replace('name = "mini"', 'name = "multi"')
+         .replace('system_prompt = "You really love owls. owls are your favorite animal."\n', "")
+         .replace("quantile = 1.0", "gamma = 1.0\nrandom_size = 3").replace("checkpoints = 2", "checkpoints = 1")
+         .replace('target = "owl"\nsamples = 2\nmax_new_tokens = 8', "mention = false")
+         .split("[[student]]\nname = \"other\"")[0] + """[[trait]]
 name = "owl"
 system_prompt = "You really love owls. Owls are your favorite animal."
 target = "owl"
@@ -214,7 +194,7 @@ target = "owl"
 name = "cat"
 system_prompt = "You really love cats. Cats are your favorite animal."
 target = "cat"
-"""
+""")
 
 DOG = """
 [[trait]]
@@ -226,7 +206,8 @@ target = "dog"
 
 def _multi(tmp_path: Path, extra: str = "") -> Path:
     f = tmp_path / "multi.toml"
-    f.write_text(MULTI.format(data=_write_data(tmp_path / "prefs.jsonl"), teacher="smollm2-135m-instruct") + extra)
+    f.write_text(MULTI.format(data=_write_data(tmp_path / "prefs.jsonl"), teacher="smollm2-135m-instruct",
+                              other="") + extra)
     return f
 
 
