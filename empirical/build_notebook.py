@@ -30,6 +30,23 @@ CELLS = [
              "              f\"[{r['pearson_ci'][0]:+.3f}, {r['pearson_ci'][1]:+.3f}]  {r['spearman']:8.3f} {r['pearson_p']:7.4f}\")\n"
              "    print('paper (owls, OLMo2-1B student):', summary['paper_table1_owls'])\n"
              "    display(Image(filename=str(RUN / 'table1.png')))"),
+    ("md", "## Table 1 beside the paper\nOne row per student, one column per trait (one here): held-out Pearson "
+           "of the reference r with z_M for the LLS student [95% CI], the random-subset control, the paired "
+           "LLS − random difference [95% CI], and the paper's number. r = z_T for the student that is not the "
+           "teacher, z_s (= z_T) for the teacher's own model. `empirical.report.table1` recomputes every point "
+           "estimate from the stored vectors and refuses a JSON whose stored statistics disagree; the cell below "
+           "checks it once more with numpy."),
+    ("code", "from empirical.report.table1 import fig19, fig19_markdown, load_run, table1, table1_markdown\n\n"
+             "if summary:\n"
+             "    run = load_run(RUN)\n"
+             "    tab = table1(run)\n"
+             "    for row in tab['rows']:\n"
+             "        for trait, cell in row['cells'].items():\n"
+             "            c = run.correlate[(trait, row['student'])]\n"
+             "            zm = np.array(c['arms']['lls']['z_M'][str(c['arms']['lls']['checkpoints'][-1]['step'])])\n"
+             "            assert abs(np.corrcoef(np.array(c[row['ref']]), zm)[0, 1] - cell['lls']['pearson']) < 1e-9\n"
+             "    display(Markdown('\\n'.join(table1_markdown(tab))))\n"
+             "    display(Markdown('\\n'.join(fig19_markdown(fig19(run)))))"),
     ("md", "## Recompute from the stored vectors\nThe headline numbers again, straight from `correlate.json` "
            "(z vectors per pair) with `lls_theory.stats` — they must match the table."),
     ("code", "if summary:\n"
@@ -71,6 +88,30 @@ CELLS = [
              "        e = json.loads((RUN / 'students' / student / 'eval.json').read_text())\n"
              "        for k in range(3):\n"
              "            print(f'[{student} / lls] {e[\"settings\"][\"prompts\"][k]}\\n  -> {e[\"conditions\"][\"lls\"][\"answers\"][k][0][:300]}\\n')"),
+    ("md", "## Many traits: Table 1 and the Figure-19 view\nWhen a many-trait run is committed under "
+           "`results/table1/` (`lls experiment --config empirical/configs/animals-hh.toml`), this renders its "
+           "Table 1 and Figure-19 view and recomputes the angles between each trait's fine-tuned z_M and its "
+           "reference with numpy (arccos of the cosine in the space of held-out pairs)."),
+    ("code", "MANY = [p.parent for p in sorted((Path('..') / 'results' / 'table1').glob('**/config.json'))\n"
+             "        if (p.parent / 'traits').is_dir()]\n"
+             "if not MANY:\n"
+             "    print('no many-trait result committed yet under results/table1/')\n"
+             "for root in MANY:\n"
+             "    run = load_run(root)\n"
+             "    f19 = fig19(run)\n"
+             "    for s, d in f19.items():\n"
+             "        for t in d['traits']:\n"
+             "            c = run.correlate[(t, s)]\n"
+             "            zm = np.array(c['arms']['lls']['z_M'][str(c['arms']['lls']['checkpoints'][-1]['step'])])\n"
+             "            r = np.array(c[d['ref']])\n"
+             "            ang = np.degrees(np.arccos(zm @ r / np.linalg.norm(zm) / np.linalg.norm(r)))\n"
+             "            assert abs(ang - d['angles_deg'][t]) < 1e-6\n"
+             "    print(root)\n"
+             "    display(Markdown('\\n'.join(table1_markdown(table1(run)))))\n"
+             "    display(Markdown('\\n'.join(fig19_markdown(f19))))\n"
+             "    for f in ('table1.png', 'fig19.png'):\n"
+             "        if (root / f).is_file():\n"
+             "            display(Image(filename=str(root / f)))"),
     ("md", "The full write-up, with the settings chosen to fit 2 CPU cores, is `results/e2e/run/report.md` and "
            "`results/e2e/README.md`."),
 ]

@@ -262,15 +262,15 @@ def caption(fig, text: str, *, width_chars: int | None = None) -> None:
 
 
 def dodge(x: Sequence[float], i: int, n: int, span: float | None = None) -> list[float]:
-    """x positions of series ``i`` of ``n`` that share ``x``, spread over ``span`` (default: 30% of the
-    smallest gap between distinct x values, or 0.3 for a single x) so their error bars do not overlap."""
+    """x positions of series ``i`` of ``n`` that share ``x``, spread over ``span`` (default: min(0.3, 0.1 (n − 1))
+    of the smallest gap between distinct x values, or of 1 for a single x) so their error bars do not overlap."""
     if not 0 <= i < n:
         raise ValueError(f"figstyle.dodge: series {i} of {n}")
     xs = [float(v) for v in x]
     if span is None:
         distinct = sorted(set(xs))
         gaps = [b - a for a, b in zip(distinct, distinct[1:]) if b > a]
-        span = 0.3 * min(gaps) if gaps else 0.3
+        span = min(0.3, 0.1 * (n - 1)) * (min(gaps) if gaps else 1.0)
     off = 0.0 if n == 1 else (i - (n - 1) / 2) * span / (n - 1)
     return [v + off for v in xs]
 
