@@ -28,6 +28,7 @@ condition records the ``device`` and ``dtype`` its model ran in.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,8 @@ def sample_answers(model: Any, tok: Any, prompts: tuple[str, ...] | list[str], n
     :mod:`empirical.render`. Reproducible: torch's RNG is seeded before each batch of prompt i with
     ``seed * 1_000_003 + i * 1_009 + batch_index``, so a result does not depend on what ran before.
     With the plain template (base models without a chat template) an answer is cut where the model starts
-    a new ``User:`` turn of its own.
+    a new ``User:`` turn of its own. ``progress``: a tqdm bar when stderr is a terminal, else one stderr line
+    per prompt.
     """
     import torch
 
@@ -113,6 +115,7 @@ def sample_answers(model: Any, tok: Any, prompts: tuple[str, ...] | list[str], n
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     plain = not render.has_chat_template(tok)
     out: list[list[str]] = []
+    t0 = time.time()
     bar = _bar(len(prompts) * n, progress)
     for i, p in enumerate(prompts):
         ids = render.encode_text(tok, render.render_prompt(tok, render.as_messages(p, f"prompt {i}"), system_prompt))
@@ -132,14 +135,23 @@ def sample_answers(model: Any, tok: Any, prompts: tuple[str, ...] | list[str], n
                 answers.append(text.strip())
             bar.update(m)
         out.append(answers)
+        if progress and not _tty():  # logs get one plain line per prompt instead of a bar
+            _stderr(f"eval: prompt {i + 1}/{len(prompts)} answered ({n} samples, {time.time() - t0:.0f} s)")
     bar.close()
     return out
 
 
+def _tty() -> bool:
+    import sys
+
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
 def _bar(total: int, on: bool):
+    """A tqdm bar on stderr when it is a terminal (disabled otherwise)."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, disable=not on, unit="answer", leave=False)
+    return tqdm(total=total, disable=not (on and _tty()), unit="answer", leave=False)
 
 
 def mention_rate(answers: list[list[str]], target: str, level: float = 0.95) -> dict[str, Any]:

@@ -316,3 +316,15 @@ def test_damaged_checkpoint_cache_is_scored_again(monkeypatch, tmp_path):
     assert scored == [1] and np.allclose(z[1], 2.0)
     z2 = correlate.checkpoint_margins(None, None, recs, base, run, cache_dir=tmp_path / "cache")
     assert scored == [1] and np.allclose(z2[1], 2.0)  # the rewritten cache is reused
+
+
+@pytest.mark.model
+def test_sample_answers_progress_lines_when_not_a_terminal(smollm2, capsys):
+    from empirical.evaluate import sample_answers
+
+    model, tok = smollm2
+    out = sample_answers(model, tok, ["Say hi.", "Say bye."], 2, max_new_tokens=2, progress=True)
+    assert [len(r) for r in out] == [2, 2]
+    err = capsys.readouterr().err  # captured: not a terminal, so plain lines and no tqdm bar
+    assert "eval: prompt 1/2 answered (2 samples" in err and "eval: prompt 2/2 answered" in err
+    assert "answer/s" not in err
