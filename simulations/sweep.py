@@ -171,6 +171,8 @@ def _figures(run: RunDir, records, summary, traj, d):
 
 def run_demo(out, seed: int = 0, n_trials: int = 4, as_json: bool = False, threads: int | str | None = "auto") -> int:
     """The demo suite (:func:`demo_settings`); ``threads``: BLAS threads (simulations.threads policy)."""
+    check_int(seed, "seed", 0, 2**32 - 1)
+    check_int(n_trials, "trials", 1, 10_000)
     run = RunDir(out)
     t0 = time.time()
     records = []
@@ -381,6 +383,7 @@ def run_sweep(spec: dict, out, seed: int = 0, as_json: bool = False, threads: in
     """Run (or resume) the grid of :func:`load_sweep_config`; ``threads``: simulations.threads policy."""
     from . import plots
 
+    check_int(seed, "seed", 0, 2**32 - 1)
     run = RunDir(out)
     pdir = run.path("points")
     pdir.mkdir(exist_ok=True)

@@ -82,7 +82,12 @@ def _loss_from_margins(t: np.ndarray, w: np.ndarray) -> np.ndarray:
 def _exact_loss(Phi: np.ndarray, V: np.ndarray, w: np.ndarray, beta: float, return_margins: bool = False):
     """The certificate's loss, (A,): Σ_i w_i (−log σ(β⟨v, φ_i⟩)) in float64 throughout, from Φ (A, m, d)
     and v (A, d) directly (no running sums), with lls_theory's log σ. Optionally also t = βΦv."""
-    t = beta * np.matmul(Phi.astype(np.float64, copy=False), V[:, :, None])[:, :, 0]
+    if Phi.dtype == np.float64:
+        t = beta * np.matmul(Phi, V[:, :, None])[:, :, 0]
+    else:  # one trial at a time, so the float64 copy of Φ stays small (and in cache)
+        t = np.empty(Phi.shape[:2])
+        for k in range(Phi.shape[0]):
+            t[k] = beta * (Phi[k].astype(np.float64) @ V[k])
     loss = -(log_sigmoid(t) * w).sum(axis=1)
     return (loss, t) if return_margins else loss
 
@@ -120,6 +125,8 @@ def solve_to_delta(
     certified = np.zeros(T, dtype=bool)
     converged = np.zeros(T, dtype=bool)
     iters = np.zeros(T, dtype=int)
+    exact = np.zeros(T, dtype=bool)  # loss[k] recomputed from Φ and v since v last moved
+    all_rows = bool(mask.all())
     hdt = np.dtype(hessian_dtype)
     eye = np.eye(d)
 
@@ -130,9 +137,10 @@ def solve_to_delta(
     P = Phi[rows] if rows.size < T else Phi
     P_h = P if P.dtype == hdt else P.astype(hdt)
     W = w[rows]
-    for _ in range(max_iter):
+    for it in range(max_iter):
         if act.size == 0:
             break
+        first = it == 0 and all_rows  # v = 0 and no padded rows
         if act.size <= rows.size // 2:  # compact the working set (at most one copy per halving)
             keep = np.searchsorted(rows, act)
             P, P_h, W, rows = P[keep], P_h[keep], W[keep], act
@@ -156,7 +164,8 @@ def solve_to_delta(
             rel = np.take_along_axis(rel, top, axis=1)
         else:
             Ph = P_h
-        X = Ph * rel.astype(hdt)[:, :, None]
+        # at v = 0 every curvature is w/4, so rel = 1 on every row (none padded): X = Φ
+        X = Ph if first else Ph * rel.astype(hdt)[:, :, None]
         H = np.matmul(Ph.transpose(0, 2, 1), X).astype(np.float64) * ((beta**2) * cmax[:, :, None])
         H = 0.5 * (H + H.transpose(0, 2, 1))
         scale = np.trace(H, axis1=1, axis2=2)[:, None, None] / d
@@ -193,6 +202,7 @@ def solve_to_delta(
                 grow = sel[new_loss[sel] > delta]
         improved = new_loss <= cur
         V[act] = np.where(improved[:, None], v + lr[:, None] * step, v)
+        exact[act[improved]] = False
         tt[act] = np.where(improved[:, None], new_t, t)
         loss[act] = np.where(improved, new_loss, cur)
         iters[act] += 1
@@ -204,13 +214,17 @@ def solve_to_delta(
             ex, t_ex = _exact_loss(P[pos[cand]], V[ids], Wa[cand], beta, return_margins=True)
             certified[ids] = ex <= delta
             loss[ids] = ex
+            exact[ids] = True
             tt[ids] = t_ex
         dec_done = decrement / 2 <= delta / 10
         converged[act] = certified[act] | dec_done
         finished = certified[act] | dec_done | ~improved
         act = act[~finished]
-    # every reported loss is the exact float64 one
-    loss = _exact_loss(Phi, V, w, beta)
+    # every reported loss is the exact float64 one (those checked in the loop already are)
+    todo = np.flatnonzero(~exact)
+    if todo.size:
+        full = todo.size == T
+        loss[todo] = _exact_loss(Phi if full else Phi[todo], V[todo], w[todo], beta)
     by_loss = loss <= delta
     gap = np.where(by_loss, loss, np.inf)
     rest = np.flatnonzero(~by_loss)
