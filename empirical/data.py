@@ -729,6 +729,10 @@ LOGP_TOLERANCE = 1e-3
 LOGP_MIN = -1e9
 
 
+#: |weight| above this is refused: w / N is a sum of four log-probs in [LOGP_MIN, 0] over N >= 1 tokens
+WEIGHT_MAX = 4 * abs(LOGP_MIN)
+
+
 def _number(v: Any) -> bool:
     return not isinstance(v, bool) and isinstance(v, (int, float))
 
@@ -738,7 +742,7 @@ def check_score_record(rec: Any, where: str) -> dict[str, Any]:
 
     ``id`` a non-empty string or integer; ``prompt`` valid messages; ``chosen``/``rejected`` text;
     the four log-probs finite numbers in [LOGP_MIN, LOGP_TOLERANCE]; ``n_tokens_*`` integers >= 1
-    (3.7, 3.0, 0, -1 and true are refused); ``weight`` a finite number.
+    (3.7, 3.0, 0, -1 and true are refused); ``weight`` a finite number with ``|weight| <= WEIGHT_MAX``.
     """
     if not isinstance(rec, dict):
         raise DataError(f"{where}: expected a JSON object")
@@ -768,8 +772,9 @@ def check_score_record(rec: Any, where: str) -> dict[str, Any]:
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise DataError(f"{where}: field {f!r} must be an integer >= 1 (a token count), got {v!r:.40}")
     w = rec["weight"]
-    if not _number(w) or not math.isfinite(w):
-        raise DataError(f"{where}: field 'weight' must be a finite number, got {w!r:.40}")
+    if not _number(w) or not math.isfinite(w) or abs(w) > WEIGHT_MAX:
+        raise DataError(f"{where}: field 'weight' must be a finite number in [-{WEIGHT_MAX:g}, {WEIGHT_MAX:g}], "
+                        f"got {w!r:.40}")
     return rec
 
 

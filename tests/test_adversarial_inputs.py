@@ -267,7 +267,7 @@ def test_score_files(lines, mut, gz):
             assert data.LOGP_MIN <= r[f] <= data.LOGP_TOLERANCE
         for f in data.SCORE_NTOKEN_FIELDS:
             assert type(r[f]) is int and r[f] >= 1
-        assert math.isfinite(r["weight"])
+        assert math.isfinite(r["weight"]) and abs(r["weight"]) <= data.WEIGHT_MAX
 
 
 @SETTINGS

@@ -446,7 +446,7 @@ def _score_rec(i=0, **kw):
     ("n_tokens_chosen", True, "integer >= 1"), ("logp_chosen", 0.5, "log-probability"),
     ("logp_chosen_sys", -1e308, "log-probability"), ("logp_rejected", 1e308, "log-probability"),
     ("logp_rejected_sys", "x", "finite number"), ("logp_chosen", None, "finite number"),
-    ("weight", True, "finite number"), ("id", None, "'id'"), ("id", 1.5, "'id'"),
+    ("weight", True, "finite number"), ("weight", 1e308, "finite number"), ("id", None, "'id'"), ("id", 1.5, "'id'"),
     ("prompt", 7, "prompt"), ("chosen", "\u200b", "empty 'chosen'"),
 ])
 def test_score_file_values_are_checked(tmp_path, field, value, match):
