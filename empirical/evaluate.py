@@ -10,7 +10,7 @@ as a whole word (:func:`empirical.data.word_pattern`), with a Wilson 95% interva
 (c) Language share: for translator system prompts, each answer's share written in the target language by
 sentence-level language ID weighted by sentence length, ignoring sentences with >= 50% non-alphabetic
 characters or a top-language probability < 0.25 (:func:`empirical.data.language_share`); reported as the
-mean over answers with a bootstrap 95% interval (:func:`lls_theory.stats.bootstrap_ci` of the mean).
+mean over answers with a bootstrap 95% interval (:func:`lls_theory.stats.bootstrap_mean_ci`).
 
 Probe: for each "favourite animal" question q and candidate list c_1..c_K (target included), the
 probability of the target *among the candidates*,
@@ -174,19 +174,16 @@ def mention_rate(answers: list[list[str]], target: str, level: float = 0.95) -> 
 
 def language_report(answers: list[list[str]], lang: str, seed: int = 0, n_boot: int = 2000) -> dict[str, Any]:
     """Mean per-answer share of ``lang`` (paper's evaluation rule) with a bootstrap 95% interval
-    (:func:`lls_theory.stats.bootstrap_ci` of the mean; NaN bounds for a single answer)."""
+    (:func:`lls_theory.stats.bootstrap_mean_ci`; NaN bounds for a single answer)."""
     import numpy as np
 
     from empirical.data import language_share
-    from lls_theory.stats import bootstrap_ci
+    from lls_theory.stats import bootstrap_mean_ci
 
     shares = np.array([language_share(a, lang, max_nonalpha=0.5, min_prob=0.25) for row in answers for a in row])
     if shares.size == 0:
         raise ValueError("no answers to score")
-    if shares.size >= 2:
-        ci = bootstrap_ci(lambda x, _y: float(np.mean(x)), shares, shares, n_boot=n_boot, seed=seed)
-    else:
-        ci = (float("nan"), float("nan"))
+    ci = bootstrap_mean_ci(shares, n_boot=n_boot, seed=seed)
     return {"language": lang, "mean_share": float(shares.mean()), "ci": [float(ci[0]), float(ci[1])],
             "frac_mostly_target": float(np.mean(shares >= 0.5)), "n": int(shares.size)}
 

@@ -59,8 +59,8 @@ def test_language_share_evaluation_rule():
 
 # ------------------------------------------------------------------------------ language share, guards, device
 def test_language_report_bootstrap_is_lls_theory_bootstrap(monkeypatch):
-    """The interval is lls_theory.stats.bootstrap_ci of the mean, and equals the former hand-written
-    resampler (same generator, same draws) to the last bit."""
+    """The interval is lls_theory.stats.bootstrap_mean_ci, and equals the former hand-written resampler
+    (same generator, same draws) to the last bit."""
     import numpy as np
 
     from empirical import data
