@@ -296,7 +296,12 @@ def check_arm_disjoint(pairs: list[Any], run: Path, name: str = "lls") -> None:
     from empirical import data
 
     src = _training_data(run)
-    check_disjoint(pairs, data.load_pair_records(src), train_name=f"the training subset of arm {name} ({src})")
+    try:
+        train_recs = data.load_pair_records(src)
+    except data.DataError as exc:
+        raise LLSError(f"arm {name} ({run}): its training data {src} cannot be read for the held-out overlap "
+                       f"check: {exc}") from None
+    check_disjoint(pairs, train_recs, train_name=f"the training subset of arm {name} ({src})")
 
 
 def arm_contrast(refs: dict[str, Any], arms: dict[str, Any], n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:

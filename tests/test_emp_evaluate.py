@@ -235,6 +235,9 @@ def test_correlate_refuses_overlap_and_missing_data_before_any_model(monkeypatch
         correlate.correlate_run("m", run, "You love owls.", FIX)
     with pytest.raises(LLSError, match="nope.jsonl: no such file"):
         correlate.correlate_run("m", run, "You love owls.", tmp_path / "nope.jsonl")
+    gone = _fake_run(tmp_path, "gone", tmp_path / "deleted.jsonl")
+    with pytest.raises(LLSError, match=r"arm lls \(.*gone\): its training data .*deleted.jsonl cannot be read"):
+        correlate.correlate_run("m", gone, "You love owls.", FIX)
 
 
 def test_correlate_progress_device_and_warnings(monkeypatch, tmp_path):
