@@ -219,3 +219,28 @@ def test_committed_single_trait_run_renders_as_before(tmp_path: Path):
         ref = np.array(c["z_T"] if "z_T" in c else c["z_s"])
         zm = np.array(c["arms"]["lls"]["z_M"][str(c["arms"]["lls"]["checkpoints"][-1]["step"])])
         assert f"**{_pearson(ref, zm):.2f}**" in md
+
+
+def test_write_report_with_the_experiment_view_and_stage_json(fake_run: Path, tmp_path: Path):
+    """The per-trait report as ``lls experiment`` calls it: a settings view object, stage JSON beside it."""
+    from types import SimpleNamespace
+
+    from empirical.report import write_report
+
+    T = fake_run / "traits" / "dog"
+    (T / "stages").mkdir()
+    stages = {"split": {"n_records": 100, "n_bad": 1, "dropped": {}, "n_usable": 99, "n_heldout": N, "n_pool": 39},
+              "select": {"n_positive": 20, "n_selected": 5, "weight_lls": {"mean": 0.3}, "weight_all": {"mean": 0.0},
+                         "weight_random": {"mean": -0.01}},
+              "train": {"same/lls": {"n_pairs": 5, "steps": 8, "wall_s_this_call": 3.0, "pairs_per_s_this_call": 1.7}}}
+    for k, v in stages.items():
+        (T / "stages" / f"{k}.json").write_text(json.dumps({"key": {}, "result": v}))
+    view = SimpleNamespace(name="animals-test/dog", teacher=STUDENTS["same"], system_prompt="You love dogs.",
+                           students=[SimpleNamespace(name=s, model=m) for s, m in STUDENTS.items()], target=None,
+                           language=None, seed=0, data="x.jsonl", truncate=20, quantile=0.1, beta=0.1, lr=5e-4,
+                           lora_rank=8, lora_alpha=16, epochs=1, repeat=1, batch_size=4, grad_accum=1, checkpoints=2)
+    out = write_report(T, view)
+    md = (T / "report.md").read_text()
+    assert "## Data and selection" in md and "## Training" in md and "| same/lls | 5 | 8 | 3 | 1.70 |" in md
+    assert f"paper {0.565:.2f}" in md  # trait "dog" named by its folder maps to the paper's dogs column (same teacher)
+    assert "Not measured for this trait" in md and "mention.png" not in out["figures"]

@@ -23,7 +23,7 @@ from typing import Any
 
 from lls_common.errors import LLSError
 
-__all__ = ["write_report", "write_run_report", "collect_rows", "config_view"]
+__all__ = ["write_report", "write_run_report", "write_many_trait_report", "collect_rows", "config_view"]
 
 
 def _fmt(rep: dict[str, Any], stat: str) -> str:
@@ -160,7 +160,8 @@ def write_report(root: str | Path, cfg: Any) -> dict[str, Any]:
 
     root = Path(root)
     split, select, train = _stage(root, "split"), _stage(root, "select"), _stage(root, "train")
-    trait_name = getattr(cfg, "target", None) or getattr(cfg, "name", None) or "trait"
+    trait_name = (root.name if root.parent.name == "traits"  # traits/<name>/ of a many-trait run
+                  else getattr(cfg, "target", None) or getattr(cfg, "name", None) or "trait")
     run = load_run(root, trait=trait_name)
     trait = run.traits[0]
     rows = collect_rows(root, _students(cfg) or [SimpleNamespace(name=s) for s in run.students])
@@ -304,9 +305,31 @@ def write_run_report(root: str | Path) -> dict[str, Any]:
     """Regenerate every report and figure of a finished run from its JSON (``lls report --run ROOT``).
 
     Single-trait run: :func:`write_report` on the folder. Many-trait run: :func:`write_report` on every
-    ``traits/<name>/`` that has its stage JSON, then the run-level ``table1.png``, ``fig19.png``, ``table1.json``
-    and ``report.md``. Returns ``{"reports": [...], "figures": [...]}`` (paths relative to ``root``).
+    ``traits/<name>/`` that has correlate output, then :func:`write_many_trait_report`. Returns
+    ``{"reports": [...], "figures": [...]}`` (paths relative to ``root``).
     """
+    root = Path(root)
+    cfg_file = root / "config.json"
+    config = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
+    traits = _trait_dirs(root)
+    if not traits:
+        out = write_report(root, config_view(config))
+        return {"reports": ["report.md"], "figures": out["figures"]}
+    reports, figures = [], []
+    for name, tdir in traits.items():
+        if any((tdir / "students").glob("*/correlate.json")):
+            out = write_report(tdir, config_view(config, name))
+            reports.append(f"traits/{name}/report.md")
+            figures += [f"traits/{name}/{f}" for f in out["figures"]]
+    out = write_many_trait_report(root)
+    return {"reports": reports + out["reports"], "figures": figures + out["figures"]}
+
+
+def write_many_trait_report(root: str | Path) -> dict[str, Any]:
+    """The run-level outputs of a many-trait run (``traits/<name>/students/<s>/correlate.json``): Table 1 (one
+    row per student, one column per trait; ``table1.png``), the Figure-19 view (``fig19.png``), one trajectory
+    figure per student with a panel per trait (``trajectory-<student>.png``), ``table1.json`` and ``report.md``
+    at ``root``. Traits without a ``correlate.json`` yet are left out. Reads JSON only."""
     from empirical.figures import fig19_figure, table1_grid_figure, trajectory_figure
     from empirical.report.table1 import fig19, fig19_markdown, load_run, table1, table1_markdown
     from lls_common import figstyle
@@ -315,22 +338,11 @@ def write_run_report(root: str | Path) -> dict[str, Any]:
     root = Path(root)
     cfg_file = root / "config.json"
     config = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
-    traits = _trait_dirs(root)
-    if not traits:
-        view = config_view(config)
-        out = write_report(root, view)
-        return {"reports": ["report.md"], "figures": out["figures"]}
-    reports, figures = [], []
-    for name, tdir in traits.items():
-        if (tdir / "stages").is_dir() or any((tdir / "students").glob("*/correlate.json")):
-            out = write_report(tdir, config_view(config, name))
-            reports.append(f"traits/{name}/report.md")
-            figures += [f"traits/{name}/{f}" for f in out["figures"]]
     run = load_run(root)
     tab, f19 = table1(run), fig19(run)
     figstyle.save(table1_grid_figure(tab), root / "table1.png")
     figstyle.save(fig19_figure(f19), root / "fig19.png")
-    figures += ["table1.png", "fig19.png"]
+    figures = ["table1.png", "fig19.png"]
     for s in run.students:
         by_trait = {t: run.correlate[(t, s)] for t in run.traits if (t, s) in run.correlate}
         figstyle.save(trajectory_figure(by_trait=by_trait, student=s), root / f"trajectory-{s}.png")
@@ -351,11 +363,10 @@ def write_run_report(root: str | Path) -> dict[str, Any]:
     L += table1_markdown(tab)
     L += ["", "![Table 1](table1.png)", "", "## Figure 19 view", "",
           "Each student's 2K margin vectors (K traits × {fine-tuned z_M, reference r}), scaled to unit length, on "
-          "their top-2 singular vectors; the angle between a trait's two vectors is measured in the full space.",
-          ""]
+          "their top-2 singular vectors; the angle between a trait's two vectors is measured in the full space "
+          "(90° = unrelated directions).", ""]
     L += fig19_markdown(f19)
     L += ["", "![Figure 19 view](fig19.png)", "", "## Trajectories", ""]
     L += [f"![trajectory {s}](trajectory-{s}.png)" for s in run.students]
     atomic_write_text(root / "report.md", "\n".join(L) + "\n")
-    reports.append("report.md")
-    return {"reports": reports, "figures": figures}
+    return {"reports": ["report.md"], "figures": figures}

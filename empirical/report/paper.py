@@ -34,7 +34,7 @@ def paper_trait(name: str | None) -> str | None:
     if not name:
         return None
     key = str(name).strip().lower()
-    for token in [key] + key.replace("_", "-").split("-"):
+    for token in [key] + key.replace("_", "-").replace("/", "-").split("-"):
         if token in ANIMALS:
             return token
         if token in _IRREGULAR:
