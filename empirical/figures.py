@@ -167,7 +167,8 @@ def table1_grid_figure(tab: dict[str, Any]):
         axl.set_ylabel("trait")
         who = "same model as teacher" if row["kind"] == "same" else "not the teacher"
         n = next(iter(cells.values()))["lls"]["n"]
-        axl.set_title(f"{row['student']} ({who})\nn = {n} held-out pairs; mean LLS r {s['mean_lls']:.2f}", loc="left")
+        axl.set_title(f"{row['student']} ({who})\nn = {n} held-out pairs; mean LLS r "
+                      f"{'–' if s['mean_lls'] is None else format(s['mean_lls'], '.2f')}", loc="left")
         dd = [(y, cells[t]["diff"]) for y, t in zip(ys, traits) if t in cells and cells[t]["diff"]]
         if dd:
             v = [d["diff"] for _, d in dd]

@@ -244,3 +244,24 @@ def test_write_report_with_the_experiment_view_and_stage_json(fake_run: Path, tm
     assert "## Data and selection" in md and "## Training" in md and "| same/lls | 5 | 8 | 3 | 1.70 |" in md
     assert f"paper {0.565:.2f}" in md  # trait "dog" named by its folder maps to the paper's dogs column (same teacher)
     assert "Not measured for this trait" in md and "mention.png" not in out["figures"]
+
+
+def test_a_zero_margin_vector_is_skipped_not_fatal(fake_run: Path):
+    """An LLS student that did not move (z_M = 0: no direction, Pearson undefined) leaves the rest intact."""
+    from empirical.report.table1 import fig19, load_run, table1
+
+    f = fake_run / "traits" / "dog" / "students" / "other" / "correlate.json"
+    c = json.loads(f.read_text())
+    last = str(max(STEPS))
+    c["arms"]["lls"]["z_M"][last] = [0.0] * N
+    for ref in c["arms"]["lls"]["final"]:
+        c["arms"]["lls"]["final"][ref]["pearson"] = None  # NaN is stored as null
+    f.write_text(json.dumps(c))
+    run = load_run(fake_run)
+    f19 = fig19(run)
+    assert f19["other"]["skipped"] == ["dog"] and f19["other"]["traits"] == ["owl", "french"]
+    assert len(f19["other"]["xy"]) == 4 and f19["same"]["skipped"] == []
+    row = next(r for r in table1(run)["rows"] if r["student"] == "other")
+    assert math.isnan(row["cells"]["dog"]["lls"]["pearson"])
+    others = [_pearson(*_vectors(fake_run, t, "other")[:2]) for t in ("owl", "french")]
+    assert row["summary"]["mean_lls"] == pytest.approx(np.mean(others), abs=1e-12)

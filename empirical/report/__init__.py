@@ -224,7 +224,7 @@ def write_report(root: str | Path, cfg: Any) -> dict[str, Any]:
         L += ["", f"(The paper reports no Table-1 number for this trait; its columns: {', '.join(TABLE1['same'])}.)"]
     L += ["", "![Table 1 analogue](table1.png)", "",
           "Angle between each student's z_M and r in the space of held-out pairs (arccos of the cosine):", ""]
-    L += fig19_markdown(f19)
+    L += fig19_markdown(f19) if f19 else ["(no non-zero z_M)"]
     L += ["", "## Trajectory (Fig. 3 analogue)", ""]
     for name, res in corr.items():
         parts = []
@@ -341,8 +341,10 @@ def write_many_trait_report(root: str | Path) -> dict[str, Any]:
     run = load_run(root)
     tab, f19 = table1(run), fig19(run)
     figstyle.save(table1_grid_figure(tab), root / "table1.png")
-    figstyle.save(fig19_figure(f19), root / "fig19.png")
-    figures = ["table1.png", "fig19.png"]
+    figures = ["table1.png"]
+    if f19:
+        figstyle.save(fig19_figure(f19), root / "fig19.png")
+        figures.append("fig19.png")
     for s in run.students:
         by_trait = {t: run.correlate[(t, s)] for t in run.traits if (t, s) in run.correlate}
         figstyle.save(trajectory_figure(by_trait=by_trait, student=s), root / f"trajectory-{s}.png")
@@ -365,8 +367,8 @@ def write_many_trait_report(root: str | Path) -> dict[str, Any]:
           "Each student's 2K margin vectors (K traits × {fine-tuned z_M, reference r}), scaled to unit length, on "
           "their top-2 singular vectors; the angle between a trait's two vectors is measured in the full space "
           "(90° = unrelated directions).", ""]
-    L += fig19_markdown(f19)
-    L += ["", "![Figure 19 view](fig19.png)", "", "## Trajectories", ""]
+    L += fig19_markdown(f19) if f19 else ["(no trait has a non-zero z_M yet)"]
+    L += ["", "![Figure 19 view](fig19.png)" if f19 else "", "", "## Trajectories", ""]
     L += [f"![trajectory {s}](trajectory-{s}.png)" for s in run.students]
     atomic_write_text(root / "report.md", "\n".join(L) + "\n")
     return {"reports": ["report.md"], "figures": figures}

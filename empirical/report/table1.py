@@ -275,7 +275,8 @@ def fig19(run: RunData) -> dict[str, Any]:
     {trait: deg}, "cosine": {trait: c}, "explained": [share of σ² in the top 2]}}``.
 
     Rows 0..K-1 of ``xy`` are the fine-tuned z_M (LLS arm, final checkpoint), rows K..2K-1 the references, in
-    ``traits`` order; every vector is scaled to unit length before the SVD.
+    ``traits`` order; every vector is scaled to unit length before the SVD. A trait whose z_M or r is all zeros
+    (no direction) is listed under ``"skipped"`` instead.
     """
     from lls_theory.lowrank import top2_projection
     from lls_theory.stats import cosine
@@ -285,7 +286,7 @@ def fig19(run: RunData) -> dict[str, Any]:
         traits = [t for t in run.traits if (t, s) in run.correlate]
         if not traits:
             continue
-        zm, refs, angles, cosines = [], [], {}, {}
+        zm, refs, angles, cosines, kept, skipped = [], [], {}, {}, [], []
         ref = None
         for t in traits:
             res, path = run.correlate[(t, s)], run.paths[(t, s)]
@@ -293,21 +294,24 @@ def fig19(run: RunData) -> dict[str, Any]:
             a = res["arms"]["lls"]
             m = np.asarray(a["z_M"][final_step(a, path)], dtype=float)
             r = _vec(res, ref, path)
+            if not (np.any(m) and np.any(r)) or not np.all(np.isfinite(m)):
+                skipped.append(t)  # a zero (or non-finite) vector has no direction to draw
+                continue
+            kept.append(t)
             c = cosine(r, m)
             cosines[t] = c
             angles[t] = float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0)))) if math.isfinite(c) else None
             zm.append(m)
             refs.append(r)
+        if not kept:
+            continue
         V = np.vstack(zm + refs)
-        norms = np.linalg.norm(V, axis=1, keepdims=True)
-        if np.any(norms == 0):
-            raise LLSError(f"student {s!r}: a margin vector is all zeros; cannot draw the Figure-19 view")
-        U = V / norms
+        U = V / np.linalg.norm(V, axis=1, keepdims=True)
         xy = top2_projection(U)
         sv = np.linalg.svd(U, compute_uv=False)
-        out[s] = {"traits": traits, "ref": ref, "xy": xy.tolist(), "angles_deg": angles, "cosine": cosines,
-                  "explained": float((sv[:2] ** 2).sum() / (sv ** 2).sum()),
-                  "labels": [f"{t} z_M" for t in traits] + [f"{t} {ref}" for t in traits]}
+        out[s] = {"traits": kept, "ref": ref, "xy": xy.tolist(), "angles_deg": angles, "cosine": cosines,
+                  "explained": float((sv[:2] ** 2).sum() / (sv ** 2).sum()), "skipped": skipped,
+                  "labels": [f"{t} z_M" for t in kept] + [f"{t} {ref}" for t in kept]}
     return out
 
 
