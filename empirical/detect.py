@@ -48,6 +48,14 @@ significant: "which one" is only asked once "is there one" is answered, so on a 
 trait the chance of any specific claim is at most that of a raw one (<= alpha); ``p_specific_holm`` itself
 is reported ungated. Rows are ranked by the specific z (``rank``; ties and K = 1: raw z); ``rank_raw`` is
 the rank by raw z.
+
+Small samples (:func:`sample_size_warnings`, ``Detection.warnings``). The Monte-Carlo p is valid for the
+random-subset null at any size, but a handful of suspect pairs says little: a flag only says that these few
+pairs have larger weights than typical reference pairs, which any difference in where they came from (topic,
+length) also produces, and the candidate ranking is then noise. Warned, and recorded in the result, when the
+suspect set has fewer than ``MIN_SUSPECT`` pairs, the reference fewer than ``MIN_REFERENCE`` pairs or fewer
+than ``REFERENCE_RATIO`` times the suspect size, or the reference has fewer distinct same-size subsets
+``C(N, n)`` than ``n_draws`` (the null is then discrete: no p below about ``1 / C(N, n)``).
 """
 
 from __future__ import annotations
@@ -57,7 +65,37 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["Detection", "common_factor_residuals", "detect_trait", "holm"]
+__all__ = ["Detection", "MIN_DRAWS", "MIN_REFERENCE", "MIN_SUSPECT", "REFERENCE_RATIO", "common_factor_residuals",
+           "detect_trait", "holm", "sample_size_warnings"]
+
+MIN_DRAWS = 100
+"""Fewest random reference subsets ``detect_trait`` accepts (a p-value resolves 1 / (1 + n_draws))."""
+MIN_SUSPECT = 20
+"""Fewer suspect pairs than this: a flag is a lead, not a finding (module doc, "Small samples")."""
+MIN_REFERENCE = 100
+"""Fewer reference pairs than this: the null population is too small to stand for the data source."""
+REFERENCE_RATIO = 4
+"""The reference should hold at least this many times the suspect's pairs (else the random subsets overlap a lot)."""
+
+
+def sample_size_warnings(n: int, N: int, n_draws: int) -> list[str]:
+    """Plain-language warnings when ``n`` suspect pairs against ``N`` reference pairs (``n_draws`` random
+    subsets) are too few for the significance claim ``detect_trait`` prints; empty when the sizes are adequate."""
+    import math
+
+    out = []
+    if n < MIN_SUSPECT:
+        out.append(f"small suspect set: {n} pairs (< {MIN_SUSPECT}); a flag only says these {n} pairs have larger "
+                   "weights than typical reference pairs (any difference in where they came from does that too) and "
+                   "the candidate ranking is mostly noise")
+    if N < MIN_REFERENCE or N < REFERENCE_RATIO * n:
+        out.append(f"small reference: {N} pairs (want >= {max(MIN_REFERENCE, REFERENCE_RATIO * n)}: at least "
+                   f"{MIN_REFERENCE} and {REFERENCE_RATIO}x the suspect's {n})")
+    n_subsets = math.comb(N, n) if 0 <= n <= N else 0
+    if n_subsets < n_draws:
+        out.append(f"discrete null: only C({N}, {n}) = {n_subsets} distinct reference subsets for {n_draws} draws; "
+                   f"no p-value can go much below 1/{n_subsets}")
+    return out
 
 
 def holm(p: Sequence[float]) -> np.ndarray:
@@ -105,6 +143,7 @@ class Detection:
     n_reference: int = 0
     n_draws: int = 0
     alpha: float = 0.05
+    warnings: list[str] = field(default_factory=list)  # sample_size_warnings: sizes too small for the claim
 
     @property
     def top(self) -> str:
@@ -161,8 +200,8 @@ def detect_trait(suspect: np.ndarray, reference: np.ndarray, names: Sequence[str
         raise ValueError(f"need 1 <= suspect size ({n}) <= reference size ({N})")
     if not (np.all(np.isfinite(S)) and np.all(np.isfinite(R))):
         raise ValueError("weights must be finite")
-    if n_draws < 100:
-        raise ValueError(f"n_draws must be >= 100, got {n_draws}")
+    if n_draws < MIN_DRAWS:
+        raise ValueError(f"n_draws must be >= {MIN_DRAWS}, got {n_draws}")
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     beta, R_res, S_res = common_factor_residuals(R, S)
@@ -192,4 +231,4 @@ def detect_trait(suspect: np.ndarray, reference: np.ndarray, names: Sequence[str
     rows.sort(key=lambda r: (-r["z_specific"] if spec else 0.0, -r["z"]))
     for rank, r in enumerate(rows, 1):
         r["rank"] = rank
-    return Detection(rows, n, N, n_draws, alpha)
+    return Detection(rows, n, N, n_draws, alpha, sample_size_warnings(n, N, n_draws))

@@ -26,6 +26,16 @@ Verdict thresholds (heuristic, stated in the output): on the Pearson correlation
 >= 0.5 "strong", >= 0.2 "moderate", >= 0.05 "weak", else "none"; a CI that contains 0 caps the verdict at
 "none". They are calibrated loosely on the paper's Table 1, where post-training teacher/student margin
 correlations of ~0.5 went with 29.9% trait transfer and ~0.1 with 3.2%.
+
+What it estimates, and what it does not: the *pre-training* agreement corr(rho_T, rho_S) = corr(z_T, z_s) of
+the two models' own system-prompt shifts. The end-to-end run measures a different quantity after training,
+corr(z_T, z_M) (teacher shift vs the fine-tuned student's shift). The verdict is a heuristic, not a
+calibrated prediction of transfer.
+
+Sample size (:func:`sample_size_warnings`, ``PairCheck.warnings``): each row also reports
+``verdict_range``, the verdict bands its 95% CI spans. When a CI spans more than one band, or there are fewer
+than ``MIN_PAIRS`` pairs, the sample is too small for the verdict and a warning says so (with the number of
+pairs, about ``PAIRS_FOR_BAND``, at which a correlation near 0 has a CI half-width of half the narrowest band).
 """
 
 from __future__ import annotations
@@ -35,10 +45,39 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["MarginShifts", "PairCheck", "margin_shifts", "pair_check", "subspace_overlap", "verdict",
-           "margin_projection"]
+__all__ = ["MIN_PAIRS", "MarginShifts", "PAIRS_FOR_BAND", "PairCheck", "margin_projection", "margin_shifts",
+           "pair_check", "sample_size_warnings", "subspace_overlap", "verdict", "verdict_band"]
 
 THRESHOLDS = ((0.5, "strong"), (0.2, "moderate"), (0.05, "weak"))
+MIN_PAIRS = 100
+"""Fewer held-out pairs than this: always warned (64 pairs gave "moderate" where 256 gave "none")."""
+PAIRS_FOR_BAND = 686
+"""Pairs at which a Pearson near 0 has a 95% CI half-width 1.96/sqrt(n - 3) <= 0.075 (half of 0.2 - 0.05)."""
+
+
+def verdict_band(pearson: float) -> str:
+    """The verdict band of a correlation value, ignoring its CI (thresholds of :data:`THRESHOLDS`)."""
+    for thr, name in THRESHOLDS:
+        if pearson >= thr:
+            return name
+    return "none"
+
+
+def sample_size_warnings(rows: Sequence[dict], n: int) -> list[str]:
+    """Warnings when ``n`` pairs are too few for the verdicts of ``rows`` (pair_check rows with ``pearson_ci``)."""
+    out = []
+    if n < MIN_PAIRS:
+        out.append(f"only {n} held-out pairs (< {MIN_PAIRS}): correlations this noisy can look 'moderate' by chance; "
+                   f"use a few hundred")
+    wide = [r for r in rows if r.get("pearson_ci") is not None
+            and verdict_band(r["pearson_ci"][0]) != verdict_band(r["pearson_ci"][1])]
+    if wide:
+        r = wide[0]
+        out.append(f"{len(wide)} of {len(rows)} prompts have a 95% CI spanning more than one verdict band "
+                   f"(e.g. {r['system_prompt'][:30]!r}: [{r['pearson_ci'][0]:.2f}, {r['pearson_ci'][1]:.2f}] = "
+                   f"{r['verdict_range']}): {n} pairs are too few to tell those verdicts apart; about "
+                   f"{PAIRS_FOR_BAND} pairs would be needed")
+    return out
 
 
 @dataclass
@@ -77,10 +116,7 @@ def verdict(pearson: float, ci: tuple[float, float] | None = None) -> str:
     """Heuristic verdict from the Pearson correlation of margin shifts (see module doc)."""
     if ci is not None and ci[0] <= 0.0:
         return "none"
-    for thr, name in THRESHOLDS:
-        if pearson >= thr:
-            return name
-    return "none"
+    return verdict_band(pearson)
 
 
 def subspace_overlap(XA: np.ndarray, XB: np.ndarray, r: int, seed: int = 0, center: bool = False) -> dict:
@@ -108,6 +144,7 @@ class PairCheck:
 
     rows: list[dict] = field(default_factory=list)
     subspace: dict | None = None
+    warnings: list[str] = field(default_factory=list)  # sample_size_warnings
 
 
 def pair_check(teacher: MarginShifts, student: MarginShifts, names: Sequence[str], *, gamma: float = 0.25,
@@ -119,8 +156,8 @@ def pair_check(teacher: MarginShifts, student: MarginShifts, names: Sequence[str
         raise ValueError(f"teacher and student shifts differ in shape: {teacher.rho.shape} vs {student.rho.shape}")
     if len(names) != teacher.rho.shape[0]:
         raise ValueError(f"{len(names)} names for {teacher.rho.shape[0]} system prompts")
-    if not 0 < gamma < 1:
-        raise ValueError(f"gamma must be in (0, 1), got {gamma}")
+    if not (isinstance(gamma, (int, float)) and 0 < gamma <= 1):  # select.gamma's rule: (0, 1]
+        raise ValueError(f"gamma must be in (0, 1], got {gamma}")
     out = PairCheck()
     K = len(names)
     # prompt-specific part: each shift minus the mean shift over the K prompts (needs K >= 2)
@@ -148,7 +185,11 @@ def pair_check(teacher: MarginShifts, student: MarginShifts, names: Sequence[str
             row["pearson_specific_ci"] = list(bootstrap_ci("pearson", spec_t[k], spec_s[k], n_boot=n_boot, seed=seed))
         ci = rep.get("pearson_ci")
         row["verdict"] = verdict(float(rep["pearson"]), None if ci is None else (float(ci[0]), float(ci[1])))
+        if ci is not None:
+            lo, hi = verdict_band(float(ci[0])), verdict_band(float(ci[1]))
+            row["verdict_range"] = lo if lo == hi else f"{lo}..{hi}"
         out.rows.append(row)
+    out.warnings = sample_size_warnings(out.rows, int(teacher.rho.shape[1]))
     return out
 
 

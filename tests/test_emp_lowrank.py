@@ -189,19 +189,74 @@ def _cli(argv):
         return 2, str(exc)
 
 
+def _fake_model(tmp_path):
+    """A local folder that passes the up-front model check (config.json present); loading it would fail."""
+    d = tmp_path / "fake-model"
+    d.mkdir(exist_ok=True)
+    (d / "config.json").write_text("{}")
+    return str(d)
+
+
 def test_cli_bad_input(tmp_path):
     rc, msg = _cli(["spectrum", "--model", "smollm2-135m-instruct", "--data", str(tmp_path / "nope.jsonl"),
                     "--out", str(tmp_path / "o")])
     assert rc == 2 and "not found" in msg and "\n" not in msg
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "hi", "chosen": "a", "rejected": "b"}\n{not json\n')
-    rc, msg = _cli(["spectrum", "--model", "x", "--data", str(bad), "--out", str(tmp_path / "o")])
+    rc, msg = _cli(["spectrum", "--model", _fake_model(tmp_path), "--data", str(bad), "--out", str(tmp_path / "o")])
     assert rc == 2 and "bad.jsonl:2" in msg
     rc, msg = _cli(["angles", "--model", "a", "--data", str(bad), "--out", str(tmp_path / "o")])
     assert rc == 2 and "exactly two" in msg
-    rc, msg = _cli(["pair-check", "--teacher", "a", "--student", "b", "--data", str(bad), "--out", str(tmp_path)])
+    fake = _fake_model(tmp_path)
+    rc, msg = _cli(["pair-check", "--teacher", fake, "--student", fake, "--data", str(bad), "--out", str(tmp_path)])
     assert rc == 2 and "--system-prompt" in msg
     assert not any(p.suffix == ".json" for p in (tmp_path / "o").glob("*"))
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["spectrum", "--model", "FAKE", "--rank-window", "5", "2"], "rank_window must satisfy 1 <= LO <= HI"),
+    (["spectrum", "--model", "FAKE", "--rank-window", "3", "3"], "LO < HI"),
+    (["spectrum", "--model", "FAKE", "--n-systems", "8", "--rank-window", "2", "9"], "exceeds min(rows, columns)"),
+    (["spectrum", "--model", "FAKE", "--prompt-tokens", "9", "3"], "prompt_tokens"),
+    (["angles", "--model", "FAKE", "--model", "FAKE", "--rank", "0"], "rank must be an integer"),
+    (["detect", "--model", "FAKE", "--candidates", "DATA", "--reference", "DATA", "--n-draws", "50"],
+     "n_draws must be an integer >= 100"),
+    (["detect", "--model", "FAKE", "--candidates", "DATA", "--reference", "DATA", "--alpha", "nan"], "alpha"),
+    (["pair-check", "--teacher", "FAKE", "--student", "FAKE", "--system-prompt", "x", "--gamma", "0"], "gamma"),
+    (["angles", "--model", "FAKE", "--model", "no-such-model"], "no-such-model: not a registry name"),
+    (["pair-check", "--teacher", "FAKE", "--student", "/no/such/folder", "--system-prompt", "x"], "/no/such/folder"),
+])
+def test_cli_refuses_before_any_work(tmp_path, monkeypatch, argv, expected):
+    """Bad settings are refused up front (issue 12's late failures): nothing is loaded or written."""
+    from empirical import lowrank
+
+    data = tmp_path / "d.jsonl"
+    _tiny_data(data, n=4)
+    monkeypatch.setattr(lowrank, "load_data", lambda *a, **k: pytest.fail("data loaded before validation"))
+    monkeypatch.setattr(lowrank, "load_model", lambda *a, **k: pytest.fail("model loaded before validation"))
+    fake = _fake_model(tmp_path)
+    argv = [fake if a == "FAKE" else str(data) if a == "DATA" else a for a in argv]
+    rc, msg = _cli(argv + ["--data", str(data), "--out", str(tmp_path / "o")])
+    assert rc == 2 and expected in msg and "\n" not in msg
+    assert not (tmp_path / "o").exists()
+
+
+def test_uninstalled_second_model_is_refused_up_front(tmp_path, monkeypatch):
+    """`angles` / `pair-check` with a registry model that is not installed: one line with the install command,
+    before the first model's matrix is computed."""
+    from empirical import lowrank, models
+
+    data = tmp_path / "d.jsonl"
+    _tiny_data(data, n=4)
+    monkeypatch.setattr(models, "is_installed", lambda name: name == "smollm2-135m-instruct")
+    monkeypatch.setattr(models, "cache_root", lambda cache_dir=None: tmp_path / "empty-cache")
+    monkeypatch.setattr(lowrank, "load_model", lambda *a, **k: pytest.fail("model loaded before validation"))
+    for argv in (["angles", "--model", "smollm2-135m-instruct", "--model", "gemma3-270m"],
+                 ["pair-check", "--teacher", "smollm2-135m-instruct", "--student", "gemma3-270m",
+                  "--system-prompt", "You love owls."]):
+        rc, msg = _cli(argv + ["--data", str(data), "--out", str(tmp_path / "o")])
+        assert rc == 2 and "gemma3-270m: not installed; run `lls models install gemma3-270m`" in msg
+    assert not (tmp_path / "o").exists()
 
 
 # ------------------------------------------------------------------------------------------ CLI, tiny, real model
@@ -241,4 +296,37 @@ def test_cli_spectrum_and_detect_tiny(smollm2_dir, tmp_path):
     assert rc == 0, msg
     det = json.loads((tmp_path / "det" / "detect.json").read_text())
     assert len(det["table"]) == 3 and det["n_suspect_outside_reference"] == 0
+    # 2 suspect pairs against 4 reference pairs: the result says the sample is too small (issue 12)
+    assert det["small_sample"] and any("small suspect set: 2 pairs" in w for w in det["warnings"])
     assert sorted(r["rank"] for r in det["table"]) == [1, 2, 3]
+
+
+# ------------------------------------------------------------------------------------------ figures
+def test_low_rank_figures_pass_the_style_check(tmp_path):
+    """Every low-rank figure, drawn from records shaped like the committed JSON, passes figstyle's check
+    (fonts >= 9 pt, labelled axes, no legend over data: `save` raises otherwise) and is written."""
+    from empirical.detect import detect_trait
+    from empirical.lowrank_figures import plot_angles, plot_detect, plot_pair_check, plot_spectra
+    from empirical.pair_check import margin_projection, margin_shifts, pair_check
+
+    rng = np.random.default_rng(0)
+    fit = spectrum_fit(_power_law_matrix(20, 40, -0.6))
+    cen = spectrum_fit(_power_law_matrix(20, 40, -0.6), center=True)
+    plot_spectra({"a": {"shape": [20, 40], "raw": fit, "column_centred": cen}}, tmp_path / "s.png")
+    ang = {k: {"5": {"cosines": [0.9, 0.5, 0.3, 0.2, 0.1], "baseline": [0.4, 0.3, 0.2, 0.1, 0.05]}}
+           for k in ("raw", "column_centred")}
+    plot_angles(ang, 5, ["a", "b"], tmp_path / "a.png")
+    X = -rng.uniform(5, 50, size=(4, 80))
+    N = np.tile(rng.integers(3, 20, size=80), (4, 1))
+    T, S = margin_shifts(X, N), margin_shifts(X + rng.normal(size=X.shape), N)
+    names = [f"You really love {a}. {a} are great." for a in ("owls", "dogs", "cats")]
+    chk = pair_check(T, S, names, n_boot=100)
+    pc = {"teacher": "t", "student": "s", "n_pairs": 40, "rows": chk.rows, "rho_teacher": T.rho,
+          "rho_student": S.rho, "projection": margin_projection(np.concatenate([T.rho, S.rho]))}
+    paths = plot_pair_check(pc, tmp_path)
+    det = detect_trait(T.weights[:, :5], T.weights, names, n_draws=200)
+    paths.append(plot_detect({"table": det.table, "n_suspect": 5, "n_reference": 40, "warnings": det.warnings},
+                             names, tmp_path / "d.png"))
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["a.png", "d.png", "pair-check-projection.png",
+                                                               "pair-check-shifts.png", "pair-check.png", "s.png"]
+    assert all(p.stat().st_size > 10_000 for p in tmp_path.glob("*.png"))

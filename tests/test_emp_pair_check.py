@@ -81,3 +81,43 @@ def test_margin_projection():
     np.testing.assert_allclose(P[:2], P[2:], atol=0.5)
     with pytest.raises(ValueError):
         margin_projection(np.zeros(5))
+
+
+def test_verdict_band_and_range():
+    from empirical.pair_check import verdict_band
+
+    assert [verdict_band(x) for x in (-0.3, 0.0, 0.05, 0.19, 0.2, 0.5, 0.9)] == \
+        ["none", "none", "weak", "weak", "moderate", "strong", "strong"]
+    X, N = _pair_matrix(seed=2, n=40)
+    T = margin_shifts(X, N)
+    chk = pair_check(T, T, ["a", "b", "c"], n_boot=200)
+    assert all(r["verdict_range"] == "strong" for r in chk.rows)  # identical shifts: CI is [1, 1]
+
+
+def test_small_sample_warnings():
+    """n < MIN_PAIRS always warns; a CI spanning two verdict bands warns; a narrow CI with many pairs does not."""
+    from empirical.pair_check import MIN_PAIRS, PAIRS_FOR_BAND, sample_size_warnings
+
+    X, N = _pair_matrix(seed=2, n=40)
+    T = margin_shifts(X, N)
+    chk = pair_check(T, T, ["a", "b", "c"], n_boot=200)
+    assert len(chk.warnings) == 1 and f"only 40 held-out pairs (< {MIN_PAIRS})" in chk.warnings[0]
+    wide = {"system_prompt": "owl", "pearson_ci": [-0.04, 0.21], "verdict_range": "none..moderate"}
+    narrow = {"system_prompt": "dog", "pearson_ci": [0.25, 0.4], "verdict_range": "moderate"}
+    w = sample_size_warnings([wide, narrow], 256)
+    assert len(w) == 1 and "1 of 2 prompts" in w[0] and str(PAIRS_FOR_BAND) in w[0]
+    assert sample_size_warnings([narrow], 800) == []
+
+
+def test_pair_check_warns_on_noisy_independent_models():
+    """Independent teacher and student on 150 pairs: the CI of a near-zero correlation spans two bands."""
+    X, N = _pair_matrix(seed=4, n=150)
+    Y, _ = _pair_matrix(seed=5, n=150)
+    chk = pair_check(margin_shifts(X, N), margin_shifts(Y, N), ["a", "b", "c"], n_boot=500)
+    assert any("spanning more than one verdict band" in w for w in chk.warnings)
+
+
+def test_gamma_one_is_accepted():
+    X, N = _pair_matrix(seed=2)
+    T = margin_shifts(X, N)
+    assert len(pair_check(T, T, ["a", "b", "c"], gamma=1.0, n_boot=100).rows) == 3
