@@ -360,8 +360,6 @@ def _corrupt_data(tmp: Path) -> dict[str, Path]:
     return out
 
 
-@pytest.mark.xfail(strict=True, reason="empirical.build.score_file loads the model before reading the data; it "
-                   "must call empirical.data.check_pairs first (build owner) -- remove this mark then")
 @pytest.mark.parametrize("name", ["truncated.jsonl.gz", "corrupt.parquet", "bad-utf8.jsonl", "deep.json",
                                   "surrogate.jsonl"])
 def test_cli_score_refuses_corrupt_data_before_loading_a_model(tmp_path, capsys, monkeypatch, name):
