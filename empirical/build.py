@@ -54,7 +54,7 @@ from lls_common.errors import LLSError
 from lls_common.io import atomic_write_json
 from empirical.config import DataConfig, Filters, ModelArgs, SelectConfig
 from empirical.config import ScoreConfig as ScoreSettings
-from empirical.data import DataError, LoadReport, PrefPair, iter_json_objects, load_pairs
+from empirical.data import DataError, LoadReport, PrefPair, check_pairs, iter_json_objects, load_pairs
 
 __all__ = ["ScoreJob", "ScoreConfig", "ScoreResult", "score_file", "select_file", "read_scores", "SCORE_FIELDS",
            "run_score", "run_select"]
@@ -338,6 +338,10 @@ def score_file(cfg: ScoreJob, *, model_and_tok: tuple[Any, Any] | None = None,
     from empirical import models
     from lls_common.io import atomic_write_json
 
+    d = cfg.data
+    if model_and_tok is None:  # a damaged input fails here, before the model loads
+        check_pairs(d.path, split=d.split, limit=d.limit, skip_bad=d.skip_bad, config=d.config_name,
+                    data_dir=d.data_dir)
     state = _distributed_state()
     rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
     if model_and_tok is None:
@@ -347,7 +351,6 @@ def score_file(cfg: ScoreJob, *, model_and_tok: tuple[Any, Any] | None = None,
         model, tok = models.load(cfg.model.model, **kw)
     else:
         model, tok = model_and_tok
-    d = cfg.data
     pairs, report = load_pairs(d.path, split=d.split, limit=d.limit, skip_bad=d.skip_bad, filters=cfg.filters,
                                tok=tok, config=d.config_name, data_dir=d.data_dir)
     base = None if cfg.base is None else {r["id"]: r for r in read_scores(cfg.base, base_only=True)}

@@ -692,6 +692,12 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, until: str = "report"
     stages = STAGES[:STAGES.index(until) + 1]
     plan = {s: _UNITS[s](run) for s in stages}
     _check_overwrite(run, [u for us in plan.values() for u in us], overwrite)
+    if _finished(plan["split"][0]) is None:  # a damaged input fails here, before any model loads
+        from empirical.data import check_pairs
+
+        d = cfg.data
+        check_pairs(d.path, split=d.split, limit=d.limit, skip_bad=d.skip_bad, config=d.config_name,
+                    data_dir=d.data_dir)
     results: dict[str, Any] = {}
     with OutputLock(root, kind="dir", name="out"):
         atomic_write_json(root / "config.json", asdict(cfg))

@@ -117,14 +117,16 @@ def _run_correlate(args: argparse.Namespace) -> int:
 
     from empirical.correlate import correlate_run
     from empirical.figures import trajectory_figure
+    from lls_common.config import supported_kwargs
 
     student, corr = from_namespace(ModelArgs, args), from_namespace(CorrelateConfig, args)
     system_prompt = from_namespace(TraitConfig, args, name="cli").system_prompt
     check_output(args.out, inputs=(args.data, args.run), kind="dir", name="out")
+    load = supported_kwargs(correlate_run, student.load_kwargs(), ModelArgs(model="-").load_kwargs(), "student")
     try:
         res = correlate_run(student.model, args.run, system_prompt, args.data, n=corr.n or sys.maxsize,
                             seed=args.seed, n_boot=corr.n_boot, n_perm=corr.n_perm, control_run=args.control_run,
-                            teacher=args.teacher, dtype=student.dtype)
+                            teacher=args.teacher, **load)
     except (ValueError, FileNotFoundError, OSError) as exc:
         raise LLSError(_one_line(exc)) from None
     run = RunDir(args.out)
@@ -176,15 +178,22 @@ def _run_eval(args: argparse.Namespace) -> int:
         raise LLSError(_one_line(exc)) from None
     res["model"] = model.model
     out.write_json("eval.json", res)
-    out.save_figure("mention.png", mention_figure({model.model: res}, ev.target))
-    summary = {c: {"mention_rate": v["mention"]["rate"], "mention_ci": v["mention"]["ci"],
-                   "p_target": v["probe"]["p_target"], **({"language_share": v["language"]["mean_share"]}
-                                                          if "language" in v else {})}
-               for c, v in res["conditions"].items()}
-    human = "; ".join(f"{c}: mention {v['mention_rate']:.3f} [{v['mention_ci'][0]:.3f}, {v['mention_ci'][1]:.3f}], "
-                      f"P({ev.target}) {v['p_target']:.3f}" for c, v in summary.items())
+    if ev.mention:
+        out.save_figure("mention.png", mention_figure({model.model: res}, ev.target))
+    summary, human = _eval_summary(res, ev.target)
     emit_summary({"out": str(args.out), "conditions": summary}, args.json, human + f" -> {args.out}/eval.json")
     return 0
+
+
+def _eval_summary(res: dict, target: str) -> tuple[dict, str]:
+    summary, parts = {}, []
+    for c, v in res["conditions"].items():
+        m, p = v.get("mention"), v.get("probe")
+        summary[c] = {"mention_rate": m and m["rate"], "mention_ci": m and m["ci"], "p_target": p and p["p_target"],
+                      **({"language_share": v["language"]["mean_share"]} if "language" in v else {})}
+        parts.append(f"{c}: " + ", ".join(([f"mention {m['rate']:.3f} [{m['ci'][0]:.3f}, {m['ci'][1]:.3f}]"] if m
+                                           else []) + ([f"P({target}) {p['p_target']:.3f}"] if p else [])))
+    return summary, "; ".join(parts)
 
 
 def _run_experiment(args: argparse.Namespace) -> int:
