@@ -74,6 +74,12 @@ class SolveResult:
     gap: np.ndarray | None = None
 
 
+# Hessian rows: a row counts when its curvature is above this fraction of the trial's largest, and
+# the live rows are gathered when at most this fraction of m are live (else all rows are used).
+_LIVE_CURVATURE = 1e-10
+_GATHER_FRACTION = 0.6
+
+
 def _loss_from_margins(t: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Σ_i w_i (−log σ(t_i)) per row, (A,), for t = β⟨v, φ_i⟩ of shape (A, m) (float64)."""
     return -np.einsum("tm,tm->t", log_expit(t), w)
@@ -157,8 +163,8 @@ def solve_to_delta(
         # rows whose curvature is below 1e-10 of the trial's largest add < 2e-7·m relative to H
         # (below float32 resolution): once v has grown they are most rows, and H is summed over
         # the K largest of each trial only (K = the most live rows of any trial)
-        K = int((rel > 1e-10).sum(axis=1).max())
-        if K <= 0.6 * m:
+        K = int((rel > _LIVE_CURVATURE).sum(axis=1).max())
+        if K <= _GATHER_FRACTION * m:
             top = np.argpartition(rel, m - K, axis=1)[:, m - K:]
             Ph = np.take_along_axis(P_h, top[:, :, None], axis=1)
             rel = np.take_along_axis(rel, top, axis=1)
