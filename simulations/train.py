@@ -6,7 +6,9 @@ When the selected pairs are separable (they are when every z_s(i) > 0 and ε = 0
 and is not attained, so a Δ-approximate minimiser is any v with L(v) ≤ Δ — certified because
 inf L ≥ 0. :func:`solve_to_delta` runs damped Newton from v = 0, batched over trials, and stops each
 trial as soon as that certificate holds (or, for a non-separable set, when the Newton decrement
-says L − inf ≤ Δ/10, which is flagged as not certified).
+λ²/2 ≤ Δ/10). A trial that stopped on the decrement is then certified by a Fenchel duality gap
+(:func:`duality_gap`: a proven lower bound on inf L within Δ of L(v)), or reported as not
+certified. ``SolveResult.certificate`` says which certificate holds ("loss", "duality-gap", "none").
 
 :func:`gradient_trajectory` follows plain GD or Adam from v = 0 and records v at chosen steps
 (training trajectories; "early stops").
