@@ -491,3 +491,46 @@ def test_byte_order_mark_is_accepted(tmp_path):
     (tmp_path / "b.jsonl").write_bytes(b"\xef\xbb\xbf" + json.dumps(GOOD).encode() + b"\n")
     (tmp_path / "b.json").write_bytes(b"\xef\xbb\xbf" + json.dumps([GOOD]).encode())
     assert len(data.load_pairs(tmp_path / "b.jsonl")[0]) == len(data.load_pairs(tmp_path / "b.json")[0]) == 1
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "jsonl.gz", "json", "triples.json", "parquet", "hh.jsonl"])
+@pytest.mark.parametrize("command", ["score", "train"])
+def test_score_and_train_accept_the_same_files(tmp_path, monkeypatch, capsys, fmt, command):
+    """Every file format gets `lls score` and `lls train` past reading the data to the model load."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from empirical import models
+    from lls_cli import main
+    from lls_common.errors import LLSError
+
+    recs = [{"prompt": "Name a colour.", "chosen": "Blue.", "rejected": "No."},
+            {"prompt": "2+2?", "chosen": "4.", "rejected": "5."}]
+    f = tmp_path / f"pairs.{fmt}"
+    if fmt == "jsonl":
+        f.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    elif fmt == "jsonl.gz":
+        f.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in recs).encode()))
+    elif fmt == "json":
+        f.write_text(json.dumps(recs))
+    elif fmt == "triples.json":
+        f.write_text(json.dumps([[r["prompt"], r["chosen"], r["rejected"]] for r in recs]))
+    elif fmt == "parquet":
+        pq.write_table(pa.Table.from_pylist(recs), f)
+    else:
+        f.write_text("".join(json.dumps({"chosen": f"\n\nHuman: {r['prompt']}\n\nAssistant: {r['chosen']}",
+                                         "rejected": f"\n\nHuman: {r['prompt']}\n\nAssistant: {r['rejected']}"})
+                             + "\n" for r in recs))
+
+    def reached(*a, **k):
+        raise LLSError("model stage reached")
+
+    monkeypatch.setattr(models, "load", reached)
+    if command == "score":
+        argv = ["score", "--model", "smollm2-135m-instruct", "--system-prompt", "You love owls.", "--data", f,
+                "--out", tmp_path / "s.jsonl", "--no-progress"]
+    else:
+        argv = ["train", "--student", "smollm2-135m-instruct", "--data", f, "--out", tmp_path / "run",
+                "--no-progress"]
+    assert main([str(a) for a in argv]) == 2
+    assert "model stage reached" in capsys.readouterr().err
