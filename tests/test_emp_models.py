@@ -119,3 +119,90 @@ def test_load_folder_in_bf16(smollm2_dir):
 
     model, _ = models.load(str(smollm2_dir), dtype="bfloat16")
     assert model.dtype == torch.bfloat16
+
+
+# --------------------------------------------------------------------------- device / dtype resolution
+def test_resolve_device_and_auto_dtype_on_cpu(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert models.resolve_device("auto") == torch.device("cpu")
+    assert models.resolve_device("cpu") == torch.device("cpu")
+    assert models.resolve_dtype("auto", "cpu") is torch.float32
+    assert models.resolve_dtype("auto") is torch.float32
+    for bad, match in (("cuda", "CUDA is not available"), ("cuda:1", "CUDA is not available"),
+                       ("tpu", "unknown device|unsupported device"), (3, "must be a string")):
+        with pytest.raises(ValueError, match=match):
+            models.resolve_device(bad)
+
+
+def test_auto_device_follows_local_rank_and_auto_dtype_is_bf16_on_cuda(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert models.resolve_device("auto") == torch.device("cuda", 1)
+    assert models.resolve_device("cuda:0") == torch.device("cuda", 0)
+    assert models.resolve_dtype("auto", "cuda") is torch.bfloat16
+    with pytest.raises(ValueError, match="only 2 GPU"):
+        models.resolve_device("cuda:2")
+
+
+def test_resolve_source_kinds(tmp_path, monkeypatch):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    assert models.resolve_source(str(folder)).kind == "folder"
+    hub = models.resolve_source("owner/model", revision="v1", trust_remote_code=True)
+    assert (hub.kind, hub.path, hub.kwargs) == ("hub", "owner/model", {"trust_remote_code": True, "revision": "v1"})
+    with pytest.raises(ValueError, match="hub ids only"):
+        models.resolve_source(str(folder), revision="v1")
+    with pytest.raises(FileNotFoundError, match="not a registry name"):
+        models.resolve_source("smollm2-typo")
+    with pytest.raises(FileNotFoundError, match="GGUF file"):
+        models.resolve_source(str(tmp_path / "x.gguf"))
+    # a folder of the registry cache is named by its registry name (portable adapters)
+    (folder / models._MARKER).write_text(json.dumps({"name": "gemma3-270m"}))
+    assert models.base_model_id(str(folder)) == "gemma3-270m" == models.resolve_source(str(folder)).name
+    assert models.base_model_id("owner/model") == "owner/model"
+
+
+@pytest.mark.model
+def test_load_records_placement_and_tokenizer_has_pad(smollm2_dir):
+    model, tok = models.load(str(smollm2_dir), device="auto", dtype="auto")
+    assert models.placement(model) == {"device": "cpu", "dtype": "float32"}
+    assert model._lls_source["base_model"] == "smollm2-135m-instruct"
+    t = models.load_tokenizer("smollm2-135m-instruct")
+    assert t.pad_token is not None and t.get_vocab() == tok.get_vocab()
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_device_check_script_cpu(tmp_path):
+    """scripts/device-check.sh --cpu: the GPU check's plumbing on the CPU (every command's placement, fast =
+    naive in fp32 and bf16, DPO, correlate, eval, pair-check) writes one JSON with every step.
+
+    KNOWN_GAPS: commands that do not record device/dtype in their JSON yet (owned elsewhere); each must fail
+    with exactly that reason, and the test fails as soon as one is fixed, so the list gets shortened."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    known_gaps = {"score", "pair-check"}
+    out = tmp_path / "dc.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHON": sys.executable}
+    p = subprocess.run([str(Path(__file__).resolve().parents[1] / "scripts" / "device-check.sh"), "--cpu",
+                        "--out", str(out)], env=env, capture_output=True, text=True, timeout=900)
+    assert out.is_file(), p.stderr[-3000:]
+    res = json.loads(out.read_text())
+    steps = {s["step"]: s for s in res["steps"]}
+    assert list(steps) == ["load", "fast_vs_naive_float32", "fast_vs_naive_bfloat16", "score", "train",
+                           "correlate", "eval", "pair-check"]
+    assert res["env"]["device"] == "cpu" and res["env"]["expected_dtype"] == "float32"
+    for name, s in steps.items():
+        if name in known_gaps:
+            assert not s["ok"] and s.get("why") == "device not reported; dtype not reported", (name, s)
+        else:
+            assert s["ok"], (name, s)
+    assert steps["fast_vs_naive_float32"]["max_diff_over_tolerance"] <= 1
+    assert p.returncode == (0 if not known_gaps else 1)
