@@ -131,8 +131,10 @@ def phase_diagram(points: list[dict], x_key: str, y_key: str):
     (the slack of the guarantee; floored at 0.05 so every point is visible), value printed beside each point."""
     fs = _fs()
     fig, ax = fs.subplots(width=4.6, height=3.6)
-    xs = [str(p["params"].get(x_key)) for p in points]
-    ys = [str(p["params"].get(y_key)) for p in points]
+    # each point's effective value (defaults included, recorded by run_sweep), so a [plot] key that is
+    # not swept or set in [base] still shows its real value rather than None
+    xs = [str(p.get("effective", p["params"]).get(x_key, p["params"].get(x_key))) for p in points]
+    ys = [str(p.get("effective", p["params"]).get(y_key, p["params"].get(y_key))) for p in points]
     xu, yu = sorted(set(xs), key=_num_key), sorted(set(ys), key=_num_key)
     c = [p["frac_hold"] for p in points]
     slack = [max(p["median_log10_slack"], 0.05) if p["median_log10_slack"] is not None else 0.05 for p in points]
