@@ -302,3 +302,32 @@ def test_max_admissible_C_inverts_the_delta_hypothesis():
     assert c == pytest.approx(46.4159, rel=1e-5)
     assert check_hypotheses(c * (1 - 1e-9), 1.0, 0.0, 0.1, 1e-8).delta_ok
     assert not check_hypotheses(c * (1 + 1e-6), 1.0, 0.0, 0.1, 1e-8).delta_ok
+
+
+# ---------------------------------------------------------------------------------- independent oracle for Algorithm 1
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), gamma=st.sampled_from([0.05, 0.2, 0.5, 1.0]), d=st.integers(2, 12))
+def test_lls_arm_is_algorithm_1_computed_from_the_world_itself(seed, gamma, d):
+    """In an exact log-linear world (same teacher, no perturbation) the LLS weight of pair i is
+    ⟨u, φ(p, r+) − φ(p, r−)⟩ / (N(r+) + N(r−)): the softmax normalisers cancel. The arm the simulator
+    trains on must be the top ⌈γ·#positive⌉ pairs by that weight — computed here from ψ, φ and the
+    token counts without lls_theory (a flipped sign, a missing system-prompt term or N = chosen tokens
+    only all pick other pairs)."""
+    import math
+
+    from simulations.trial import _prepare
+
+    cfg = TrialConfig(world=WorldConfig(d=d, n_prompts=300), gamma=gamma)
+    prep = _prepare(cfg, seed)
+    w = prep["world"]
+    phi, pr = w.phi_student, w.pairs
+    diff = phi[pr[:, 0], pr[:, 1]] - phi[pr[:, 0], pr[:, 2]]
+    n_tok = w.n_tokens[pr[:, 0], pr[:, 1]] + w.n_tokens[pr[:, 0], pr[:, 2]]
+    weight = (diff @ w.u_student) / n_tok
+    positive = np.flatnonzero(weight > 0)
+    k = math.ceil(gamma * positive.size)
+    expected = positive[np.argsort(-weight[positive], kind="stable")[:k]]
+    assert sorted(prep["arms"]["lls"].tolist()) == sorted(expected.tolist())
+    # the bottom control is the k most negative weights, the random one has the same size
+    assert sorted(prep["arms"]["bottom"].tolist()) == sorted(np.argsort(weight, kind="stable")[:k].tolist())
+    assert prep["arms"]["random"].size == k
