@@ -277,8 +277,9 @@ def mention_figure(evals: dict[str, dict[str, Any]], target: str):
                         linespacing=1.0)
     ax.set_xticks(range(len(students)), students)
     ax.set_xlabel("student model")
-    ax.set_ylabel(f"share mentioning '{target}' (95% Wilson CI)")
+    ax.set_ylabel(f"share mentioning '{target}'")
     n_txt = "/".join(str(x) for x in sorted(x for x in ns if x is not None))
-    fs.title_n_ci(ax, "Sampled answers to general prompts", n=f"{n_txt} answers per bar" if n_txt else None)
+    fs.title_n_ci(ax, "Sampled answers to general prompts", n=f"{n_txt} answers per bar" if n_txt else None,
+                  ci="95% Wilson CI")
     fs.legend_outside(ax, "right")
     return fig
