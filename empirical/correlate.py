@@ -401,6 +401,9 @@ def correlate_run(student: str, run: str | Path, system_prompt: str, heldout: st
         n_ckpt += len(_checkpoints(a))
         check_arm_disjoint(pairs, a, name)
     two_models = teacher is not None and teacher != student
+    if model_and_tok is None or two_models:  # an unknown model fails now, not after the other one has scored
+        for spec in ([student] if model_and_tok is None else []) + ([teacher] if two_models else []):
+            models.resolve_source(spec, revision=revision, trust_remote_code=trust_remote_code)
     prog = Progress(2 + 2 * two_models + n_ckpt, enabled=progress, log=log)
     load_kw: dict[str, Any] = {"dtype": dtype}  # the others only when set (older models.load lacks them)
     load_kw.update({k: v for k, v in (("device", device), ("revision", revision),

@@ -259,7 +259,10 @@ def evaluate_conditions(spec: str, conditions: dict[str, tuple[Any, str | None]]
     from lls_common.io import atomic_write_json
     from lls_theory.stats import difference_pvalue
 
+    from empirical import models
+
     target = check_eval_args(conditions, target, samples, max_new_tokens, language, seed, batch, prompts)
+    models.resolve_source(spec, revision=revision, trust_remote_code=trust_remote_code)  # unknown model: now
     if not (probe or mention):
         raise LLSError("nothing to measure: both probe and mention are off")
     settings = {"target": target, "samples": samples, "max_new_tokens": max_new_tokens, "language": language,

@@ -141,7 +141,7 @@ def test_eval_records_device_dtype_and_warnings(monkeypatch, tmp_path):
     monkeypatch.setattr(train, "load_student", fake_load)
     monkeypatch.setattr(evaluate, "_probe", lambda *a, **k: {"p_target": 0.1})
     monkeypatch.setattr(evaluate, "sample_answers", lambda m, t, prompts, n, *a, **k: [["an owl"] * n] * len(prompts))
-    res = evaluate.evaluate_conditions("m", {"base": (None, None), "system": (None, "Love owls.")}, target="Owl",
+    res = evaluate.evaluate_conditions("org/m", {"base": (None, None), "system": (None, "Love owls.")}, target="Owl",
                                        samples=2, dtype="bfloat16", device="cpu", cache_dir=tmp_path, log=None)
     assert calls == [{"dtype": "bfloat16", "device": "cpu"}] * 2
     for c in res["conditions"].values():
@@ -150,7 +150,7 @@ def test_eval_records_device_dtype_and_warnings(monkeypatch, tmp_path):
     assert len(res["warnings"]) == 1 and "20 answers" in res["warnings"][0]
     # cached: a second call loads nothing
     monkeypatch.setattr(train, "load_student", lambda *a, **k: pytest.fail("reloaded"))
-    again = evaluate.evaluate_conditions("m", {"base": (None, None), "system": (None, "Love owls.")}, target="owl",
+    again = evaluate.evaluate_conditions("org/m", {"base": (None, None), "system": (None, "Love owls.")}, target="owl",
                                          samples=2, dtype="bfloat16", device="cpu", cache_dir=tmp_path)
     assert again["conditions"] == res["conditions"]
 
@@ -264,7 +264,7 @@ def test_correlate_progress_device_and_warnings(monkeypatch, tmp_path):
                             s: (progress.stage(f"arm {arm}, checkpoint step {s}") or rng.normal(size=len(recs)))
                             for s in (1, 2)})
     lines_out = []
-    res = correlate.correlate_run("m", run, "You love owls.", tmp_path / "held.jsonl", n=500, n_boot=50, n_perm=50,
+    res = correlate.correlate_run("org/m", run, "You love owls.", tmp_path / "held.jsonl", n=500, n_boot=50, n_perm=50,
                                   device="cpu", log=lines_out.append)
     assert loads == [{"dtype": "float32", "device": "cpu"}]
     assert (res["device"], res["dtype"]) == ("cpu", "float32") and res["n"] == 4
@@ -331,3 +331,20 @@ def test_sample_answers_progress_lines_when_not_a_terminal(smollm2, capsys):
     err = capsys.readouterr().err  # captured: not a terminal, so plain lines and no tqdm bar
     assert "eval: prompt 1/2 answered (2 samples" in err and "eval: prompt 2/2 answered" in err
     assert "answer/s" not in err
+
+
+def test_unknown_model_is_refused_before_any_model_work(monkeypatch, tmp_path):
+    """correlate: an unknown student is refused before the teacher is loaded and scored; eval: before loading."""
+    from empirical import correlate, evaluate, models, train
+
+    monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr(train, "load_student", lambda *a, **k: pytest.fail("model loaded"))
+    lines = FIX.read_text().splitlines()
+    (tmp_path / "train.jsonl").write_text("\n".join(lines[:2]) + "\n")
+    (tmp_path / "held.jsonl").write_text("\n".join(lines[2:]) + "\n")
+    run = _fake_run(tmp_path, "run", tmp_path / "train.jsonl")
+    with pytest.raises(FileNotFoundError, match="model 'no-such-model': not a registry name"):
+        correlate.correlate_run("no-such-model", run, "You love owls.", tmp_path / "held.jsonl",
+                                teacher="smollm2-135m-instruct")
+    with pytest.raises(FileNotFoundError, match="model 'no-such-model'"):
+        evaluate.evaluate_conditions("no-such-model", {"base": (None, None)}, target="owl")
