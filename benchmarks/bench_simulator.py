@@ -29,7 +29,9 @@ def instances(rng, T, m, d, dtype=np.float64):
     Phi = rng.standard_normal((T, m, d), dtype=dtype)
     Phi *= dtype(1 / np.sqrt(d)) if dtype is np.float32 else 1 / np.sqrt(d)
     u = rng.standard_normal((T, d, 1)).astype(dtype)
-    Phi *= np.sign(np.matmul(Phi, u))
+    s = np.sign(np.matmul(Phi, u))
+    s[s == 0] = 1  # an exactly-zero product (≈ 2⁻²⁴ per row in float32) must not zero the row
+    Phi *= s
     return Phi
 
 
