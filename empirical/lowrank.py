@@ -73,25 +73,23 @@ def _check_window(value: Any, name: str, S: int | None, P: int | None) -> tuple[
 
 def check_model(spec: str, name: str) -> str:
     """Refuse, before any work, a model spec that cannot load: an uninstalled registry model (with the install
-    command), a missing ``.gguf`` file or local folder, or a bare name that is neither (with the registry names)."""
+    command), a missing ``.gguf`` file, a folder without ``config.json``, or a spec that is neither a registry
+    name, a path nor a hub id (:func:`empirical.models.resolve_source`, the one spec resolution)."""
     from empirical import models
 
     if not isinstance(spec, str) or not spec.strip():
         raise LLSError(f"{name} must name a model")
-    if spec in models.REGISTRY:
+    if spec in models.REGISTRY:  # checked without resolve_source, which would convert the GGUF file now
         if not (models.is_installed(spec) or (models.cache_root() / spec / "lls-model.json").is_file()):
             raise LLSError(f"{name} {spec}: not installed; run `lls models install {spec}`")
         return spec
-    path = Path(spec).expanduser()
-    if spec.endswith(".gguf"):
-        if not path.is_file():
-            raise LLSError(f"{name} {spec}: GGUF file not found")
-    elif path.exists():
-        if not (path / "config.json").is_file():
-            raise LLSError(f"{name} {spec}: folder has no config.json (not a Hugging Face model folder)")
-    elif spec.count("/") != 1 or spec.startswith((".", "/", "~")):
-        raise LLSError(f"{name} {spec}: not a registry name ({', '.join(sorted(models.REGISTRY))}), not an "
-                       "existing folder or .gguf file, and not a hub id of the form org/name")
+    try:
+        src = models.resolve_source(spec)
+    except (ValueError, FileNotFoundError) as exc:
+        msg = str(exc).removeprefix(f"model {spec!r}: ").removeprefix(f"{spec}: ")
+        raise LLSError(f"{name} {spec}: {msg}") from None
+    if src.kind == "folder" and not (Path(spec) / "config.json").is_file():
+        raise LLSError(f"{name} {spec}: folder has no config.json (not a Hugging Face model folder)")
     return spec
 
 
@@ -544,6 +542,18 @@ class PairCheckResult:
     ESTIMATES = ("corr(rho_T, rho_S) = corr(z_T, z_s) before training: the two models' own system-prompt margin "
                  "shifts; not the post-training transfer corr(z_T, z_M)")
 
+    @classmethod
+    def from_json(cls, d: dict) -> "PairCheckResult":
+        """A pair-check.json record (files written before ``warnings`` existed read as no warnings)."""
+        arr = lambda x: None if x is None else np.asarray(x, float)  # noqa: E731
+        return cls(d["teacher"], d["student"], d["n_pairs"], d["truncate"], d["gamma"], d["rows"], d.get("subspace"),
+                   arr(d["rho_teacher"]), arr(d["rho_student"]), arr(d.get("projection")), d.get("pair_ids", []),
+                   d.get("warnings", []))
+
+    def row(self, word: str) -> dict:
+        """The row whose system prompt contains ``word`` (case-insensitive), e.g. ``row("owl")``."""
+        return next(r for r in self.rows if word.lower() in r["system_prompt"].lower())
+
     def to_json(self) -> dict:
         return {"teacher": self.teacher, "student": self.student, "n_pairs": self.n_pairs, "truncate": self.truncate,
                 "gamma": self.gamma, "thresholds": self.THRESHOLDS, "estimates": self.ESTIMATES, "rows": self.rows,
@@ -660,6 +670,17 @@ class DetectResult:
     STATISTICS = {"raw": "z of the mean w_c/N_i (significant: is a trait planted at all?)",
                   "specific": "z of the mean common-factor residual w_c - beta_c m, m = mean over the candidates "
                               "(rank, top, significant_specific: which one?)"}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "DetectResult":
+        """A detect.json record (files written before ``warnings`` existed read as no warnings)."""
+        from empirical.detect import Detection
+
+        det = Detection(d["table"], d["n_suspect"], d["n_reference"], d["n_draws"], d["alpha"], d.get("warnings", []))
+        proj = d.get("candidate_projection")
+        return cls(d["model"], d["data"], d["reference"], d["n_suspect"], d["n_reference"],
+                   d["n_suspect_outside_reference"], det, [r["candidate"] for r in d["table"]],
+                   None if proj is None else np.asarray(proj, float))
 
     def to_json(self) -> dict:
         d = self.detection

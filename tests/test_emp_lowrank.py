@@ -330,3 +330,18 @@ def test_low_rank_figures_pass_the_style_check(tmp_path):
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["a.png", "d.png", "pair-check-projection.png",
                                                                "pair-check-shifts.png", "pair-check.png", "s.png"]
     assert all(p.stat().st_size > 10_000 for p in tmp_path.glob("*.png"))
+
+
+def test_committed_records_read_back_as_typed_results():
+    """pair-check.json and detect.json records round-trip through their typed containers (the report reads them so)."""
+    from pathlib import Path
+
+    from empirical.lowrank import DetectResult, PairCheckResult
+    from lls_common.io import to_jsonable
+
+    root = Path(__file__).resolve().parents[1] / "results" / "lowrank"
+    for cls, name in ((PairCheckResult, "pair-check/pair-check.json"), (DetectResult, "detect-owl/detect.json")):
+        d = json.loads((root / name).read_text())
+        assert to_jsonable(cls.from_json(d).to_json()) == d
+    det = DetectResult.from_json(json.loads((root / "detect-owl" / "detect.json").read_text()))
+    assert det.detection.warnings and det.to_json()["small_sample"]

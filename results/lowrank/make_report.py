@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parents[1]))  # the repository root, for `empirical` when run as a script
 
 from empirical.detect_validation import DetectorRun, iter_runs, p_target_first_quadrature, z_for_top1  # noqa: E402
+from empirical.lowrank import DetectResult, PairCheckResult  # noqa: E402
 
 TOP1_GOAL = 0.9  # the top-1 hit rate the extrapolation in the detect discussion asks for (a choice, not a result)
 _WORDS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
@@ -33,6 +34,12 @@ _WORDS = ("zero one two three four five six seven eight nine ten eleven twelve t
 def _j(name):
     p = ROOT / name
     return json.loads(p.read_text()) if p.is_file() else None
+
+
+def _record(cls, name):
+    """A typed result record (``cls.from_json``) of a JSON file, or None when the file is missing."""
+    d = _j(name)
+    return None if d is None else cls.from_json(d)
 
 
 def _pool_runs(val) -> list:
@@ -71,12 +78,12 @@ def _run_fields(v: DetectorRun, alpha: float) -> dict:
                 min_target_p_specific=min(t["target_p_specific_holm"] for t in v.targets))
 
 
-def _owl_row(pc: dict) -> dict:
+def _owl_row(pc: PairCheckResult) -> dict:
     """The owl prompt's row of a pair-check result (the prompt of the end-to-end run)."""
-    return next(r for r in pc["rows"] if "owl" in r["system_prompt"].lower())
+    return pc.row("owl")
 
 
-def _e2e_fields(e2e: dict, pc: dict | None) -> dict:
+def _e2e_fields(e2e: dict, pc: PairCheckResult | None) -> dict:
     """Measured transfer of the end-to-end run (results/e2e/run/summary.json) beside the pair-check numbers."""
     corr = {(r["student"], r["arm"], r["ref"]): r for r in e2e["correlations"]}
     F = {}
@@ -95,7 +102,7 @@ def _e2e_fields(e2e: dict, pc: dict | None) -> dict:
     if pc:
         owl = _owl_row(pc)
         F.update(pc_owl=owl["pearson"], pc_owl_lo=owl["pearson_ci"][0], pc_owl_hi=owl["pearson_ci"][1],
-                 pc_n_pairs=pc["n_pairs"])
+                 pc_n_pairs=pc.n_pairs)
     return F
 
 
@@ -125,10 +132,10 @@ def _angle_fields(ang: dict, sm: dict | None) -> dict:
     return F
 
 
-def _pc_fields(pc: dict, pc_small: dict | None) -> dict:
-    rows = pc["rows"]
+def _pc_fields(pc: PairCheckResult, pc_small: PairCheckResult | None) -> dict:
+    rows = pc.rows
     lo_ci = [r["pearson_ci"][0] for r in rows]
-    F = dict(pc_n=len(rows), pc_top_pct=100 * pc["gamma"],
+    F = dict(pc_n=len(rows), pc_top_pct=100 * pc.gamma,
              pc_pearson_min=min(r["pearson"] for r in rows), pc_pearson_max=max(r["pearson"] for r in rows),
              pc_pearson_mean=float(np.mean([r["pearson"] for r in rows])),
              pc_pos_sel_min_pct=100 * min(r["student_positive_on_selected"] for r in rows),
@@ -145,9 +152,9 @@ def _pc_fields(pc: dict, pc_small: dict | None) -> dict:
              pc_owl_verdict=_owl_row(pc)["verdict"], pc_owl_range=_owl_row(pc).get("verdict_range", "?"))
     if pc_small:
         owl = _owl_row(pc_small)
-        F.update(pcs_n_pairs=pc_small["n_pairs"], pcs_owl=owl["pearson"], pcs_owl_lo=owl["pearson_ci"][0],
-                 pcs_owl_hi=owl["pearson_ci"][1], pcs_pearson_min=min(r["pearson"] for r in pc_small["rows"]),
-                 pcs_pearson_max=max(r["pearson"] for r in pc_small["rows"]))
+        F.update(pcs_n_pairs=pc_small.n_pairs, pcs_owl=owl["pearson"], pcs_owl_lo=owl["pearson_ci"][0],
+                 pcs_owl_hi=owl["pearson_ci"][1], pcs_pearson_min=min(r["pearson"] for r in pc_small.rows),
+                 pcs_pearson_max=max(r["pearson"] for r in pc_small.rows))
     return F
 
 
@@ -242,20 +249,21 @@ def _disjoint_fields(val: dict, alpha: float) -> dict:
     return F
 
 
-def _demo_fields(dowl: dict, dran: dict, val: dict | None) -> dict:
-    n = len(dowl["table"])
+def _demo_fields(dowl: DetectResult, dran: DetectResult, val: dict | None) -> dict:
+    owl, ran = dowl.detection, dran.detection
+    n = len(owl.table)
     # the demo subset is the LLS subset of the validation's first target
     target = _pool_runs(val)[0].targets[0]["target"] if val else None
-    own = next((r for r in dowl["table"] if target and target in r["candidate"].lower()), None)
-    top_o, top_r = dowl["table"][0], dran["table"][0]  # rows are ranked by the specific z
-    F = dict(demo_n=dowl["n_suspect"],
-             demo_sig=f"all {n}" if len(dowl["significant"]) == n else f"{len(dowl['significant'])} of {n}",
-             demo_z_min=min(r["z"] for r in dowl["table"]), demo_z_max=max(r["z"] for r in dowl["table"]),
-             demo_top=_first_sentence(dowl["top"]), demo_top_z_specific=top_o["z_specific"],
+    own = next((r for r in owl.table if target and target in r["candidate"].lower()), None)
+    top_o, top_r = owl.table[0], ran.table[0]  # rows are ranked by the specific z
+    F = dict(demo_n=dowl.n_suspect,
+             demo_sig=f"all {n}" if len(owl.significant) == n else f"{len(owl.significant)} of {n}",
+             demo_z_min=min(r["z"] for r in owl.table), demo_z_max=max(r["z"] for r in owl.table),
+             demo_top=_first_sentence(owl.top), demo_top_z_specific=top_o["z_specific"],
              demo_top_p_specific=top_o["p_specific_holm"],
-             demo_random_n_sig=len(dran["significant"]), demo_random_top=_first_sentence(dran["top"]).split()[-1],
+             demo_random_n_sig=len(ran.significant), demo_random_top=_first_sentence(ran.top).split()[-1],
              demo_random_top_z_specific=top_r["z_specific"], demo_random_top_p_specific=top_r["p_specific_holm"],
-             demo_warnings=len(dowl.get("warnings") or []))
+             demo_warnings=len(owl.warnings))
     if own:
         F.update(demo_target_rank=_ordinal(own["rank"]), demo_target_z_specific=own["z_specific"])
     return F
@@ -269,7 +277,7 @@ def _fields(ang, sm, pc, val, dowl, dran, e2e=None, pc_small=None) -> dict:
     if pc:
         F.update(_pc_fields(pc, pc_small))
     if val and dowl:
-        alpha = dowl["alpha"]  # detect_trait's default, used by the CLI demo and the validation
+        alpha = dowl.detection.alpha  # detect_trait's default, used by the CLI demo and the validation
         F.update(_val_fields(val, alpha))
         F.update(_disjoint_fields(val, alpha))
     if dowl and dran:
@@ -332,27 +340,27 @@ def _spectrum_section(ang: dict, sm: dict | None) -> list[str]:
     return L + ["", "Figure: `angles.png`.", ""]
 
 
-def _pc_section(pc: dict, notes: dict) -> list[str]:
-    L = [f"## Pair-check SmolLM2 (teacher) -> Gemma-3-270M (student), {len(pc['rows'])} animal prompts", "",
-         f"{pc['n_pairs']} held-out HH pairs (single-turn, responses truncated to {pc['truncate']} teacher tokens). "
+def _pc_section(pc: PairCheckResult, notes: dict) -> list[str]:
+    L = [f"## Pair-check SmolLM2 (teacher) -> Gemma-3-270M (student), {len(pc.rows)} animal prompts", "",
+         f"{pc.n_pairs} held-out HH pairs (single-turn, responses truncated to {pc.truncate} teacher tokens). "
          "ρ_{M,s} = margin with s minus margin without s, reference = the same model (lls_theory.margins.margin).", "",
          "| system prompt | Pearson [95% CI] | Spearman | prompt-specific Pearson "
-         f"| student ρ>0 on teacher's top-{100 * pc['gamma']:.0f}% | student ρ>0 overall | verdict |",
+         f"| student ρ>0 on teacher's top-{100 * pc.gamma:.0f}% | student ρ>0 overall | verdict |",
          "|---|---|---|---|---|---|---|"]
-    for r in pc["rows"]:
+    for r in pc.rows:
         ci = r["pearson_ci"]
         L.append(f"| {r['system_prompt'].split('.')[0]} | {r['pearson']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] | {r['spearman']:.3f} "
                  f"| {r.get('pearson_specific', float('nan')):.3f} | {r['student_positive_on_selected']:.2f} "
                  f"| {r['student_positive_overall']:.2f} | {r['verdict']} |")
-    sub = pc.get("subspace")
+    sub = pc.subspace
     if sub:
         L += ["", f"Subspace overlap of the library matrices (top-{sub['raw']['r']}, X {sub['shape'][0]}x{sub['shape'][1]}): "
               f"mean cosine {sub['raw']['mean_cos']:.3f} vs random {sub['raw']['mean_baseline']:.3f} "
               f"(overlap {sub['raw']['overlap']:.2f}); column-centred overlap {sub['column_centred']['overlap']:.2f}."]
-    L += ["", f"Thresholds: {pc['thresholds']}. Figures: `pair-check/pair-check.png` (the correlations ranked, with 95% "
+    L += ["", f"Thresholds: {pc.THRESHOLDS}. Figures: `pair-check/pair-check.png` (the correlations ranked, with 95% "
           "CIs), `pair-check/pair-check-shifts.png` (one scatter panel per prompt), `pair-check/pair-check-projection.png` "
-          f"(Fig. 19 view: the {2 * len(pc['rows'])} margin vectors on their top-2 singular vectors).", ""]
-    L += [f"Warning: {w}" for w in pc.get("warnings", [])] + ([""] if pc.get("warnings") else [])
+          f"(Fig. 19 view: the {2 * len(pc.rows)} margin vectors on their top-2 singular vectors).", ""]
+    L += [f"Warning: {w}" for w in pc.warnings] + ([""] if pc.warnings else [])
     if "pair-check-caveat" in notes:
         L += [notes["pair-check-caveat"], ""]
     return L
@@ -401,20 +409,21 @@ def _disjoint_section(val: dict, alpha: float, notes: dict) -> list[str]:
 
 
 def main() -> None:
-    ang, pc, val = _j("angles.json"), _j("pair-check/pair-check.json"), _j("detect-validation.json")
+    ang, val = _j("angles.json"), _j("detect-validation.json")
     sm = _j("spectrum-smollm2/spectrum-smollm2-135m-instruct.json")
-    dowl, dran = _j("detect-owl/detect.json"), _j("detect-random/detect.json")
+    pc, pc_small = _record(PairCheckResult, "pair-check/pair-check.json"), _record(PairCheckResult, "pair-check-64/pair-check.json")
+    dowl, dran = _record(DetectResult, "detect-owl/detect.json"), _record(DetectResult, "detect-random/detect.json")
     L = ["# Low logit rank on SmolLM2-135M-Instruct and Gemma-3-270M (issue 7)", "",
          "Generated by `results/lowrank/make_report.py` from the JSON files in this folder; commands at the end.", ""]
     e2e_file = ROOT.parent / "e2e" / "run" / "summary.json"
     e2e = json.loads(e2e_file.read_text()) if e2e_file.is_file() else None
-    notes = _notes_parts(_fields(ang, sm, pc, val, dowl, dran, e2e, _j("pair-check-64/pair-check.json")))
+    notes = _notes_parts(_fields(ang, sm, pc, val, dowl, dran, e2e, pc_small))
     if ang:
         L += _spectrum_section(ang, sm)
     if pc:
         L += _pc_section(pc, notes)
     if val:
-        alpha = dowl["alpha"]  # detect_trait's default, used by the CLI demo and the validation
+        alpha = dowl.detection.alpha  # detect_trait's default, used by the CLI demo and the validation
         L += _detect_section(val, alpha, notes) + _disjoint_section(val, alpha, notes)
     L += ["", notes["end"] + "\n"]
     (ROOT / "report.md").write_text("\n".join(L) + "\n")
