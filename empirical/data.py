@@ -92,8 +92,10 @@ __all__ = [
 
 
 def _one_line(text: str, limit: int = 400) -> str:
-    """``text`` on one line (newlines and other line breaks shown as ``\\n``), at most ``limit`` characters."""
+    """``text`` on one line (newlines and other line breaks shown as ``\\n``, lone surrogates -- e.g. from an
+    undecodable file name -- as ``\\udXXX``), at most ``limit`` characters."""
     out = "".join("\\n" if ch in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029" else ch for ch in str(text))
+    out = out.encode("utf-8", "backslashreplace").decode("utf-8")
     return out if len(out) <= limit else out[: limit - 3] + "..."
 
 

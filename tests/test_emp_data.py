@@ -534,3 +534,12 @@ def test_score_and_train_accept_the_same_files(tmp_path, monkeypatch, capsys, fm
                 "--no-progress"]
     assert main([str(a) for a in argv]) == 2
     assert "model stage reached" in capsys.readouterr().err
+
+
+def test_data_error_is_one_printable_line():
+    from lls_common.errors import LLSError
+
+    e = data.DataError("/tmp/a\udcff.jsonl:1: bad\nline\r\u2028x")
+    assert isinstance(e, LLSError) and isinstance(e, ValueError)
+    assert str(e) == "/tmp/a\\udcff.jsonl:1: bad\\nline\\n\\nx" and str(e).encode("utf-8")
+    assert len(str(data.DataError("x" * 10_000))) == 400
