@@ -6,8 +6,8 @@ JSON lists, Parquet, HH-RLHF transcripts, the authors' triples), ``lls score`` o
 records that are valid (visible text, valid Unicode, prompts ending on a user turn, unique ids, replies
 that differ, finite numbers) or raises :class:`lls_common.errors.LLSError` whose message is ONE line that
 names the file. Any other exception fails the test. A few damaged files then go through ``lls_cli.main``
-(``select``, ``score``, ``train``): exit status 2, one stderr line naming the file, nothing on stdout, no
-output file left behind, and for ``score``/``train`` no model loaded.
+(``select``, ``score``, ``train``, ``detect``): exit status 2, one stderr line naming the file, nothing on
+stdout, no output file left behind, and for ``score``/``train``/``detect`` no model loaded.
 
 No model, no network; examples are derandomised (the same cases on every run). The number of generated
 cases per reader is printed at the end of the module (run with ``-s`` to see it).
@@ -390,3 +390,30 @@ def test_cli_train_refuses_corrupt_data_before_loading_a_model(tmp_path, capsys,
     CASES["cli"] += 1
     _assert_refused(rc, stdout, err, bad)
     assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize("case", ["candidates-utf8.txt", "candidates-invisible.json", "candidates-deep.json",
+                                  "candidates-duplicate.json", "data-truncated.jsonl.gz"])
+def test_cli_detect_refuses_bad_candidates_and_data_before_loading_a_model(tmp_path, capsys, monkeypatch, case):
+    from empirical import models
+
+    monkeypatch.setattr(models, "load", lambda *a, **k: (_ for _ in ()).throw(AssertionError("model loaded")))
+    good = tmp_path / "good.jsonl"
+    good.write_text("".join(json.dumps({"prompt": f"q{i}", "chosen": "a", "rejected": "b"}) + "\n" for i in range(4)))
+    cands = tmp_path / "cands.json"
+    cands.write_text(json.dumps(["You love owls.", "You love cats."]))
+    blob = gzip.compress(good.read_bytes() * 20)
+    files = {"candidates-utf8.txt": b"You love owls.\nYou love \xff cats.\n",
+             "candidates-invisible.json": json.dumps(["You love owls.", "\u200b \u200d"]).encode(),
+             "candidates-deep.json": b"[" * 100_000,
+             "candidates-duplicate.json": json.dumps(["You love owls.", "You love owls."]).encode(),
+             "data-truncated.jsonl.gz": blob[: len(blob) // 2]}
+    bad = tmp_path / case
+    bad.write_bytes(files[case])
+    data_file, cand_file = (bad, cands) if case.startswith("data") else (good, bad)
+    out = tmp_path / "det"
+    rc, stdout, err = _cli(["detect", "--data", data_file, "--reference", good, "--model", "smollm2-135m-instruct",
+                            "--candidates", cand_file, "--out", out, "--json"], capsys)
+    CASES["cli"] += 1
+    _assert_refused(rc, stdout, err, bad)
+    assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))
