@@ -270,15 +270,38 @@ class ScoreStats:
     layout: str = "tree"
 
 
-def _rows(encs: Sequence[Any], K: int, tree: bool) -> list[tuple[int, list[int]]]:
-    """Row list: ``(group index, reply indices in the row)``; tree = all replies of a group in one row."""
-    if tree:
-        return [(g, list(range(len(e.completions)))) for g, e in enumerate(encs)]
-    return [(g, [j]) for g, e in enumerate(encs) for j in range(len(e.completions))]
+Row = list[tuple[int, list[int]]]  # segments of one row: (group index, reply indices scored in it)
 
 
-def _row_len(e: Any, K: int, reps: list[int]) -> int:
+def _seg_len(e: Any, K: int, reps: list[int]) -> int:
     return len(e.context) - K + sum(len(e.completions[j]) - 1 for j in reps)
+
+
+def _row_len(encs: Sequence[Any], K: int, row: Row) -> int:
+    return sum(_seg_len(encs[g], K, reps) for g, reps in row)
+
+
+def _rows(encs: Sequence[Any], K: int, layout: str, pack_tokens: int = 512) -> list[Row]:
+    """Rows: ``tree`` = one group (all its replies) per row; ``linear`` = one reply per row; ``packed`` = tree
+    segments packed first-fit-decreasing into rows of at most ``pack_tokens`` tokens (longer groups alone)."""
+    if layout == "linear":
+        return [[(g, [j])] for g, e in enumerate(encs) for j in range(len(e.completions))]
+    segs = [(g, list(range(len(e.completions)))) for g, e in enumerate(encs)]
+    if layout == "tree":
+        return [[sg] for sg in segs]
+    rows: list[Row] = []
+    room: list[int] = []
+    for sg in sorted(segs, key=lambda sg: (-_seg_len(encs[sg[0]], K, sg[1]), sg[0])):
+        n = _seg_len(encs[sg[0]], K, sg[1])
+        for r, left in enumerate(room):
+            if n <= left:
+                rows[r].append(sg)
+                room[r] -= n
+                break
+        else:
+            rows.append([sg])
+            room.append(pack_tokens - n)
+    return rows
 
 
 def _sliding_window(model: Any) -> int | None:
@@ -311,7 +334,7 @@ def _supports_4d(model: Any) -> bool:
     return impl in ("sdpa", "eager")
 
 
-def _score_batch(model: Any, encs: Sequence[Any], rows: list[tuple[int, list[int]]], K: int, cache: Any,
+def _score_batch(model: Any, encs: Sequence[Any], rows: list[Row], K: int, cache: Any,
                  pad_id: int, tree: bool, head_chunk: int | None, totals: Any, seq_index: dict) -> tuple[int, int, int]:
     """Run one batch of rows; adds each scored sequence's log-prob (float64) into ``totals[seq_index[(g, j)]]``.
     Returns (real tokens, padded tokens, head positions)."""
@@ -319,34 +342,40 @@ def _score_batch(model: Any, encs: Sequence[Any], rows: list[tuple[int, list[int
 
     device = _device(model)
     B = len(rows)
-    lens = [_row_len(encs[g], K, reps) for g, reps in rows]
+    lens = [_row_len(encs, K, row) for row in rows]
     T = max(lens)
     ids = torch.full((B, T), pad_id, dtype=torch.long)
     pos = torch.zeros((B, T), dtype=torch.long)
-    grp = torch.full((B, T), -1, dtype=torch.long)  # segment ids: -1 padding, 0 context, j+1 reply j
+    grp = torch.full((B, T), -1, dtype=torch.long)  # reply ids: -1 padding, 0 context, j+1 reply j
+    slot = torch.full((B, T), -1, dtype=torch.long)  # which segment (group) of the row a token belongs to
     sel_r, sel_c, tgt, seq = [], [], [], []
-    for b, (g, reps) in enumerate(rows):
-        e = encs[g]
-        P = len(e.context)
-        p = P - K
-        ids[b, :p] = torch.tensor(e.context[K:])
-        pos[b, :p] = torch.arange(K, P)
-        grp[b, :p] = 0
-        o = p
-        for j in reps:
-            c = e.completions[j]
-            n = len(c) - 1
-            s = seq_index[(g, j)]
-            sel_r.append(b), sel_c.append(p - 1), tgt.append(c[0]), seq.append(s)  # last context token -> c[0]
-            if n:
-                ids[b, o:o + n] = torch.tensor(c[:-1])
-                pos[b, o:o + n] = torch.arange(P, P + n)
-                grp[b, o:o + n] = j + 1
-                sel_r += [b] * n
-                sel_c += range(o, o + n)
-                tgt += c[1:]
-                seq += [s] * n
-            o += n
+    for b, row in enumerate(rows):
+        o = 0
+        for k, (g, reps) in enumerate(row):
+            e = encs[g]
+            P = len(e.context)
+            p = P - K
+            ids[b, o:o + p] = torch.tensor(e.context[K:])
+            pos[b, o:o + p] = torch.arange(K, P)
+            grp[b, o:o + p] = 0
+            slot[b, o:o + p] = k
+            last = o + p - 1
+            o += p
+            for j in reps:
+                c = e.completions[j]
+                n = len(c) - 1
+                s = seq_index[(g, j)]
+                sel_r.append(b), sel_c.append(last), tgt.append(c[0]), seq.append(s)  # last context token -> c[0]
+                if n:
+                    ids[b, o:o + n] = torch.tensor(c[:-1])
+                    pos[b, o:o + n] = torch.arange(P, P + n)
+                    grp[b, o:o + n] = j + 1
+                    slot[b, o:o + n] = k
+                    sel_r += [b] * n
+                    sel_c += range(o, o + n)
+                    tgt += c[1:]
+                    seq += [s] * n
+                o += n
     kw: dict[str, Any] = {}
     if cache is not None:
         c = copy.deepcopy(cache)
@@ -356,7 +385,7 @@ def _score_batch(model: Any, encs: Sequence[Any], rows: list[tuple[int, list[int
     if tree:
         # allowed[b, i, j]: query i may see row key j (earlier or same, same group, context or own reply)
         lower = torch.ones((T, T), dtype=torch.bool).tril()
-        same = (grp[:, None, :] == 0) | (grp[:, None, :] == grp[:, :, None])
+        same = ((grp[:, None, :] == 0) | (grp[:, None, :] == grp[:, :, None])) & (slot[:, None, :] == slot[:, :, None])
         allowed = lower[None] & same & real[:, None, :] & real[:, :, None]
         allowed |= torch.eye(T, dtype=torch.bool)[None]  # padding queries see themselves (no empty rows)
         full = torch.cat([real[:, :, None].expand(B, T, K), allowed], dim=2)[:, None]  # (B, 1, T, K + T)
@@ -383,41 +412,44 @@ def _score_batch(model: Any, encs: Sequence[Any], rows: list[tuple[int, list[int
 def score_groups(model: Any, encs: Sequence[Any], *, pad_id: int = 0, batch_tokens: int = 2048,
                  max_batch: int = 16, head_chunk: int | None = None, layout: str = "auto",
                  progress: Any = False, desc: str = "scoring", unit: str = "pair",
-                 check: bool = True) -> tuple[list[list[float]], ScoreStats]:
+                 check: bool = True, pack_tokens: int = 512) -> tuple[list[list[float]], ScoreStats]:
     """Exact log-probs ``logp[g][j]`` of every completion of every group (see module doc) and the stats.
 
     ``batch_tokens``: padded row tokens per forward batch (context suffix + replies); ``max_batch``: rows
     per batch; ``head_chunk``: positions per LM-head chunk (default ``2**24 // vocab``); ``layout``:
-    ``"tree"`` (one row per group, 4-D mask), ``"linear"`` (one row per reply, 2-D mask) or ``"auto"`` (tree
-    when the attention implementation takes a 4-D mask); ``progress``: bool, or a callable receiving the
+    ``"tree"`` (one row per group, 4-D mask), ``"packed"`` (tree segments packed into rows of at most
+    ``pack_tokens`` tokens, block-diagonal mask: no padding inside), ``"linear"`` (one row per reply, 2-D
+    mask) or ``"auto"`` (tree when the attention implementation takes a 4-D mask, else linear); ``progress``: bool, or a callable receiving the
     number of groups finished after each batch; ``check``: run :func:`self_check` on the first call per model.
     """
     import torch
 
     if batch_tokens < 1 or max_batch < 1:
         raise ValueError("batch_tokens and max_batch must be >= 1")
-    if layout not in ("auto", "tree", "linear"):
-        raise ValueError(f"layout must be 'auto', 'tree' or 'linear', got {layout!r}")
+    if layout not in ("auto", "tree", "packed", "linear"):
+        raise ValueError(f"layout must be 'auto', 'tree', 'packed' or 'linear', got {layout!r}")
     if not encs:
         return [], ScoreStats()
     for g, e in enumerate(encs):
         if not e.context or not e.completions or any(not c for c in e.completions):
             raise ValueError(f"group {g}: empty context or completion")
-    tree = layout == "tree" or (layout == "auto" and _supports_4d(model))
+    if layout == "auto":
+        layout = "tree" if _supports_4d(model) else "linear"
+    tree = layout != "linear"
     if check and not model.training and model not in _CHECKED:
         self_check(model, encs[0], pad_id=pad_id, layout="tree" if tree else "linear")
     K = max(0, min(lcp_length([e.context for e in encs]), min(len(e.context) for e in encs) - 1))
-    rows = _rows(encs, K, tree)
+    rows = _rows(encs, K, layout, pack_tokens)
     seq_index = {(g, j): i for i, (g, j) in enumerate((g, j) for g, e in enumerate(encs)
                                                         for j in range(len(e.completions)))}
-    stats = ScoreStats(prefix_tokens=K, layout="tree" if tree else "linear")
+    stats = ScoreStats(prefix_tokens=K, layout=layout)
     bar = Progress(len(encs), desc=desc, unit=unit, callback=progress if callable(progress) else None,
                    enabled=bool(progress))
     device = _device(model)
     totals = torch.zeros(len(seq_index), dtype=torch.float64, device=device)
     with torch.inference_mode():
         cache = run_prefix(model, encs[0].context[:K]) if K > 0 else None
-        lens = [_row_len(encs[g], K, reps) for g, reps in rows]
+        lens = [_row_len(encs, K, row) for row in rows]
         for idx in length_batches(lens, batch_tokens, max_batch):
             real, padded, heads = _score_batch(model, encs, [rows[i] for i in idx], K, cache, pad_id, tree,
                                                head_chunk, totals, seq_index)
@@ -425,8 +457,7 @@ def score_groups(model: Any, encs: Sequence[Any], *, pad_id: int = 0, batch_toke
             stats.real_tokens += real
             stats.padded_tokens += padded
             stats.head_positions += heads
-            done = len({rows[i][0] for i in idx}) if tree else sum(
-                1 for i in idx if rows[i][1][0] == len(encs[rows[i][0]].completions) - 1)
+            done = sum(1 for i in idx for g, reps in rows[i] if reps[-1] == len(encs[g].completions) - 1)
             bar.update(done)
     bar.close()
     flat = totals.tolist()
@@ -466,7 +497,7 @@ def self_check(model: Any, enc: Any, *, pad_id: int = 0, layout: str = "tree") -
         tree = layout == "tree"
         try:
             cache = run_prefix(model, s[:k])
-            _score_batch(model, [probe], _rows([probe], k, tree), k, cache, pad_id, tree, None, totals,
+            _score_batch(model, [probe], _rows([probe], k, layout), k, cache, pad_id, tree, None, totals,
                          {(0, 0): 0, (0, 1): 1})
         except Exception as exc:  # e.g. a dropped cache makes the 4-D mask longer than the keys
             import transformers

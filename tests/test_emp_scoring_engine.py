@@ -78,7 +78,7 @@ def maxdiff(a, b) -> float:
     return max(abs(x - y) for r1, r2 in zip(a, b) for x, y in zip(r1, r2))
 
 
-@pytest.mark.parametrize("layout", ["tree", "linear"])
+@pytest.mark.parametrize("layout", ["tree", "packed", "linear"])
 @pytest.mark.parametrize("budget", [1, 30, 10**6])
 def test_exact_in_float64_every_architecture(arch_model, layout, budget):
     """Same tokens, same arithmetic: in float64 the engine equals one plain forward per sequence to 1e-10
@@ -93,16 +93,18 @@ def test_exact_in_float64_every_architecture(arch_model, layout, budget):
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 10**6), n=st.integers(1, 7), head=st.integers(0, 6), budget=st.integers(1, 80),
-       max_batch=st.integers(1, 5), head_chunk=st.sampled_from([None, 1, 3]))
-def test_exact_for_any_groups_and_batching(llama, seed, n, head, budget, max_batch, head_chunk):
+       max_batch=st.integers(1, 5), head_chunk=st.sampled_from([None, 1, 3]),
+       layout=st.sampled_from(["tree", "packed", "linear"]), pack=st.integers(1, 40))
+def test_exact_for_any_groups_and_batching(llama, seed, n, head, budget, max_batch, head_chunk, layout, pack):
     groups = random_groups(seed, n, head)
     out, stats = batching.score_groups(llama, groups, batch_tokens=budget, max_batch=max_batch,
-                                       head_chunk=head_chunk)
+                                       head_chunk=head_chunk, layout=layout, pack_tokens=pack)
     assert maxdiff(out, reference(llama, groups)) < 1e-10
     expect_k = min(batching.lcp_length([g.context for g in groups]), min(len(g.context) for g in groups) - 1)
     assert stats.prefix_tokens == expect_k
-    assert stats.real_tokens == sum(len(g.context) - expect_k + sum(len(c) - 1 for c in g.completions)
-                                    for g in groups)
+    per_reply = layout == "linear"  # the linear layout recomputes the context for every reply
+    assert stats.real_tokens == sum((len(g.context) - expect_k) * (len(g.completions) if per_reply else 1)
+                                    + sum(len(c) - 1 for c in g.completions) for g in groups)
 
 
 def test_batches_count_reply_tokens_and_head_is_chunked(llama):
@@ -180,8 +182,11 @@ def test_cache_keyword_follows_the_signature():
 def test_progress_callback_and_plain_lines(llama, capsys):
     groups = random_groups(2, n=7)
     seen: list[int] = []
-    batching.score_groups(llama, groups, batch_tokens=20, max_batch=2, progress=seen.append)
-    assert sum(seen) == len(groups) and len(seen) >= 3  # one update per batch
+    for layout in ("tree", "packed", "linear"):
+        seen.clear()
+        batching.score_groups(llama, groups, batch_tokens=20, max_batch=2, progress=seen.append, layout=layout,
+                              pack_tokens=20)
+        assert sum(seen) == len(groups) and len(seen) >= 2  # one update per batch
     p = batching.Progress(10, desc="x", unit="pair", every=0.0)
     p.update(4)
     p.update(6)
