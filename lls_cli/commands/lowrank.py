@@ -10,6 +10,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+# compatibility: these lived here before the move to empirical.lowrank (benchmarks/bench_logprob_matrix.py uses them)
+from empirical.lowrank import library_inputs, load_data, model_slug, pair_inputs  # noqa: F401
+
 
 def _config(cls: type, args: argparse.Namespace) -> Any:
     """The command's settings from its flags (validated before any data or model is touched)."""
