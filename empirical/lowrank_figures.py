@@ -260,7 +260,7 @@ def plot_detect_validation(val: dict, path: Any) -> Path:
             ax.errorbar(x[:, 0], yy, xerr=[x[:, 0] - x[:, 1], x[:, 2] - x[:, 0]], fmt=fs.marker(role),
                         color=fs.color(role), capsize=2.5, ls="none", label=f"detector {det}")
         if guide is not None:
-            ax.axvline(guide, color=fs.color("bound"), ls=":", lw=1,
+            ax.axvline(guide, color=fs.color("bound"), ls=":" if guide == 0.1 else "--", lw=1,
                        label="chance (1 of 10)" if guide == 0.1 else "nominal level 0.05")
         ax.set_xlim(-0.03, 1.03)
         ax.set_title(title)
