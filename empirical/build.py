@@ -25,7 +25,7 @@ without replacement from all scored pairs, in file order), ``bottom.jsonl`` (sam
 first) and ``summary.json``. Pair files are in TRL conversational form with ``id`` and ``weight``.
 
 Settings: a :class:`ScoreJob` holds one config object per section (:mod:`empirical.config`: ``ModelArgs``,
-``DataConfig``, ``Filters``, ``ScoreConfig``) plus the system prompt and the output. ``system_prompt=None``
+``DataConfig``, ``Filters``, ``ScoreConfig``, ``TraitConfig`` for the system prompt) and the output. ``trait=None``
 scores the reference condition only (fields :data:`BASE_FIELDS`); ``base=<such a file>`` reads the reference
 log-probs from it and scores only the system-prompted ones (what ``lls experiment`` does to share the
 reference scores between traits; the numbers equal a combined run's: each condition is its own
@@ -52,7 +52,7 @@ import numpy as np
 
 from lls_common.errors import LLSError
 from lls_common.io import atomic_write_json
-from empirical.config import DataConfig, Filters, ModelArgs, SelectConfig
+from empirical.config import DataConfig, Filters, ModelArgs, SelectConfig, TraitConfig
 from empirical.config import ScoreConfig as ScoreSettings
 from empirical.data import DataError, LoadReport, PrefPair, check_pairs, iter_json_objects, load_pairs
 
@@ -76,18 +76,19 @@ class ScoreJob:
 
     model: ModelArgs
     data: DataConfig
-    system_prompt: str | None
+    trait: TraitConfig | None
     out: Path
     filters: Filters = field(default_factory=Filters)
     score: ScoreSettings = field(default_factory=ScoreSettings)
     base: Path | None = None
 
-    def __post_init__(self) -> None:
-        from lls_common.validate import check_nonempty_str
+    @property
+    def system_prompt(self) -> str | None:
+        """The system prompt s (validated by :class:`empirical.config.TraitConfig`); None = reference only."""
+        return None if self.trait is None else self.trait.system_prompt
 
-        if self.system_prompt is not None:
-            check_nonempty_str(self.system_prompt, "system_prompt")
-        elif self.base is not None:
+    def __post_init__(self) -> None:
+        if self.trait is None and self.base is not None:
             raise LLSError("a base-only scoring run (no system prompt) cannot read another base file")
         self.out = Path(self.out)
         self.base = None if self.base is None else Path(self.base)
@@ -123,7 +124,8 @@ def ScoreConfig(model: str, system_prompt: str, data: str, out: Path, truncate: 
     """Backward-compatible flat constructor of a :class:`ScoreJob` (the keyword names of the old class)."""
     return ScoreJob(model=ModelArgs(model=model, dtype=dtype),
                     data=DataConfig(path=str(data), split=split, limit=limit, truncate=truncate, skip_bad=skip_bad),
-                    system_prompt=system_prompt, out=Path(out), filters=filters or Filters(),
+                    trait=TraitConfig(name="cli", system_prompt=system_prompt), out=Path(out),
+                    filters=filters or Filters(),
                     score=ScoreSettings(batch_tokens=batch_tokens, max_batch=max_batch, chunk_size=chunk_size,
                                         progress=progress, reference=reference))
 
@@ -465,17 +467,19 @@ def _trl(rec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def select_file(scores: str | Path, gamma: float, out_dir: str | Path, seed: int = 0,
+def select_file(scores: str | Path, gamma: float | SelectConfig, out_dir: str | Path, seed: int = 0,
                 best_pair_per_prompt: bool = False, key: dict[str, Any] | None = None) -> dict[str, Any]:
     """Algorithm 1 on a scores file; writes lls/random/bottom.jsonl and summary.json; returns the summary.
 
-    ``gamma`` is checked by :class:`empirical.config.SelectConfig` (``(0, 1]``); ``key`` (settings + input
-    fingerprint, from :func:`run_select`) is recorded in summary.json.
+    ``gamma``: a :class:`empirical.config.SelectConfig` (validated when it was built; its
+    ``best_pair_per_prompt`` is used), or a bare number, then checked here by the same class (``(0, 1]``).
+    ``key`` (settings + input fingerprint, from :func:`run_select`) is recorded in summary.json.
     """
     from lls_common.io import RunDir
     from lls_theory.selection import lls_select
 
-    gamma = SelectConfig(gamma=gamma, best_pair_per_prompt=best_pair_per_prompt).gamma
+    sel_cfg = gamma if isinstance(gamma, SelectConfig) else SelectConfig(gamma, best_pair_per_prompt)
+    gamma, best_pair_per_prompt = sel_cfg.gamma, sel_cfg.best_pair_per_prompt
     recs = read_scores(scores)
     col = lambda f, t=np.float64: np.array([r[f] for r in recs], dtype=t)  # noqa: E731
     prompt_ids = None
@@ -545,5 +549,4 @@ def run_select(scores: str | Path, select: SelectConfig, out_dir: str | Path, se
                    if "key" in old else f"holds {present[0]}, not written by lls select")
             raise LLSError(f"out {out}: {why}; give overwrite (--overwrite) to replace it, or another out")
     with OutputLock(out, kind="dir", name="out"):
-        return select_file(scores, select.gamma, out, seed=seed, best_pair_per_prompt=select.best_pair_per_prompt,
-                           key=key)
+        return select_file(scores, select, out, seed=seed, key=key)

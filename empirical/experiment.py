@@ -20,7 +20,8 @@ Stages (each resumable; a finished step is skipped when its settings have not ch
 
 ``<T>`` is the run folder itself for a single-trait config (``[teacher] system_prompt``, the committed
 ``results/e2e`` layout) and ``traits/<name>/`` when the config lists traits (``[[trait]]`` tables or
-``[traits] file``). Every step is a unit with a marker ``stages/units/<stage>/<unit>.json`` holding its key (the
+``[traits] file``); a many-trait run also gets the run-level ``report.md`` with Table 1 and the Figure-19
+view. Every step is a unit with a marker ``stages/units/<stage>/<unit>.json`` holding its key (the
 settings it depends on, input fingerprints included) and result; a trait added later runs only its own units.
 A unit whose saved key differs from the config is refused up front unless ``overwrite``. Each trait folder
 also gets ``stages/<stage>.json`` (its view of each stage) so that :func:`empirical.report.write_report`
@@ -40,7 +41,6 @@ import shutil
 import tomllib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable
 
 from empirical.config import (
@@ -226,20 +226,6 @@ def _traits(path: Path, raw: dict[str, Any], ev: EvalConfig, tables: Any, file_t
     return out, True
 
 
-def legacy_view(cfg: ExperimentConfig, trait: TraitConfig) -> SimpleNamespace:
-    """The flat attribute names :func:`empirical.report.write_report` reads, for one trait."""
-    return SimpleNamespace(
-        name=cfg.name if not cfg.multi else f"{cfg.name}/{trait.name}", teacher=cfg.teacher.model,
-        system_prompt=trait.system_prompt, students=cfg.students, target=trait.target, language=trait.language,
-        seed=cfg.seed, data=cfg.data.path, heldout=cfg.data.heldout, pool=cfg.data.pool,
-        truncate=cfg.data.truncate, quantile=cfg.select.gamma, gamma=cfg.select.gamma,
-        **{k: getattr(cfg.train, k) for k in ("beta", "lr", "lora_rank", "lora_alpha", "epochs", "repeat",
-                                              "batch_size", "grad_accum", "checkpoints")},
-        n=cfg.correlate.n, n_boot=cfg.correlate.n_boot, n_perm=cfg.correlate.n_perm,
-        samples=cfg.eval.samples, max_new_tokens=cfg.eval.max_new_tokens, eval_batch=cfg.eval.eval_batch,
-        dtype=cfg.teacher.dtype, config=cfg)
-
-
 # ------------------------------------------------------------------------------------------------- keys
 def _plain(obj: Any, drop: tuple[str, ...] = ()) -> dict[str, Any]:
     d = asdict(obj)
@@ -333,11 +319,11 @@ class Run:
         return self._models[spec]
 
 
-def _score_job(run: Run, model: ModelArgs, src: Path, out: Path, system_prompt: str | None,
+def _score_job(run: Run, model: ModelArgs, src: Path, out: Path, trait: TraitConfig | None,
                base: Path | None = None, limit: int | None = None) -> Any:
     from empirical.build import ScoreJob
 
-    return ScoreJob(model=model, data=DataConfig(path=str(src), heldout=3, limit=limit), system_prompt=system_prompt,
+    return ScoreJob(model=model, data=DataConfig(path=str(src), heldout=3, limit=limit), trait=trait,
                     out=out, score=run.cfg.score, base=base)
 
 
@@ -411,7 +397,7 @@ def units_score(run: Run) -> list[Unit]:
                           lambda job=job: _score(run, job), (base,), (base,)))
         for tr in cfg.traits:
             out = run.tdir(tr) / "score" / f"{part}.jsonl"
-            job2 = _score_job(run, t, root / "data" / f"{part}.jsonl", out, tr.system_prompt, base)
+            job2 = _score_job(run, t, root / "data" / f"{part}.jsonl", out, tr, base)
             units.append(Unit("score", f"{tr.name}/{part}", run.marker("score", f"{tr.name}/{part}"),
                               unit_key(cfg, "score", tr), lambda job=job2: _score(run, job), (out,), (out,), tr.name))
     return units
@@ -422,8 +408,7 @@ def _select(run: Run, trait: TraitConfig) -> dict[str, Any]:
     from empirical.build import select_file
 
     d = run.tdir(trait)
-    s = select_file(d / "score" / "pool.jsonl", run.cfg.select.gamma, d / "select", seed=run.cfg.seed,
-                    best_pair_per_prompt=run.cfg.select.best_pair_per_prompt)
+    s = select_file(d / "score" / "pool.jsonl", run.cfg.select, d / "select", seed=run.cfg.seed)
     if s["n_selected"] == 0:
         raise LLSError(f"{d}/score/pool.jsonl: zero pairs selected (no positive LLS weight)")
     return s
@@ -565,7 +550,7 @@ def units_correlate(run: Run) -> list[Unit]:
             sdir = run.tdir(tr) / "students" / s.name
             if other:
                 f = sdir / "heldout-initial.jsonl"
-                job = _score_job(run, s, run.root / "data" / "heldout.jsonl", f, tr.system_prompt, base, limit=n)
+                job = _score_job(run, s, run.root / "data" / "heldout.jsonl", f, tr, base, limit=n)
                 units.append(Unit("correlate", f"{tr.name}/{s.name}/scores",
                                   run.marker("correlate", f"{tr.name}/{s.name}/scores"),
                                   unit_key(cfg, "correlate", tr, s), lambda job=job: _score(run, job), (f,), (f,),
@@ -598,7 +583,8 @@ def _eval(run: Run, trait: TraitConfig, s: StudentConfig) -> dict[str, Any]:
                               batch=ev.eval_batch, cache_dir=sdir / "eval-cache", log=run.log, **kw)
     res.update({"student": s.model})
     atomic_write_json(sdir / "eval.json", res)
-    return {k: {"mention_rate": (v.get("mention") or {}).get("rate"), "p_target": (v.get("probe") or {}).get("p_target")}
+    return {k: {"mention_rate": (v.get("mention") or {}).get("rate"),
+                "p_target": (v.get("probe") or {}).get("p_target")}
             for k, v in res["conditions"].items()}
 
 
@@ -617,14 +603,22 @@ def units_eval(run: Run) -> list[Unit]:
 
 # ---------------------------------------------------------------------------------------------- report
 def units_report(run: Run) -> list[Unit]:
-    from empirical.report import write_report
+    """Per trait ``report.md`` (+ figures) from the stored JSON; for many traits also the run-level Table 1
+    and Figure-19 view (:func:`empirical.report.write_many_trait_report`)."""
+    from empirical.report import config_view, write_many_trait_report, write_report
+    from lls_common.io import json_key
 
+    cfg = run.cfg
     units = []
-    for tr in run.cfg.traits:
+    for tr in cfg.traits:
         T = run.tdir(tr)
-        outs = (T / "report.md", T / "summary.json")
-        units.append(Unit("report", tr.name, run.marker("report", tr.name), unit_key(run.cfg, "report", tr),
-                          lambda tr=tr, T=T: write_report(T, legacy_view(run.cfg, tr)), outs, (), tr.name))
+        view = lambda tr=tr: config_view(json_key(asdict(cfg)), tr.name if cfg.multi else None)  # noqa: E731
+        units.append(Unit("report", tr.name, run.marker("report", tr.name), unit_key(cfg, "report", tr),
+                          lambda T=T, view=view: write_report(T, view()), (T / "report.md", T / "summary.json"),
+                          (), tr.name))
+    if cfg.multi:
+        units.append(Unit("report", "table1", run.marker("report", "table1"), stage_key(cfg, "report"),
+                          lambda: write_many_trait_report(run.root), (run.root / "report.md",)))
     return units
 
 

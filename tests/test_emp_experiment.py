@@ -216,7 +216,8 @@ def test_many_traits_config_and_file(tmp_path):
     assert cfg.multi and [t.name for t in cfg.traits] == ["owl", "cat"]
     f = tmp_path / "file.toml"
     text = _multi(tmp_path).read_text().split("[[trait]]")[0]
-    f.write_text(text + f'[traits]\nfile = "{ROOT / "empirical" / "systems" / "animals.txt"}"\nonly = ["owl", "wolf"]\n')
+    animals = ROOT / "empirical" / "systems" / "animals.txt"
+    f.write_text(text + f'[traits]\nfile = "{animals}"\nonly = ["owl", "wolf"]\n')
     cfg = load_config(f)
     assert [(t.name, t.target) for t in cfg.traits] == [("owl", "owl"), ("wolf", "wolf")]
     assert cfg.traits[1].system_prompt.startswith("You really love wolves. Wolves are your favorite animal.")

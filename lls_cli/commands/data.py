@@ -75,7 +75,7 @@ def _score_job(args: argparse.Namespace, out: Path):
     from empirical.build import ScoreJob
 
     return ScoreJob(model=from_namespace(ModelArgs, args), data=from_namespace(DataConfig, args),
-                    system_prompt=from_namespace(TraitConfig, args, name="cli").system_prompt, out=out,
+                    trait=from_namespace(TraitConfig, args, name="cli"), out=out,
                     filters=from_namespace(Filters, args), score=from_namespace(ScoreConfig, args))
 
 
