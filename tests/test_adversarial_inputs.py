@@ -6,8 +6,8 @@ JSON lists, Parquet, HH-RLHF transcripts, the authors' triples), ``lls score`` o
 records that are valid (visible text, valid Unicode, prompts ending on a user turn, unique ids, replies
 that differ, finite numbers) or raises :class:`lls_common.errors.LLSError` whose message is ONE line that
 names the file. Any other exception fails the test. A few damaged files then go through ``lls_cli.main``
-(``select``, ``score``, ``train``, ``detect``): exit status 2, one stderr line naming the file, nothing on
-stdout, no output file left behind, and for ``score``/``train``/``detect`` no model loaded.
+(``select``, ``score``, ``train``, ``detect``, ``correlate``): exit status 2, one stderr line naming the file, nothing on
+stdout, no output file left behind, and no model loaded where one would be needed.
 
 No model, no network; examples are derandomised (the same cases on every run). The number of generated
 cases per reader is printed at the end of the module (run with ``-s`` to see it).
@@ -416,4 +416,48 @@ def test_cli_detect_refuses_bad_candidates_and_data_before_loading_a_model(tmp_p
                             "--candidates", cand_file, "--out", out, "--json"], capsys)
     CASES["cli"] += 1
     _assert_refused(rc, stdout, err, bad)
+    assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))
+
+
+@pytest.mark.parametrize("case", ["heldout-truncated.jsonl.gz", "heldout-surrogate.jsonl", "n-boot-0",
+                                  "unrelated-same-ids-ok"])
+def test_cli_correlate_checks_everything_before_loading_a_model(tmp_path, capsys, monkeypatch, case):
+    from empirical import models
+    from lls_common.errors import LLSError as _E
+
+    monkeypatch.setattr(models, "load", lambda *a, **k: (_ for _ in ()).throw(_E("model stage reached")))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    train = tmp_path / "a" / "pairs.jsonl"
+    train.write_text("".join(json.dumps({"prompt": f"q{i}", "chosen": "a", "rejected": "b"}) + "\n" for i in range(4)))
+    held = tmp_path / "b" / "pairs.jsonl"  # same stem, so the same default ids pairs:0..3, other content
+    held.write_text("".join(json.dumps({"prompt": f"other {i}", "chosen": "c", "rejected": "d"}) + "\n"
+                            for i in range(4)))
+    run = tmp_path / "run"
+    (run / "checkpoint-1").mkdir(parents=True)
+    (run / "checkpoint-1" / "adapter_config.json").write_text("{}")
+    (run / "run.json").write_text(json.dumps({"data": str(train)}))
+    blob = gzip.compress(held.read_bytes() * 20)
+    extra: list[str] = []
+    if case == "heldout-truncated.jsonl.gz":
+        held = tmp_path / case
+        held.write_bytes(blob[: len(blob) // 2])
+    elif case == "heldout-surrogate.jsonl":
+        held = tmp_path / case
+        held.write_text('{"prompt": "q", "chosen": "\\ud800", "rejected": "b"}\n')
+    elif case == "n-boot-0":
+        extra = ["--n-boot", "0"]
+    out = tmp_path / "corr"
+    rc, stdout, err = _cli(["correlate", "--student", "smollm2-135m-instruct", "--run", run, "--system-prompt",
+                            "You love owls.", "--data", held, "--out", out, "--json", *extra], capsys)
+    CASES["cli"] += 1
+    assert rc == 2 and stdout == "", err
+    if case == "unrelated-same-ids-ok":  # accepted (the held-out file shares ids, not content): progress lines
+        assert err.strip("\n").split("\n")[-1].endswith("model stage reached"), err
+        return
+    assert len(err.strip("\n").split("\n")) == 1, err
+    if case == "n-boot-0":
+        assert "n_boot" in err or "n-boot" in err
+    else:
+        assert held.name in err
     assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))
