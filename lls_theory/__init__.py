@@ -2,7 +2,8 @@
 
 Modules: margins (ρ, DPO loss), selection (Algorithm 1), representation (Def. 2.1, Fact 2.1),
 wellbehaved (Def. C.3 bounds), theorem (Theorem C.1 hypotheses and bound), stats (correlations,
-bootstrap, permutation), lowrank (spectra, principal angles), proof (machine check of the proof).
+bootstrap, permutation), lowrank (spectra, principal angles), proof (machine-checked scalar inequalities
+of each proof step; the vector-to-scalar reductions are hand-encoded).
 """
 
 from lls_theory.margins import dpo_loss, dpo_loss_grad, log_sigmoid, margin

@@ -1,5 +1,10 @@
-"""Machine check of the proof of Theorem C.1 (lls-notes §4): exact per-step verdicts, the corrected
+"""Step-by-step check of the proof of Theorem C.1 (lls-notes §4): exact per-step verdicts, the corrected
 hypothesis under which the chain closes, and a numerical adversary against the conclusion.
+
+The scalar inequality of every step is machine-checked (exact rational / sympy / interval / polynomial
+certificates); the reduction of each vector statement of the proof to that scalar inequality
+(Cauchy–Schwarz, triangle inequality, worst-case monotonicity arguments) is hand-encoded and stated in the
+step's evidence — it is not derived by the checker.
 
     from lls_theory.proof import run_proof_check
     report = run_proof_check(seed=0)   # dict: steps, chain_holds, corrected, adversary

@@ -1,4 +1,5 @@
-"""Builds notebooks/02-proof-check.ipynb: ``python -m lls_theory.proof.make_notebook [PATH]`` (from the repo root).
+"""Builds notebooks/02-proof-check.ipynb: ``python -m lls_theory.proof.make_notebook [PATH] [--execute]``
+(from the repo root; ``--execute`` runs it, about 30 s, and saves the outputs).
 
 nbformat is imported inside :func:`build` so importing this module costs nothing.
 """
@@ -8,25 +9,36 @@ from __future__ import annotations
 import sys
 
 
-def build(path: str = "notebooks/02-proof-check.ipynb") -> None:
-    import nbformat as nbf
+def build(path: str = "notebooks/02-proof-check.ipynb", execute: bool = False) -> None:
+    from lls_common.notebook import write_notebook
 
-    nb = nbf.v4.new_notebook()
-    md = nbf.v4.new_markdown_cell
-    code = nbf.v4.new_code_cell
-    nb.cells = [
-        md("""# 02 — Machine check of the proof of Theorem C.1
+    def md(text):
+        return ("md", text)
+
+    def code(text):
+        return ("code", text)
+
+    cells = [
+        md("""# 02 — Checking the proof of Theorem C.1, step by step
 
     Theorem C.1 (lls-notes §4): if the selected pairs have teacher margins α ≤ z_s(i) ≤ Cα, α > 20C²ε, the
     difference vectors φ_i are C-well-behaved and Δ + 8βε ≤ 1/(10C)³, then every Δ-approximate minimiser M of the
     DPO loss has Corr(z_s, z_M) ≥ 1/(10 C^1.5).
 
     `lls_theory.proof` encodes every step of the paper's proof (Prop C.3, Lemma C.4, Lemma C.5 (a)–(c), proof
-    steps (1)–(6)) as an inequality that must hold for *all* parameters the hypotheses allow at that point, and
-    decides it exactly: constant comparisons over ℚ, sympy identities, mpmath interval bounds, and one-variable
+    steps (1)–(6)) as a scalar inequality that must hold for *all* parameters the hypotheses allow at that point,
+    and decides it exactly: constant comparisons over ℚ, sympy identities, mpmath interval bounds, and one-variable
     polynomials shown ≥ 0 on C ≥ 1 (or on y = C^(-1/2) ∈ (0, 1]) by non-negative coefficients after a shift or
     by exact real-root isolation. A failing step comes with parameter values at which the inequality is false.
-    The same report is produced by `lls check-proof --out DIR`."""),
+    The same report is produced by `lls check-proof --out DIR`.
+
+    **What is machine-checked and what is not.** The scalar inequalities are machine-checked. The reductions
+    from the vector statements of the proof (about m-dimensional margin vectors, norms and cosines) to those
+    scalar inequalities — Cauchy–Schwarz, the triangle inequality, and the worst-case (monotonicity) arguments
+    that remove the unbounded parameters — are written by hand into each step's encoding and stated in its
+    evidence; they are not derived by the checker. The vector lemmas used there are additionally property-tested
+    (including constructed worst cases, e.g. for the cosine-perturbation lemma of step (6)), which is evidence,
+    not proof. So this is a machine check of the proof's arithmetic, not a formal proof."""),
         code("""from lls_theory.proof import run_proof_check, format_table
     from lls_theory.proof.adversary import AdversaryConfig
 
@@ -74,12 +86,12 @@ def build(path: str = "notebooks/02-proof-check.ipynb") -> None:
     print(f"{a['n_valid']} valid instances, {a['n_violations']} violations, min ratio {a['min_ratio']:.2f}")
     print("worst instance:", {k: round(v, 4) if isinstance(v, float) else v for k, v in a['worst'].items()})"""),
     ]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    for cell in nb.cells:  # the sources above are written indented inside build(); undo that
-        first, *rest = cell.source.split("\n")
-        cell.source = "\n".join([first] + [ln[4:] if ln.startswith("    ") else ln for ln in rest])
-    nbf.write(nb, path)
+    # the sources above are written indented inside build(); undo that
+    cells = [(kind, "\n".join([src.split("\n")[0]] + [ln[4:] if ln.startswith("    ") else ln
+                                                       for ln in src.split("\n")[1:]])) for kind, src in cells]
+    write_notebook(cells, path, execute=execute, timeout=600)
 
 
 if __name__ == "__main__":
-    build(*sys.argv[1:2])
+    args = [a for a in sys.argv[1:] if a != "--execute"]
+    build(*args[:1], execute="--execute" in sys.argv[1:])
