@@ -662,7 +662,8 @@ def _check_overwrite(run: Run, units: list[Unit], overwrite: bool) -> None:
     if changed and not overwrite:
         u, diff = changed[0]
         raise LLSError(f"out {run.root}: {len(changed)} finished step(s) were made with other settings (first: "
-                       f"{u.stage} {u.label}: {', '.join(diff[:4])}); give --overwrite to redo them, or another --out")
+                       f"{u.stage} {u.label}: {', '.join(diff[:4])}); give overwrite (--overwrite) to redo them, "
+                       "or another out")
     for u, _ in changed:
         for p in u.clear:
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)

@@ -114,7 +114,7 @@ class RunDir:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         if self.root.exists() and not self.root.is_dir():
-            raise LLSError(f"--out {self.root}: exists and is not a folder")
+            raise LLSError(f"out {self.root}: exists and is not a folder")
         self.root.mkdir(parents=True, exist_ok=True)
 
     def path(self, name: str) -> Path:

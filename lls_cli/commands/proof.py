@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lls_cli.args import add_output_args
+from lls_cli.args import add_output_args, positive_int
 from lls_common.io import RunDir, emit_summary
 
 
@@ -15,20 +15,15 @@ def register(sub) -> None:
                     "against the conclusion. Writes proof.json to --out. Exit 0 whatever it finds.",
     )
     add_output_args(p, default_out="lls-proof")
-    p.add_argument("--instances", type=int, default=None, help="adversary instances (default 40)")
+    p.add_argument("--instances", type=positive_int, default=None, help="adversary instances (default 40)")
     p.set_defaults(func=_run_check_proof)
 
 
 def _run_check_proof(args) -> int:
-    from lls_common.errors import LLSError
     from lls_theory.proof import format_table, run_proof_check
     from lls_theory.proof.adversary import AdversaryConfig
 
-    cfg = AdversaryConfig()
-    if args.instances is not None:
-        if args.instances < 1:
-            raise LLSError(f"--instances must be ≥ 1, got {args.instances}")
-        cfg = AdversaryConfig(n_instances=args.instances)
+    cfg = AdversaryConfig() if args.instances is None else AdversaryConfig(n_instances=args.instances)
     report = run_proof_check(seed=args.seed, adversary_cfg=cfg)
     run = RunDir(args.out)
     path = run.write_json("proof.json", report)

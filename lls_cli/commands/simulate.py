@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from lls_cli.args import add_output_args
-from lls_common.errors import LLSError
+from lls_cli.args import add_output_args, positive_int
 
 __all__ = ["register"]
 
@@ -12,7 +11,7 @@ def register(sub) -> None:
     p = sub.add_parser("demo", help="default simulator suite: same/cross teacher, controls, theorem check",
                        description="Run the default LLS simulation suite (<60 s) and check Theorem C.1.")
     add_output_args(p, default_out="lls-demo")
-    p.add_argument("--trials", type=int, default=4, help="seeds per setting (default 4)")
+    p.add_argument("--trials", type=positive_int, default=4, help="seeds per setting (default 4)")
     p.set_defaults(func=_run_demo)
     q = sub.add_parser("simulate", help="resumable parameter sweep from a TOML config",
                        description="Sweep simulator parameters from a TOML config (resumable).")
@@ -24,8 +23,6 @@ def register(sub) -> None:
 def _run_demo(args) -> int:
     from simulations.sweep import run_demo
 
-    if args.trials < 1:
-        raise LLSError(f"--trials must be ≥ 1, got {args.trials}")
     return run_demo(args.out, seed=args.seed, n_trials=args.trials, as_json=args.json)
 
 
