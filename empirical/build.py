@@ -99,7 +99,7 @@ class ScoreJob:
         from lls_common.io import fingerprint, json_key
 
         data = asdict(self.data)
-        for k in ("skip_bad", "heldout", "pool"):
+        for k in ("skip_bad", "heldout", "pool", "path"):  # the path is identified by its content ("input")
             data.pop(k)
         score = asdict(self.score)
         score.pop("progress")

@@ -347,3 +347,16 @@ def test_output_files_follow_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "x.txt").stat().st_mode & 0o777 == 0o644
+
+
+def test_score_key_ignores_how_the_path_is_written_but_not_the_content(tmp_path, monkeypatch):
+    from empirical.build import ScoreConfig
+
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"prompt": "q", "chosen": "a", "rejected": "b"}\n')
+    monkeypatch.chdir(tmp_path)
+    key = lambda p: ScoreConfig(model="m", system_prompt="s", data=p, out=tmp_path / "o.jsonl").run_key()  # noqa
+    assert key("d.jsonl") == key(str(data)) == key(str(tmp_path / "." / "d.jsonl"))
+    before = key("d.jsonl")
+    data.write_text('{"prompt": "q", "chosen": "a", "rejected": "c"}\n')  # same size, other content
+    assert key("d.jsonl") != before
