@@ -251,7 +251,7 @@ def correlate_arms(model_and_tok: tuple[Any, Any], student_base: Any, student_sy
     is another model. Each arm's training subset must be disjoint from ``recs`` by content (``LLSError``,
     checked for every arm before any checkpoint is scored).
     Returns ``{"n", "z_s", "z_T"?, "teacher_vs_student"?, "arms": {name: arm_report + "z_M"},
-    "lls_minus_random"?, "warnings"}`` (``lls_minus_random`` when arms "lls" and "random" both exist:
+    "lls_minus_random"?, "warnings", "device", "dtype"}`` (``lls_minus_random`` when arms "lls" and "random" both exist:
     :func:`arm_contrast`; ``warnings``: :func:`sample_warnings` plus constant reference vectors).
     """
     from lls_theory.margins import margin
@@ -265,6 +265,8 @@ def correlate_arms(model_and_tok: tuple[Any, Any], student_base: Any, student_sy
                  student_base.logp_rejected)
     refs = {"z_s": z_s}
     res: dict[str, Any] = {"n": len(recs), "z_s": [float(v) for v in z_s], "ids": [p.id for p in pairs]}
+    if hasattr(model, "parameters"):  # where the checkpoints are scored (the JSON every command writes)
+        res.update(_placement(model))
     if teacher is not None:
         tb, ts = teacher
         z_t = margin(ts.logp_chosen, ts.logp_rejected, tb.logp_chosen, tb.logp_rejected)
@@ -341,12 +343,14 @@ def _training_data(run: Path) -> str:
 
 
 def _as_pair(rec: dict[str, Any], k: int) -> Any:
+    from empirical import render
     from empirical.data import PrefPair
     from empirical.train import _reply_text
 
     where = rec.get("_where", f"held-out pair {k}")
-    return PrefPair(str(rec.get("id", k)), tuple(rec["prompt"]), _reply_text(rec["chosen"], where),
-                    _reply_text(rec["rejected"], where), where)
+    prompt = rec["prompt"] if not isinstance(rec["prompt"], tuple) else list(rec["prompt"])
+    return PrefPair(str(rec.get("id", k)), tuple(render.as_messages(prompt, where=where)),
+                    _reply_text(rec["chosen"], where), _reply_text(rec["rejected"], where), where)
 
 
 def _load_heldout(heldout: str | Path, n: int, split: str = "train", config: str | None = None,

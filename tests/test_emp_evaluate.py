@@ -348,3 +348,23 @@ def test_unknown_model_is_refused_before_any_model_work(monkeypatch, tmp_path):
                                 teacher="smollm2-135m-instruct")
     with pytest.raises(FileNotFoundError, match="model 'no-such-model'"):
         evaluate.evaluate_conditions("no-such-model", {"base": (None, None)}, target="owl")
+
+
+def test_correlate_arms_records_placement_and_warnings(monkeypatch, tmp_path):
+    """The experiment's path (correlate_arms with its own model) records device/dtype and warnings too."""
+    import numpy as np
+
+    from empirical import correlate
+    from empirical.scoring import PairScores
+
+    lines = FIX.read_text().splitlines()
+    (tmp_path / "train.jsonl").write_text("\n".join(lines[:2]) + "\n")
+    run = _fake_run(tmp_path, "run", tmp_path / "train.jsonl", steps=(1,))
+    recs = [json.loads(x) for x in lines[2:]]
+    rng = np.random.default_rng(1)
+    monkeypatch.setattr(correlate, "checkpoint_margins", lambda *a, **k: {1: rng.normal(size=len(recs))})
+    n = len(recs)
+    ps = lambda: PairScores(-rng.random(n) - 1, -rng.random(n) - 1, np.ones(n, int), np.ones(n, int))  # noqa: E731
+    res = correlate.correlate_arms((_FakeModel("bfloat16"), None), ps(), ps(), recs, {"lls": run}, n_boot=20,
+                                   n_perm=20)
+    assert (res["device"], res["dtype"]) == ("cpu", "bfloat16") and len(res["warnings"]) == 3
