@@ -5,8 +5,9 @@
 #
 #   lls_theory (default): mutates lls_theory/{margins,selection,stats,theorem,wellbehaved,representation}.py
 #                         and runs the theory/proof tests (tests/test_theory_*.py, tests/test_proof_*.py).
-#   empirical:            mutates the weight / selection / correlate code of empirical/ (pipeline.py,
-#                         correlate.py) and runs their fast tests plus the theory tests.
+#   empirical:            mutates the weight / selection / correlate code of empirical/ (build.py: score
+#                         records and `lls select`; correlate.py) and runs the fast (not model, not slow)
+#                         tests/test_emp_*.py plus tests/test_theory_margins_selection.py.
 #   MODULE ...:           only these modules of the target, e.g. `scripts/mutation.sh lls_theory margins stats`.
 #   --survivors:          re-test only the mutants listed as not killed in the last mutation-score.json (after
 #                         adding tests: killed mutants stay killed when tests are only added), plus any mutant
@@ -26,7 +27,7 @@ set -euo pipefail
 
 TARGET="${1:-lls_theory}"
 shift || true
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+REPO="${LLS_REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 PY="${LLS_PYTHON:-$REPO/.venv/bin/python}"
 MUTMUT="$(dirname "$PY")/mutmut"
 WORK="${LLS_MUTATION_DIR:-/tmp/lls-mutation}/$TARGET"
@@ -38,14 +39,16 @@ case "$TARGET" in
     ALL_MODULES=(margins selection stats theorem wellbehaved representation)
     PKG=lls_theory
     THRESHOLD=90
+    MARK="not model"
     TESTS=(tests/test_theory_*.py tests/test_proof_*.py)
     COPY=(lls_common lls_theory)
     ;;
   empirical)
-    ALL_MODULES=(pipeline correlate)
+    ALL_MODULES=(build correlate)
     PKG=empirical
     THRESHOLD=80
-    TESTS=(tests/test_emp_cli_data.py tests/test_emp_experiment.py tests/test_theory_margins_selection.py)
+    MARK="not model and not slow"
+    TESTS=(tests/test_emp_*.py tests/test_theory_margins_selection.py)
     COPY=(lls_common lls_theory lls_cli empirical simulations)
     ;;
   *)
@@ -100,7 +103,7 @@ cat > "$WORK/pyproject.toml" <<EOF
 source_paths = ["$PKG"]
 only_mutate = [${only%, }]
 pytest_add_cli_args_test_selection = [${tests_toml%, }]
-pytest_add_cli_args = ["-q", "-p", "no:cacheprovider", "--hypothesis-seed=0", "-m", "not model",
+pytest_add_cli_args = ["-q", "-p", "no:cacheprovider", "--hypothesis-seed=0", "-m", "$MARK",
                        "--deselect", "tests/test_proof_cosine_adversary.py::test_cli_json_schema",
                        "--deselect", "tests/test_proof_cosine_adversary.py::test_cli_rejects_bad_instances"]
 timeout_multiplier = 10.0
