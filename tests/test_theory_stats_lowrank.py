@@ -184,7 +184,8 @@ def test_wilson_interval_known_value_and_coverage():
     # empirical coverage of the 95% interval is close to 95% (Wilson is near nominal for p = 0.3, n = 50)
     rng = np.random.default_rng(0)
     ks = rng.binomial(50, 0.3, size=4000)
-    cover = np.mean([lo <= 0.3 <= hi for lo, hi in (wilson_interval(int(k), 50) for k in ks)])
+    ci = {int(k): wilson_interval(int(k), 50) for k in np.unique(ks)}  # scipy: ~1 ms a call
+    cover = np.mean([ci[int(k)][0] <= 0.3 <= ci[int(k)][1] for k in ks])
     assert 0.93 <= cover <= 0.97
     with pytest.raises(ValueError):
         wilson_interval(5, 4)
