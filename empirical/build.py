@@ -109,13 +109,6 @@ class ScoreJob:
             key["base"] = fingerprint(self.base)
         return json_key(key)
 
-    def settings(self) -> dict[str, Any]:
-        """Every setting, for the record written beside the output."""
-        from lls_common.io import json_key
-
-        return json_key({"model": self.model, "data": self.data, "filters": self.filters, "score": self.score,
-                         "system_prompt": self.system_prompt})
-
 
 def ScoreConfig(model: str, system_prompt: str, data: str, out: Path, truncate: int | None = None,  # noqa: N802
                 split: str = "train", limit: int | None = None, filters: Filters | None = None,
@@ -407,27 +400,29 @@ def run_score(job: ScoreJob, *, overwrite: bool = False, model_and_tok: tuple[An
     a finished ``out`` made with other settings, or an unrelated file, is refused unless ``overwrite``.
     One run per ``out`` at a time (``<out>.lock``, taken by process 0).
     """
-    from lls_common.io import OutputLock, check_output, key_diff, read_record
+    from lls_common.io import OutputLock, cached_json, cached_result, check_output, key_diff, read_record
 
     base = () if job.base is None else (job.base,)
     out = check_output(job.out, inputs=(job.data.path, *base, *inputs), kind="file", name="out")
     record = out.with_name(out.name + ".run.json")
     key = job.run_key()
+    done = cached_result(record, key, outputs=(out,))
+    if done is not None:
+        return done
     old = read_record(record)
     if out.exists():
-        if old is not None and old["key"] == key:
-            return old["result"]
         if not overwrite:
             why = ("made with other settings (" + ", ".join(key_diff(old["key"], key)[:6]) + ")"
                    if old is not None else "exists and was not written by lls score")
             raise LLSError(f"out {out}: {why}; give overwrite (--overwrite) to replace it, or another out")
     if overwrite:
         shutil.rmtree(_parts_dir(out), ignore_errors=True)
-    with OutputLock(out, name="out") if _rank() == 0 else contextlib.nullcontext():
-        summary = score_summary(score_file(job, model_and_tok=model_and_tok))
-        if _rank() == 0:
-            atomic_write_json(record, {"key": key, "settings": job.settings(), "result": summary})
-    return summary
+    compute = lambda: score_summary(score_file(job, model_and_tok=model_and_tok))  # noqa: E731
+    if _rank() != 0:
+        return compute()
+    record.unlink(missing_ok=True)
+    with OutputLock(out, name="out"):
+        return cached_json(record, key, compute)  # key = every setting + the input's fingerprint
 
 
 # ------------------------------------------------------------------------------------------- selection

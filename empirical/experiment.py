@@ -677,7 +677,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, until: str = "report"
     result}, "shared": {...}}``. Refuses up front (nothing written) an unwritable ``out``, an ``out`` that is an
     input, a concurrent run on the same ``out`` and finished steps made with other settings (unless ``overwrite``).
     """
-    from lls_common.io import OutputLock, atomic_write_json, check_output, json_key
+    from lls_common.io import OutputLock, atomic_write_json, cached_json, check_output
 
     if until not in STAGES:
         raise LLSError(f"unknown stage {until!r}; one of {', '.join(STAGES)}")
@@ -708,21 +708,18 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, until: str = "report"
                     todo.append(u)
             log(f"[{stage}] running" if todo else f"[{stage}] done earlier, skipped")
             for u in todo:
-                res = u.compute()
-                atomic_write_json(u.marker, {"key": u.key, "result": res})
-                done[u.label] = json_key(res)
+                if u.stage == "report":  # re-drawn whenever an earlier step ran
+                    u.marker.unlink(missing_ok=True)
+                done[u.label] = cached_json(u.marker, u.key, u.compute, u.outputs)
             ran_before = ran_before or bool(todo)
             results[stage] = _record_stage(run, stage, done)
     return results
 
 
 def _finished(u: Unit) -> Any:
-    from lls_common.io import json_key, read_record
+    from lls_common.io import cached_result
 
-    rec = read_record(u.marker)
-    if rec is not None and rec["key"] == json_key(u.key) and all(p.exists() for p in u.outputs):
-        return rec["result"]
-    return None
+    return cached_result(u.marker, u.key, u.outputs)
 
 
 def _record_stage(run: Run, stage: str, done: dict[str, Any]) -> dict[str, Any]:

@@ -198,18 +198,21 @@ def cached_json(path: str | os.PathLike, key: Any, compute: Any, outputs: Iterab
     ``compute()`` runs when ``path`` is missing, unreadable, holds another key, or when one of ``outputs``
     (files the step leaves behind) is missing; its result is then saved (atomically) with ``key``.
     """
-    path = Path(path)
-    key = json_key(key)
-    if path.is_file() and all(Path(o).exists() for o in outputs):
-        try:
-            saved = json.loads(path.read_text())
-        except (OSError, ValueError):
-            saved = None
-        if isinstance(saved, dict) and saved.get("key") == key:
-            return saved["result"]
+    hit = cached_result(path, key, outputs)
+    if hit is not None:
+        return hit
     result = compute()
     atomic_write_json(path, {"key": key, "result": result})
     return json_key(result)
+
+
+def cached_result(path: str | os.PathLike, key: Any, outputs: Iterable[str | os.PathLike] = ()) -> Any:
+    """The lookup half of :func:`cached_json`: the saved result when ``path`` holds ``key`` and every output
+    exists, else None (a step's result is never None: it is a dict)."""
+    rec = read_record(path)
+    if rec is not None and rec["key"] == json_key(key) and all(Path(o).exists() for o in outputs):
+        return rec.get("result")
+    return None
 
 
 def read_record(path: str | os.PathLike) -> dict[str, Any] | None:

@@ -219,3 +219,23 @@ def test_build_and_models_list(tmp_path, smollm2_dir, capsys):
     for name in ("lls", "random", "bottom"):
         assert len((out / f"{name}.jsonl").read_text().splitlines()) == n_sel
     assert (out / "scores.jsonl").is_file() and (out / "summary.json").is_file()
+
+
+@pytest.mark.model
+def test_finished_scores_are_kept_and_protected(tmp_path, smollm2_dir, capsys):
+    """Same command again: the finished file is kept (not re-scored); other settings: refused unless --overwrite."""
+    out = tmp_path / "s.jsonl"
+    base = ["score", "--model", str(smollm2_dir), "--system-prompt", SYS, "--data", str(SMALL), "--out", str(out),
+            "--limit", "2", "--no-progress", "--json"]
+    assert run_cli(base + ["--truncate", "4"]) == 0
+    first, mtime = json.loads(capsys.readouterr().out), out.stat().st_mtime_ns
+    record = json.loads((tmp_path / "s.jsonl.run.json").read_text())
+    assert record["key"]["system_prompt"] == SYS and record["key"]["input"]["sha256"]
+    assert run_cli(base + ["--truncate", "4"]) == 0
+    assert json.loads(capsys.readouterr().out) == first and out.stat().st_mtime_ns == mtime
+    assert run_cli(base + ["--truncate", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "other settings (data.truncate)" in err and out.stat().st_mtime_ns == mtime
+    assert run_cli(base + ["--truncate", "5", "--overwrite"]) == 0
+    assert json.loads((tmp_path / "s.jsonl.run.json").read_text())["key"]["data"]["truncate"] == 5
+    assert not (tmp_path / "s.jsonl.lock").exists()
