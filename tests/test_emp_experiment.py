@@ -286,3 +286,23 @@ def test_added_trait_runs_only_its_own_steps(smollm2_dir, tmp_path, monkeypatch)
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def test_experiment_refuses_up_front(tmp_path):
+    """Bad out, a concurrent run, finished steps made with other settings: refused before any model loads."""
+    from empirical.experiment import run_experiment
+    from lls_common.io import OutputLock, atomic_write_json
+
+    cfg = load_config(_config(tmp_path, teacher="no-such-model"))  # a model load would fail differently
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(LLSError, match="not a folder"):
+        run_experiment(cfg, f, log=lambda m: None)
+    out = tmp_path / "run"
+    with OutputLock(out, kind="dir"):
+        with pytest.raises(LLSError, match="another run is writing it"):
+            run_experiment(cfg, out, log=lambda m: None)
+    atomic_write_json(out / "stages" / "units" / "split" / "split.json", {"key": {"seed": 1}, "result": {}})
+    with pytest.raises(LLSError, match=r"made with other settings \(first: split split: .*seed"):
+        run_experiment(cfg, out, log=lambda m: None)
+    assert sorted(p.name for p in out.iterdir()) == ["stages"]  # nothing written, no lock left
