@@ -680,3 +680,57 @@ def test_paired_difference_exact():
         S.paired_difference("pearson", [1.0], [1.0], [1.0])
     with pytest.raises(ValueError, match=r"^level must be in \(0, 1\), got 1.0$"):
         S.paired_difference("pearson", x, x, x, level=1.0)
+
+
+# ------------------------------------------------------------------------- any numbers in, float64 out
+def _frac(a):
+    """The same numbers as exact rationals (an object array of fractions.Fraction)."""
+    from fractions import Fraction
+
+    arr = np.asarray(a, dtype=float)
+    return np.vectorize(lambda v: Fraction(v), otypes=[object])(arr) if arr.size else arr.astype(object)
+
+
+def _same(out_frac, out_float):
+    if isinstance(out_float, tuple):
+        for a, b in zip(out_frac, out_float):
+            _same(a, b)
+        return
+    if isinstance(out_float, (bool, int, float)):
+        assert type(out_frac) is type(out_float) and out_frac == pytest.approx(out_float, rel=1e-12)
+        return
+    assert np.asarray(out_frac).dtype == np.asarray(out_float).dtype == np.float64
+    np.testing.assert_allclose(out_frac, out_float, rtol=1e-12)
+
+
+def test_exact_rational_inputs_give_the_same_float64_results():
+    """Inputs are array-likes of numbers: exact rationals (object arrays) are converted with dtype=float, so
+    every function returns the same float64 result as for the float inputs."""
+    rng = np.random.default_rng(0)
+    psi, phi, phi2 = rng.standard_normal((3, 2)), rng.standard_normal((5, 2)), rng.standard_normal((5, 2))
+    X = psi @ phi.T + 0.01
+    v, u = rng.standard_normal(2), np.abs(rng.standard_normal(2))
+    z = np.abs(rng.standard_normal(5)) + 0.5
+    cases = [
+        (R.logprob_matrix, (psi, phi)), (R.representation_error, (X, psi, phi)), (R.exact_rank, (X,)),
+        (R.difference_vectors, (phi, phi2)),
+        (TH.lemma_c4_step, (v, u, 0.5, 0.25)), (TH.proxy_loss, (v, phi, 0.5)), (TH.proxy_loss_grad, (v, phi, 0.5)),
+        (TH.guaranteed_correlation, (np.array([1.5, 2.0]),)),
+        (M.margin, (z, z[::-1], z ** 2, z)), (M.dpo_loss, (z - 1, 0.5)), (M.dpo_loss_grad, (z - 1, 0.5)),
+        (M.log_sigmoid, (z - 1,)), (M.sigmoid, (z - 1,)),
+        (SEL.lls_weights, (z, z[::-1], z ** 2, z, np.arange(1.0, 6.0), np.arange(2.0, 7.0))),
+        (SEL.sft_weights, (z, z[::-1])), (SEL.normalise_by_max, (z,)),
+        (S.cosine, (z, z[::-1])), (S.pearson, (z, z[::-1])), (S.spearman, (z, z[::-1])),
+        (S.bootstrap_mean_ci, (z,)),
+        (WB.wb_ratio, (phi, v)), (WB.leverage_scores, (phi,)), (WB.band_constant, (z,)),
+    ]
+    for f, args in cases:
+        want = f(*args)
+        got = f(*[_frac(a) if isinstance(a, np.ndarray) else a for a in args])
+        _same(got, want)
+    assert SEL.select_top(_frac(z - 1), 0.5).tolist() == SEL.select_top(z - 1, 0.5).tolist()
+    b, bf = WB.well_behaved_bounds(phi), WB.well_behaved_bounds(_frac(phi))
+    assert (b.lower, b.upper) == pytest.approx((bf.lower, bf.upper), rel=1e-12)
+    h = TH.check_hypotheses(2.0, 0.5, 0.0, 0.1, 1e-6, z_s=_frac(np.array([0.5, 1.0, 1.0 + 1e-13])))
+    assert h.band_ok is True
+    assert TH.lemma_c4_premise(_frac(v), _frac(u), _frac(phi), 0.1, 0.5, 0.01) == TH.lemma_c4_premise(v, u, phi, 0.1, 0.5, 0.01)
