@@ -734,3 +734,19 @@ def test_exact_rational_inputs_give_the_same_float64_results():
     h = TH.check_hypotheses(2.0, 0.5, 0.0, 0.1, 1e-6, z_s=_frac(np.array([0.5, 1.0, 1.0 + 1e-13])))
     assert h.band_ok is True
     assert TH.lemma_c4_premise(_frac(v), _frac(u), _frac(phi), 0.1, 0.5, 0.01) == TH.lemma_c4_premise(v, u, phi, 0.1, 0.5, 0.01)
+
+
+def test_theorem_messages_name_the_input_and_scalars_are_python_floats():
+    with pytest.raises(ValueError, match=r"^Phi: non-finite value at row 1$"):
+        TH.proxy_loss(np.zeros(2), np.array([[0.0, 0.0], [np.nan, 0.0]]), 1.0)
+    with pytest.raises(ValueError, match=r"^Phi: non-finite value at row 0$"):
+        TH.proxy_loss(np.zeros((2, 2)) + np.nan, np.array([[np.inf, 0.0]]), 1.0)  # Phi is checked first
+    for name in ("C", "alpha", "eps", "beta", "delta"):
+        args = dict(C=2.0, alpha=1.0, eps=0.0, beta=0.1, delta=1e-6) | {name: float("nan")}
+        with pytest.raises(ValueError, match=rf"^{name} must be finite, got nan$"):
+            TH.check_hypotheses(**args)
+    assert type(TH.guaranteed_correlation(2.0)) is float
+    assert type(TH.proxy_loss(np.zeros(2), np.ones((3, 2)), 1.0)) is float
+    assert type(M.dpo_loss([0.0, 1.0], 1.0)) is float and type(M.dpo_loss([0.0], 1.0, reduction="sum")) is float
+    assert type(S.cosine([1.0, 2.0], [2.0, 1.0])) is float and type(WB.band_constant([1.0, 2.0])) is float
+    assert type(WB.wb_ratio(np.eye(2), [1.0, 0.0])) is float and type(R.representation_error([[1.0]], [[1.0]], [[1.0]])) is float
