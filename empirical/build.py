@@ -57,7 +57,7 @@ from empirical.config import ScoreConfig as ScoreSettings
 from empirical.data import DataError, LoadReport, PrefPair, check_pairs, iter_json_objects, load_pairs
 
 __all__ = ["ScoreJob", "ScoreConfig", "ScoreResult", "score_file", "select_file", "read_scores", "SCORE_FIELDS",
-           "run_score", "run_select"]
+           "BASE_FIELDS", "run_score", "run_select", "score_summary", "SELECT_FILES"]
 
 SCORE_FIELDS = (
     "id", "prompt", "chosen", "rejected", "logp_chosen_sys", "logp_rejected_sys", "logp_chosen",

@@ -239,3 +239,27 @@ def test_finished_scores_are_kept_and_protected(tmp_path, smollm2_dir, capsys):
     assert run_cli(base + ["--truncate", "5", "--overwrite"]) == 0
     assert json.loads((tmp_path / "s.jsonl.run.json").read_text())["key"]["data"]["truncate"] == 5
     assert not (tmp_path / "s.jsonl.lock").exists()
+
+
+@pytest.mark.model
+def test_reference_scores_shared_between_system_prompts_give_the_same_file(tmp_path, smollm2):
+    """lls experiment scores the reference (no-system) condition once and each system prompt against it:
+    the file equals a combined run's, byte for byte."""
+    full = tmp_path / "full.jsonl"
+    pipeline.score_file(_cfg(full), model_and_tok=smollm2)
+    base_job = _cfg(tmp_path / "base.jsonl")
+    base_job.trait = None
+    pipeline.score_file(base_job, model_and_tok=smollm2)
+    assert all(set(json.loads(x)) == set(pipeline.BASE_FIELDS) for x in open(tmp_path / "base.jsonl"))
+    two = _cfg(tmp_path / "two.jsonl")
+    two.base = tmp_path / "base.jsonl"
+    pipeline.score_file(two, model_and_tok=smollm2)
+    assert (tmp_path / "two.jsonl").read_bytes() == full.read_bytes()
+    # a base file of other pairs is refused, naming it
+    other = _cfg(tmp_path / "o.jsonl", limit=2)
+    other.trait = None
+    pipeline.score_file(other, model_and_tok=smollm2)
+    bad = _cfg(tmp_path / "bad.jsonl")
+    bad.base = tmp_path / "o.jsonl"
+    with pytest.raises(Exception, match="base scores file"):
+        pipeline.score_file(bad, model_and_tok=smollm2)
