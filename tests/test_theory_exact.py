@@ -750,3 +750,38 @@ def test_theorem_messages_name_the_input_and_scalars_are_python_floats():
     assert type(M.dpo_loss([0.0, 1.0], 1.0)) is float and type(M.dpo_loss([0.0], 1.0, reduction="sum")) is float
     assert type(S.cosine([1.0, 2.0], [2.0, 1.0])) is float and type(WB.band_constant([1.0, 2.0])) is float
     assert type(WB.wb_ratio(np.eye(2), [1.0, 0.0])) is float and type(R.representation_error([[1.0]], [[1.0]], [[1.0]])) is float
+
+
+def test_selection_edge_cases_against_survivors():
+    # ties among many equal weights keep the original order (a stable sort; quicksort would not)
+    w = np.random.default_rng(0).choice([1.0, 2.0, 3.0], 300)
+    expected = [i for v in (3.0, 2.0, 1.0) for i in np.flatnonzero(w == v)]
+    assert SEL.select_top(w, 1.0).tolist() == expected
+    # a weight of exactly 0 is not a candidate (I = {i : w_i > 0})
+    z, n = np.zeros(3), np.ones(3)
+    sel = SEL.lls_select(np.array([2.0, 0.0, -2.0]), z, z, z, n, n, gamma=1.0)
+    assert sel.n_positive == 1 and sel.indices.tolist() == [0]
+    # n_selected: an excess below 5e-10 is float noise (rounded to 9 decimals), above it is kept
+    assert SEL.n_selected(30, 0.1 + 5e-12) == 3 and SEL.n_selected(30, 0.1 + 1e-9) == 4
+    assert SEL.n_selected(0, 1.0) == 0
+    # normalise_by_max works whatever the scale of the maximum
+    np.testing.assert_array_equal(SEL.normalise_by_max([0.5, -1.0]), [1.0, -2.0])
+    # every input is named in its message
+    with pytest.raises(ValueError, match=r"^weights: non-finite value at index 0$"):
+        SEL.best_pair_per_prompt(["a"], [np.nan])
+    with pytest.raises(ValueError, match=r"^weights: non-finite value at index 1$"):
+        SEL.normalise_by_max([1.0, np.inf])
+    ok = [0.0, 0.0]
+    with pytest.raises(ValueError, match=r"^n_tokens_chosen: non-finite value at index 1$"):
+        SEL.lls_weights(ok, ok, ok, ok, [1, np.nan], [1, 1])
+    with pytest.raises(ValueError, match=r"^n_tokens_rejected: length 1 differs from logp_chosen_sys length 2$"):
+        SEL.lls_weights(ok, ok, ok, ok, [1, 1], [1])
+    with pytest.raises(ValueError, match=r"^logp_sys: non-finite value at index 0$"):
+        SEL.sft_weights([np.nan], [0.0])
+    with pytest.raises(ValueError, match=r"^logp: length 2 differs from logp_sys length 1$"):
+        SEL.sft_weights([0.0], [0.0, 0.0])
+    with pytest.raises(ValueError, match=r"^n_tokens: non-finite value at index 0$"):
+        SEL.sft_weights([0.0], [0.0], n_tokens=[np.inf])
+    empty = SEL.best_pair_per_prompt([], [])
+    assert empty.dtype == np.int64 and empty.shape == (0,)
+    assert SEL.best_pair_per_prompt(["a", "b"], [-1.0, -2.0]).dtype == np.int64
