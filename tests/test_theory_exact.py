@@ -785,3 +785,37 @@ def test_selection_edge_cases_against_survivors():
     empty = SEL.best_pair_per_prompt([], [])
     assert empty.dtype == np.int64 and empty.shape == (0,)
     assert SEL.best_pair_per_prompt(["a", "b"], [-1.0, -2.0]).dtype == np.int64
+
+
+def test_vertex_walk_internals():
+    """The lower-bound search: a vertex of {y ∈ col Φ : ‖y‖₁ ≤ 1} has r − 1 zero coordinates."""
+    # rank 1: the only direction; the walk returns it
+    Q1, _ = WB._orthonormal_basis(np.array([[1.0], [2.0], [0.0]]))
+    np.testing.assert_array_equal(WB._vertex_through(Q1, np.array([], dtype=int)), np.ones(1))
+    best, a = WB._vertex_search(Q1, np.array([[1.0], [-2.0]]))
+    assert best == pytest.approx(3 * 5 / 9) and a.shape == (1,)
+    # rank 2: one step from a non-vertex start zeroes the smallest coordinate and improves the ratio
+    Phi = np.array([[1.0, 0.1], [0.0, 1.0], [1.0, 1.0], [2.0, -1.0], [0.5, 3.0]])
+    Q, _ = WB._orthonormal_basis(Phi)
+    a0 = np.array([1.0, 0.3])
+    y0 = Q @ a0
+    a1 = WB._vertex_through(Q, np.array([int(np.argmin(np.abs(y0)))]))
+    r0, r1 = WB._ratio_rows((Q @ a0)[None])[0], WB._ratio_rows((Q @ a1)[None])[0]
+    assert r1 > r0
+    best, a = WB._vertex_search(Q, a0[None])
+    assert best >= r1 and WB._ratio_rows((Q @ a)[None])[0] == best
+    # the result is a realised ratio, at least the start's and each first step's
+    for s in np.random.default_rng(0).standard_normal((20, 2)):
+        best, a = WB._vertex_search(Q, s[None])
+        step = WB._vertex_through(Q, np.array([int(np.argmin(np.abs(Q @ s)))]))
+        assert best >= max(WB._ratio_rows((Q @ s)[None])[0], WB._ratio_rows((Q @ step)[None])[0]) - 1e-12
+        assert WB._ratio_rows((Q @ a)[None])[0] == pytest.approx(best, rel=1e-12)
+    # degenerate zero sets (parallel rows of Q) have no vertex: None, and the search stops without error
+    Phi = np.array([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 1.0]])
+    Q3, _ = WB._orthonormal_basis(Phi)
+    assert WB._vertex_through(Q3, np.array([0, 1])) is None
+    assert WB._vertex_through(Q3, np.array([2, 3])) is not None
+    start = np.linalg.lstsq(Q3, np.array([1e-3, 1e-3, 1.0, 2.0, 3.0]), rcond=None)[0]
+    best, a = WB._vertex_search(Q3, start[None])
+    assert best >= WB._ratio_rows((Q3 @ start)[None])[0] and a is not None
+    assert WB._ratio_rows(np.zeros((1, 3)))[0] == 0.0
