@@ -1,13 +1,33 @@
-"""DPO training throughput (pairs/s) for SmolLM2-135M-Instruct + LoRA on CPU, with and without precomputed
-reference log-probs, side by side in one run.
+"""DPO step time (s/step) for SmolLM2-135M-Instruct + LoRA on the e2e config's batch, where a step spends it,
+and what TRL's own options change -- side by side in one run, numbers checked equal.
 
-    python benchmarks/bench_dpo.py [--pairs 32] [--batch-size 8] [--steps 4] [--lora-rank 64] [--threads 2]
+    python benchmarks/bench_dpo.py [--steps 4] [--threads 1] [--variants base,ref_per_step,...] [--json]
 
-Both variants train on the same HH-RLHF pairs (replies truncated to 20 tokens) from the same initial
-weights. "precomputed": TRL ``precompute_ref_log_probs=True`` (one reference pass before training, timed
-separately); "per step": the reference (adapter disabled) forward runs inside every step. Prints one line
-per variant: trainer set-up seconds (which hold the one-off reference pass), seconds and pairs/s of the
-optimisation loop alone (timed by a callback), pairs/s including the set-up; then the loop speed-up.
+Batch: as ``empirical/configs/owl-hh.toml`` trains -- HH-RLHF single-turn pairs, prompts <= 128 tokens,
+replies cut to their first 24 tokens, 8 pairs per step, LoRA r 64 / alpha 128 on all linear layers,
+beta 0.1, lr 5e-4, fp32 on CPU. Every variant starts from the same weights, seed and data order.
+
+Variants (TRL ``DPOConfig`` options; ``base`` is what ``empirical.train`` runs):
+
+* ``base``           -- ``precompute_ref_log_probs=True`` (one reference pass before training), ``max_length``
+                        None (no truncation: the e2e sequences are < 200 tokens).
+* ``ref_per_step``   -- ``precompute_ref_log_probs=False``: the reference forward (adapter disabled) inside
+                        every step, what TRL does by default.
+* ``padding_free``   -- ``padding_free=True`` (TRL 1.16 disables it with a warning and pads: measured to say so).
+* ``max_length_64``  -- ``max_length=64, truncation_mode="keep_end"``: a truncation setting that does cut
+                        (changes the numbers by construction; shown for its speed, not a candidate default).
+* ``grad_ckpt``      -- ``gradient_checkpointing=True`` (less activation memory, more compute).
+
+There is no ``use_logits_to_keep`` in TRL >= 1.0: its DPO trainer always runs the LM head only at positions
+with a label (``fused_lm_head``), which is what that option did.
+
+Per variant: set-up seconds (holds the reference pass when precomputed), s/step of the optimisation loop
+(timed by a callback, first step included), and the logged loss / reward margin of every step; variants that
+must give the same numbers are compared with ``base`` (max |difference|, fp32 tolerance 1e-4).
+
+Breakdown of one ``base`` step (``--breakdown``): collate (padding), policy forward (loss), backward,
+optimizer step, each timed on the same batch after a warm-up step; plus the batch's real vs padded tokens
+and the share of positions that reach the LM head.
 """
 
 from __future__ import annotations
@@ -19,9 +39,17 @@ import time
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
+VARIANTS = {
+    "base": {},
+    "ref_per_step": {"precompute_ref_log_probs": False},
+    "padding_free": {"padding_free": True},
+    "max_length_64": {"max_length": 64, "truncation_mode": "keep_end"},
+    "grad_ckpt": {"gradient_checkpointing": True},
+}
+SAME_NUMBERS = ("ref_per_step", "padding_free", "grad_ckpt")
 
 
-def _pairs(n: int, tok) -> list[dict]:
+def _pairs(n: int, tok, truncate: int = 24, max_prompt_tokens: int = 128) -> list[dict]:
     from empirical import render
     from empirical.data import DataError, record_to_pair
 
@@ -32,85 +60,143 @@ def _pairs(n: int, tok) -> list[dict]:
                 p = record_to_pair(json.loads(line), f"{DATA}:{k + 1}", str(k))
             except DataError:  # 9 records of the split have an empty reply
                 continue
-            if len(p.messages) != 1:
+            if len(p.messages) != 1 or len(tok(p.messages[0]["content"]).input_ids) > max_prompt_tokens:
                 continue
-            c, r = (render.truncate_response(tok, t, 20) for t in (p.chosen, p.rejected))
+            c, r = (render.truncate_response(tok, t, truncate) for t in (p.chosen, p.rejected))
             out.append(render.trl_example(tok, p.messages, c, r))
             if len(out) == n:
                 break
     return out
 
 
-def _run(model_dir: str, recs: list[dict], precompute: bool, a) -> dict:
+def _trainer(model_dir: str, recs: list[dict], a, options: dict):
     import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
-    class LoopTimer(TrainerCallback):
-        """Times the optimisation loop alone: TRL's reference pass runs before on_train_begin."""
+    from empirical import models
 
+    torch.manual_seed(0)
+    model, tok = models.load(model_dir)
+    model.train()
+    kw = dict(output_dir="/tmp/lls-bench-dpo", beta=0.1, learning_rate=5e-4, max_steps=a.steps,
+              per_device_train_batch_size=a.batch_size, precompute_ref_log_probs=True, max_length=None,
+              report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True, logging_steps=1, seed=0,
+              data_seed=0)
+    kw.update(options)
+    lora = LoraConfig(r=a.lora_rank, lora_alpha=2 * a.lora_rank, lora_dropout=0.0, target_modules="all-linear",
+                      task_type="CAUSAL_LM")
+    return DPOTrainer(model=model, args=DPOConfig(**kw), train_dataset=Dataset.from_list(recs), processing_class=tok,
+                      peft_config=lora)
+
+
+def _run(model_dir: str, recs: list[dict], name: str, a) -> dict:
+    from transformers import TrainerCallback
+
+    class LoopTimer(TrainerCallback):
         def on_train_begin(self, *_, **__):
             self.t0 = time.perf_counter()
 
         def on_train_end(self, *_, **__):
             self.loop_s = time.perf_counter() - self.t0
 
-    from empirical import models
-    from empirical.train import LORA_TARGETS
-
-    torch.manual_seed(0)
-    model, tok = models.load(model_dir)
-    model.train()
-    args = DPOConfig(output_dir="/tmp/lls-bench-dpo", beta=0.1, learning_rate=5e-4, max_steps=a.steps,
-                     per_device_train_batch_size=a.batch_size, precompute_ref_log_probs=precompute,
-                     report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True, logging_steps=1)
-    lora = LoraConfig(r=a.lora_rank, lora_alpha=2 * a.lora_rank, lora_dropout=0.05,
-                      target_modules=list(LORA_TARGETS), task_type="CAUSAL_LM")
     t0 = time.perf_counter()
+    trainer = _trainer(model_dir, recs, a, VARIANTS[name])
     timer = LoopTimer()
-    trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(recs), processing_class=tok,
-                         peft_config=lora, callbacks=[timer])
+    trainer.add_callback(timer)
     t_init = time.perf_counter() - t0
     t1 = time.perf_counter()
     trainer.train()
     t_call = time.perf_counter() - t1
-    pairs = a.steps * a.batch_size
-    # TRL computes the precomputed reference log-probs while building the trainer or its dataloader, i.e.
-    # outside the loop: init_s + pre_loop_s holds the reference pass, loop_s only the optimisation steps.
-    return {"precompute_ref": precompute, "init_s": t_init, "pre_loop_s": t_call - timer.loop_s,
-            "loop_s": timer.loop_s, "pairs": pairs, "pairs_per_s": pairs / timer.loop_s,
-            "pairs_per_s_incl_ref_pass": pairs / (t_init + t_call)}
+    hist = [h for h in trainer.state.log_history if "loss" in h]
+    return {"variant": name, "options": VARIANTS[name], "setup_s": t_init + (t_call - timer.loop_s),
+            "loop_s": timer.loop_s, "s_per_step": timer.loop_s / a.steps,
+            "loss": [h["loss"] for h in hist], "margins": [h.get("rewards/margins") for h in hist]}
+
+
+def _breakdown(model_dir: str, recs: list[dict], a) -> dict:
+    """Time the parts of one base step on one batch (after a warm-up step on the same batch)."""
+    import torch
+
+    trainer = _trainer(model_dir, recs, a, {})
+    trainer.create_optimizer_and_scheduler(num_training_steps=a.steps)
+    model, opt = trainer.model, trainer.optimizer
+    feats = [trainer.train_dataset[i] for i in range(a.batch_size)]
+    out = {}
+    for rep in range(2):  # rep 0 warms up
+        t = time.perf_counter()
+        batch = trainer.data_collator(feats)
+        t_collate = time.perf_counter() - t
+        t = time.perf_counter()
+        loss = trainer.compute_loss(model, batch)
+        t_fwd = time.perf_counter() - t
+        t = time.perf_counter()
+        loss.backward()
+        t_bwd = time.perf_counter() - t
+        t = time.perf_counter()
+        opt.step()
+        opt.zero_grad()
+        t_opt = time.perf_counter() - t
+        out = {"collate_s": t_collate, "policy_forward_s": t_fwd, "backward_s": t_bwd, "optimizer_s": t_opt}
+    mask = batch["attention_mask"]
+    comp = batch["completion_mask"]
+    out.update({"sequences": int(mask.shape[0]), "padded_length": int(mask.shape[1]),
+                "real_tokens": int(mask.sum()), "padded_tokens": int(mask.numel()),
+                "lm_head_positions": int(comp.sum()), "lm_head_share_of_real": float(comp.sum() / mask.sum())})
+    del torch
+    return out
 
 
 def main() -> None:
     import torch
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pairs", type=int, default=32)
-    ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lora-rank", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--json", action="store_true", help="also print one JSON line with both runs")
+    ap.add_argument("--threads", type=int, default=1, help="torch compute threads (default 1)")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, from: " + ", ".join(VARIANTS))
+    ap.add_argument("--breakdown", action="store_true", help="also time the parts of one base step")
+    ap.add_argument("--json", action="store_true", help="also print one JSON line with every run")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     from empirical import models
 
+    names = [v for v in a.variants.split(",") if v]
+    for v in names:
+        if v not in VARIANTS:
+            ap.error(f"unknown variant {v!r}")
     model_dir = str(models.local_dir("smollm2-135m-instruct"))
-    _, tok = models.load(model_dir)
-    recs = _pairs(a.pairs, tok)
-    runs = []
-    for pre in (True, False):
-        r = _run(model_dir, recs, pre, a)
-        runs.append(r)
-        print(f"precompute_ref={str(pre):5s}  trainer init + pre-loop (holds the ref pass) "
-              f"{r['init_s'] + r['pre_loop_s']:6.1f} s  loop {r['loop_s']:7.1f} s  {r['pairs_per_s']:.3f} pairs/s (loop)  "
-              f"{r['pairs_per_s_incl_ref_pass']:.3f} pairs/s (incl. ref pass)", flush=True)
-    print(f"loop speed-up from precomputed reference log-probs: {runs[0]['pairs_per_s'] / runs[1]['pairs_per_s']:.2f}x")
+    tok = models.load_tokenizer(model_dir)
+    recs = _pairs(a.steps * a.batch_size, tok)
+    print(f"SmolLM2-135M fp32 CPU, {torch.get_num_threads()} thread(s), {a.steps} steps x {a.batch_size} pairs, "
+          f"LoRA r{a.lora_rank} all-linear", flush=True)
+    runs = {}
+    for v in names:
+        r = _run(model_dir, recs, v, a)
+        runs[v] = r
+        line = f"{v:14s} set-up {r['setup_s']:6.1f} s   {r['s_per_step']:6.2f} s/step"
+        if v in SAME_NUMBERS and "base" in runs:
+            d = max(abs(x - y) for x, y in zip(r["loss"], runs["base"]["loss"]))
+            dm = max(abs(x - y) for x, y in zip(r["margins"], runs["base"]["margins"]))
+            r["max_abs_loss_diff_vs_base"], r["max_abs_margin_diff_vs_base"] = d, dm
+            line += f"   |loss - base| <= {d:.2e}, |margin - base| <= {dm:.2e} ({'same' if max(d, dm) <= 1e-4 else 'DIFFERENT'})"
+        if "base" in runs and v != "base":
+            line += f"   {runs['base']['s_per_step'] / r['s_per_step']:.2f}x base speed"
+        print(line, flush=True)
+    bd = None
+    if a.breakdown:
+        bd = _breakdown(model_dir, recs, a)
+        step = bd["collate_s"] + bd["policy_forward_s"] + bd["backward_s"] + bd["optimizer_s"]
+        print("base step breakdown: " + ", ".join(
+            f"{k[:-2]} {bd[k]:.2f} s ({bd[k] / step:.0%})" for k in ("collate_s", "policy_forward_s", "backward_s",
+                                                                       "optimizer_s"))
+              + f"; tokens {bd['real_tokens']} real of {bd['padded_tokens']} padded ({bd['sequences']} x "
+                f"{bd['padded_length']}); LM head at {bd['lm_head_positions']} positions "
+                f"({bd['lm_head_share_of_real']:.0%} of real tokens)", flush=True)
     if a.json:
-        print(json.dumps({"settings": vars(a), "runs": runs}))
+        print(json.dumps({"settings": vars(a), "runs": runs, "breakdown": bd}))
 
 
 if __name__ == "__main__":

@@ -76,11 +76,14 @@ def _tiny(arch: str, base_tok, seed: int = 0):
 
 
 def _linear_names(model) -> set[str]:
+    """Names of the linear layers except the output head (``lm_head``, or ``embed_out`` in GPT-NeoX before
+    transformers 5), as PEFT's all-linear picks them."""
     import torch
     from transformers.pytorch_utils import Conv1D
 
+    head = model.get_output_embeddings()
     return {n.split(".")[-1] for n, m in model.named_modules() if isinstance(m, (torch.nn.Linear, Conv1D))
-            and not n.endswith("lm_head")}
+            and m is not head}
 
 
 @pytest.mark.parametrize("arch", ARCHS)
