@@ -292,3 +292,27 @@ def test_two_processes_train_like_one(smollm2_dir, tmp_path):
     assert np.allclose(l1, l2, atol=1e-5), (l1, l2)
     # one set of run files (rank 1 wrote none of its own: no stray files beside rank 0's)
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
+
+
+def test_dpo_pass_through_and_targets_are_validated():
+    from empirical.train import dpo_config_kwargs, lora_targets
+
+    assert dpo_config_kwargs({"loss_type": ["ipo"], "label_smoothing": 0.1}) == {"loss_type": ["ipo"],
+                                                                                  "label_smoothing": 0.1}
+    with pytest.raises(ValueError, match="not a TRL DPOConfig field.*label_smoothing"):
+        dpo_config_kwargs({"label_smothing": 0.1})
+    with pytest.raises(ValueError, match="set by lls train itself"):
+        dpo_config_kwargs({"learning_rate": 1.0})
+    with pytest.raises(ValueError, match="not a TRL DPOConfig field"):
+        TrainConfig(student="x", data="y", out=Path("z"), extra={"bogus": 1}).validate()
+    assert lora_targets(()) == "all-linear" and lora_targets(["q_proj"]) == ["q_proj"]
+    with pytest.raises(ValueError, match="reference"):
+        TrainConfig(student="x", data="y", out=Path("z"), reference="blank").validate()
+
+
+def test_run_key_is_stable_for_default_runs(tmp_path):
+    """Fields added later stay out of the resume key at their defaults; dtype 'auto' is recorded resolved."""
+    old_style = TrainConfig(student="x", data="y", out=tmp_path, dtype="float32").run_key()
+    new_style = TrainConfig(student="x", data="y", out=tmp_path).run_key()  # dtype auto -> float32 on CPU
+    assert old_style == new_style and "target_modules" not in new_style and new_style["dtype"] == "float32"
+    assert TrainConfig(student="x", data="y", out=tmp_path, target_modules=("q_proj",)).run_key() != new_style
