@@ -819,3 +819,54 @@ def test_vertex_walk_internals():
     best, a = WB._vertex_search(Q3, start[None])
     assert best >= WB._ratio_rows((Q3 @ start)[None])[0] and a is not None
     assert WB._ratio_rows(np.zeros((1, 3)))[0] == 0.0
+
+
+def test_well_behaved_bounds_defaults_seed_and_leverage_starts():
+    import inspect
+
+    sig = inspect.signature(WB.well_behaved_bounds).parameters  # defaults quoted in the README
+    assert {k: sig[k].default for k in ("seed", "n_starts", "max_subsets", "sdp_max_m")} == {
+        "seed": 0, "n_starts": 64, "max_subsets": 200_000, "sdp_max_m": 4000}
+    # the seed drives the random starts: same seed, same bound; here seed 3 finds a better vertex than 0
+    Phi = np.random.default_rng(1).standard_normal((30, 5))
+    runs = [WB.well_behaved_bounds(Phi, max_subsets=0, n_starts=2, seed=k).lower for k in (0, 0, 3)]
+    assert runs[0] == runs[1] and runs[2] > runs[0] + 1e-6
+    # without random starts the search starts from the 8 highest-leverage rows
+    rng = np.random.default_rng(0)
+    Phi = rng.standard_normal((25, 4))
+    Phi[7] *= 8
+    Q, _ = WB._orthonormal_basis(Phi)
+    h = np.sum(Q * Q, axis=1)
+    expected = WB._vertex_search(Q, Q[np.argsort(-h, kind="stable")[:8]])[0]
+    assert WB.well_behaved_bounds(Phi, max_subsets=0, n_starts=0).lower == pytest.approx(expected, rel=1e-12)
+    assert expected > WB._vertex_search(Q, Q[np.argsort(h, kind="stable")[:8]])[0] + 1e-6
+
+
+def test_exact_enumeration_across_chunks():
+    """More (r−1)-subsets than one chunk: a maximum found only in a later, smaller chunk must win."""
+    Phi = np.random.default_rng(201).standard_normal((45, 2))
+    Q, _ = WB._orthonormal_basis(Phi)
+    # r = 2: the vertex through subset {j} zeroes coordinate j; here the best is j = 31 (1.700 vs ≤ 1.652 before)
+    ratios = WB._ratio_rows(np.array([WB._vertex_through(Q, np.array([j])) for j in range(45)]) @ Q.T)
+    assert int(np.argmax(ratios)) == 31 and ratios[31] > 1.02 * ratios[:31].max()
+    for chunk in (31, 7, 20000):
+        best, a = WB._exact_enumeration(Q, chunk=chunk)
+        assert best == pytest.approx(ratios[31], rel=1e-12)
+        assert WB._ratio_rows((Q @ a)[None])[0] == pytest.approx(ratios[31], rel=1e-12)
+    Phi = np.random.default_rng(4).standard_normal((12, 3))
+    Q, _ = WB._orthonormal_basis(Phi)
+    assert WB._exact_enumeration(Q, chunk=5)[0] == pytest.approx(WB._exact_enumeration(Q)[0], rel=1e-12)
+
+
+def test_small_helpers_exact():
+    np.testing.assert_array_equal(WB._ratio_rows(np.array([[0.5, 0.0], [0.0, 0.0], [1.0, -1.0]])), [2.0, 0.0, 1.0])
+    Q, B = WB._orthonormal_basis(np.diag([1.0, 1e-3]), rtol=1e-2)
+    assert Q.shape == (2, 1) and B.shape == (2, 1)
+    assert WB._orthonormal_basis(np.diag([1.0, 1e-3]))[0].shape == (2, 2)
+    Q, B = WB._orthonormal_basis(np.array([[3.0, 0.0], [0.0, 0.0], [0.0, 4.0]]))
+    np.testing.assert_allclose(np.array([[3.0, 0.0], [0.0, 0.0], [0.0, 4.0]]) @ B, Q, atol=1e-15)
+    # the sign-sdp certificate: m / λ_min(QᵀUQ), λ shrunk by 1e-9·|λ| + 1e-12 against round-off
+    Q1, _ = WB._orthonormal_basis(np.array([[1.0], [1.0], [0.0]]))  # λ = (Σ_kept q_i)² = 2
+    assert WB._sign_sdp_upper(Q1) == pytest.approx(3 / (2 - 2e-9 - 1e-12), rel=1e-14)
+    Qo, _ = WB._orthonormal_basis(np.array([[1.0], [-1.0]]))  # opposite rows: ⟨q_i, q_j⟩ = −1 exactly
+    assert WB._sign_sdp_upper(Qo) == pytest.approx(1.0, rel=1e-8)
