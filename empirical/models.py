@@ -14,12 +14,13 @@ Public API (used by every ``empirical`` command and by the tests):
   cache takes about a second. The GGUF quantization config is cleared before saving (transformers refuses
   to save or train a model that still carries it). The folder is written atomically (temporary folder in
   the same parent, then ``os.rename``).
-* ``load(spec, dtype="float32", device=None, revision=None, trust_remote_code=False) -> (model, tokenizer)``
+* ``load(spec, dtype="auto", device="auto", revision=None, trust_remote_code=False) -> (model, tokenizer)``
   -- ``spec`` is a registry name, a local folder, a ``path/to/file.gguf`` or a hub id. ``device="auto"``
   = ``cuda:<LOCAL_RANK>`` when CUDA is available (``cuda:0`` outside torchrun), else ``cpu``; also
   ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``. ``dtype="auto"`` = bfloat16 on CUDA, float32 elsewhere.
   The weights are loaded straight onto the device in that dtype (``device_map={"": device}``: no fp32
-  copy on the CPU first). ``device=None`` (the historical default) leaves the model on the CPU. The
+  copy on the CPU first). ``device=None`` means the CPU. On a CPU-only machine the defaults give what
+  ``load`` always gave: fp32 on the CPU. The
   model is in eval mode; the tokenizer always has a pad token (eos when the model defines none).
   :func:`placement` gives ``{"device", "dtype"}`` of a loaded model for the caller's JSON.
 * ``resolve_source(spec) -> Source`` and ``load_tokenizer(spec)`` -- the one model-spec resolution every
@@ -422,12 +423,13 @@ def dtype_kwarg(torch_dtype: Any) -> dict[str, Any]:
     return {"dtype": torch_dtype} if (major, minor) >= (4, 56) else {"torch_dtype": torch_dtype}
 
 
-def load(spec: Any, dtype: Any = "float32", device: Any = None, cache_dir: str | os.PathLike | None = None,
+def load(spec: Any, dtype: Any = "auto", device: Any = "auto", cache_dir: str | os.PathLike | None = None,
          revision: str | None = None, trust_remote_code: bool = False):
     """Load ``(model, tokenizer)``; ``spec`` = registry name | local folder | ``file.gguf`` | hub id.
 
-    ``device``: ``None`` = CPU (historical default), ``"auto"`` or a device name (:func:`resolve_device`);
-    ``dtype``: a name or ``"auto"`` (:func:`resolve_dtype`). Non-CPU devices are loaded onto directly
+    ``device``: ``"auto"`` (the local GPU when there is one, else the CPU), a device name
+    (:func:`resolve_device`) or ``None`` (= the CPU); ``dtype``: a name or ``"auto"`` (bf16 on CUDA, fp32
+    elsewhere: :func:`resolve_dtype`). On a CPU-only machine the defaults give fp32 on the CPU, as before. Non-CPU devices are loaded onto directly
     (``device_map={"": device}``). GGUF files are dequantised on every call (slow): prefer a registry
     name, which uses the cache.
     """

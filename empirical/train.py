@@ -269,7 +269,7 @@ def require_checkpoints(run: str | Path) -> list[tuple[int, Path]]:
     return cks
 
 
-def load_student(spec: str, adapter: str | Path | None = None, dtype: str = "float32", device: Any = None,
+def load_student(spec: str, adapter: str | Path | None = None, dtype: str = "auto", device: Any = "auto",
                  revision: str | None = None, trust_remote_code: bool = False):
     """``(model, tok)``: the student, with the LoRA ``adapter`` folder merged in when given (eval mode).
 
