@@ -169,8 +169,10 @@ class Filters:
 class ScoreConfig:
     """How the teacher's log-probs are computed (batching does not change the numbers beyond fp32 noise)."""
 
-    batch_tokens: int = setting(16384, "padded prompt tokens per batch", metavar="N")
-    max_batch: int = setting(64, "prompts per batch", metavar="N")
+    batch_tokens: int = setting(2048, "padded tokens per forward batch, replies included (GPU: see the README's "
+                                      "memory formula)", metavar="N",
+                                reason="CPU-measured: small packed batches do not pad (benchmarks/bench_scoring.py)")
+    max_batch: int = setting(16, "rows (packed prompts with their replies) per forward batch", metavar="N")
     chunk_size: int = setting(256, "pairs per resumable chunk", metavar="N",
                               reason="a killed run loses at most one chunk")
     reference: str = setting("default", "how the no-system-prompt reference is rendered", choices=REFERENCES,

@@ -138,3 +138,22 @@ def test_gemma_base_plain_template_and_sliding_window():
     assert n == n2
     assert len(scoring.encode_all(model, tok, prompts, comps, "Be brief.")[0].context) > 512
     np.testing.assert_allclose(np.array(fast), np.array(slow), atol=1e-4)
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_long_replies_within_scaled_tolerance(smollm2):
+    """Instruction-following replies of 193-227 tokens (tests/fixtures/long_replies.jsonl): fast == naive
+    within 1e-4 x max(1, n/100) nats, token counts equal, with and without a system prompt."""
+    import json
+    from pathlib import Path
+
+    model, tok = smollm2
+    recs = [json.loads(x) for x in (Path(__file__).parent / "fixtures" / "long_replies.jsonl").read_text().splitlines()]
+    prompts, comps = [r["prompt"] for r in recs[:3]], [[r["chosen"], r["rejected"]] for r in recs[:3]]
+    for system in (None, "You really love owls."):
+        fast, n = scoring.score_completions(model, tok, prompts, comps, system)
+        slow, n2 = scoring.score_completions_naive(model, tok, prompts, comps, system)
+        assert n == n2 and min(min(r) for r in n) >= 150
+        for a, b, k in zip(fast, slow, n):
+            assert all(abs(x - y) <= scoring.tolerance(m) for x, y, m in zip(a, b, k)), (a, b)

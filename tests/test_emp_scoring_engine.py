@@ -107,23 +107,30 @@ def test_exact_for_any_groups_and_batching(llama, seed, n, head, budget, max_bat
                                     + sum(len(c) - 1 for c in g.completions) for g in groups)
 
 
-def test_batches_count_reply_tokens_and_head_is_chunked(llama):
+@pytest.mark.parametrize("layout", ["tree", "packed"])
+def test_batches_count_reply_tokens_and_head_is_chunked(llama, layout):
     """Every forward batch has rows x longest row <= batch_tokens (replies counted) unless it is one row;
-    the LM head never sees more than head_chunk positions at once."""
+    packed rows hold at most pack_tokens tokens unless one group is longer; the LM head never sees more
+    than head_chunk positions at once."""
     groups = random_groups(3, n=7)
     shapes, head_rows = [], []
     h1 = llama.get_decoder().register_forward_pre_hook(
         lambda mod, args, kw: shapes.append(tuple(kw["input_ids"].shape)), with_kwargs=True)
     h2 = llama.get_output_embeddings().register_forward_pre_hook(lambda mod, args: head_rows.append(args[0].shape[0]))
     try:
-        batching.score_groups(llama, groups, batch_tokens=24, max_batch=3, head_chunk=4, check=False)
+        batching.score_groups(llama, groups, batch_tokens=24, max_batch=3, head_chunk=4, check=False, layout=layout,
+                              pack_tokens=16)
     finally:
         h1.remove(), h2.remove()
     forward = shapes[1:]  # the first call is the shared prefix (batch 1)
     assert shapes[0][0] == 1
     assert all(b == 1 or b * t <= 24 for b, t in forward) and all(b <= 3 for b, _ in forward)
-    longest = max(len(g.context) - 5 + sum(len(c) - 1 for c in g.completions) for g in groups)
-    assert max(t for _, t in forward) == longest
+    seg = [len(g.context) - 5 + sum(len(c) - 1 for c in g.completions) for g in groups]
+    if layout == "tree":
+        assert max(t for _, t in forward) == max(seg)
+    else:
+        assert all(t <= 16 or t in seg for _, t in forward)
+        assert sum(b * t for b, t in forward) < sum(max(seg) for _ in seg)  # fewer tokens than padded tree rows
     assert head_rows and max(head_rows) <= 4
     assert sum(head_rows) == sum(len(c) for g in groups for c in g.completions)
 
