@@ -870,3 +870,47 @@ def test_small_helpers_exact():
     assert WB._sign_sdp_upper(Q1) == pytest.approx(3 / (2 - 2e-9 - 1e-12), rel=1e-14)
     Qo, _ = WB._orthonormal_basis(np.array([[1.0], [-1.0]]))  # opposite rows: ⟨q_i, q_j⟩ = −1 exactly
     assert WB._sign_sdp_upper(Qo) == pytest.approx(1.0, rel=1e-8)
+
+
+def test_stats_defaults_levels_and_small_samples():
+    import inspect
+    from itertools import permutations
+
+    defaults = {f: {k: p.default for k, p in inspect.signature(getattr(S, f)).parameters.items()
+                    if p.default is not inspect.Parameter.empty}
+                for f in ("bootstrap_ci", "bootstrap_mean_ci", "permutation_pvalue", "correlation_report",
+                          "paired_difference", "wilson_interval")}
+    assert defaults == {
+        "bootstrap_ci": {"n_boot": 2000, "level": 0.95, "seed": 0, "chunk": 500},
+        "bootstrap_mean_ci": {"n_boot": 2000, "level": 0.95, "seed": 0, "chunk": 500},
+        "permutation_pvalue": {"n_perm": 2000, "seed": 0, "alternative": "greater", "chunk": 500},
+        "correlation_report": {"n_boot": 2000, "n_perm": 2000, "level": 0.95, "seed": 0},
+        "paired_difference": {"n_boot": 2000, "level": 0.95, "seed": 0, "chunk": 500},
+        "wilson_interval": {"level": 0.95}}
+    with pytest.raises(ValueError, match=r"^level must be in \(0, 1\), got 0$"):
+        S.bootstrap_mean_ci([1.0, 2.0], level=0)
+    with pytest.raises(ValueError, match=r"^level must be in \(0, 1\), got 0$"):
+        S.paired_difference("pearson", [1.0, 2.0], [1.0, 2.0], [2.0, 1.0], level=0)
+    # two items are enough for paired_difference
+    r = S.paired_difference("cosine", [1.0, 2.0], [1.0, 2.0], [2.0, 1.0], n_boot=50)
+    assert r["diff"] == pytest.approx(1 - 0.8) and r["ci"][0] <= r["ci"][1]
+    # n_boot = 1: one resample; a constant one (both draws the same item) has an undefined Pearson
+    for seed in range(20):
+        const = len(set(np.random.default_rng(seed).integers(0, 2, size=(1, 2))[0])) == 1
+        r = S.paired_difference("pearson", [1.0, 2.0], [1.0, 2.0], [2.0, 1.0], n_boot=1, seed=seed)
+        assert r["diff"] == 2.0
+        if const:
+            assert all(math.isnan(v) for v in r["ci"]) and math.isnan(r["p"])
+        else:
+            assert r["ci"] == [2.0, 2.0] and r["p"] == 0.5
+    # one-sided vs two-sided, against the exact permutation distribution (all 24 orders)
+    x, y = np.array([0.0, 1.0, 2.0, 3.0]), np.array([0.0, 1.0, 3.0, 2.0])
+    obs = S.pearson(x, y)
+    null = np.array([S.pearson(x, y[list(p)]) for p in permutations(range(4))])
+    exact = {"greater": np.mean(null >= obs - 1e-12), "less": np.mean(null <= obs + 1e-12),
+             "two-sided": np.mean(np.abs(null) >= abs(obs) - 1e-12)}
+    assert exact["two-sided"] > exact["greater"] + 0.1
+    for alt, p_exact in exact.items():
+        assert S.permutation_pvalue("pearson", x, y, n_perm=4000, seed=1, alternative=alt) == pytest.approx(p_exact, abs=0.03)
+    assert S.permutation_pvalue("pearson", x, y, n_perm=4000, seed=1) == S.permutation_pvalue(
+        "pearson", x, y, n_perm=4000, seed=1, alternative="greater")
