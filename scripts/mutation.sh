@@ -12,6 +12,7 @@
 #   --survivors:          re-test only the mutants listed as not killed in the last mutation-score.json (after
 #                         adding tests: killed mutants stay killed when tests are only added), plus any mutant
 #                         never checked or invalidated by a source change.
+#   --score-only:         recompute the score from the results already in the snapshot dir.
 #
 # The repository is never touched: the sources and tests are copied (a snapshot) into
 # ${LLS_MUTATION_DIR:-/tmp/lls-mutation}/<target>, a [tool.mutmut] config is written there, and mutmut runs
@@ -56,8 +57,14 @@ case "$TARGET" in
     exit 2
     ;;
 esac
+# LLS_MUTATION_TESTS="tests/a.py tests/b.py" overrides the test files (e.g. to re-test survivors against new,
+# fast tests only: a mutant they kill is killed by the full suite too, so the score is a lower bound).
+# LLS_MUTATION_SURVIVORS=FILE takes the survivor list from another run's mutation-score.json.
+if [[ -n "${LLS_MUTATION_TESTS:-}" ]]; then read -r -a TESTS <<< "$LLS_MUTATION_TESTS"; fi
 SURVIVORS=0
+SCORE_ONLY=0
 if [[ "${1:-}" == "--survivors" ]]; then SURVIVORS=1; shift; fi
+if [[ "${1:-}" == "--score-only" ]]; then SCORE_ONLY=1; shift; fi
 [[ $# -gt 0 ]] && MODULES=("$@") || MODULES=("${ALL_MODULES[@]}")
 for m in "${MODULES[@]}"; do
   [[ -f "$REPO/$PKG/$m.py" ]] || { echo "mutation.sh: no module $PKG/$m.py" >&2; exit 2; }
@@ -117,20 +124,26 @@ EOF
 
 cd "$WORK"
 if [[ $SURVIVORS -eq 1 ]]; then
-  [[ -f mutation-score.json ]] || { echo "mutation.sh: no $WORK/mutation-score.json: run without --survivors first" >&2; exit 2; }
-  mapfile -t NAMES < <("$PY" -c 'import json; print("\n".join(json.load(open("mutation-score.json"))["survivors"]))')
-  echo "== mutmut: ${#NAMES[@]} previous survivors, then never-checked mutants (1 worker, timeout ${TIMEOUT}s) =="
+  SFILE="${LLS_MUTATION_SURVIVORS:-$WORK/mutation-score.json}"
+  [[ -f "$SFILE" ]] || { echo "mutation.sh: no $SFILE: run without --survivors first" >&2; exit 2; }
+  cp "$SFILE" "$WORK/previous-score.json.tmp" && mv "$WORK/previous-score.json.tmp" "$WORK/previous-score.json"
+  mapfile -t NAMES < <("$PY" -c 'import json, sys; print("\n".join(json.load(open(sys.argv[1]))["survivors"]))' "$SFILE")
+  echo "== mutmut: ${#NAMES[@]} previous survivors (1 worker, timeout ${TIMEOUT}s) =="
   start=$(date +%s)
   set +e
   if [[ ${#NAMES[@]} -gt 0 ]]; then
     timeout "$TIMEOUT" nice -n 10 "$MUTMUT" run --max-children 1 "${NAMES[@]}" > "$WORK/mutmut-survivors.log" 2>&1
   fi
-  timeout "$TIMEOUT" nice -n 10 "$MUTMUT" run --max-children 1 > "$WORK/mutmut-unchecked.log" 2>&1
   rc=$?
+  if [[ -z "${LLS_MUTATION_SURVIVORS:-}" ]]; then  # same snapshot: also mutants never checked or changed since
+    timeout "$TIMEOUT" nice -n 10 "$MUTMUT" run --max-children 1 > "$WORK/mutmut-unchecked.log" 2>&1
+    rc=$?
+  fi
   set -e
   echo "   rc=$rc in $(( $(date +%s) - start )) s"
   MODULES=()
 fi
+[[ $SCORE_ONLY -eq 1 ]] && MODULES=()
 for m in "${MODULES[@]}"; do
   echo "== mutmut: $PKG.$m (1 worker, timeout ${TIMEOUT}s) =="
   start=$(date +%s)
@@ -142,45 +155,59 @@ for m in "${MODULES[@]}"; do
   [[ $rc -eq 124 ]] && echo "   TIMED OUT: rerun to continue (results so far are cached)"
 done
 
-# --- score from mutmut's per-file .meta files --------------------------------------------------------------
-"$PY" - "$PKG" "$THRESHOLD" "${ALL_MODULES[@]}" <<'EOF'
+# --- score from mutmut's per-file .meta files ------------------------------------------------------------
+# With --survivors the previous run's verdicts count for every mutant not re-tested now (killed mutants stay
+# killed when tests are only added); the re-tested survivors get their new verdict.
+"$PY" - "$PKG" "$THRESHOLD" "$SURVIVORS" "${ALL_MODULES[@]}" <<'EOF'
 import json, sys
 from pathlib import Path
 
-pkg, threshold, modules = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+pkg, threshold, resumed, modules = sys.argv[1], float(sys.argv[2]), sys.argv[3] == "1", sys.argv[4:]
 status = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped",
           36: "timeout", -24: "timeout", 24: "timeout", 152: "timeout", 255: "timeout", None: "not checked"}
-total, per, survivors = {}, {}, []
+prev = json.loads(Path("previous-score.json").read_text()) if resumed else None
+verdict = {}  # mutant name -> status
+if prev:
+    for name, st in prev["verdicts"].items():
+        verdict[name] = st
 for m in modules:
     meta = Path("mutants") / pkg / f"{m}.py.meta"
     if not meta.exists():
         continue
-    codes = json.loads(meta.read_text())["exit_code_by_key"]
-    c = {}
-    for name, code in sorted(codes.items()):
-        s = status.get(code, "suspicious")
-        c[s] = c.get(s, 0) + 1
-        total[s] = total.get(s, 0) + 1
-        if s in ("survived", "no tests", "not checked", "suspicious"):
-            survivors.append((name, s))
-    per[m] = c
+    for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
+        st = status.get(code, "suspicious")
+        if prev is None or (name in verdict and st != "not checked"):
+            verdict[name] = st
+per, total, survivors = {}, {}, []
+for name, st in sorted(verdict.items()):
+    m = name.split(".")[1]
+    per.setdefault(m, {})
+    per[m][st] = per[m].get(st, 0) + 1
+    total[st] = total.get(st, 0) + 1
+    if st not in ("killed", "timeout", "skipped"):
+        survivors.append((name, st))
 
 
 def score(c):
-    n = sum(v for k, v in c.items() if k != "skipped")
+    n = sum(v for k, v in c.items() if k not in ("skipped", "not checked"))
     k = c.get("killed", 0) + c.get("timeout", 0)  # a mutant that makes the tests hang is detected
     return k, n, (100.0 * k / n if n else float("nan"))
 
 
-for m, c in per.items():
+for m, c in sorted(per.items()):
     k, n, s = score(c)
     print(f"{pkg}.{m:15s} {k:4d}/{n:<4d} killed ({s:5.1f} %)  {dict(sorted(c.items()))}")
 k, n, s = score(total)
+if total.get("not checked"):
+    print(f"not checked (excluded; rerun to check them): {total['not checked']}")
 print(f"TOTAL {pkg}: {k}/{n} mutants killed = {s:.1f} % (threshold {threshold:.0f} %)")
 for name, st in survivors:
-    print(f"  {st:11s} {name}")
-Path("mutation-score.json").write_text(json.dumps(
+    if st != "not checked":
+        print(f"  {st:11s} {name}")
+tmp = Path("mutation-score.json.tmp")
+tmp.write_text(json.dumps(
     {"target": pkg, "killed": k, "total": n, "score_percent": s, "per_module": per,
-     "survivors": [n_ for n_, _ in survivors]}, indent=1) + "\n")
+     "survivors": [n_ for n_, _ in survivors], "verdicts": verdict}, indent=1) + "\n")
+tmp.replace("mutation-score.json")
 sys.exit(0 if n and s >= threshold else 1)
 EOF
