@@ -419,7 +419,8 @@ def _score_batch(model: Any, encs: Sequence[Any], rows: list[Row], K: int, cache
 def score_groups(model: Any, encs: Sequence[Any], *, pad_id: int = 0, batch_tokens: int = 2048,
                  max_batch: int = 16, head_chunk: int | None = None, layout: str = "auto",
                  progress: Any = False, desc: str = "scoring", unit: str = "pair",
-                 check: bool = True, pack_tokens: int = 256) -> tuple[list[list[float]], ScoreStats]:
+                 check: bool = True, pack_tokens: int = 256, share_prefix: bool = True
+                 ) -> tuple[list[list[float]], ScoreStats]:
     """Exact log-probs ``logp[g][j]`` of every completion of every group (see module doc) and the stats.
 
     ``batch_tokens``: padded row tokens per forward batch (context suffix + replies); ``max_batch``: rows
@@ -429,7 +430,8 @@ def score_groups(model: Any, encs: Sequence[Any], *, pad_id: int = 0, batch_toke
     mask) or ``"auto"`` (packed when the attention implementation takes a 4-D mask, else linear; on CPU
     with SmolLM2 packed rows of 256 tokens took 12% less CPU time than tree rows on short HH replies and the
     same on 200-token replies, where groups are longer than a packed row and run alone); ``progress``: bool, or a callable receiving the
-    number of groups finished after each batch; ``check``: run :func:`self_check` on the first call per model.
+    number of groups finished after each batch; ``check``: run :func:`self_check` on the first call per model;
+    ``share_prefix=False``: no shared prefix (K = 0; every row recomputes the system block -- a baseline).
     """
     import torch
 
@@ -448,6 +450,7 @@ def score_groups(model: Any, encs: Sequence[Any], *, pad_id: int = 0, batch_toke
     if check and not model.training and model not in _CHECKED:
         self_check(model, encs[0], pad_id=pad_id, layout="tree" if tree else "linear")
     K = max(0, min(lcp_length([e.context for e in encs]), min(len(e.context) for e in encs) - 1))
+    K = K if share_prefix else 0
     rows = _rows(encs, K, layout, pack_tokens)
     seq_index = {(g, j): i for i, (g, j) in enumerate((g, j) for g, e in enumerate(encs)
                                                         for j in range(len(e.completions)))}

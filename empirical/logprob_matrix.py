@@ -119,11 +119,12 @@ def logprob_row_naive(model: Any, tok: Any, system: str | None, columns: Sequenc
 
 def logprob_row_recompute(model: Any, tok: Any, system: str | None, columns: Sequence[Column], **kw: Any
                           ) -> np.ndarray:
-    """Baseline row: the batched fast scorer, which recomputes the system prompt inside every sequence."""
+    """Baseline row: the batched fast scorer without the shared prefix (``share_prefix=False``): the system
+    prompt is recomputed inside every sequence."""
     from empirical import scoring
 
     lp, _ = scoring.score_completions(model, tok, [c.prompt for c in columns], [[c.response] for c in columns],
-                                      system, **kw)
+                                      system, share_prefix=False, **kw)
     return np.array([r[0] for r in lp])
 
 

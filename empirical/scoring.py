@@ -117,7 +117,7 @@ def _batches(lengths: Sequence[int], batch_tokens: int, max_batch: int) -> list[
 def score_encoded_with_stats(
     model: Any, tok: Any, encs: Sequence[render.Encoded], *, batch_tokens: int = DEFAULT_BATCH_TOKENS,
     max_batch: int = DEFAULT_MAX_BATCH, progress: Any = False, head_chunk: int | None = None, layout: str = "auto",
-    desc: str = "scoring",
+    desc: str = "scoring", share_prefix: bool = True,
 ) -> tuple[list[list[float]], Any]:
     """:func:`score_encoded` plus the engine's :class:`empirical.batching.ScoreStats` (prefix tokens K,
     batches, real/padded row tokens, LM-head positions)."""
@@ -127,22 +127,25 @@ def score_encoded_with_stats(
         raise ValueError("batch_tokens and max_batch must be >= 1")
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
     return score_groups(model, list(encs), pad_id=pad_id, batch_tokens=batch_tokens, max_batch=max_batch,
-                        head_chunk=head_chunk, layout=layout, progress=progress, desc=desc, unit="prompt")
+                        head_chunk=head_chunk, layout=layout, progress=progress, desc=desc, unit="prompt",
+                        share_prefix=share_prefix)
 
 
 def score_encoded(
     model: Any, tok: Any, encs: Sequence[render.Encoded], *, batch_tokens: int = DEFAULT_BATCH_TOKENS,
     max_batch: int = DEFAULT_MAX_BATCH, progress: Any = False, head_chunk: int | None = None, layout: str = "auto",
+    share_prefix: bool = True,
 ) -> list[list[float]]:
     """Fast scorer on already-encoded groups (see :func:`encode_all`); returns ``logp[i][j]`` (float64 sums).
 
     ``batch_tokens``: padded row tokens per forward batch, replies included (rows = one prompt with all its
     replies); ``max_batch``: rows per batch; ``progress``: bool (tqdm on a terminal, periodic lines on
     stderr otherwise) or a callable receiving the number of prompts finished after each batch;
-    ``head_chunk``: LM-head positions per chunk; ``layout``: see :func:`empirical.batching.score_groups`.
+    ``head_chunk``, ``layout``, ``share_prefix``: see :func:`empirical.batching.score_groups`.
     """
     return score_encoded_with_stats(model, tok, encs, batch_tokens=batch_tokens, max_batch=max_batch,
-                                    progress=progress, head_chunk=head_chunk, layout=layout)[0]
+                                    progress=progress, head_chunk=head_chunk, layout=layout,
+                                    share_prefix=share_prefix)[0]
 
 
 def score_completions(

@@ -215,3 +215,11 @@ def test_bad_groups_and_settings(llama):
     with pytest.raises(ValueError, match="layout"):
         batching.score_groups(llama, random_groups(0), layout="zigzag")
     assert batching.score_groups(llama, []) == ([], batching.ScoreStats())
+
+
+def test_share_prefix_off_is_the_same_numbers(llama):
+    groups = random_groups(4)
+    a, sa = batching.score_groups(llama, groups)
+    b, sb = batching.score_groups(llama, groups, share_prefix=False)
+    assert sa.prefix_tokens == 5 and sb.prefix_tokens == 0
+    assert maxdiff(a, b) < 1e-10 and sb.real_tokens == sa.real_tokens + 5 * len(groups)
