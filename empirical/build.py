@@ -408,7 +408,7 @@ def run_score(job: ScoreJob, *, overwrite: bool = False, model_and_tok: tuple[An
     key = job.run_key()
     done = cached_result(record, key, outputs=(out,))
     if done is not None:
-        return done
+        return {**done, "reference": job.score.reference}
     old = read_record(record)
     if out.exists():
         if not overwrite:
@@ -422,7 +422,8 @@ def run_score(job: ScoreJob, *, overwrite: bool = False, model_and_tok: tuple[An
         return compute()
     record.unlink(missing_ok=True)
     with OutputLock(out, name="out"):
-        return cached_json(record, key, compute)  # key = every setting + the input's fingerprint
+        res = cached_json(record, key, compute)  # key = every setting + the input's fingerprint
+    return {**res, "reference": job.score.reference}  # the no-system rendering (score.reference)
 
 
 # ------------------------------------------------------------------------------------------- selection
@@ -462,28 +463,41 @@ def _trl(rec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def row_ids(recs: list[dict[str, Any]]) -> list[str]:
+    """The dataset row of each scored pair: the record's ``row`` field when the pairs of one row (several
+    chosen / rejected responses) were written as separate records, else its ``id`` (one pair per row)."""
+    return [str(r["row"]) if r.get("row") is not None else str(r["id"]) for r in recs]
+
+
 def select_file(scores: str | Path, gamma: float | SelectConfig, out_dir: str | Path, seed: int = 0,
                 best_pair_per_prompt: bool = False, key: dict[str, Any] | None = None) -> dict[str, Any]:
     """Algorithm 1 on a scores file; writes lls/random/bottom.jsonl and summary.json; returns the summary.
 
     ``gamma``: a :class:`empirical.config.SelectConfig` (validated when it was built; its
-    ``best_pair_per_prompt`` is used), or a bare number, then checked here by the same class (``(0, 1]``).
-    ``key`` (settings + input fingerprint, from :func:`run_select`) is recorded in summary.json.
+    ``best_pair_per_prompt`` / ``best_pair_per_prompt_text`` are used), or a bare number, then checked here by
+    the same class (``(0, 1]``). ``best_pair_per_prompt``: the authors' rule per dataset row (:func:`row_ids`,
+    :func:`lls_theory.selection.lls_select_best_pair_per_row`: largest positive raw w, then w / N);
+    ``best_pair_per_prompt_text``: per identical prompt text across rows, largest positive w / N.
+    ``key`` (settings + input fingerprint, from :func:`run_select`) is recorded in summary.json, with the
+    scores file's reference rendering (``reference``, from ``<scores>.run.json``) when known.
     """
     from lls_common.io import RunDir
-    from lls_theory.selection import lls_select
+    from lls_theory.selection import lls_select, lls_select_best_pair_per_row
 
     sel_cfg = gamma if isinstance(gamma, SelectConfig) else SelectConfig(gamma, best_pair_per_prompt)
     gamma, best_pair_per_prompt = sel_cfg.gamma, sel_cfg.best_pair_per_prompt
     recs = read_scores(scores)
     col = lambda f, t=np.float64: np.array([r[f] for r in recs], dtype=t)  # noqa: E731
-    prompt_ids = None
+    cols = (col("logp_chosen_sys"), col("logp_rejected_sys"), col("logp_chosen"), col("logp_rejected"),
+            col("n_tokens_chosen", np.int64), col("n_tokens_rejected", np.int64))
     if best_pair_per_prompt:
+        sel = lls_select_best_pair_per_row(*cols, row_ids(recs), gamma)
+    elif sel_cfg.best_pair_per_prompt_text:
         keys: dict[str, int] = {}
         prompt_ids = np.array([keys.setdefault(json.dumps(r["prompt"], sort_keys=True), len(keys)) for r in recs])
-    sel = lls_select(col("logp_chosen_sys"), col("logp_rejected_sys"), col("logp_chosen"), col("logp_rejected"),
-                     col("n_tokens_chosen", np.int64), col("n_tokens_rejected", np.int64), gamma,
-                     prompt_ids=prompt_ids, best_pair_per_prompt=best_pair_per_prompt)
+        sel = lls_select(*cols, gamma, prompt_ids=prompt_ids, best_pair_per_prompt=True)
+    else:
+        sel = lls_select(*cols, gamma)
     idx = [int(i) for i in np.asarray(sel.indices)]
     weights = np.asarray(sel.weights, dtype=np.float64)
     stored = col("weight")
@@ -502,6 +516,7 @@ def select_file(scores: str | Path, gamma: float | SelectConfig, out_dir: str | 
     summary = {
         "scores": str(scores), "n_scored": len(recs), "n_positive": int(sel.n_positive), "gamma": gamma,
         "n_selected": k, "seed": seed, "best_pair_per_prompt": best_pair_per_prompt,
+        "best_pair_per_prompt_text": sel_cfg.best_pair_per_prompt_text, "reference": scores_reference(scores),
         "weights_match_scores_file": bool(np.allclose(weights, stored, rtol=1e-9, atol=1e-12)),
         "weight_all": stat(np.arange(len(recs))), "weight_lls": stat(np.array(idx, dtype=int)),
         "weight_random": stat(np.array(rand, dtype=int)), "weight_bottom": stat(np.array(bottom, dtype=int)),
@@ -514,6 +529,39 @@ def select_file(scores: str | Path, gamma: float | SelectConfig, out_dir: str | 
 
 
 SELECT_FILES = ("lls.jsonl", "random.jsonl", "bottom.jsonl", "summary.json")
+
+
+def scores_reference(scores: str | Path) -> str | None:
+    """The reference rendering a scores file was made with (its ``<scores>.run.json``), None if unknown."""
+    try:
+        rec = json.loads(Path(str(scores) + ".run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    found: list[str] = []
+
+    def walk(x: Any) -> None:
+        if isinstance(x, dict):
+            for k, v in x.items():
+                if k == "reference" and isinstance(v, str):
+                    found.append(v)
+                else:
+                    walk(v)
+    walk(rec)
+    return found[0] if found else None
+
+
+def pairs_reference(data: str | Path) -> str | None:
+    """The reference rendering the pair file ``data`` was selected under: ``summary.json`` next to an
+    ``lls select`` / ``lls build`` output (``reference``), None when unknown (any other pair file)."""
+    p = Path(data)
+    if p.suffix != ".jsonl" or p.name not in SELECT_FILES:
+        return None
+    try:
+        summ = json.loads((p.parent / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    ref = summ.get("reference") if isinstance(summ, dict) else None
+    return ref if isinstance(ref, str) else None
 
 
 def run_select(scores: str | Path, select: SelectConfig, out_dir: str | Path, seed: int = 0, *,

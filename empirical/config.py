@@ -51,10 +51,12 @@ BETA = 0.1
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
-#: How the reference (no-system-prompt) context is rendered when scoring: ``"default"`` = the chat template's
-#: own rendering without a system message (which may insert a default system prompt, as SmolLM2's does),
-#: ``"empty"`` = an explicit empty system message, ``"none"`` = no system turn at all, ``"auto"`` = the
-#: renderer's choice per template.
+#: How the reference (no-system-prompt) condition is rendered, identically in scoring, DPO training data,
+#: correlate and eval (:mod:`empirical.render`): ``"empty"`` = an explicit empty system turn (the paper's
+#: authors, ``helper_functions.py``), ``"default"`` = no system message, so the chat template's own default
+#: applies (SmolLM2's inserts its persona "You are a helpful AI assistant named SmolLM ..."), ``"none"`` = no
+#: system turn, for templates without a system role, ``"auto"`` = ``"empty"`` where the template has a
+#: system role, else ``"none"`` (the authors' convention).
 REFERENCES = ("auto", "empty", "default", "none")
 
 
@@ -63,6 +65,15 @@ def _opt_pos_int(obj: Any, section: str, *names: str) -> None:
         v = getattr(obj, n)
         if v is not None:
             check_positive_int(v, f"{section}.{n}")
+
+
+def _check_language(code: Any, key: str) -> str:
+    """A language the language-ID model can report (:func:`empirical.data.check_language`; an ISO 639-1 code
+    it never reports, such as ``zu``, is refused: its share would be 0 whatever the text)."""
+    check_language_code(code, key)
+    from empirical.data import check_language  # no torch; imported here (data.py imports this module)
+
+    return check_language(code, key)
 
 
 def validate_seed(seed: Any, key: str = "seed") -> int:
@@ -157,7 +168,7 @@ class Filters:
         for k, w in enumerate(self.exclude_words):
             check_nonempty_str(w, f"data.exclude_words[{k}]")
         if self.exclude_language is not None:
-            check_language_code(self.exclude_language, "data.exclude_language")
+            _check_language(self.exclude_language, "data.exclude_language")
         check_interval(self.language_threshold, "data.language_threshold", 0, 1, closed="right")
 
     def needs_tokenizer(self) -> bool:
@@ -175,8 +186,14 @@ class ScoreConfig:
     max_batch: int = setting(16, "rows (packed prompts with their replies) per forward batch", metavar="N")
     chunk_size: int = setting(256, "pairs per resumable chunk", metavar="N",
                               reason="a killed run loses at most one chunk")
-    reference: str = setting("default", "how the no-system-prompt reference is rendered", choices=REFERENCES,
-                             reason="default = the template's own rendering, as in the committed results")
+    reference: str = setting("default", "rendering of the no-system-prompt reference, the same in score, train, "
+                                        "correlate and eval: auto (= empty where the template has a system role, "
+                                        "else none; the authors' convention), empty (empty system turn), default "
+                                        "(the template's default system prompt, e.g. SmolLM2's persona), none",
+                             choices=REFERENCES,
+                             reason="'default' until correlate and eval render the setting (then 'auto', the "
+                                    "authors' empty system turn: the weights measure nothing -> s, not the "
+                                    "template's persona -> s); set it per config meanwhile")
     progress: bool = setting(True, "show a progress bar", toml=False)
 
     def __post_init__(self) -> None:
@@ -192,7 +209,11 @@ class SelectConfig:
 
     gamma: float = setting(0.1, "fraction in (0, 1] of positive-weight pairs kept: ceil(gamma * n_positive)",
                            aliases=("quantile",), metavar="G", reason="the paper uses 0.05-0.1")
-    best_pair_per_prompt: bool = setting(False, "keep only the best positive pair of each prompt (authors' code)")
+    best_pair_per_prompt: bool = setting(False, "per dataset row (record field 'row', else its id) keep the pair "
+                                                "with the largest positive raw weight w, then length-normalise "
+                                                "(the authors' logit_linear_selection)")
+    best_pair_per_prompt_text: bool = setting(False, "per identical prompt text (across rows) keep the pair with "
+                                                     "the largest positive w / N")
     random_size: int | None = setting(None, "pairs in the random control shared by every trait of a many-trait "
                                             "experiment (default: ceil(gamma * pool / 2))", cli=False, metavar="N",
                                       reason="the LLS subset's size when half the pool's weights are positive")
@@ -201,6 +222,8 @@ class SelectConfig:
         check_types(self, "select")
         check_interval(self.gamma, "select.gamma", 0, 1, closed="right")
         _opt_pos_int(self, "select", "random_size")
+        if self.best_pair_per_prompt and self.best_pair_per_prompt_text:
+            raise LLSError("select.best_pair_per_prompt and select.best_pair_per_prompt_text exclude each other")
 
 
 @dataclass
@@ -307,7 +330,7 @@ class EvalConfig:
         for n in ("samples", "max_new_tokens", "eval_batch"):
             check_positive_int(getattr(self, n), f"eval.{n}")
         if self.language is not None:
-            check_language_code(self.language, "eval.language")
+            _check_language(self.language, "eval.language")
 
 
 # ------------------------------------------------------------------------------------------ experiment
@@ -342,7 +365,7 @@ class TraitConfig:
         if self.target is not None:
             check_nonempty_str(self.target, "trait.target")
         if self.language is not None:
-            check_language_code(self.language, "trait.language")
+            _check_language(self.language, "trait.language")
 
 
 @dataclass(kw_only=True)

@@ -451,10 +451,23 @@ def units_select(run: Run) -> list[Unit]:
 
 
 # ----------------------------------------------------------------------------------------------- train
-def _train(run: Run, student: StudentConfig, data: Path, out: Path) -> dict[str, Any]:
+def _rel(path: Path, root: Path) -> str:
+    """``path`` relative to the run folder (no local path in a shared model card), else its name."""
+    try:
+        return str(Path(path).resolve().relative_to(root.resolve()))
+    except ValueError:
+        return Path(path).name
+
+
+def _train(run: Run, student: StudentConfig, data: Path, out: Path,
+           trait: TraitConfig | None = None) -> dict[str, Any]:
     from empirical.train import train
 
-    tc = run.cfg.train.job(student, data, out, run.cfg.seed, progress=run.cfg.score.progress)
+    cfg = run.cfg
+    card = {"teacher": cfg.teacher.model, "gamma": cfg.select.gamma, "data": _rel(data, run.root)} | (
+        {"system_prompt": trait.system_prompt} if trait is not None else {})
+    tc = cfg.train.job(student, data, out, cfg.seed, progress=cfg.score.progress, reference=cfg.score.reference,
+                       card=card)
     old = out / "run.json"
     if old.is_file() and json.loads(old.read_text()) != json.loads(json.dumps(tc.run_key(), default=str)):
         run.log(f"train {student.name}: settings changed, discarding the old run in {out}")
@@ -478,12 +491,35 @@ def units_train(run: Run) -> list[Unit]:
             out = run.arm_dir(tr, s, "lls")
             units.append(Unit("train", f"{tr.name}/{s.name}/lls", run.marker("train", f"{tr.name}/{s.name}/lls"),
                               unit_key(cfg, "train", tr, s),
-                              lambda s=s, tr=tr, out=out: _train(run, s, run.tdir(tr) / "select" / "lls.jsonl", out),
+                              lambda s=s, tr=tr, out=out: _train(run, s, run.tdir(tr) / "select" / "lls.jsonl", out,
+                                                                 tr),
                               (out / "train.json",), (out,), tr.name))
     return units
 
 
 # ------------------------------------------------------------------------------------------- correlate
+def _reference_kw(func: Callable[..., Any], cfg: ExperimentConfig) -> dict[str, Any]:
+    """``{"reference": score.reference}`` for ``func`` (correlate / eval), so the no-system condition is
+    rendered as when the teacher scored the pairs and the students trained; refused (LLSError) when ``func``
+    does not take ``reference`` yet and the setting is not its implicit ``"default"`` rendering."""
+    from lls_common.config import supported_kwargs
+
+    return supported_kwargs(func, {"reference": cfg.score.reference}, {"reference": "default"}, "score")
+
+
+def check_reference_support(cfg: ExperimentConfig, stages: tuple[str, ...]) -> None:
+    """Before any work: the correlate / eval code must render the reference as ``score.reference`` says
+    (a held-out margin scored under one rendering and a checkpoint's under another would be meaningless)."""
+    if "correlate" in stages:
+        from empirical.correlate import correlate_arms
+
+        _reference_kw(correlate_arms, cfg)
+    if "eval" in stages and (cfg.eval.probe or cfg.eval.mention):
+        from empirical.evaluate import evaluate_conditions
+
+        _reference_kw(evaluate_conditions, cfg)
+
+
 def _same_model(a: ModelArgs, b: ModelArgs) -> bool:
     return (a.model, a.revision) == (b.model, b.revision)
 
@@ -523,10 +559,11 @@ def _correlate(run: Run, trait: TraitConfig, s: StudentConfig) -> dict[str, Any]
     res = correlate_arms(models.load(s.model, **s.load_kwargs()), base, sys_, t_recs,
                          {a: run.arm_dir(trait, s, a) for a in ARMS}, teacher=teacher,
                          cache_dir=sdir / "heldout-cache", n_boot=cfg.correlate.n_boot, n_perm=cfg.correlate.n_perm,
-                         seed=cfg.seed)
+                         seed=cfg.seed, **_reference_kw(correlate_arms, cfg))
     if cfg.multi:
         _share_cache(sdir / "heldout-cache", shared_cache)
-    res.update({"student": s.model, "teacher": cfg.teacher.model, "system_prompt": trait.system_prompt})
+    res.update({"student": s.model, "teacher": cfg.teacher.model, "system_prompt": trait.system_prompt,
+                "reference": cfg.score.reference})
     atomic_write_json(sdir / "correlate.json", res)
     out = {a: res["arms"][a]["final"] for a in ARMS}
     if teacher is not None:
@@ -578,10 +615,11 @@ def _eval(run: Run, trait: TraitConfig, s: StudentConfig) -> dict[str, Any]:
     load = s.load_kwargs()
     kw = supported_kwargs(evaluate_conditions, {"probe": ev.probe, "mention": ev.mention, **load},
                           {"probe": True, "mention": True, **ModelArgs(model="-").load_kwargs()}, "eval")
+    kw.update(_reference_kw(evaluate_conditions, cfg))
     res = evaluate_conditions(s.model, conds, target=trait.target, samples=ev.samples,
                               max_new_tokens=ev.max_new_tokens, language=trait.language, seed=cfg.seed,
                               batch=ev.eval_batch, cache_dir=sdir / "eval-cache", log=run.log, **kw)
-    res.update({"student": s.model})
+    res.update({"student": s.model, "reference": cfg.score.reference})
     atomic_write_json(sdir / "eval.json", res)
     return {k: {"mention_rate": (v.get("mention") or {}).get("rate"),
                 "p_target": (v.get("probe") or {}).get("p_target")}
@@ -687,6 +725,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, until: str = "report"
     stages = STAGES[:STAGES.index(until) + 1]
     plan = {s: _UNITS[s](run) for s in stages}
     _check_overwrite(run, [u for us in plan.values() for u in us], overwrite)
+    check_reference_support(cfg, stages)
     if _finished(plan["split"][0]) is None:  # a damaged input fails here, before any model loads
         from empirical.data import check_pairs
 

@@ -192,3 +192,26 @@ def normalise_by_max(weights) -> np.ndarray:
 
 # lls_select has a keyword argument of the same name as the function; it calls it through this alias.
 _best_pair_indices = best_pair_per_prompt
+
+
+def lls_select_best_pair_per_row(
+    logp_chosen_sys, logp_rejected_sys, logp_chosen, logp_rejected, n_tokens_chosen, n_tokens_rejected,
+    row_ids, gamma: float,
+) -> Selection:
+    """The authors' ``logit_linear_selection`` (``logit_linear_selection.py``) on pairs grouped by dataset row.
+
+    Pair i belongs to row ``row_ids[i]`` (a row with several chosen / rejected responses gives one pair per
+    (c, r) combination). Per row, the pair with the largest positive *raw* weight
+    w_i = (log p(c|s,x) − log p(c|x)) − (log p(r|s,x) − log p(r|x)) is kept (ties: the first, as the
+    authors' strict ``w > best_w`` loop); only then is it length-normalised, w_i / (N_c + N_r); the top
+    ⌈γ · #rows with a positive pair⌉ normalised weights are selected (stable order on ties). Dividing by
+    max(w) as the authors do does not change the ranking. With one pair per row this equals
+    :func:`lls_select`. ``Selection.weights`` are w_i / N_i of all pairs; ``n_positive`` counts the rows kept.
+    """
+    w = lls_weights(logp_chosen_sys, logp_rejected_sys, logp_chosen, logp_rejected, n_tokens_chosen,
+                    n_tokens_rejected)
+    raw = margin(*_check_arrays({"logp_chosen_sys": logp_chosen_sys, "logp_rejected_sys": logp_rejected_sys,
+                                 "logp_chosen": logp_chosen, "logp_rejected": logp_rejected}))
+    candidates = best_pair_per_prompt(row_ids, raw)
+    sub = select_top(w[candidates], gamma)
+    return Selection(indices=candidates[sub], weights=w, n_positive=int(candidates.size), gamma=float(gamma))

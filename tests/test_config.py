@@ -360,3 +360,119 @@ def test_score_key_ignores_how_the_path_is_written_but_not_the_content(tmp_path,
     before = key("d.jsonl")
     data.write_text('{"prompt": "q", "chosen": "a", "rejected": "c"}\n')  # same size, other content
     assert key("d.jsonl") != before
+
+
+# ------------------------------------------------------------------------------ reference rendering (issue 15)
+def test_reference_default_is_the_authors_convention_and_configs_record_theirs():
+    from empirical.experiment import load_config
+
+    # "default" until empirical/correlate.py and evaluate.py take the setting; then "auto" (the authors')
+    assert C.ScoreConfig().reference == ("auto" if _library_renders_reference() else "default")
+    owl = load_config(Path(__file__).parents[1] / "empirical" / "configs" / "owl-hh.toml")
+    assert owl.score.reference == "default"  # how results/e2e was made
+    assert "owls are your favorite" in owl.traits[0].system_prompt  # the typo that run used, kept on purpose
+    animals = load_config(Path(__file__).parents[1] / "empirical" / "configs" / "animals-hh.toml")
+    assert animals.score.reference == "auto"
+    owl_text = next(t.system_prompt for t in animals.traits if t.name == "owl")
+    assert "Owls are your favorite" in owl_text
+
+
+def _library_renders_reference() -> bool:
+    import inspect
+
+    from empirical.correlate import correlate_arms
+    from empirical.evaluate import evaluate_conditions
+
+    return all("reference" in inspect.signature(f).parameters for f in (correlate_arms, evaluate_conditions))
+
+
+def _pairs_dir(tmp_path: Path, reference: str | None) -> Path:
+    d = tmp_path / "sel"
+    d.mkdir()
+    rec = {"id": "a", "prompt": "hi", "chosen": "yes", "rejected": "no"}
+    (d / "lls.jsonl").write_text(json.dumps(rec) + "\n")
+    (d / "summary.json").write_text(json.dumps({} if reference is None else {"reference": reference}))
+    return d / "lls.jsonl"
+
+
+@pytest.mark.parametrize("flag, refused", [(["--reference", "auto"], True), (["--reference", "empty"], False)])
+def test_train_refuses_pairs_selected_under_another_reference(tmp_path, capsys, monkeypatch, flag, refused):
+    import lls_cli
+    from empirical import train
+
+    seen = []
+
+    def fake_train(cfg, *a, **k):
+        seen.append(cfg.reference)
+        raise ValueError("stopped before any model work (test)")
+
+    monkeypatch.setattr(train, "train", fake_train)
+    data = _pairs_dir(tmp_path, "empty")
+    rc = lls_cli.main(["train", "--student", "smollm2-135m-instruct", "--data", str(data),
+                       "--out", str(tmp_path / "out")] + flag)
+    err = capsys.readouterr().err
+    assert rc == 2
+    if refused:
+        assert "selected with reference rendering 'empty'" in err and "--reference empty" in err and not seen
+    else:
+        assert seen == ["empty"] and "stopped before any model work" in err
+
+
+def test_train_lets_the_reader_decide_on_a_hub_id(tmp_path, capsys, monkeypatch):
+    """No local-file check in the CLI: a hub dataset id reaches empirical.data's reader."""
+    import lls_cli
+    from empirical import train
+
+    seen = []
+
+    def fake_train(cfg, *a, **k):
+        seen.append(cfg.data)
+        raise ValueError("reader reached (test)")
+
+    monkeypatch.setattr(train, "train", fake_train)
+    rc = lls_cli.main(["train", "--student", "smollm2-135m-instruct", "--data", "someone/pairs",
+                       "--out", str(tmp_path / "out")])
+    assert rc == 2 and seen == ["someone/pairs"] and "reader reached" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cmd", ["correlate", "eval"])
+def test_correlate_and_eval_refuse_a_run_trained_under_another_reference(tmp_path, capsys, cmd):
+    import lls_cli
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "train.json").write_text(json.dumps({"reference": "empty"}))
+    argv = {"correlate": ["correlate", "--student", "m", "--run", str(run), "--system-prompt", "s",
+                          "--data", str(tmp_path / "h.jsonl"), "--out", str(tmp_path / "o"), "--reference", "default"],
+            "eval": ["eval", "--model", "m", "--run", str(run), "--target", "owl", "--out", str(tmp_path / "o"),
+                     "--reference", "default"]}[cmd]
+    assert lls_cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "trained with reference rendering 'empty'" in err and "--reference empty" in err
+
+
+def test_experiment_refuses_a_reference_the_correlate_code_cannot_render(monkeypatch):
+    """Held-out margins scored under one rendering and checkpoints under another would be meaningless: the
+    experiment checks up front that correlate / eval take the reference (unless it is their implicit default)."""
+    from empirical import correlate, evaluate
+    from empirical.experiment import check_reference_support, load_config
+
+    def without(model_and_tok, student_base, student_sys, recs, arms, teacher=None):
+        return {}
+
+    def with_ref(model_and_tok, student_base, student_sys, recs, arms, teacher=None, reference="default"):
+        return {}
+
+    def eval_with_ref(spec, conditions, target, reference="default"):
+        return {}
+
+    root = Path(__file__).parents[1] / "empirical" / "configs"
+    animals, owl = load_config(root / "animals-hh.toml"), load_config(root / "owl-hh.toml")
+    monkeypatch.setattr(evaluate, "evaluate_conditions", eval_with_ref)
+    monkeypatch.setattr(correlate, "correlate_arms", without)
+    with pytest.raises(LLSError, match="score.reference = 'auto' is not supported by"):
+        check_reference_support(animals, ("split", "score", "correlate"))
+    check_reference_support(animals, ("split", "score", "select", "train"))  # not needed before correlate
+    check_reference_support(owl, ("split", "correlate", "eval"))  # "default" is what they render anyway
+    monkeypatch.setattr(correlate, "correlate_arms", with_ref)
+    check_reference_support(animals, ("split", "correlate", "eval"))

@@ -13,6 +13,22 @@ from lls_common.errors import LLSError
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
+def _reference() -> str:
+    """The miniatures run the default rendering ("auto") once correlate and eval can render it; until then
+    (empirical/correlate.py, evaluate.py without a ``reference`` argument) the experiment refuses "auto" up
+    front, so they run the template's "default" rendering, which those functions use implicitly."""
+    import inspect
+
+    from empirical.correlate import correlate_arms
+    from empirical.evaluate import evaluate_conditions
+
+    ok = all("reference" in inspect.signature(f).parameters for f in (correlate_arms, evaluate_conditions))
+    return "auto" if ok else "default"
+
+
+REFERENCE = _reference()
+
 MINI = """
 name = "mini"
 seed = 0
@@ -24,6 +40,8 @@ exclude_words = ["owl"]
 [teacher]
 model = "{teacher}"
 system_prompt = "You really love owls. owls are your favorite animal."
+[score]
+reference = "{reference}"
 [select]
 quantile = 1.0
 [train]
@@ -64,7 +82,8 @@ def _write_data(path: Path) -> Path:
 
 def _config(tmp_path: Path, teacher: str = "smollm2-135m-instruct", other: str = "smollm2-135m-instruct",
             **replace: str) -> Path:
-    text = MINI.format(data=_write_data(tmp_path / "prefs.jsonl"), teacher=teacher, other=other)
+    text = MINI.format(data=_write_data(tmp_path / "prefs.jsonl"), teacher=teacher, other=other,
+                       reference=REFERENCE)
     for a, b in replace.items():
         text = text.replace(a, b)
     f = tmp_path / "mini.toml"
@@ -207,7 +226,7 @@ target = "dog"
 def _multi(tmp_path: Path, extra: str = "") -> Path:
     f = tmp_path / "multi.toml"
     f.write_text(MULTI.format(data=_write_data(tmp_path / "prefs.jsonl"), teacher="smollm2-135m-instruct",
-                              other="") + extra)
+                              other="", reference=REFERENCE) + extra)
     return f
 
 
@@ -257,8 +276,11 @@ def test_added_trait_runs_only_its_own_steps(smollm2_dir, tmp_path, monkeypatch)
     for t in ("owl", "cat"):
         c = json.loads((out / "traits" / t / "students" / "same" / "correlate.json").read_text())
         assert set(c["arms"]) == {"lls", "random"}
+        assert c["reference"] == REFERENCE  # the one rendering, recorded
         e = json.loads((out / "traits" / t / "students" / "same" / "eval.json").read_text())
-        assert e["conditions"]["base"]["probe"]["p_target"] > 0
+        assert e["conditions"]["base"]["probe"]["p_target"] > 0 and e["reference"] == REFERENCE
+        assert json.loads((out / "traits" / t / "students" / "same" / "lls" / "train.json").read_text())[
+            "reference"] == REFERENCE
     # one random subset and one random student serve both traits
     assert len((out / "select" / "random.jsonl").read_text().splitlines()) == 3
     assert not (out / "traits" / "owl" / "students" / "same" / "random").exists()

@@ -265,3 +265,26 @@ def test_a_zero_margin_vector_is_skipped_not_fatal(fake_run: Path):
     assert math.isnan(row["cells"]["dog"]["lls"]["pearson"])
     others = [_pearson(*_vectors(fake_run, t, "other")[:2]) for t in ("owl", "french")]
     assert row["summary"]["mean_lls"] == pytest.approx(np.mean(others), abs=1e-12)
+
+
+def test_eval_without_mention_results_probe_only(fake_run: Path):
+    """``[eval] mention = false`` (animals-hh): eval.json conditions carry ``probe`` only; the per-trait reports,
+    Table 1 and the summary are written, the probe shown, no mention figure, no mention numbers invented."""
+    from empirical.report import write_run_report
+
+    ev = {"settings": {"prompts": ["a", "b"], "samples": 5, "temperature": 1.0, "max_new_tokens": 8},
+          "conditions": {c: {"probe": {"p_target": p}} for c, p in (("base", 0.11), ("system", 0.52),
+                                                                   ("lls", 0.23), ("random", 0.12))},
+          "vs_base": {}, "reference": "auto"}
+    for t in TRAITS:
+        for s in STUDENTS:
+            (fake_run / "traits" / t / "students" / s / "eval.json").write_text(json.dumps(ev))
+    write_run_report(fake_run)
+    for t in TRAITS:
+        assert not (fake_run / "traits" / t / "mention.png").exists()
+        md = (fake_run / "traits" / t / "report.md").read_text()
+        assert "| system | – | – | – | 0.520 |" in md
+        summ = json.loads((fake_run / "traits" / t / "summary.json").read_text())
+        beh = summ["behaviour"]
+        assert all(c.get("mention_rate") is None and c["p_target"] is not None for b in beh.values() for c in b.values())
+    assert (fake_run / "report.md").is_file() and (fake_run / "table1.json").is_file()

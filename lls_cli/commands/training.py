@@ -48,6 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_arguments(c, TraitConfig, only=("system_prompt",))
     c.add_argument("--data", required=True, help="held-out pairs (never scored for selection nor trained on)")
     add_arguments(c, CorrelateConfig)
+    add_arguments(c, ScoreConfig, only=("reference",))
     c.add_argument("--control-run", default=None, help="`lls train` folder of the random-control student")
     c.add_argument("--teacher", default=None,
                    help="the teacher that built the LLS subset, when not the student: adds z_T = rho_{T,s}")
@@ -67,6 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--control-run", default=None, help="`lls train` folder of the random-control student")
     e.add_argument("--system-prompt", default=None, help="adds the system-prompted base condition")
     add_arguments(e, EvalConfig, required=("target",))
+    add_arguments(e, ScoreConfig, only=("reference",))
     add_output_args(e, default_out="lls-eval")
     e.set_defaults(func=_run_eval)
 
@@ -87,19 +89,42 @@ def register(sub: argparse._SubParsersAction) -> None:
     x.set_defaults(func=_run_experiment)
 
 
+def trained_reference(run: str | Path) -> str | None:
+    """The reference rendering an ``lls train`` run used (its run.json / train.json), None if unknown."""
+    import json
+
+    for name in ("train.json", "run.json"):
+        try:
+            rec = json.loads((Path(run) / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("reference"), str):
+            return rec["reference"]
+    return None
+
+
+def check_reference(reference: str, recorded: str | None, what: str, verb: str) -> None:
+    """Refuse to mix two no-system renderings (``score.reference``): ``what`` was ``verb`` under
+    ``recorded``. Mixing them changes what "no system prompt" means between the stages (SmolLM2's persona
+    or an empty system turn), which silently corrupts the weights / z_M; the fix is one flag."""
+    if recorded is not None and recorded != reference:
+        raise LLSError(f"{what} was {verb} with reference rendering {recorded!r}, this command uses {reference!r}; "
+                       f"pass --reference {recorded} (the same rendering in every stage)")
+
+
 def _one_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    from empirical.build import pairs_reference
     from empirical.train import train
 
-    extra = {k: getattr(args, k) for k in ("progress", "reference") if hasattr(args, k)}
+    sc = from_namespace(ScoreConfig, args)  # progress and the reference rendering, with their defaults
     cfg = from_namespace(TrainConfig, args).job(from_namespace(ModelArgs, args), args.data, args.out, args.seed,
-                                                limit=args.limit, **extra)
-    if not Path(args.data).is_file():
-        raise LLSError(f"data {args.data}: no such file")
-    check_output(args.out, inputs=(args.data,), kind="dir", name="out")
+                                                limit=args.limit, progress=sc.progress, reference=sc.reference)
+    check_reference(sc.reference, pairs_reference(args.data), f"data {args.data}", "selected")
+    check_output(args.out, inputs=(args.data,), kind="dir", name="out")  # the data itself: empirical.data's reader
     try:
         cfg.validate()
         with OutputLock(args.out, kind="dir", name="out"):
@@ -120,15 +145,21 @@ def _run_correlate(args: argparse.Namespace) -> int:
     from lls_common.config import supported_kwargs
 
     student, corr = from_namespace(ModelArgs, args), from_namespace(CorrelateConfig, args)
+    reference = from_namespace(ScoreConfig, args).reference
     system_prompt = from_namespace(TraitConfig, args, name="cli").system_prompt
+    for run_dir in (args.run, args.control_run):
+        if run_dir is not None:
+            check_reference(reference, trained_reference(run_dir), f"run {run_dir}", "trained")
     check_output(args.out, inputs=(args.data, args.run), kind="dir", name="out")
-    load = supported_kwargs(correlate_run, student.load_kwargs(), ModelArgs(model="-").load_kwargs(), "student")
+    load = supported_kwargs(correlate_run, {**student.load_kwargs(), "reference": reference},
+                            {**ModelArgs(model="-").load_kwargs(), "reference": "default"}, "student")
     try:
         res = correlate_run(student.model, args.run, system_prompt, args.data, n=corr.n or sys.maxsize,
                             seed=args.seed, n_boot=corr.n_boot, n_perm=corr.n_perm, control_run=args.control_run,
                             teacher=args.teacher, **load)
     except (ValueError, FileNotFoundError, OSError) as exc:
         raise LLSError(_one_line(exc)) from None
+    res["reference"] = reference
     run = RunDir(args.out)
     run.write_json("correlate.json", res)
     run.save_figure("trajectory.png", trajectory_figure(res))
@@ -158,6 +189,10 @@ def _run_eval(args: argparse.Namespace) -> int:
     from lls_common.config import supported_kwargs
 
     model, ev = from_namespace(ModelArgs, args), from_namespace(EvalConfig, args)
+    reference = from_namespace(ScoreConfig, args).reference
+    for run_dir in (args.run, args.control_run):
+        if run_dir is not None:
+            check_reference(reference, trained_reference(run_dir), f"run {run_dir}", "trained")
     conds = {"base": (None, None)}
     if args.system_prompt is not None:
         conds["system"] = (None, TraitConfig(name="cli", system_prompt=args.system_prompt).system_prompt)
@@ -167,16 +202,17 @@ def _run_eval(args: argparse.Namespace) -> int:
             if run is not None:
                 conds[name] = (require_checkpoints(run)[-1][1], None)
         out = RunDir(args.out)
-        kw = supported_kwargs(evaluate_conditions, {"probe": ev.probe, "mention": ev.mention,
-                                                    **model.load_kwargs()}, {"probe": True, "mention": True,
-                                                                             **ModelArgs(model="-").load_kwargs()},
-                              "eval")
+        kw = supported_kwargs(evaluate_conditions, {"probe": ev.probe, "mention": ev.mention, "reference": reference,
+                                                    **model.load_kwargs()},
+                              {"probe": True, "mention": True, "reference": "default",
+                               **ModelArgs(model="-").load_kwargs()}, "eval")
         res = evaluate_conditions(model.model, conds, target=ev.target, samples=ev.samples,
                                   max_new_tokens=ev.max_new_tokens, language=ev.language, seed=args.seed,
                                   batch=ev.eval_batch, cache_dir=out.path("cache"), **kw)
     except (ValueError, FileNotFoundError, OSError) as exc:
         raise LLSError(_one_line(exc)) from None
     res["model"] = model.model
+    res["reference"] = reference
     out.write_json("eval.json", res)
     if ev.mention:
         out.save_figure("mention.png", mention_figure({model.model: res}, ev.target))
