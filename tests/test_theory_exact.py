@@ -914,3 +914,23 @@ def test_stats_defaults_levels_and_small_samples():
         assert S.permutation_pvalue("pearson", x, y, n_perm=4000, seed=1, alternative=alt) == pytest.approx(p_exact, abs=0.03)
     assert S.permutation_pvalue("pearson", x, y, n_perm=4000, seed=1) == S.permutation_pvalue(
         "pearson", x, y, n_perm=4000, seed=1, alternative="greater")
+
+
+def test_documented_defaults_are_the_effective_defaults():
+    """Calling with the defaults gives exactly what the documented values give (n_boot = n_perm = 2000,
+    seed = 0, chunk = 500, level = 0.95)."""
+    rng = np.random.default_rng(2)
+    x, y1, y2 = rng.standard_normal((3, 25))
+    assert S.bootstrap_ci("pearson", x, y1) == S.bootstrap_ci("pearson", x, y1, n_boot=2000, level=0.95, seed=0, chunk=500)
+    assert S.bootstrap_mean_ci(x) == S.bootstrap_mean_ci(x, n_boot=2000, level=0.95, seed=0, chunk=500)
+    assert S.permutation_pvalue("pearson", x, y1) == S.permutation_pvalue(
+        "pearson", x, y1, n_perm=2000, seed=0, alternative="greater", chunk=500)
+    assert S.paired_difference("pearson", x, y1, y2) == S.paired_difference(
+        "pearson", x, y1, y2, n_boot=2000, level=0.95, seed=0, chunk=500)
+    assert S.correlation_report(x, y1) == S.correlation_report(x, y1, n_boot=2000, n_perm=2000, level=0.95, seed=0)
+    # the seed and the number of resamples do change the result (so the equalities above are not trivial)
+    assert S.bootstrap_mean_ci(x) != S.bootstrap_mean_ci(x, seed=1) != S.bootstrap_mean_ci(x, n_boot=2001)
+    assert S.permutation_pvalue("pearson", x, y1) != S.permutation_pvalue("pearson", x, y1, n_perm=2001)
+    Phi = np.random.default_rng(1).standard_normal((30, 5))
+    b, e = WB.well_behaved_bounds(Phi), WB.well_behaved_bounds(Phi, seed=0, n_starts=64, max_subsets=200_000, sdp_max_m=4000)
+    assert (b.lower, b.upper, b.exact, b.certificates) == (e.lower, e.upper, e.exact, e.certificates)
