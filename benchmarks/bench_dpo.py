@@ -5,7 +5,9 @@ and what TRL's own options change -- side by side in one run, numbers checked eq
 
 Batch: as ``empirical/configs/owl-hh.toml`` trains -- HH-RLHF single-turn pairs, prompts <= 128 tokens,
 replies cut to their first 24 tokens, 8 pairs per step, LoRA r 64 / alpha 128 on all linear layers,
-beta 0.1, lr 5e-4, fp32 on CPU. Every variant starts from the same weights, seed and data order.
+beta 0.1, lr 5e-4, fp32 on CPU (``bf16=False`` passed explicitly, as ``empirical.train`` does: TRL's
+``DPOConfig`` turns bf16 autocast on by default, even on a CPU, which makes its log-probs depend on how the
+pairs are batched by up to ~0.5 nats). Every variant starts from the same weights, seed and data order.
 
 Variants (TRL ``DPOConfig`` options; ``base`` is what ``empirical.train`` runs):
 
@@ -83,7 +85,7 @@ def _trainer(model_dir: str, recs: list[dict], a, options: dict):
     kw = dict(output_dir="/tmp/lls-bench-dpo", beta=0.1, learning_rate=5e-4, max_steps=a.steps,
               per_device_train_batch_size=a.batch_size, precompute_ref_log_probs=True, max_length=None,
               report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True, logging_steps=1, seed=0,
-              data_seed=0)
+              data_seed=0, bf16=False)  # TRL's DPOConfig defaults to bf16 autocast, even on CPU; lls train is fp32
     kw.update(options)
     lora = LoraConfig(r=a.lora_rank, lora_alpha=2 * a.lora_rank, lora_dropout=0.0, target_modules="all-linear",
                       task_type="CAUSAL_LM")
