@@ -39,7 +39,8 @@ Peak memory per batch (activations, besides the weights):
 ``B*T*d*c_act*bytes`` (hidden states and MLP intermediates of one layer; ``c_act ~ 2 + 3*d_ff/d``)
 + ``B*heads*T*(K+T)*4`` bytes (one layer's attention scores with the math kernel; 0 with a fused kernel)
 + ``2*layers*B*(K+T)*kv_dim*bytes`` (the KV cache of the batch)
-+ ``3*head_chunk*V*4`` bytes (one chunk of float32 logits and logsumexp's two temporaries), ``B*T = batch_tokens`` at most.
++ ``3*head_chunk*V*4`` bytes (one chunk of float32 logits and logsumexp's two temporaries);
+``B*T <= batch_tokens``.
 """
 
 from __future__ import annotations
@@ -183,7 +184,9 @@ def run_prefix(model: Any, prefix: Sequence[int]) -> Any:
 
 def head_logprobs(model: Any, hidden: Any, targets: Any, head_chunk: int | None = None) -> Any:
     """``log softmax(head(hidden))[targets]`` as ``logit - logsumexp`` in float32 (float64 for a float64
-    model) from the logits in the model's dtype, ``head_chunk`` positions at a time. ``hidden`` (N, H), ``targets`` (N,) long -> (N,) float64. Applies ``final_logit_softcapping`` when the
+    model) from the logits in the model's dtype, ``head_chunk`` positions at a time.
+
+    ``hidden`` (N, H), ``targets`` (N,) long -> (N,) float64. Applies ``final_logit_softcapping`` when the
     config has it (Gemma 2/3), as the model's own forward does.
     """
     import torch
@@ -429,9 +432,9 @@ def score_groups(model: Any, encs: Sequence[Any], *, pad_id: int = 0, batch_toke
     ``pack_tokens`` tokens, block-diagonal mask: no padding inside), ``"linear"`` (one row per reply, 2-D
     mask) or ``"auto"`` (packed when the attention implementation takes a 4-D mask, else linear; on CPU
     with SmolLM2 packed rows of 256 tokens took 12% less CPU time than tree rows on short HH replies and the
-    same on 200-token replies, where groups are longer than a packed row and run alone); ``progress``: bool, or a callable receiving the
-    number of groups finished after each batch; ``check``: run :func:`self_check` on the first call per model;
-    ``share_prefix=False``: no shared prefix (K = 0; every row recomputes the system block -- a baseline).
+    same on 200-token replies, where groups are longer than a packed row and run alone); ``progress``: bool,
+    or a callable receiving the number of groups finished after each batch; ``check``: run
+    :func:`self_check` on the first call per model; ``share_prefix=False``: no shared prefix (K = 0; every row recomputes the system block -- a baseline).
     """
     import torch
 
