@@ -7,7 +7,8 @@
 #                         and runs the theory/proof tests (tests/test_theory_*.py, tests/test_proof_*.py).
 #   empirical:            mutates the weight / selection / correlate code of empirical/ (build.py: score
 #                         records and `lls select`; correlate.py) and runs the fast (not model, not slow)
-#                         tests/test_emp_*.py plus tests/test_theory_margins_selection.py.
+#                         tests of those (test_emp_{cli_data,train,experiment,evaluate}.py) plus
+#                         tests/test_theory_margins_selection.py.
 #   MODULE ...:           only these modules of the target, e.g. `scripts/mutation.sh lls_theory margins stats`.
 #   --survivors:          re-test only the mutants listed as not killed in the last mutation-score.json (after
 #                         adding tests: killed mutants stay killed when tests are only added), plus any mutant
@@ -49,7 +50,9 @@ case "$TARGET" in
     PKG=empirical
     THRESHOLD=80
     MARK="not model and not slow"
-    TESTS=(tests/test_emp_*.py tests/test_theory_margins_selection.py)
+    # the tests of score records / select / correlate that need neither a model nor committed results/
+    TESTS=(tests/test_emp_cli_data.py tests/test_emp_train.py tests/test_emp_experiment.py tests/test_emp_evaluate.py
+           tests/test_theory_margins_selection.py)
     COPY=(lls_common lls_theory lls_cli empirical simulations)
     ;;
   *)
