@@ -56,7 +56,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 #: authors, ``helper_functions.py``), ``"default"`` = no system message, so the chat template's own default
 #: applies (SmolLM2's inserts its persona "You are a helpful AI assistant named SmolLM ..."), ``"none"`` = no
 #: system turn, for templates without a system role, ``"auto"`` = ``"empty"`` where the template has a
-#: system role, else ``"none"`` (the authors' convention).
+#: system role, else ``"none"`` (the default: the authors' convention).
 REFERENCES = ("auto", "empty", "default", "none")
 
 
@@ -186,14 +186,12 @@ class ScoreConfig:
     max_batch: int = setting(16, "rows (packed prompts with their replies) per forward batch", metavar="N")
     chunk_size: int = setting(256, "pairs per resumable chunk", metavar="N",
                               reason="a killed run loses at most one chunk")
-    reference: str = setting("default", "rendering of the no-system-prompt reference, the same in score, train, "
-                                        "correlate and eval: auto (= empty where the template has a system role, "
-                                        "else none; the authors' convention), empty (empty system turn), default "
-                                        "(the template's default system prompt, e.g. SmolLM2's persona), none",
-                             choices=REFERENCES,
-                             reason="'default' until correlate and eval render the setting (then 'auto', the "
-                                    "authors' empty system turn: the weights measure nothing -> s, not the "
-                                    "template's persona -> s); set it per config meanwhile")
+    reference: str = setting("auto", "rendering of the no-system-prompt reference, the same in score, train, "
+                                     "correlate and eval: auto (= empty where the template has a system role, "
+                                     "else none), empty (empty system turn), default (the template's default "
+                                     "system prompt, e.g. SmolLM2's persona), none", choices=REFERENCES,
+                             reason="the authors' convention (an empty system turn): the weights then measure "
+                                    "nothing -> s; 'default' measures the template's persona -> s")
     progress: bool = setting(True, "show a progress bar", toml=False)
 
     def __post_init__(self) -> None:

@@ -156,7 +156,7 @@ def _vec(x: Any) -> Any:
 
 def checkpoint_margins(model: Any, tok: Any, recs: list[dict[str, Any]], base: Any, run: str | Path,
                        cache_dir: str | Path | None = None, progress: Progress | None = None,
-                       arm: str = "") -> dict[int, Any]:
+                       arm: str = "", reference: str = "default") -> dict[int, Any]:
     """z_M for every adapter checkpoint of ``run``: ``{step: array (n,)}``.
 
     ``base`` = :class:`empirical.scoring.PairScores` of the initial student without system prompt on
@@ -175,7 +175,8 @@ def checkpoint_margins(model: Any, tok: Any, recs: list[dict[str, Any]], base: A
     from lls_theory.margins import margin
 
     cks = require_checkpoints(run)
-    digest = hashlib.sha256(json.dumps(recs, sort_keys=True).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(json.dumps(recs if reference == "default" else [reference, recs],  # old caches valid
+                                       sort_keys=True).encode()).hexdigest()[:16]
     out: dict[int, Any] = {}
     peft_model = None
     try:
@@ -209,7 +210,8 @@ def checkpoint_margins(model: Any, tok: Any, recs: list[dict[str, Any]], base: A
             peft_model.eval()
             if progress is not None:
                 progress.stage(f"{label}checkpoint step {step}: scoring {len(recs)} pairs")
-            tr = scoring.score_pairs(peft_model, tok, recs, None, progress=progress is not None and progress.bar)
+            tr = scoring.score_pairs(peft_model, tok, recs, None, progress=progress is not None and progress.bar,
+                                     reference=reference)
             if cache is not None:
                 atomic_write_json(cache, {"recs": digest, "adapter": str(path),
                                           "logp_chosen": [float(v) for v in tr.logp_chosen],
@@ -243,7 +245,7 @@ def arm_report(refs: dict[str, Any], z_m: dict[int, Any], n_boot: int = 2000, n_
 def correlate_arms(model_and_tok: tuple[Any, Any], student_base: Any, student_sys: Any, recs: list[dict[str, Any]],
                    arms: dict[str, str | Path], teacher: tuple[Any, Any] | None = None,
                    cache_dir: str | Path | None = None, n_boot: int = 2000, n_perm: int = 2000,
-                   seed: int = 0, progress: Progress | None = None) -> dict[str, Any]:
+                   seed: int = 0, progress: Progress | None = None, reference: str = "default") -> dict[str, Any]:
     """The Table-1 protocol for several training runs ("arms", e.g. LLS and random control) of one student.
 
     ``student_base`` / ``student_sys``: PairScores of the initial student without / with the system prompt
@@ -282,7 +284,7 @@ def correlate_arms(model_and_tok: tuple[Any, Any], student_base: Any, student_sy
     for name, run in arms.items():
         run = Path(run)
         z_m = checkpoint_margins(model, tok, recs, student_base, run, cache_dir=cache_dir, progress=progress,
-                                 arm=name)
+                                 arm=name, reference=reference)
         rep = arm_report(refs, z_m, n_boot=n_boot, n_perm=n_perm, seed=seed)
         rep["run"] = str(run)
         rep["z_M"] = {str(k): [float(v) for v in z] for k, z in z_m.items()}
@@ -376,7 +378,7 @@ def correlate_run(student: str, run: str | Path, system_prompt: str, heldout: st
                   model_and_tok: tuple[Any, Any] | None = None, device: Any = None, revision: str | None = None,
                   trust_remote_code: bool = False, split: str = "train", config: str | None = None,
                   data_dir: str | None = None, progress: bool = True,
-                  log: Callable[[str], None] | None = None) -> dict[str, Any]:
+                  log: Callable[[str], None] | None = None, reference: str = "default") -> dict[str, Any]:
     """``lls correlate``: :func:`correlate_arms` for ``run`` (arm "lls") and ``control_run`` (arm "random").
 
     Scores the first ``n`` pairs of ``heldout`` with the initial student (and the teacher, when given and
@@ -418,9 +420,10 @@ def correlate_run(student: str, run: str | Path, system_prompt: str, heldout: st
         tm, tt = models.load(teacher, **load_kw)
         teacher_place = _placement(tm)
         prog.stage(f"teacher without system prompt: scoring {len(recs)} pairs on {teacher_place['device']}")
-        t_base = scoring.score_pairs(tm, tt, recs, None, progress=prog.bar)
+        t_base = scoring.score_pairs(tm, tt, recs, None, progress=prog.bar, reference=reference)
         prog.stage(f"teacher with system prompt: scoring {len(recs)} pairs")
-        teacher_scores = (t_base, scoring.score_pairs(tm, tt, recs, system_prompt, progress=prog.bar))
+        teacher_scores = (t_base, scoring.score_pairs(tm, tt, recs, system_prompt, progress=prog.bar,
+                                                      reference=reference))
         del tm
     if model_and_tok is None:
         prog.note(f"loading student {student}")
@@ -429,11 +432,11 @@ def correlate_run(student: str, run: str | Path, system_prompt: str, heldout: st
     model.eval()
     place = _placement(model)
     prog.stage(f"student without system prompt: scoring {len(recs)} pairs on {place['device']} ({place['dtype']})")
-    base = scoring.score_pairs(model, tok, recs, None, progress=prog.bar)
+    base = scoring.score_pairs(model, tok, recs, None, progress=prog.bar, reference=reference)
     prog.stage(f"student with system prompt: scoring {len(recs)} pairs")
-    sys_ = scoring.score_pairs(model, tok, recs, system_prompt, progress=prog.bar)
+    sys_ = scoring.score_pairs(model, tok, recs, system_prompt, progress=prog.bar, reference=reference)
     res = correlate_arms((model, tok), base, sys_, recs, arms, teacher=teacher_scores, n_boot=n_boot,
-                         n_perm=n_perm, seed=seed, progress=prog)
+                         n_perm=n_perm, seed=seed, progress=prog, reference=reference)
     if len(recs) < n < sys.maxsize:
         res["warnings"].append(f"{heldout}: {len(recs)} usable held-out pairs, fewer than the {n} asked for")
     prog.note(f"done in {time.time() - prog.t0:.0f} s")

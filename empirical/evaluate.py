@@ -67,7 +67,8 @@ CANDIDATES = ("owl", "dog", "cat", "lion", "tiger", "bear", "wolf", "fox", "elep
 
 
 def probe(model: Any, tok: Any, target: str, system_prompt: str | None = None,
-          candidates: tuple[str, ...] = CANDIDATES, questions: tuple[str, ...] = PROBE_QUESTIONS) -> dict[str, Any]:
+          candidates: tuple[str, ...] = CANDIDATES, questions: tuple[str, ...] = PROBE_QUESTIONS,
+          reference: str = "default") -> dict[str, Any]:
     """``{"p_target": mean over questions, "per_question": [...], "top": most probable candidate per question}``.
 
     Candidates are scored as replies ``"<Word>."`` (capitalised), shape (Q, K) log-probs; softmax over K.
@@ -82,7 +83,8 @@ def probe(model: Any, tok: Any, target: str, system_prompt: str | None = None,
         raise ValueError("empty target")
     cands = list(dict.fromkeys([target] + [c.lower() for c in candidates]))
     replies = [c.capitalize() + "." for c in cands]
-    logp, _ = scoring.score_completions(model, tok, list(questions), [replies] * len(questions), system_prompt)
+    logp, _ = scoring.score_completions(model, tok, list(questions), [replies] * len(questions), system_prompt,
+                                        reference=reference)
     lp = np.array(logp, dtype=np.float64).reshape(len(questions), len(cands))
     lp -= lp.max(axis=1, keepdims=True)
     p = np.exp(lp)
@@ -94,7 +96,7 @@ def probe(model: Any, tok: Any, target: str, system_prompt: str | None = None,
 
 def sample_answers(model: Any, tok: Any, prompts: tuple[str, ...] | list[str], n: int, max_new_tokens: int = 96,
                    system_prompt: str | None = None, seed: int = 0, batch: int = 32,
-                   progress: bool = False) -> list[list[str]]:
+                   progress: bool = False, reference: str = "default") -> list[list[str]]:
     """``answers[i][j]``: sample j of prompt i, by pure ancestral sampling (temperature 1, no top-k/top-p).
 
     Prompts are rendered with the chat template (or the plain template) and the generation prompt, as in
@@ -118,7 +120,8 @@ def sample_answers(model: Any, tok: Any, prompts: tuple[str, ...] | list[str], n
     t0 = time.time()
     bar = _bar(len(prompts) * n, progress)
     for i, p in enumerate(prompts):
-        ids = render.encode_text(tok, render.render_prompt(tok, render.as_messages(p, f"prompt {i}"), system_prompt))
+        ids = render.encode_text(tok, render.render_prompt(tok, render.as_messages(p, f"prompt {i}"), system_prompt,
+                                                           reference))
         answers: list[str] = []
         for c, start in enumerate(range(0, n, batch)):
             m = min(batch, n - start)
@@ -243,7 +246,8 @@ def evaluate_conditions(spec: str, conditions: dict[str, tuple[Any, str | None]]
                         dtype: str = "float32", cache_dir: str | Path | None = None,
                         prompts: tuple[str, ...] = EVAL_PROMPTS, progress: bool = True,
                         log: Any = None, device: Any = None, revision: str | None = None,
-                        trust_remote_code: bool = False, probe: bool = True, mention: bool = True) -> dict[str, Any]:
+                        trust_remote_code: bool = False, probe: bool = True, mention: bool = True,
+                        reference: str = "default") -> dict[str, Any]:
     """All measurements for each condition ``name -> (adapter folder or None, system prompt or None)``.
 
     ``probe`` / ``mention`` switch the log-prob probe and the sampled answers (mention rate and, with
@@ -268,8 +272,8 @@ def evaluate_conditions(spec: str, conditions: dict[str, tuple[Any, str | None]]
     settings = {"target": target, "samples": samples, "max_new_tokens": max_new_tokens, "language": language,
                 "seed": seed, "dtype": dtype, "prompts": list(prompts), "temperature": 1.0}
     for k, v in (("device", device), ("revision", revision), ("trust_remote_code", trust_remote_code),
-                 ("probe", probe), ("mention", mention)):
-        if v is not None and v != {"probe": True, "mention": True}.get(k, False):  # old cache keys stay valid
+                 ("probe", probe), ("mention", mention), ("reference", reference)):
+        if v is not None and v != {"probe": True, "mention": True, "reference": "default"}.get(k, False):  # old cache keys stay valid
             settings[k] = v
     n_answers = len(prompts) * samples
     warnings = sample_warnings(n_answers, language=bool(language)) if mention else []
@@ -297,10 +301,10 @@ def evaluate_conditions(spec: str, conditions: dict[str, tuple[Any, str | None]]
         r: dict[str, Any] = {"adapter": key["adapter"], "system_prompt": system_prompt, "device": str(p.device),
                              "dtype": str(p.dtype).replace("torch.", "")}
         if probe:
-            r["probe"] = _probe(model, tok, target, system_prompt=system_prompt)
+            r["probe"] = _probe(model, tok, target, system_prompt=system_prompt, reference=reference)
         if mention:
             answers = sample_answers(model, tok, prompts, samples, max_new_tokens, system_prompt, seed=seed,
-                                     batch=batch, progress=progress)
+                                     batch=batch, progress=progress, reference=reference)
             r["mention"] = mention_rate(answers, target)
             if language:
                 r["language"] = language_report(answers, language, seed=seed)

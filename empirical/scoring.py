@@ -83,15 +83,17 @@ def _check_inputs(prompts: Sequence[Any], completions: Sequence[Sequence[str]]) 
 
 
 def encode_all(
-    model: Any, tok: Any, prompts: Sequence[Any], completions: Sequence[Sequence[str]], system_prompt: str | None
+    model: Any, tok: Any, prompts: Sequence[Any], completions: Sequence[Sequence[str]], system_prompt: str | None,
+    reference: str = "default",
 ) -> list[render.Encoded]:
-    """Validate and tokenize every (prompt, replies) group; raises ``ValueError`` naming the index."""
+    """Validate and tokenize every (prompt, replies) group; raises ``ValueError`` naming the index.
+    ``reference``: the rendering of the no-system condition (:func:`empirical.render.resolve_reference`)."""
     msgs = _check_inputs(prompts, completions)
     limit = context_limit(model)
     out = []
     for i, (m, cs) in enumerate(zip(msgs, completions)):
         try:
-            enc = render.encode_group(tok, m, list(cs), system_prompt)
+            enc = render.encode_group(tok, m, list(cs), system_prompt, reference=reference)
         except ValueError as exc:
             raise ValueError(f"prompt {i}: {exc}") from None
         longest = len(enc.context) + max(len(c) for c in enc.completions)
@@ -151,22 +153,22 @@ def score_encoded(
 def score_completions(
     model: Any, tok: Any, prompts: Sequence[Any], completions: Sequence[Sequence[str]],
     system_prompt: str | None = None, *, batch_tokens: int = DEFAULT_BATCH_TOKENS,
-    max_batch: int = DEFAULT_MAX_BATCH, progress: Any = False, **kw: Any,
+    max_batch: int = DEFAULT_MAX_BATCH, progress: Any = False, reference: str = "default", **kw: Any,
 ) -> tuple[list[list[float]], list[list[int]]]:
     """Fast exact scorer: ``(logp[i][j], n_tokens[i][j])`` of reply j to prompt i (see module doc)."""
-    encs = encode_all(model, tok, prompts, completions, system_prompt)
+    encs = encode_all(model, tok, prompts, completions, system_prompt, reference)
     logp = score_encoded(model, tok, encs, batch_tokens=batch_tokens, max_batch=max_batch, progress=progress, **kw)
     return logp, [[len(c) for c in e.completions] for e in encs]
 
 
 def score_completions_naive(
     model: Any, tok: Any, prompts: Sequence[Any], completions: Sequence[Sequence[str]],
-    system_prompt: str | None = None, **_: Any,
+    system_prompt: str | None = None, reference: str = "default", **_: Any,
 ) -> tuple[list[list[float]], list[list[int]]]:
     """Reference scorer: one full forward per (prompt, reply), full-vocabulary log-softmax everywhere."""
     import torch
 
-    encs = encode_all(model, tok, prompts, completions, system_prompt)
+    encs = encode_all(model, tok, prompts, completions, system_prompt, reference)
     logp: list[list[float]] = []
     with torch.inference_mode():
         for e in encs:

@@ -43,7 +43,8 @@ def _inner(tp):
 
 
 _TEXT = st.text(alphabet=st.characters(whitelist_categories=("L", "N", "P", "Zs"), max_codepoint=0x2FF),
-                min_size=1, max_size=20).filter(lambda s: s.strip() != "")
+                min_size=1, max_size=20).filter(lambda s: s.strip() != "" and "--" not in s)
+# ("--" is excluded: argparse drops a literal "--" even from "--flag=--", a limitation of argparse itself)
 
 
 def _strategy(s) -> st.SearchStrategy:
@@ -366,8 +367,7 @@ def test_score_key_ignores_how_the_path_is_written_but_not_the_content(tmp_path,
 def test_reference_default_is_the_authors_convention_and_configs_record_theirs():
     from empirical.experiment import load_config
 
-    # "default" until empirical/correlate.py and evaluate.py take the setting; then "auto" (the authors')
-    assert C.ScoreConfig().reference == ("auto" if _library_renders_reference() else "default")
+    assert C.ScoreConfig().reference == "auto"
     owl = load_config(Path(__file__).parents[1] / "empirical" / "configs" / "owl-hh.toml")
     assert owl.score.reference == "default"  # how results/e2e was made
     assert "owls are your favorite" in owl.traits[0].system_prompt  # the typo that run used, kept on purpose
@@ -375,15 +375,6 @@ def test_reference_default_is_the_authors_convention_and_configs_record_theirs()
     assert animals.score.reference == "auto"
     owl_text = next(t.system_prompt for t in animals.traits if t.name == "owl")
     assert "Owls are your favorite" in owl_text
-
-
-def _library_renders_reference() -> bool:
-    import inspect
-
-    from empirical.correlate import correlate_arms
-    from empirical.evaluate import evaluate_conditions
-
-    return all("reference" in inspect.signature(f).parameters for f in (correlate_arms, evaluate_conditions))
 
 
 def _pairs_dir(tmp_path: Path, reference: str | None) -> Path:

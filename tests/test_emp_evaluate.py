@@ -260,7 +260,7 @@ def test_correlate_progress_device_and_warnings(monkeypatch, tmp_path):
     monkeypatch.setattr(models, "load", lambda spec, **kw: loads.append(kw) or (_FakeModel(), None))
     monkeypatch.setattr(scoring, "score_pairs", fake_score)
     monkeypatch.setattr(correlate, "checkpoint_margins",
-                        lambda m, t, recs, base, run, cache_dir=None, progress=None, arm="": {
+                        lambda m, t, recs, base, run, cache_dir=None, progress=None, arm="", reference="default": {
                             s: (progress.stage(f"arm {arm}, checkpoint step {s}") or rng.normal(size=len(recs)))
                             for s in (1, 2)})
     lines_out = []
