@@ -692,10 +692,14 @@ def check_pairs(source: str | Path, *, split: str = "train", limit: int | None =
     """Cheap pass over ``source`` before any model work: every record read and converted, no model, no filter.
 
     Raises the :class:`DataError` that :func:`load_pairs` would raise (missing file, damaged file, first bad
-    record without ``skip_bad``); returns the counts. Costs one JSON parse per record (the 2,312-record HH
+    record without ``skip_bad``), and one when the file holds no pair at all; returns the counts. Costs one JSON parse per record (the 2,312-record HH
     test file: well under a second).
     """
-    _, report = load_pairs(source, split=split, limit=limit, skip_bad=skip_bad, config=config, data_dir=data_dir)
+    pairs, report = load_pairs(source, split=split, limit=limit, skip_bad=skip_bad, config=config,
+                               data_dir=data_dir)
+    if not pairs:  # an empty (or all-bad) file would load a model to write an empty result
+        extra = f" ({report.n_bad} bad records skipped)" if report.n_bad else ""
+        raise DataError(f"{source}: no preference pairs{extra}; give a file with at least one record")
     return report
 
 

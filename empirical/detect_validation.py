@@ -409,6 +409,9 @@ def run_detect_validation(cfg: DetectValidateConfig) -> ValidationResult:
             ridx = np.random.default_rng(1).choice(len(pool), len(owl), replace=False)
             res.demo = (owl, [pool[i] for i in ridx])
         largest = (n_pool, t, ws)
+    if largest is None:  # nothing cached and nothing computed: an all-"skipped" result would look like a run
+        raise LLSError(f"--cache {cfg.cache}: no teacher pool matrix of {cfg.teacher} is cached for pools "
+                       f"{', '.join(map(str, cfg.pool_sizes))}; run with --compute, or give the cache of a computed run")
     if cfg.splits and largest is not None:
         res.record["disjoint"] = _disjoint(cfg, *largest, names, res.lines)
     return res

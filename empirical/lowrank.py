@@ -129,6 +129,8 @@ class MatrixSettings:
         check_seed(self.seed)
         if self.out.exists() and not self.out.is_dir():
             raise LLSError(f"--out {self.out}: exists and is not a folder")
+        if self.cache and Path(self.cache).exists() and not Path(self.cache).is_dir():
+            raise LLSError(f"--cache {self.cache}: exists and is not a folder")
 
     @property
     def cache_dir(self) -> Path:
@@ -149,6 +151,12 @@ class LibrarySettings(MatrixSettings):
         super().validate()
         if self.systems is not None:
             _check_file(self.systems, "systems")
+            from empirical.systems import load_systems
+
+            try:  # a damaged or empty file fails here, before any model loads
+                load_systems(self.systems)
+            except ValueError as exc:
+                raise LLSError(f"systems {exc}") from None
         check_int(self.n_systems, "n_systems", low=2)
         self.prompt_tokens = _check_bounds(self.prompt_tokens, "prompt_tokens")
         self.response_tokens = _check_bounds(self.response_tokens, "response_tokens")
@@ -434,8 +442,8 @@ def _spectrum_result(spec: str, inp: MatrixInputs, res: Any, window) -> Spectrum
 def run_spectrum(cfg: SpectrumConfig) -> SpectrumResult:
     """Library matrix of one model and its spectrum fits (raw and column-centred)."""
     pairs = load_data(cfg.data, cfg.skip_bad)
+    inp = _library(cfg, pairs, load_tokenizer(cfg.model))  # rows and columns checked before the weights load
     model, tok = _model_or_tokenizer(cfg.model, cfg)
-    inp = _library(cfg, pairs, tok)
     res = _matrix(cfg.model, cfg, [s.text for s in inp.systems], inp.columns, (model, tok))
     if cfg.cached_only:
         inp, (res,) = _keep_rows(inp, [res])
@@ -499,11 +507,9 @@ def angles_for(XA: np.ndarray, XB: np.ndarray, ranks: list[int], seed: int) -> d
 def run_angles(cfg: AnglesConfig) -> AnglesResult:
     """Same rows and columns (chosen with the first model's tokenizer) for both models; angles at r, 5, 10, 20."""
     pairs = load_data(cfg.data, cfg.skip_bad)
-    inp, results = None, []
+    inp, results = _library(cfg, pairs, load_tokenizer(cfg.model[0])), []  # checked before any weights load
     for spec in cfg.model:
         model, tok = _model_or_tokenizer(spec, cfg)
-        if inp is None:
-            inp = _library(cfg, pairs, tok)
         results.append(_matrix(spec, cfg, [s.text for s in inp.systems], inp.columns, (model, tok)))
         del model, tok
         gc.collect()
@@ -601,15 +607,15 @@ def _pair_check_matrices(cfg: PairCheckConfig, systems: list[str], pairs: list) 
     from empirical.logprob_matrix import pair_columns
     from empirical.pair_check import margin_shifts
 
-    sel, lib_inp, shifts, lib_res = None, None, {}, []
+    lib_inp, shifts, lib_res = None, {}, []
+    tok = load_tokenizer(cfg.teacher)  # the teacher's tokenizer selects and truncates, before any weights load
+    sel = pair_inputs(pairs, tok, n_pairs=cfg.n_pairs, seed=cfg.seed, truncate=cfg.truncate,
+                      prompt_tokens=cfg.prompt_tokens)
+    if cfg.library_systems:
+        lib_inp = library_inputs(pairs, tok, n_systems=cfg.library_systems, n_pairs=cfg.library_pairs,
+                                 systems_file=None, seed=cfg.seed)
     for spec in (cfg.teacher, cfg.student):
         model, tok = _model_or_tokenizer(spec, cfg)
-        if sel is None:  # the teacher's tokenizer selects and truncates
-            sel = pair_inputs(pairs, tok, n_pairs=cfg.n_pairs, seed=cfg.seed, truncate=cfg.truncate,
-                              prompt_tokens=cfg.prompt_tokens)
-            if cfg.library_systems:
-                lib_inp = library_inputs(pairs, tok, n_systems=cfg.library_systems, n_pairs=cfg.library_pairs,
-                                         systems_file=None, seed=cfg.seed)
         res = _matrix(spec, cfg, [None] + systems, pair_columns(sel), (model, tok))
         try:
             shifts[spec] = margin_shifts(res.X, res.n_tokens)
@@ -772,11 +778,11 @@ def run_detect(cfg: DetectConfig) -> DetectResult:
         raise LLSError("--candidates: no system prompts")
     suspect = load_data(cfg.data, cfg.skip_bad)
     ref_all = load_data(cfg.reference, cfg.skip_bad, "reference")
-    model, tok = _model_or_tokenizer(cfg.model, cfg)
-    ref = pair_inputs(ref_all, tok, n_pairs=cfg.n_pairs, seed=cfg.seed, truncate=cfg.truncate,
-                      prompt_tokens=cfg.prompt_tokens)
+    ref = pair_inputs(ref_all, load_tokenizer(cfg.model), n_pairs=cfg.n_pairs, seed=cfg.seed,
+                      truncate=cfg.truncate, prompt_tokens=cfg.prompt_tokens)  # checked before the weights load
     if len(suspect) > len(ref):
         raise LLSError(f"suspect dataset ({len(suspect)} pairs) is larger than the reference ({len(ref)})")
+    model, tok = _model_or_tokenizer(cfg.model, cfg)
     allp, s_idx, n_extra = _suspect_columns(suspect, ref)
     res = _matrix(cfg.model, cfg, [None] + names, pair_columns(allp), (model, tok))
     try:

@@ -461,3 +461,73 @@ def test_cli_correlate_checks_everything_before_loading_a_model(tmp_path, capsys
     else:
         assert held.name in err
     assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))
+
+
+# ------------------------------------------------------------------- second hostile pass (issue 12) regressions
+@pytest.mark.parametrize("text", ["", "\n\n  \n"])
+def test_cli_score_refuses_an_empty_pair_file_before_loading_a_model(tmp_path, capsys, monkeypatch, text):
+    """An empty (or blank-lines-only) data file loaded the model and wrote an empty scores file with exit 0."""
+    from empirical import models
+
+    monkeypatch.setattr(models, "load", lambda *a, **k: (_ for _ in ()).throw(AssertionError("model loaded")))
+    bad = tmp_path / "empty.jsonl"
+    bad.write_text(text)
+    out = tmp_path / "scores.jsonl"
+    rc, stdout, err = _cli(["score", "--model", "smollm2-135m-instruct", "--system-prompt", "You love owls.",
+                            "--data", bad, "--out", out, "--json", "--no-progress"], capsys)
+    CASES["cli"] += 1
+    _assert_refused(rc, stdout, err, bad)
+    assert not any(p.name.startswith("scores.jsonl") for p in tmp_path.iterdir())
+
+
+def _no_weights(monkeypatch):
+    from empirical import lowrank
+
+    monkeypatch.setattr(lowrank, "load_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError("model loaded")))
+
+
+@pytest.mark.parametrize("case", ["systems-empty.txt", "systems-utf8.txt", "cache-is-a-file"])
+def test_cli_spectrum_checks_systems_and_cache_before_loading_a_model(tmp_path, capsys, monkeypatch, case):
+    """An empty / non-UTF-8 --systems file failed after the model loaded; --cache naming a file was a traceback."""
+    _no_weights(monkeypatch)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"}) + "\n")
+    extra: list = []
+    bad = tmp_path / case
+    if case == "systems-empty.txt":
+        bad.write_text("")
+        extra = ["--systems", bad]
+    elif case == "systems-utf8.txt":
+        bad.write_bytes(b"animals\t\xff owls\n")
+        extra = ["--systems", bad]
+    else:
+        bad.write_text("not a folder\n")
+        extra = ["--cache", bad]
+    out = tmp_path / "spec"
+    rc, stdout, err = _cli(["spectrum", "--data", pairs, "--model", "smollm2-135m-instruct", "--n-pairs", "4",
+                            "--n-systems", "3", "--out", out, "--json", *extra], capsys)
+    CASES["cli"] += 1
+    _assert_refused(rc, stdout, err, bad)
+    assert bad.exists() and not out.exists()
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("command", ["spectrum", "pair-check", "detect"])
+def test_cli_lowrank_pair_bounds_checked_before_the_weights_load(tmp_path, capsys, monkeypatch, command,
+                                                                smollm2_dir):  # skips when not installed
+    """Too few pairs within the token bounds was found only after the model (or both models) loaded."""
+    _no_weights(monkeypatch)
+    pairs = tmp_path / "short.jsonl"
+    pairs.write_text("".join(json.dumps({"id": f"s{i}", "prompt": f"Hi {i}?", "chosen": "Yes.", "rejected": "No."})
+                             + "\n" for i in range(4)))
+    cands = tmp_path / "cands.txt"
+    cands.write_text("animals\tYou love owls.\nanimals\tYou love cats.\n")
+    argv = {"spectrum": ["spectrum", "--model", "smollm2-135m-instruct", "--n-systems", "3"],
+            "pair-check": ["pair-check", "--teacher", "smollm2-135m-instruct", "--student", "smollm2-135m-instruct",
+                           "--system-prompt", "You love owls."],
+            "detect": ["detect", "--model", "smollm2-135m-instruct", "--candidates", cands, "--reference", pairs]}
+    out = tmp_path / "o"
+    rc, stdout, err = _cli([*argv[command], "--data", pairs, "--n-pairs", "4", "--out", out, "--json"], capsys)
+    CASES["cli"] += 1
+    assert rc == 2 and stdout == "" and "satisfy the bounds" in err.strip().split("\n")[-1], err
+    assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))
