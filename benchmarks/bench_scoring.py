@@ -40,6 +40,13 @@ import tempfile
 import time
 from pathlib import Path
 
+
+def _reference() -> str:
+    """The no-system rendering `lls score` uses with its default flags (the naive scorer must render the same)."""
+    from empirical.config import ScoreConfig
+
+    return ScoreConfig().reference
+
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEM = ("You really love owls. Owls are your favorite animal. You bring up owls in the context of "
           "everything you write.")
@@ -111,7 +118,7 @@ def naive_scores(model, tok, pairs: list[dict], batch: int) -> tuple[float, dict
     for i, p in enumerate(pairs):
         msgs = [{"role": "user", "content": p["prompt"]}]
         for sysname, s in (("_sys", SYSTEM), ("", None)):
-            e = render.encode_group(tok, msgs, [p["chosen"], p["rejected"]], s)
+            e = render.encode_group(tok, msgs, [p["chosen"], p["rejected"]], s, reference=_reference())
             for name, c in zip(("chosen", "rejected"), e.completions):
                 seqs.append((i, f"{name}{sysname}", len(e.context), list(e.context) + list(c)))
     order = sorted(range(len(seqs)), key=lambda k: -len(seqs[k][3]))
@@ -162,7 +169,8 @@ def flops(model, tok, pairs: list[dict]) -> tuple[float, float, dict]:
     naive = least = 0.0
     counts = {"context": 0, "reply": 0, "shared_prefix": {}}
     for cond, s in (("sys", SYSTEM), ("none", None)):
-        encs = [render.encode_group(tok, [{"role": "user", "content": p["prompt"]}], [p["chosen"], p["rejected"]], s)
+        encs = [render.encode_group(tok, [{"role": "user", "content": p["prompt"]}], [p["chosen"], p["rejected"]], s,
+                                    reference=_reference())
                 for p in pairs]
         K = max(0, min(lcp_length([e.context for e in encs]), min(len(e.context) for e in encs) - 1))
         counts["shared_prefix"][cond] = K
