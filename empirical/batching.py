@@ -245,7 +245,7 @@ class Progress:
 
     def _line(self, now: float) -> None:
         rate = self.done / max(now - self.t0, 1e-9)
-        print(f"{self.desc}: {self.done}/{self.total} {self.unit}s, {rate:.2f} {self.unit}s/s", file=sys.stderr,
+        print(f"{self.desc}: {self.done:.0f}/{self.total} {self.unit}s, {rate:.2f} {self.unit}s/s", file=sys.stderr,
               flush=True)
 
     def close(self) -> None:

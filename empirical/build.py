@@ -112,15 +112,15 @@ class ScoreJob:
 
 def ScoreConfig(model: str, system_prompt: str, data: str, out: Path, truncate: int | None = None,  # noqa: N802
                 split: str = "train", limit: int | None = None, filters: Filters | None = None,
-                skip_bad: bool = False, dtype: str = "float32", batch_tokens: int = 16384, max_batch: int = 64,
-                chunk_size: int = 256, progress: bool = True, reference: str = "default") -> ScoreJob:
-    """Backward-compatible flat constructor of a :class:`ScoreJob` (the keyword names of the old class)."""
+                skip_bad: bool = False, dtype: str = "float32", **score: Any) -> ScoreJob:
+    """Backward-compatible flat constructor of a :class:`ScoreJob` (the keyword names of the old class).
+
+    ``score``: fields of :class:`empirical.config.ScoreConfig` (batch_tokens, max_batch, chunk_size, progress,
+    reference); the ones not given take that class's defaults, so there is one set of defaults."""
     return ScoreJob(model=ModelArgs(model=model, dtype=dtype),
                     data=DataConfig(path=str(data), split=split, limit=limit, truncate=truncate, skip_bad=skip_bad),
                     trait=TraitConfig(name="cli", system_prompt=system_prompt), out=Path(out),
-                    filters=filters or Filters(),
-                    score=ScoreSettings(batch_tokens=batch_tokens, max_batch=max_batch, chunk_size=chunk_size,
-                                        progress=progress, reference=reference))
+                    filters=filters or Filters(), score=ScoreSettings(**score))
 
 
 @dataclass
@@ -134,6 +134,7 @@ class ScoreResult:
     chunks_total: int
     chunks_resumed: int
     world_size: int
+    placement: dict[str, str] = field(default_factory=dict)  # {"device", "dtype"} of the scoring model
 
 
 def _parts_dir(out: Path) -> Path:
@@ -190,17 +191,24 @@ def _base_columns(kept: list[PrefPair], enc_none: list[Any], base: dict[str, dic
     return lp
 
 
+def _conditions(cfg: ScoreJob) -> int:
+    """How many scoring passes a chunk takes: the reference (unless read from ``base``) and the system prompt."""
+    return (cfg.base is None) + (cfg.system_prompt is not None)
+
+
 def _score_chunk(model: Any, tok: Any, pairs: list[PrefPair], cfg: ScoreJob,
-                 bad: Callable[[str], None], base: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+                 bad: Callable[[str], None], base: dict[str, dict[str, Any]] | None = None,
+                 on_batch: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
     """Score one chunk: both conditions, only the reference (``system_prompt`` None), or only the system
-    prompt with the reference read from ``base`` (the scores of a base-only run on the same pairs)."""
+    prompt with the reference read from ``base`` (the scores of a base-only run on the same pairs).
+    ``on_batch(n)``: called after each batch with the number of pairs it finished (one condition)."""
     from empirical import scoring
     from lls_theory.selection import lls_weights
 
     kept, enc_sys, enc_none = _prepare_chunk(model, tok, pairs, cfg, bad)
     if not kept:
         return []
-    kw = dict(batch_tokens=cfg.score.batch_tokens, max_batch=cfg.score.max_batch)
+    kw = dict(batch_tokens=cfg.score.batch_tokens, max_batch=cfg.score.max_batch, progress=on_batch or False)
     n = np.array([[len(c) for c in e.completions] for e in enc_none], dtype=np.int64)
     if base is not None:
         lp = _base_columns(kept, enc_none, base, str(cfg.base))
@@ -280,13 +288,21 @@ def _score_chunks(model: Any, tok: Any, cfg: ScoreJob, chunks: list[list[PrefPai
                 raise DataError(msg)
             errors.append(msg)
 
+        scored = [0]
+
+        def on_batch(n: int) -> None:  # process 0 shows every process's pairs, assuming they keep pace
+            scored[0] += n
+            if bar is not None:
+                bar.update(n * world / max(_conditions(cfg), 1))
+
         try:
-            recs = _score_chunk(model, tok, chunks[k], cfg, bad, base)
+            recs = _score_chunk(model, tok, chunks[k], cfg, bad, base, on_batch)
         except DataError as exc:  # stop, but let the other processes reach the barrier too
             return str(exc)
         atomic_write_json(parts / f"chunk-{k:06d}.json", {"records": recs, "errors": errors})
-        if bar is not None:
-            bar.update(sum(len(chunks[j]) for j in range(k, min(k + world, len(chunks)))))
+        if bar is not None:  # pairs the batches did not count (filtered, or a reference read from base)
+            rest = len(chunks[k]) * max(_conditions(cfg), 1) - scored[0]
+            bar.update(max(rest, 0) * world / max(_conditions(cfg), 1))
     return None
 
 
@@ -357,11 +373,10 @@ def score_file(cfg: ScoreJob, *, model_and_tok: tuple[Any, Any] | None = None,
     done = {k for k in range(len(chunks)) if (parts / f"chunk-{k:06d}.json").exists()}
     mine = [k for k in range(len(chunks)) if k % world == rank and k not in done]
     bar = None
-    if cfg.score.progress and rank == 0:
-        from tqdm.auto import tqdm
+    if cfg.score.progress and rank == 0:  # per batch, with pairs/s; plain lines when stderr is not a terminal
+        from empirical.batching import Progress
 
-        bar = tqdm(total=len(pairs), initial=sum(len(chunks[k]) for k in done), desc=f"scoring x{world}",
-                   unit="pair", dynamic_ncols=True)
+        bar = Progress(total=len(pairs) - sum(len(chunks[k]) for k in done), desc=f"scoring x{world}")
     try:
         fatal = _score_chunks(model, tok, cfg, chunks, mine, parts, base, bar, world, stop_after_chunks)
     finally:
@@ -376,7 +391,7 @@ def score_file(cfg: ScoreJob, *, model_and_tok: tuple[Any, Any] | None = None,
     return ScoreResult(
         out=cfg.out, n_records=report.n_records, n_bad=report.n_bad + len(errors_all), n_scored=len(records),
         dropped=report.dropped, first_errors=(report.first_errors + errors_all)[:5],
-        chunks_total=len(chunks), chunks_resumed=len(done), world_size=world,
+        chunks_total=len(chunks), chunks_resumed=len(done), world_size=world, placement=models.placement(model),
     )
 
 
@@ -388,7 +403,7 @@ def score_summary(res: ScoreResult) -> dict[str, Any]:
     """The JSON summary of a scoring run (what ``lls score --json`` prints)."""
     return {"out": str(res.out), "records": res.n_records, "bad": res.n_bad, "scored": res.n_scored,
             "dropped": res.dropped, "first_errors": res.first_errors, "chunks": res.chunks_total,
-            "chunks_resumed": res.chunks_resumed, "processes": res.world_size}
+            "chunks_resumed": res.chunks_resumed, "processes": res.world_size, **res.placement}
 
 
 def run_score(job: ScoreJob, *, overwrite: bool = False, model_and_tok: tuple[Any, Any] | None = None,

@@ -109,8 +109,11 @@ def test_score_cli_fields_weights_and_exactness(tmp_path, smollm2, capsys):
     # truncation kept in the output: at most 8 teacher tokens per reply
     assert all(len(tok(r["chosen"], add_special_tokens=False)["input_ids"]) <= 8 for r in recs)
     assert recs[2]["chosen"] == render.truncate_response(tok, "A cat or a small bird suits a small flat.", 8)
-    ref_sys = scoring.score_pairs(model, tok, recs, SYS, naive=True)
-    ref = scoring.score_pairs(model, tok, recs, None, naive=True)
+    from empirical.config import ScoreConfig as Defaults
+
+    reference = Defaults().reference  # the no-system rendering lls score uses by default
+    ref_sys = scoring.score_pairs(model, tok, recs, SYS, naive=True, reference=reference)
+    ref = scoring.score_pairs(model, tok, recs, None, naive=True, reference=reference)
     col = lambda f: np.array([r[f] for r in recs])  # noqa: E731
     np.testing.assert_allclose(col("logp_chosen_sys"), ref_sys.logp_chosen, atol=1e-4)
     np.testing.assert_allclose(col("logp_rejected_sys"), ref_sys.logp_rejected, atol=1e-4)
@@ -173,11 +176,13 @@ def test_prompt_longer_than_context(tmp_path, smollm2, monkeypatch):
     from empirical.data import DataError
 
     monkeypatch.setattr(scoring, "context_limit", lambda m: 60)
+    # the template's default persona block makes record 4's reference rendering the one over 60 tokens
     with pytest.raises(DataError, match=r"prefs_small.jsonl:4: \d+ tokens exceed the model's context of 60"):
-        pipeline.score_file(_cfg(tmp_path / "s.jsonl", truncate=4), model_and_tok=smollm2)
+        pipeline.score_file(_cfg(tmp_path / "s.jsonl", truncate=4, reference="default"), model_and_tok=smollm2)
     assert not (tmp_path / "s.jsonl").exists()
     # the same command with --skip-bad resumes from the chunk saved before the error
-    res = pipeline.score_file(_cfg(tmp_path / "s.jsonl", truncate=4, skip_bad=True), model_and_tok=smollm2)
+    res = pipeline.score_file(_cfg(tmp_path / "s.jsonl", truncate=4, skip_bad=True, reference="default"),
+                              model_and_tok=smollm2)
     assert res.n_scored == 3 and res.n_bad == 1 and res.chunks_resumed == 1
     assert "context of 60" in res.first_errors[0]
 
