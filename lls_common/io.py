@@ -115,7 +115,10 @@ class RunDir:
         self.root = Path(root)
         if self.root.exists() and not self.root.is_dir():
             raise LLSError(f"out {self.root}: exists and is not a folder")
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LLSError(f"out {self.root}: cannot write here ({exc.strerror or exc})") from None
 
     def path(self, name: str) -> Path:
         return self.root / name
@@ -260,11 +263,24 @@ def check_output(out: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] 
         probe = probe.parent
     if not probe.is_dir():
         raise LLSError(f"{name} {p}: {probe} is a file, not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
+    if not _can_create_in(probe):
         raise LLSError(f"{name} {p}: {probe} is not writable")
     if p.exists() and not os.access(p, os.W_OK):
         raise LLSError(f"{name} {p}: is not writable")
     return p
+
+
+def _can_create_in(folder: Path) -> bool:
+    """True when a file can really be created (and removed) in ``folder``; ``os.access`` is not enough
+    (it says yes for root on /proc and /sys, and ignores read-only mounts)."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".lls-probe-")
+    except OSError:
+        return False
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
+    return True
 
 
 class OutputLock:
@@ -298,9 +314,9 @@ class OutputLock:
     def __enter__(self) -> "OutputLock":
         import socket
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(2):
             try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
             except FileExistsError:
                 if self._stale():
@@ -309,6 +325,8 @@ class OutputLock:
                 owner = self.path.read_text().strip() if self.path.exists() else "?"
                 raise LLSError(f"{self.name} {self.out}: another run is writing it (lock {self.path}, "
                                f"pid/host {owner}); wait for it, or delete the lock if that process is gone") from None
+            except OSError as exc:
+                raise LLSError(f"{self.name} {self.out}: cannot write here ({exc.strerror or exc})") from None
             with os.fdopen(fd, "w") as fh:
                 fh.write(f"{os.getpid()} {socket.gethostname()}\n")
             self._held = True

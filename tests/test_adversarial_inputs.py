@@ -531,3 +531,34 @@ def test_cli_lowrank_pair_bounds_checked_before_the_weights_load(tmp_path, capsy
     CASES["cli"] += 1
     assert rc == 2 and stdout == "" and "satisfy the bounds" in err.strip().split("\n")[-1], err
     assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))
+
+
+# ------------------------------------------------------------------ R4: unwritable output places (issue 12)
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs a /proc file system")
+@pytest.mark.parametrize("kind", ["file", "dir"])
+def test_check_output_really_tries_to_write(kind):
+    """``os.access`` says /proc is writable for root; the guard must create a file to know."""
+    from lls_common import io as lio
+
+    out = "/proc/lls-x.jsonl" if kind == "file" else "/proc/lls-selx"
+    with pytest.raises(LLSError) as err:
+        lio.check_output(out, kind=kind)
+    assert "not writable" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs a /proc file system")
+def test_outputlock_and_rundir_map_oserror_to_one_line():
+    from lls_common import io as lio
+
+    with pytest.raises(LLSError, match="cannot write here"):
+        with lio.OutputLock("/proc/lls-nosuch/x.jsonl"):
+            pass
+    with pytest.raises(LLSError, match="cannot write here"):
+        lio.RunDir("/proc/lls-nosuch-dir")
+
+
+def test_check_output_accepts_a_writable_folder_and_leaves_no_probe(tmp_path):
+    from lls_common import io as lio
+
+    assert lio.check_output(tmp_path / "o.jsonl") == tmp_path / "o.jsonl"
+    assert list(tmp_path.iterdir()) == []
