@@ -50,6 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from lls_common.errors import LLSError
+
 __all__ = [
     "ModelSpec",
     "REGISTRY",
@@ -170,7 +172,7 @@ def gguf_path(name: str, work_dir: str | os.PathLike) -> Path:
     """Path of registry model ``name``'s GGUF file (assembled inside ``work_dir`` when needed)."""
     spec = _spec(name)
     if not is_installed(name):
-        raise FileNotFoundError(f"model {name!r} is not installed: run `lls models install {name}`")
+        raise ModelNotFoundError(f"model {name!r} is not installed: run `lls models install {name}`")
     return spec.gguf_locator(Path(work_dir))
 
 
@@ -237,7 +239,7 @@ def local_dir(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
     if _is_complete(target, name):
         return target
     if not is_installed(name):
-        raise FileNotFoundError(f"model {name!r} is not installed: run `lls models install {name}`")
+        raise ModelNotFoundError(f"model {name!r} is not installed: run `lls models install {name}`")
     return _convert(name, target)
 
 
@@ -341,14 +343,19 @@ def _registry_name_of_folder(folder: Path) -> str | None:
 
 
 def resolve_source(spec: Any, cache_dir: str | os.PathLike | None = None, revision: str | None = None,
-                   trust_remote_code: bool = False) -> Source:
+                   trust_remote_code: bool = False, check_files: bool = False) -> Source:
     """The one model-spec resolution: registry name -> converted cache folder; ``file.gguf`` -> its folder
     plus ``gguf_file``; an existing folder -> itself; anything else -> a hub id (``owner/name``).
 
     ``revision`` and ``trust_remote_code`` become ``from_pretrained`` keyword arguments (a revision is
     refused for registry names and local files, which have none). Raises ``ValueError`` for an empty spec or
-    a spec that is neither a registry name, an existing path nor a hub id, ``FileNotFoundError`` for a
-    missing ``.gguf`` file or an uninstalled registry model.
+    a spec that is neither a registry name, an existing path nor a hub id, :class:`ModelNotFoundError` (an
+    ``LLSError`` and a ``FileNotFoundError``) for a missing ``.gguf`` file, an uninstalled registry model or an
+    unknown name.
+
+    ``check_files=True`` (what commands call before loading anything) also refuses a local folder without
+    ``config.json`` or tokenizer files, and a hub id that is neither in the local hub cache nor reachable
+    (:func:`check_hub`), each with one line.
     """
     if isinstance(spec, os.PathLike):
         spec = os.fspath(spec)
@@ -367,20 +374,89 @@ def resolve_source(spec: Any, cache_dir: str | os.PathLike | None = None, revisi
     if spec.endswith(".gguf"):
         path = Path(spec)
         if not path.is_file():
-            raise FileNotFoundError(f"GGUF file {path} not found")
+            raise ModelNotFoundError(f"GGUF file {path} not found")
         return Source(spec, "gguf", str(path.parent), {**kwargs, "gguf_file": path.name}, path.name)
     path = Path(spec)
     if path.is_dir():
         reg = _registry_name_of_folder(path)
+        if check_files:
+            check_model_folder(path, spec)
         return Source(spec, "folder", str(path), kwargs, reg or str(path.resolve()))
     if path.exists():
         raise ValueError(f"{spec}: is a file; expected a model folder, a .gguf file, a registry name or a hub id")
     parts = spec.split("/")
     if len(parts) != 2 or not all(parts) or spec.startswith((".", "/", "~")):
-        raise FileNotFoundError(
+        raise ModelNotFoundError(
             f"model {spec!r}: not a registry name ({', '.join(sorted(REGISTRY))}), not an existing folder and "
             "not a hub id of the form owner/name")
+    if check_files:
+        check_hub(spec, revision)
     return Source(spec, "hub", spec, kwargs, spec)
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "spiece.model")
+
+
+def check_model_folder(path: str | os.PathLike, spec: Any = None) -> None:
+    """Refuse (one-line :class:`ModelNotFoundError`) a model folder without ``config.json`` or without any
+    tokenizer file (:data:`_TOKENIZER_FILES`) -- before transformers fails on it with a long traceback."""
+    path = Path(path)
+    name = spec if spec is not None else str(path)
+    if not (path / "config.json").is_file():
+        raise ModelNotFoundError(f"--model {name}: no config.json in the folder; give a model folder saved with "
+                                 "save_pretrained, a registry name or a hub id")
+    if not any((path / f).is_file() for f in _TOKENIZER_FILES):
+        raise ModelNotFoundError(f"--model {name}: no tokenizer files ({', '.join(_TOKENIZER_FILES[:3])} ...) in "
+                                 "the folder; save the tokenizer there too (tokenizer.save_pretrained)")
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub endpoint answers a TCP connect within ``timeout`` s (no HTTP, no retries)."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def check_hub(repo: str, revision: str | None = None) -> None:
+    """Fail fast, in one line, for a hub id that cannot be loaded: not in the local hub cache and the hub is
+    offline (``HF_HUB_OFFLINE``) or unreachable (one 3 s connect instead of a minute of download retries),
+    or the hub says the repository does not exist. A cached repository always passes (offline use)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(repo, "config.json", revision=revision)
+    except Exception:  # noqa: BLE001 - a malformed id etc.: let from_pretrained say what is wrong
+        cached = None
+    if isinstance(cached, str):
+        return
+    names = ", ".join(sorted(REGISTRY))
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    if offline or not _hub_reachable():
+        why = "HF_HUB_OFFLINE is set" if offline else "the hub cannot be reached"
+        raise ModelNotFoundError(f"model {repo!r}: not in the local hub cache and {why}; use a registry name "
+                                 f"({names}) or a local model folder")
+    try:
+        from huggingface_hub import model_info
+
+        model_info(repo, revision=revision, timeout=10)
+    except Exception as exc:  # noqa: BLE001 - map every hub failure to one line
+        kind = type(exc).__name__
+        if kind in ("RepositoryNotFoundError", "RevisionNotFoundError", "GatedRepoError"):
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else kind
+            raise ModelNotFoundError(f"model {repo!r}: {kind} ({first[:160]}); registry names: {names}") from None
+        # other failures (timeouts, rate limits): let the download itself decide
+
+
+class ModelNotFoundError(LLSError, FileNotFoundError):
+    """A model spec that names nothing loadable; one line (an :class:`LLSError`), also a ``FileNotFoundError``
+    for callers that catch that."""
 
 
 def base_model_id(spec: Any, cache_dir: str | os.PathLike | None = None) -> str:
@@ -402,6 +478,8 @@ def load_tokenizer(spec: Any, cache_dir: str | os.PathLike | None = None, revisi
     from transformers import AutoTokenizer
 
     src = resolve_source(spec, cache_dir, revision, trust_remote_code)
+    if src.kind == "folder":
+        check_model_folder(src.path, spec)
     tok = AutoTokenizer.from_pretrained(src.path, **src.kwargs)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -438,6 +516,8 @@ def load(spec: Any, dtype: Any = "auto", device: Any = "auto", cache_dir: str | 
     dev = resolve_device("cpu" if device is None else device)
     torch_dtype = resolve_dtype(dtype, dev)
     src = resolve_source(spec, cache_dir, revision, trust_remote_code)
+    if src.kind == "folder":
+        check_model_folder(src.path, spec)
     tok = AutoTokenizer.from_pretrained(src.path, **src.kwargs)
     kwargs = dict(src.kwargs)
     if dev.type != "cpu":

@@ -188,7 +188,7 @@ def test_device_check_script_cpu(tmp_path):
     import subprocess
     from pathlib import Path
 
-    known_gaps = {"score", "pair-check"}
+    known_gaps: set[str] = set()
     out = tmp_path / "dc.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHON": sys.executable}
     p = subprocess.run([str(Path(__file__).resolve().parents[1] / "scripts" / "device-check.sh"), "--cpu",
@@ -206,3 +206,56 @@ def test_device_check_script_cpu(tmp_path):
             assert s["ok"], (name, s)
     assert steps["fast_vs_naive_float32"]["max_diff_over_tolerance"] <= 1
     assert p.returncode == (0 if not known_gaps else 1)
+
+
+# ------------------------------------------------ hostile R1-R3: a bad --model is one line, before any work
+def test_unknown_spec_is_one_line_llserror_and_still_a_filenotfounderror():
+    from lls_common.errors import LLSError
+
+    with pytest.raises(LLSError) as err:
+        models.resolve_source("smollm3")
+    assert isinstance(err.value, FileNotFoundError) and "\n" not in str(err.value)
+    assert "smollm2-135m-instruct" in str(err.value)
+
+
+def test_check_files_refuses_folders_without_config_or_tokenizer(tmp_path):
+    folder = tmp_path / "notok"
+    folder.mkdir()
+    assert models.resolve_source(str(folder)).kind == "folder"  # without check_files: unchanged
+    with pytest.raises(models.ModelNotFoundError, match="no config.json"):
+        models.resolve_source(str(folder), check_files=True)
+    (folder / "config.json").write_text("{}")
+    with pytest.raises(models.ModelNotFoundError, match="no tokenizer files"):
+        models.resolve_source(str(folder), check_files=True)
+    (folder / "tokenizer.json").write_text("{}")
+    assert models.resolve_source(str(folder), check_files=True).kind == "folder"
+
+
+def test_check_files_fails_fast_for_an_unreachable_uncached_hub_id(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(models, "_hub_reachable", lambda timeout=3.0: False)
+    with pytest.raises(models.ModelNotFoundError, match="cannot be reached"):
+        models.resolve_source("nosuchorg/nosuchmodel", check_files=True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(models.ModelNotFoundError, match="HF_HUB_OFFLINE"):
+        models.resolve_source("nosuchorg/nosuchmodel", check_files=True)
+    assert models.resolve_source("nosuchorg/nosuchmodel").kind == "hub"  # without check_files: unchanged
+
+
+@pytest.mark.parametrize("spec", ["smollm3", "notok", "nosuchorg/nosuchmodel"])
+def test_cli_score_refuses_a_bad_model_in_one_line_without_loading(tmp_path, capsys, monkeypatch, spec):
+    import lls_cli
+
+    monkeypatch.setattr(models, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("model loaded"))
+    if spec == "notok":
+        (tmp_path / "notok").mkdir()
+        (tmp_path / "notok" / "config.json").write_text("{}")
+        spec = str(tmp_path / "notok")
+    data = tmp_path / "good.jsonl"
+    data.write_text('{"prompt": "q", "chosen": "a", "rejected": "b"}\n')
+    out = tmp_path / "o.jsonl"
+    rc = lls_cli.main(["score", "--model", spec, "--system-prompt", "x", "--data", str(data), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert not out.exists() and not (tmp_path / "o.jsonl.lock").exists()

@@ -72,11 +72,17 @@ def _score_args(p: argparse.ArgumentParser) -> None:
 
 def _score_job(args: argparse.Namespace, out: Path):
     """The validated settings of ``lls score`` / ``lls build`` (every check runs here, before any model work)."""
+    from empirical import models
     from empirical.build import ScoreJob
 
-    return ScoreJob(model=from_namespace(ModelArgs, args), data=from_namespace(DataConfig, args),
-                    trait=from_namespace(TraitConfig, args, name="cli"), out=out,
-                    filters=from_namespace(Filters, args), score=from_namespace(ScoreConfig, args))
+    job = ScoreJob(model=from_namespace(ModelArgs, args), data=from_namespace(DataConfig, args),
+                   trait=from_namespace(TraitConfig, args, name="cli"), out=out,
+                   filters=from_namespace(Filters, args), score=from_namespace(ScoreConfig, args))
+    check_output(out, inputs=(job.data.path,), kind="file", name="out")  # run_score checks again, with all inputs
+    m = job.model
+    models.resolve_source(m.model, revision=m.revision, trust_remote_code=m.trust_remote_code,
+                          check_files=True)  # an unknown / incomplete / unreachable model: one line, before any work
+    return job
 
 
 def _score_human(s: dict) -> str:
@@ -93,7 +99,7 @@ def _select_human(s: dict, out: Path) -> str:
 def _run_score(args: argparse.Namespace) -> int:
     from empirical.build import run_score
 
-    s = run_score(_score_job(args, args.out), overwrite=args.overwrite)
+    s = _guarded(run_score, _score_job(args, args.out), overwrite=args.overwrite)
     if _rank() == 0:
         emit_summary(s, args.json, _score_human(s))
     return 0
@@ -113,12 +119,24 @@ def _run_build(args: argparse.Namespace) -> int:
 
     out = check_output(args.out, inputs=(args.path,), kind="dir", name="out")
     select = from_namespace(SelectConfig, args)
-    sc = run_score(_score_job(args, out / "scores.jsonl"), overwrite=args.overwrite)
+    sc = _guarded(run_score, _score_job(args, out / "scores.jsonl"), overwrite=args.overwrite)
     if _rank() != 0:
         return 0
     sel = run_select(out / "scores.jsonl", select, out, seed=args.seed, overwrite=args.overwrite)
     emit_summary({"score": sc, "select": sel}, args.json, _score_human(sc) + "\n" + _select_human(sel, out))
     return 0
+
+
+def _guarded(fn, *a, **kw):
+    """``fn(*a, **kw)`` with a model-loading failure (transformers raises ``OSError`` / ``ValueError`` with
+    many lines) turned into one :class:`LLSError` line; ``LLSError`` passes unchanged."""
+    try:
+        return fn(*a, **kw)
+    except LLSError:
+        raise
+    except (ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LLSError(f"{type(exc).__name__}: {first}") from None
 
 
 def _rank() -> int:
