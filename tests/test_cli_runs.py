@@ -122,3 +122,27 @@ def test_json_flag_keeps_stdout_pure_json(capsys, monkeypatch):
     assert json.loads(out) == {"ok": True} and "loss" in err
     assert lls_cli.main(["chatty"]) == 0
     assert capsys.readouterr().out == "{'loss': 0.69}\nok\n"
+
+
+def test_correlate_json_summary_carries_the_warnings(tmp_path, capsys, monkeypatch):
+    """hostile R9: the small-sample warnings of correlate.json were missing from the --json summary."""
+    import json as _json
+
+    import lls_cli
+    from empirical import correlate, figures
+    from lls_common.io import RunDir
+
+    z = {"cosine": 0.1, "pearson": 0.2, "pearson_ci": [0.0, 0.4]}
+    res = {"n": 3, "student": "s", "teacher": "t", "arms": {"lls": {"final": {"z_s": z}}},
+           "warnings": ["n = 3 < 30: small sample"]}
+    monkeypatch.setattr(correlate, "correlate_run", lambda *a, **k: res)
+    monkeypatch.setattr(figures, "trajectory_figure", lambda r: None)
+    monkeypatch.setattr(RunDir, "save_figure", lambda self, name, fig: None)
+    data, run = tmp_path / "held.jsonl", tmp_path / "run"
+    data.write_text('{"prompt": "q", "chosen": "a", "rejected": "b"}\n')
+    run.mkdir()
+    rc = lls_cli.main(["correlate", "--student", "smollm2-135m-instruct", "--run", str(run), "--system-prompt", "x",
+                       "--data", str(data), "--out", str(tmp_path / "co"), "--json"])
+    assert rc == 0
+    summary = _json.loads(capsys.readouterr().out)
+    assert summary["warnings"] == res["warnings"]

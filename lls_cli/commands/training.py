@@ -165,7 +165,8 @@ def _run_correlate(args: argparse.Namespace) -> int:
     run.save_figure("trajectory.png", trajectory_figure(res))
     summary = {"n": res["n"], "student": res["student"], "teacher": res["teacher"],
                "final": {a: r["final"] for a, r in res["arms"].items()},
-               "teacher_vs_student": res.get("teacher_vs_student"), "lls_minus_random": res.get("lls_minus_random")}
+               "teacher_vs_student": res.get("teacher_vs_student"), "lls_minus_random": res.get("lls_minus_random"),
+               "warnings": list(res.get("warnings", []))}
     emit_summary(summary, args.json, _correlate_human(res) + f" -> {args.out}/correlate.json")
     return 0
 
