@@ -542,6 +542,7 @@ class PairCheckResult:
     projection: np.ndarray | None
     pair_ids: list[str]
     warnings: list[str] = field(default_factory=list)
+    placement: dict = field(default_factory=dict)  # {"device", "dtype"} the models were (or would be) run with
 
     THRESHOLDS = ("Pearson of margin shifts: >=0.5 strong, >=0.2 moderate, >=0.05 weak, else none; CI containing "
                   "0 -> none (heuristic, from the paper's Table 1)")
@@ -554,7 +555,7 @@ class PairCheckResult:
         arr = lambda x: None if x is None else np.asarray(x, float)  # noqa: E731
         return cls(d["teacher"], d["student"], d["n_pairs"], d["truncate"], d["gamma"], d["rows"], d.get("subspace"),
                    arr(d["rho_teacher"]), arr(d["rho_student"]), arr(d.get("projection")), d.get("pair_ids", []),
-                   d.get("warnings", []))
+                   d.get("warnings", []), {k: d[k] for k in ("device", "dtype") if k in d})
 
     def row(self, word: str) -> dict:
         """The row whose system prompt contains ``word`` (case-insensitive), e.g. ``row("owl")``."""
@@ -564,7 +565,8 @@ class PairCheckResult:
         return {"teacher": self.teacher, "student": self.student, "n_pairs": self.n_pairs, "truncate": self.truncate,
                 "gamma": self.gamma, "thresholds": self.THRESHOLDS, "estimates": self.ESTIMATES, "rows": self.rows,
                 "subspace": self.subspace, "rho_teacher": self.rho_teacher, "rho_student": self.rho_student,
-                "projection": self.projection, "pair_ids": self.pair_ids, "warnings": self.warnings}
+                "projection": self.projection, "pair_ids": self.pair_ids, "warnings": self.warnings,
+                **self.placement}
 
     def summary(self) -> dict:
         keys = ("system_prompt", "pearson", "spearman", "cosine", "pearson_specific", "verdict", "verdict_range",
@@ -572,7 +574,7 @@ class PairCheckResult:
         return {"teacher": self.teacher, "student": self.student, "n_pairs": self.n_pairs,
                 "rows": [{k: r.get(k) for k in keys} for r in self.rows],
                 "subspace_overlap": None if self.subspace is None else self.subspace["raw"]["overlap"],
-                "warnings": self.warnings}
+                "warnings": self.warnings, **self.placement}
 
     def text(self) -> str:
         lines = [f"pair-check {self.teacher} -> {self.student} on {self.n_pairs} held-out pairs",
@@ -654,8 +656,11 @@ def run_pair_check(cfg: PairCheckConfig) -> PairCheckResult:
                "column_centred": subspace_overlap(A, B, r, seed=cfg.seed, center=True), "shape": list(A.shape)}
     vecs = np.concatenate([T.rho, S.rho])
     proj = margin_projection(vecs) if vecs.shape[0] >= 2 else None
+    from empirical import models
+
+    where = {"device": str(models.resolve_device("auto")), "dtype": cfg.dtype}  # low-rank commands: auto device
     return PairCheckResult(cfg.teacher, cfg.student, len(sel), cfg.truncate, cfg.gamma, chk.rows, sub, T.rho, S.rho,
-                           proj, [p.id for p in sel], chk.warnings)
+                           proj, [p.id for p in sel], chk.warnings, where)
 
 
 # ------------------------------------------------------------------------------------------------ detect
