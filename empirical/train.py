@@ -135,6 +135,7 @@ class TrainConfig:
 
         if self.reference not in REFERENCES:
             raise ValueError(f"reference must be one of {', '.join(REFERENCES)}, got {self.reference!r}")
+        check_report_to(self.report_to)
         dpo_config_kwargs(self.extra)  # unknown or reserved DPOConfig fields
 
     def run_key(self) -> dict[str, Any]:
@@ -153,6 +154,49 @@ class TrainConfig:
             st = src.stat()
             d["data_stat"] = [st.st_size]
         return json.loads(json.dumps(d, default=str))
+
+
+def check_report_to(report_to: Any) -> None:
+    """Refuse, before any model loads, a ``report_to`` the Trainer would reject after loading: each
+    comma-separated name must be ``none``, ``all`` or a transformers integration that is installed."""
+    from transformers.integrations import get_available_reporting_integrations
+    from transformers.integrations import integration_utils as iu
+
+    names = [n.strip() for n in str(report_to).split(",")] if isinstance(report_to, str) else list(report_to)
+    known = sorted(getattr(iu, "INTEGRATION_TO_CALLBACK", {}))
+    for n in names:
+        if n in ("none", "all"):
+            if len(names) > 1:
+                raise ValueError(f"report_to {report_to!r}: {n!r} cannot be combined with other names")
+            continue
+        if known and n not in known:
+            close = difflib.get_close_matches(str(n), known, n=3)
+            raise ValueError(f"report_to {n!r} is not a Trainer integration; use none, all or one of "
+                             f"{', '.join(known)}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+        if n not in get_available_reporting_integrations():
+            raise ValueError(f"report_to {n!r}: that integration's package is not installed; install it "
+                             "or use --report-to none")
+
+
+_NONNEGATIVE_DPO_ARGS = ("max_grad_norm", "weight_decay", "warmup_ratio", "warmup_steps", "label_smoothing",
+                         "adam_epsilon", "rpo_alpha", "ld_alpha")
+
+
+def _check_dpo_value(key: str, v: Any) -> None:
+    """Non-finite floats (anywhere in the value) are refused: e.g. ``max_grad_norm=nan`` silently turns
+    gradient clipping off (the Trainer tests ``max_grad_norm > 0``); a few fields must also be >= 0."""
+    if isinstance(v, (list, tuple)):
+        for x in v:
+            _check_dpo_value(key, x)
+        return
+    if isinstance(v, dict):
+        for x in v.values():
+            _check_dpo_value(key, x)
+        return
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ValueError(f"DPOConfig argument {key}={v}: must be finite")
+    if (key in _NONNEGATIVE_DPO_ARGS and isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0):
+        raise ValueError(f"DPOConfig argument {key}={v}: must be >= 0")
 
 
 def dpo_config_kwargs(extra: dict[str, Any]) -> dict[str, Any]:
@@ -174,7 +218,43 @@ def dpo_config_kwargs(extra: dict[str, Any]) -> dict[str, Any]:
             close = difflib.get_close_matches(k, sorted(names), n=3)
             raise ValueError(f"{k!r} is not a TRL DPOConfig field" + (f" (did you mean {', '.join(close)}?)"
                                                                         if close else ""))
+        _check_dpo_value(k, extra[k])
     return dict(extra)
+
+
+def model_module_names(student: Any, revision: str | None = None, trust_remote_code: bool = False) -> list[str] | None:
+    """Module names of ``student``'s model built on the meta device from its config alone (no weights
+    read, well under a second); None when that cannot be done cheaply (GGUF files, a config that fails)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from empirical import models
+
+    src = models.resolve_source(student, revision=revision, trust_remote_code=trust_remote_code)
+    if src.kind == "gguf":
+        return None
+    try:
+        config = AutoConfig.from_pretrained(src.path, **src.kwargs)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    except Exception:  # noqa: BLE001 - the real load reports the problem
+        return None
+    return [n for n, _ in model.named_modules() if n]
+
+
+def check_target_modules(target_modules: Any, names: list[str] | None) -> None:
+    """Refuse LoRA ``target_modules`` that match no module of the model (PEFT's rule: a module name equal to
+    the target or ending in ``.target``), naming the model's linear-layer leaf names as the choice."""
+    if not target_modules or names is None or isinstance(target_modules, str):
+        return
+    leaves = sorted({n.rsplit(".", 1)[-1] for n in names})
+    leaves = [leaf for leaf in leaves if not leaf.isdigit()]
+    for t in target_modules:
+        if not any(n == t or n.endswith("." + t) for n in names):
+            close = difflib.get_close_matches(t, leaves, n=3)
+            raise ValueError(f"target module {t!r} matches no module of the model"
+                             + (f" (did you mean {', '.join(close)}?)" if close else "")
+                             + f"; module names end in: {', '.join(leaves[:40])}")
 
 
 def lora_targets(target_modules: Any) -> str | list[str]:
@@ -457,6 +537,9 @@ def train(cfg: TrainConfig, *, model_and_tok: tuple[Any, Any] | None = None,
             return json.loads(done_file.read_text())
     recs = load_pairs_file(cfg.data, cfg.limit)
     torch.manual_seed(cfg.seed)
+    if model_and_tok is None and cfg.target_modules:  # before the weights load
+        check_target_modules(cfg.target_modules, model_module_names(cfg.student, cfg.revision,
+                                                                    cfg.trust_remote_code))
     if model_and_tok is None:
         model, tok = models.load(cfg.student, dtype=cfg.dtype, device=cfg.device, revision=cfg.revision,
                                  trust_remote_code=cfg.trust_remote_code)

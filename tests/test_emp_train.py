@@ -316,3 +316,71 @@ def test_run_key_is_stable_for_default_runs(tmp_path):
     new_style = TrainConfig(student="x", data="y", out=tmp_path).run_key()  # dtype auto -> float32 on CPU
     assert old_style == new_style and "target_modules" not in new_style and new_style["dtype"] == "float32"
     assert TrainConfig(student="x", data="y", out=tmp_path, target_modules=("q_proj",)).run_key() != new_style
+
+
+# ------------------------------------------- hostile R5, R6, R10: train options checked before the weights load
+_NAMES = ["model", "model.layers", "model.layers.0", "model.layers.0.self_attn", "model.layers.0.self_attn.q_proj",
+          "model.layers.0.mlp.up_proj", "lm_head"]
+
+
+def test_check_target_modules_matches_like_peft():
+    from empirical.train import check_target_modules
+
+    check_target_modules(["q_proj", "up_proj"], _NAMES)
+    check_target_modules(["self_attn.q_proj"], _NAMES)
+    check_target_modules([], _NAMES)
+    check_target_modules(["anything"], None)  # names unknown (GGUF): left to the real load
+    with pytest.raises(ValueError, match="'q_pro' matches no module.*did you mean q_proj") as err:
+        check_target_modules(["q_proj", "q_pro"], _NAMES)
+    assert "\n" not in str(err.value) and ", 0," not in str(err.value)
+
+
+@pytest.mark.model
+def test_model_module_names_come_from_the_config_alone(smollm2_dir, monkeypatch):
+    from empirical import models, train
+
+    monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("weights loaded"))
+    names = train.model_module_names(str(smollm2_dir))
+    assert any(n.endswith(".q_proj") for n in names) and any(n.endswith(".down_proj") for n in names)
+
+
+def test_report_to_is_checked_against_the_integrations_transformers_knows():
+    from empirical.train import check_report_to
+
+    check_report_to("none")
+    check_report_to("all")
+    with pytest.raises(ValueError, match="not a Trainer integration"):
+        check_report_to("nosuch")
+    with pytest.raises(ValueError, match="cannot be combined"):
+        check_report_to("none,tensorboard")
+    with pytest.raises(ValueError, match="report_to"):
+        TrainConfig(student="m", data="d", out="o", report_to="nosuch").validate()
+
+
+@pytest.mark.parametrize("extra,msg", [({"max_grad_norm": float("nan")}, "must be finite"),
+                                       ({"adam_beta1": float("inf")}, "must be finite"),
+                                       ({"max_grad_norm": -1.0}, "must be >= 0"),
+                                       ({"weight_decay": -0.1}, "must be >= 0")])
+def test_dpo_args_refuse_non_finite_and_negative_values(extra, msg):
+    from empirical.train import dpo_config_kwargs
+
+    with pytest.raises(ValueError, match=msg):
+        dpo_config_kwargs(extra)
+    assert dpo_config_kwargs({"max_grad_norm": 0.5}) == {"max_grad_norm": 0.5}
+
+
+def test_cli_train_failure_leaves_no_out_folder(tmp_path, capsys, monkeypatch):
+    import lls_cli
+    from empirical import train
+
+    def boom(cfg, **k):
+        assert Path(cfg.out).is_dir()  # the lock made the folder
+        raise ValueError("target module 'x' matches no module of the model")
+
+    monkeypatch.setattr(train, "train", boom)
+    data = tmp_path / "lls.jsonl"
+    data.write_text('{"prompt": "q", "chosen": "a", "rejected": "b"}\n')
+    out = tmp_path / "tr"
+    rc = lls_cli.main(["train", "--student", "smollm2-135m-instruct", "--data", str(data), "--out", str(out)])
+    assert rc == 2 and capsys.readouterr().err.count("\n") == 1
+    assert not out.exists()

@@ -112,6 +112,15 @@ def check_reference(reference: str, recorded: str | None, what: str, verb: str) 
                        f"pass --reference {recorded} (the same rendering in every stage)")
 
 
+def _remove_if_empty(out: str | Path, fresh: bool) -> None:
+    """Remove the ``--out`` folder a failed run created when nothing was written into it."""
+    import contextlib
+
+    if fresh:
+        with contextlib.suppress(OSError):
+            Path(out).rmdir()  # only succeeds on an empty folder
+
+
 def _one_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
@@ -125,12 +134,17 @@ def _run_train(args: argparse.Namespace) -> int:
                                                 limit=args.limit, progress=sc.progress, reference=sc.reference)
     check_reference(sc.reference, pairs_reference(args.data), f"data {args.data}", "selected")
     check_output(args.out, inputs=(args.data,), kind="dir", name="out")  # the data itself: empirical.data's reader
+    fresh = not Path(args.out).exists()
     try:
         cfg.validate()
         with OutputLock(args.out, kind="dir", name="out"):
             summary = train(cfg)
     except (ValueError, FileNotFoundError, OSError) as exc:
+        _remove_if_empty(args.out, fresh)
         raise LLSError(_one_line(exc)) from None
+    except BaseException:
+        _remove_if_empty(args.out, fresh)
+        raise
     human = (f"trained {summary['n_pairs']} pairs, {summary['steps']} steps; checkpoints: "
              + ", ".join(c["path"] for c in summary["checkpoints"]) + f" in {args.out}")
     emit_summary(summary, args.json, human)
