@@ -318,6 +318,16 @@ class Run:
             self._models[spec] = models.load(args.model, **args.load_kwargs())
         return self._models[spec]
 
+    def tokenizer(self, args: ModelArgs) -> Any:
+        """The tokenizer of ``args`` (the loaded model's when it is in memory, else the tokenizer alone: no
+        weights, so checks that need only tokens run before the model loads)."""
+        from empirical import models
+
+        spec = json.dumps(asdict(args), sort_keys=True)
+        if spec in self._models:
+            return self._models[spec][1]
+        return models.load_tokenizer(args.model, revision=args.revision, trust_remote_code=args.trust_remote_code)
+
 
 def _score_job(run: Run, model: ModelArgs, src: Path, out: Path, trait: TraitConfig | None,
                base: Path | None = None, limit: int | None = None) -> Any:
@@ -355,7 +365,7 @@ def _split(run: Run) -> dict[str, Any]:
     from lls_common.io import atomic_write_jsonl
 
     d = run.cfg.data
-    tok = run.model(run.cfg.teacher)[1]
+    tok = run.tokenizer(run.cfg.teacher)  # the teacher's weights load only for the score stage
     pairs, rep = data.load_pairs(d.path, split=d.split, limit=d.limit, skip_bad=d.skip_bad,
                                  filters=run.cfg.filters, tok=tok, config=d.config_name, data_dir=d.data_dir)
     recs, n_degenerate = [], 0
@@ -707,6 +717,25 @@ def _check_overwrite(run: Run, units: list[Unit], overwrite: bool) -> None:
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
 
+def check_models(cfg: ExperimentConfig, stages: tuple[str, ...] | list[str]) -> None:
+    """Resolve, before any model loads or anything is written, the teacher (split/score) and every
+    ``[[student]]`` (train and later stages): an unknown name, a folder without tokenizer files or an
+    unreachable uncached hub id is one :class:`LLSError` line naming the config key."""
+    from empirical import models
+
+    todo: list[tuple[str, ModelArgs]] = [("teacher.model", cfg.teacher)]
+    if any(s in stages for s in ("train", "correlate", "eval", "report")):
+        todo += [(f"student[{k}].model ({s.name})", s) for k, s in enumerate(cfg.students)]
+    where = f"{cfg.source}: " if cfg.source else ""
+    for key, m in todo:
+        try:
+            models.resolve_source(m.model, revision=m.revision, trust_remote_code=m.trust_remote_code,
+                                  check_files=True)
+        except (ValueError, OSError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise LLSError(f"{where}{key}: {first}") from None
+
+
 def run_experiment(cfg: ExperimentConfig, out: str | Path, until: str = "report",
                    log: Callable[[str], None] = print, overwrite: bool = False) -> dict[str, Any]:
     """Run the stages up to ``until`` (inclusive) under ``out``; returns ``{stage: result}``.
@@ -730,8 +759,12 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, until: str = "report"
         from empirical.data import check_pairs
 
         d = cfg.data
-        check_pairs(d.path, split=d.split, limit=d.limit, skip_bad=d.skip_bad, config=d.config_name,
-                    data_dir=d.data_dir)
+        rep = check_pairs(d.path, split=d.split, limit=d.limit, skip_bad=d.skip_bad, config=d.config_name,
+                          data_dir=d.data_dir)
+        if rep.n_kept < d.heldout + 1:  # filters and truncation can only lower the count: checked again in split
+            raise LLSError(f"{d.path}: {rep.n_kept} pairs, need more than data.heldout = {d.heldout}"
+                           + (f" (data.limit = {d.limit})" if d.limit else ""))
+    check_models(cfg, stages)
     results: dict[str, Any] = {}
     with OutputLock(root, kind="dir", name="out"):
         atomic_write_json(root / "config.json", asdict(cfg))

@@ -315,7 +315,8 @@ def test_experiment_refuses_up_front(tmp_path):
     from empirical.experiment import run_experiment
     from lls_common.io import OutputLock, atomic_write_json
 
-    cfg = load_config(_config(tmp_path, teacher="no-such-model"))  # a model load would fail differently
+    fake = _fake_model_folder(tmp_path)  # passes the up-front model check; a model load would fail differently
+    cfg = load_config(_config(tmp_path, teacher=fake, other=fake))
     f = tmp_path / "file"
     f.write_text("x")
     with pytest.raises(LLSError, match="not a folder"):
@@ -328,3 +329,53 @@ def test_experiment_refuses_up_front(tmp_path):
     with pytest.raises(LLSError, match=r"made with other settings \(first: split split: .*seed"):
         run_experiment(cfg, out, log=lambda m: None)
     assert sorted(p.name for p in out.iterdir()) == ["stages"]  # nothing written, no lock left
+
+
+# ------------------------------------- hostile R7, R8: models and data size checked before the teacher loads
+def _fake_model_folder(tmp_path: Path) -> str:
+    """A folder that looks like a model (config.json + tokenizer.json) but holds no weights."""
+    folder = tmp_path / "fake-model"
+    folder.mkdir(exist_ok=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "tokenizer.json").write_text("{}")
+    return str(folder)
+
+
+def _no_model_load(monkeypatch):
+    from empirical import models
+
+    monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(models, "load_tokenizer", lambda *a, **k: pytest.fail("a tokenizer was loaded"))
+    monkeypatch.setattr(models, "_hub_reachable", lambda timeout=3.0: False)
+
+
+@pytest.mark.parametrize("teacher,other,key", [("FAKE", "smollm3", "student[1].model (other)"),
+                                               ("nosuchorg/nosuch", "FAKE", "teacher.model"),
+                                               ("FAKE", "EMPTY", "no config.json")])
+def test_experiment_resolves_every_model_before_any_work(tmp_path, monkeypatch, teacher, other, key):
+    from empirical.experiment import run_experiment
+
+    _no_model_load(monkeypatch)
+    names = {"FAKE": _fake_model_folder(tmp_path), "EMPTY": str(tmp_path)}
+    cfg = load_config(_config(tmp_path, teacher=names.get(teacher, teacher), other=names.get(other, other)))
+    out = tmp_path / "run"
+    with pytest.raises(LLSError) as err:
+        run_experiment(cfg, out, log=lambda m: None)
+    msg = str(err.value)
+    assert key in msg and "\n" not in msg and msg.startswith(str(cfg.source))
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_experiment_refuses_heldout_larger_than_the_data_before_any_model(tmp_path, monkeypatch):
+    from empirical.experiment import run_experiment
+
+    _no_model_load(monkeypatch)
+    fake = _fake_model_folder(tmp_path)
+    cfg = load_config(_config(tmp_path, teacher=fake, other=fake))
+    from dataclasses import replace
+
+    cfg = replace(cfg, data=replace(cfg.data, heldout=300))
+    out = tmp_path / "run"
+    with pytest.raises(LLSError, match=r"15 pairs, need more than data.heldout = 300"):
+        run_experiment(cfg, out, log=lambda m: None)
+    assert not out.exists() or not any(out.iterdir())
