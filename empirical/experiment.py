@@ -729,8 +729,8 @@ def check_models(cfg: ExperimentConfig, stages: tuple[str, ...] | list[str]) -> 
     where = f"{cfg.source}: " if cfg.source else ""
     for key, m in todo:
         try:
-            models.resolve_source(m.model, revision=m.revision, trust_remote_code=m.trust_remote_code,
-                                  check_files=True)
+            models.check_spec(m.model, revision=m.revision, trust_remote_code=m.trust_remote_code,
+                              require_installed=True)
         except (ValueError, OSError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise LLSError(f"{where}{key}: {first}") from None

@@ -394,6 +394,20 @@ def resolve_source(spec: Any, cache_dir: str | os.PathLike | None = None, revisi
     return Source(spec, "hub", spec, kwargs, spec)
 
 
+def check_spec(spec: Any, revision: str | None = None, trust_remote_code: bool = False,
+               require_installed: bool = False) -> Source | None:
+    """The up-front check commands run before any work: :func:`resolve_source` with ``check_files``, except
+    that a registry name is only looked up (``require_installed``: and its package checked), not converted
+    -- its load says "not installed" in one line anyway. Returns the source, None for a registry name."""
+    if isinstance(spec, str) and spec in REGISTRY:
+        if revision is not None:
+            raise ValueError(f"--revision {revision!r} applies to hub ids only, not to {spec!r}")
+        if require_installed and not is_installed(spec):
+            raise ModelNotFoundError(f"model {spec!r} is not installed: run `lls models install {spec}`")
+        return None
+    return resolve_source(spec, revision=revision, trust_remote_code=trust_remote_code, check_files=True)
+
+
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "spiece.model")
 
 

@@ -146,3 +146,25 @@ def test_correlate_json_summary_carries_the_warnings(tmp_path, capsys, monkeypat
     assert rc == 0
     summary = _json.loads(capsys.readouterr().out)
     assert summary["warnings"] == res["warnings"]
+
+
+@pytest.mark.parametrize("cmd", ["correlate", "eval", "train"])
+def test_unreachable_hub_model_is_one_line_before_any_work(tmp_path, capsys, monkeypatch, cmd):
+    """hostile R12: an uncached hub id used to cost ~60 s of download retries and 23 stderr lines."""
+    import lls_cli
+    from empirical import models
+
+    monkeypatch.setattr(models, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    data, run = tmp_path / "held.jsonl", tmp_path / "run"
+    data.write_text('{"prompt": "q", "chosen": "a", "rejected": "b"}\n')
+    run.mkdir()
+    out = tmp_path / "o"
+    argv = {"correlate": ["correlate", "--student", "nosuchorg/nosuchmodel", "--run", str(run), "--system-prompt",
+                          "x", "--data", str(data)],
+            "eval": ["eval", "--model", "nosuchorg/nosuchmodel", "--target", "owl"],
+            "train": ["train", "--student", "nosuchorg/nosuchmodel", "--data", str(data)]}[cmd]
+    assert lls_cli.main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot be reached" in err, err
+    assert not out.exists()

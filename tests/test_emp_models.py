@@ -259,3 +259,14 @@ def test_cli_score_refuses_a_bad_model_in_one_line_without_loading(tmp_path, cap
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1, err
     assert not out.exists() and not (tmp_path / "o.jsonl.lock").exists()
+
+
+def test_check_spec_looks_registry_names_up_without_converting(monkeypatch):
+    monkeypatch.setattr(models, "local_dir", lambda *a, **k: pytest.fail("converted"))
+    assert models.check_spec("smollm2-135m-instruct") is None
+    monkeypatch.setattr(models, "is_installed", lambda name: False)
+    assert models.check_spec("smollm2-135m-instruct") is None  # the load says "not installed" itself
+    with pytest.raises(models.ModelNotFoundError, match="lls models install"):
+        models.check_spec("smollm2-135m-instruct", require_installed=True)
+    with pytest.raises(models.ModelNotFoundError, match="not a registry name"):
+        models.check_spec("smollm3")

@@ -80,8 +80,8 @@ def _score_job(args: argparse.Namespace, out: Path):
                    filters=from_namespace(Filters, args), score=from_namespace(ScoreConfig, args))
     check_output(out, inputs=(job.data.path,), kind="file", name="out")  # run_score checks again, with all inputs
     m = job.model
-    models.resolve_source(m.model, revision=m.revision, trust_remote_code=m.trust_remote_code,
-                          check_files=True)  # an unknown / incomplete / unreachable model: one line, before any work
+    models.check_spec(m.model, revision=m.revision,
+                      trust_remote_code=m.trust_remote_code)  # unknown / incomplete / unreachable: one line, now
     return job
 
 

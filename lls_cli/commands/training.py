@@ -112,6 +112,18 @@ def check_reference(reference: str, recorded: str | None, what: str, verb: str) 
                        f"pass --reference {recorded} (the same rendering in every stage)")
 
 
+def _check_model(m: ModelArgs, flag: str, spec: str | None = None) -> None:
+    """Resolve a model spec before any work (unknown name, folder without tokenizer files, unreachable
+    uncached hub id: one line naming ``flag``), instead of after imports and data reads."""
+    from empirical import models
+
+    try:
+        models.check_spec(spec or m.model, revision=m.revision if spec is None else None,
+                          trust_remote_code=m.trust_remote_code)
+    except (ValueError, OSError) as exc:
+        raise LLSError(f"{flag}: {_one_line(exc)}") from None
+
+
 def _remove_if_empty(out: str | Path, fresh: bool) -> None:
     """Remove the ``--out`` folder a failed run created when nothing was written into it."""
     import contextlib
@@ -134,6 +146,7 @@ def _run_train(args: argparse.Namespace) -> int:
                                                 limit=args.limit, progress=sc.progress, reference=sc.reference)
     check_reference(sc.reference, pairs_reference(args.data), f"data {args.data}", "selected")
     check_output(args.out, inputs=(args.data,), kind="dir", name="out")  # the data itself: empirical.data's reader
+    _check_model(from_namespace(ModelArgs, args), "--student")
     fresh = not Path(args.out).exists()
     try:
         cfg.validate()
@@ -165,6 +178,9 @@ def _run_correlate(args: argparse.Namespace) -> int:
         if run_dir is not None:
             check_reference(reference, trained_reference(run_dir), f"run {run_dir}", "trained")
     check_output(args.out, inputs=(args.data, args.run), kind="dir", name="out")
+    _check_model(student, "--student")
+    if args.teacher is not None:
+        _check_model(student, "--teacher", args.teacher)
     load = supported_kwargs(correlate_run, {**student.load_kwargs(), "reference": reference},
                             {**ModelArgs(model="-").load_kwargs(), "reference": "default"}, "student")
     try:
@@ -212,6 +228,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     if args.system_prompt is not None:
         conds["system"] = (None, TraitConfig(name="cli", system_prompt=args.system_prompt).system_prompt)
     check_output(args.out, kind="dir", name="out")
+    _check_model(model, "--model")
     try:
         for name, run in (("lls", args.run), ("random", args.control_run)):
             if run is not None:
