@@ -83,6 +83,15 @@ def test_scores_from_file_exact(tmp_path):
     assert z_s.tolist() == [1.75, 1.5, 3.0]  # (-1.5+6.25)-(-2+5); (-3+2)-(-3.5+1); (-9+12)-0
 
 
+def test_scores_from_file_integer_logps_are_float64(tmp_path):
+    path = _write_jsonl(tmp_path / "ints.jsonl", [_score_rec("a", -2, -5, -1, -6), _score_rec("b", -3, -1, -3, -2)])
+    _, base, sys_ = C.scores_from_file(path)
+    for arr in (base.logp_chosen, base.logp_rejected, sys_.logp_chosen, sys_.logp_rejected):
+        assert arr.dtype == np.float64
+    z_s = sys_.logp_chosen - sys_.logp_rejected - base.logp_chosen + base.logp_rejected
+    assert z_s.tolist() == [2.0, 1.0]  # (-1+6)-(-2+5); (-3+2)-(-3+1)
+
+
 @pytest.mark.parametrize("limit, n", [(None, 3), (1, 1), (2, 2), (3, 3), (10, 3)])
 def test_scores_from_file_limit(tmp_path, limit, n):
     recs = [_score_rec(f"r{k}", -1.0 - k, -2.0, -1.0, -2.0 - k) for k in range(3)]
@@ -136,6 +145,8 @@ def test_pair_key_exact():
 def test_pair_key_bad_reply_names_pair():
     with pytest.raises(ValueError, match=r"^pair: empty reply$"):
         C.pair_key("q?", "  ", "no")
+    with pytest.raises(ValueError, match=r"^pair: reply must be a string or one assistant message$"):
+        C.pair_key("q?", "yes", 7)
 
 
 def test_pair_fingerprint_and_norm():
@@ -166,6 +177,9 @@ def test_check_disjoint_cases():
     C.check_disjoint(held, [{"prompt": "q1", "chosen": "alpha", "rejected": "xx"}])
     # only the rejected reply is a prefix: fine
     C.check_disjoint(held, [{"prompt": "q1", "chosen": "xx", "rejected": "gamma"}])
+    # swapped labels, only one of the two replies a prefix: fine
+    C.check_disjoint(held, [{"prompt": "q1", "chosen": "xx", "rejected": "alpha"}])
+    C.check_disjoint(held, [{"prompt": "q1", "chosen": "gam", "rejected": "xx"}])
     # truncated copy (prefixes, whitespace differences): refused, naming pair, id, where and the train where
     train = [{"prompt": "unrelated", "chosen": "a", "rejected": "b"},
              {"prompt": " q1 ", "chosen": "alpha  beta", "rejected": "gam", "_where": "train.jsonl:9"}]
@@ -188,6 +202,8 @@ def test_check_disjoint_bad_training_reply_names_it():
         C.check_disjoint([], [{"prompt": "q", "chosen": " ", "rejected": "b", "_where": "t.jsonl:3"}])
     with pytest.raises(ValueError, match=r"^training pair 0: reply must be"):
         C.check_disjoint([], [{"prompt": "q", "chosen": 3, "rejected": "b"}])
+    with pytest.raises(ValueError, match=r"^t.jsonl:4: empty reply$"):
+        C.check_disjoint([], [{"prompt": "q", "chosen": "a", "rejected": "", "_where": "t.jsonl:4"}])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -217,6 +233,9 @@ def test_degenerate_warnings():
         "z_X is constant (every pair the same margin): its correlations are undefined (NaN)"]
     # integer input: ptp in float64 (uint8 ptp would wrap around)
     assert C._degenerate_warnings({"v": np.array([200, 10], dtype=np.uint8)}) == []
+    # booleans are read as 0/1 numbers (np.ptp of a bool array raises)
+    assert C._degenerate_warnings({"b": np.array([True, False]), "c": [True, True]}) == [
+        "c is constant (every pair the same margin): its correlations are undefined (NaN)"]
 
 
 def test_vec_and_check_count():
@@ -287,8 +306,8 @@ def test_arm_report_exact():
 
 
 def test_arm_report_defaults():
-    z_s = np.array([1.0, -2.0, 0.5, 3.0])
-    zm = np.array([2.0, -1.0, 0.0, 1.5])
+    z_s = np.array([1.0, -2.0, 0.5, 3.0, -0.7, 2.2, 0.1, -1.3, 0.9, 1.7, -2.4, 0.3])
+    zm = np.array([2.0, -1.0, 0.0, 1.5, 0.4, -0.3, 1.1, -2.0, 0.6, 0.2, -0.9, 1.8])
     rep = C.arm_report({"z_s": z_s}, {1: zm})
     assert rep["final"]["z_s"] == correlation_report(z_s, zm, n_boot=2000, n_perm=2000, seed=0)
 
@@ -391,6 +410,23 @@ def test_load_heldout(tmp_path):
     assert len(C._load_heldout(path, 3)) == 3
     with pytest.raises(LLSError, match="got 2$"):
         C._load_heldout(path, 2)
+
+
+def test_load_heldout_forwards_the_source_options(monkeypatch):
+    from empirical import data
+
+    seen = []
+
+    def load_pairs(source, **kw):
+        seen.append((source, kw))
+        return [PrefPair(f"x{k}", ({"role": "user", "content": "q"},), "c", "r", f"w{k}") for k in range(3)], None
+
+    monkeypatch.setattr(data, "load_pairs", load_pairs)
+    recs = C._load_heldout("org/name", 3, split="test", config="cfg", data_dir="dd")
+    assert seen == [("org/name", {"limit": 3, "split": "test", "config": "cfg", "data_dir": "dd"})]
+    assert [r["_where"] for r in recs] == ["w0", "w1", "w2"]
+    C._load_heldout("org/name", 7)
+    assert seen[-1] == ("org/name", {"limit": 7, "split": "train", "config": None, "data_dir": None})
 
 
 def _make_run(root: Path, name: str, data: Path | None, steps=(10, 20), run_json: object = "auto") -> Path:
@@ -699,10 +735,18 @@ def test_correlate_arms_fields(tmp_path, fake_scoring):
     arms = {"lls": _make_run(tmp_path, "lls_run", data, steps=(3, 6)),
             "random": str(_make_run(tmp_path, "rnd_run", data, steps=(4, 8)))}
     base, sys_ = _base(n), _sys_scores(n)
-    t_base, t_sys = _sys_scores(n), _base(n)
+    k = np.arange(n, dtype=np.float64)
+    t_base = PairScores(-2.0 - k, -3.0 + 0.0 * k, base.n_chosen, base.n_rejected)
+    t_sys = PairScores(-2.0 - np.array([0.0, 3.0, 1.0, 0.5, 4.0]), -3.0 - np.array([1.0, 0.0, 2.0, 0.25, 1.0]),
+                       base.n_chosen, base.n_rejected)
     lines = []
-    res = C.correlate_arms((object(), "TOK"), base, sys_, recs, arms, teacher=(t_base, t_sys), n_boot=30,
-                           n_perm=20, seed=2, progress=C.Progress(9, log=lines.append), reference="empty")
+    model = object()
+    res = C.correlate_arms((model, "TOK"), base, sys_, recs, arms, teacher=(t_base, t_sys), n_boot=30,
+                           n_perm=20, seed=2, progress=C.Progress(9, log=lines.append), reference="empty",
+                           cache_dir=tmp_path / "cache")
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
+        "lls_run-step3.json", "lls_run-step6.json", "rnd_run-step4.json", "rnd_run-step8.json"]
+    assert [e[1] for e in _FakePeft.log if e[0] == "from_pretrained"] == [model, model]
     z_s = (sys_.logp_chosen - sys_.logp_rejected) - (base.logp_chosen - base.logp_rejected)
     z_t = (t_sys.logp_chosen - t_sys.logp_rejected) - (t_base.logp_chosen - t_base.logp_rejected)
     assert res["n"] == n and res["ids"] == ["h0", "h1", "42", "h3", "h4"]
@@ -712,6 +756,7 @@ def test_correlate_arms_fields(tmp_path, fake_scoring):
     assert res["warnings"] == C.sample_warnings(n, 30, 20)
     assert [l for l in lines if "warning" in l] == [f"correlate: warning: {w}" for w in res["warnings"]]
     assert res["teacher_vs_student"] == correlation_report(z_t, z_s, n_boot=30, n_perm=20, seed=2)
+    assert res["teacher_vs_student"] != correlation_report(z_t, z_s)  # the options reach it
     assert list(res["arms"]) == ["lls", "random"]
     for name, steps in (("lls", (3, 6)), ("random", (4, 8))):
         rep = res["arms"][name]
@@ -751,6 +796,24 @@ def test_correlate_arms_defaults_single_arm_and_constant_warning(tmp_path, fake_
     assert fake_scoring[0]["reference"] == "default"
 
 
+def test_correlate_arms_defaults(tmp_path, fake_scoring):
+    n = 12
+    recs = _pairs(n, "h")
+    data = _write_jsonl(tmp_path / "train.jsonl", _pairs(3, "t"))
+    base, sys_ = _base(n), _sys_scores(n)
+    k = np.arange(n, dtype=np.float64)
+    teacher = (base, PairScores(base.logp_chosen - np.sin(k), base.logp_rejected - np.cos(3 * k),
+                                base.n_chosen, base.n_rejected))
+    res = C.correlate_arms((object(), None), base, sys_, recs, {"lls": _make_run(tmp_path, "l", data, (1,))},
+                           teacher=teacher)
+    z_s, z_t = np.asarray(res["z_s"]), np.asarray(res["z_T"])
+    z_m = {1: np.asarray(res["arms"]["lls"]["z_M"]["1"])}
+    assert res["arms"]["lls"]["checkpoints"] == C.arm_report({"z_s": z_s, "z_T": z_t}, z_m, n_boot=2000,
+                                                             n_perm=2000, seed=0)["checkpoints"]
+    assert res["teacher_vs_student"] == correlation_report(z_t, z_s, n_boot=2000, n_perm=2000, seed=0)
+    assert res["warnings"] == C.sample_warnings(n, 2000, 2000)
+
+
 def test_correlate_arms_refuses_overlap_before_scoring(tmp_path, fake_scoring):
     recs = _pairs(4, "h")
     ok = _write_jsonl(tmp_path / "ok.jsonl", _pairs(3, "t"))
@@ -761,3 +824,179 @@ def test_correlate_arms_refuses_overlap_before_scoring(tmp_path, fake_scoring):
     assert str(ei.value).startswith(f"held-out pair 3 (id 'h3', held-out pair 3) is in the training subset of arm "
                                     f"random ({leak})")
     assert fake_scoring == [] and _FakePeft.log == []
+
+
+# ----------------------------------------------------------------------------------------------------------
+# correlate_run with fake models.load / resolve_source / scorer / peft
+
+
+class _LM:
+    def __init__(self, tag, device="cpu", dtype="torch.float32"):
+        self.tag, self.evals = tag, 0
+        self._p = types.SimpleNamespace(device=_Dev(device), dtype=_Dev(dtype))
+
+    def parameters(self):
+        yield self._p
+
+    def eval(self):
+        self.evals += 1
+
+
+def _run_logps(model, system, n):
+    """Fake log-probs: the adapter step for a PEFT-wrapped student, else the model's tag and the system prompt."""
+    k = np.arange(n, dtype=np.float64)
+    if isinstance(model, _FakePeft):
+        return _fake_logps(int(model.active[len("step"):]), n)
+    off = {"student": 0.0, "teacher": 1.0}[model.tag]
+    if system is None:
+        return -1.0 - k - off, -2.0 - 0.5 * k * k
+    return -1.0 - np.sqrt(k) - 2 * off, -2.0 - 0.5 * k * k + np.cos(k) + off
+
+
+@pytest.fixture
+def fake_models(monkeypatch):
+    from empirical import models
+
+    _FakePeft.log = []
+    monkeypatch.setitem(sys.modules, "peft", types.SimpleNamespace(PeftModel=_FakePeft))
+    ev = {"resolve": [], "load": [], "score": []}
+
+    def resolve_source(spec, revision=None, trust_remote_code=False):
+        ev["resolve"].append((spec, revision, trust_remote_code))
+        if spec == "nope":
+            raise LLSError("nope: unknown model")
+
+    def load(spec, **kw):
+        ev["load"].append((spec, kw))
+        tag = "teacher" if spec == "T" else "student"
+        return _LM(tag, *(("cuda:0", "torch.bfloat16") if tag == "teacher" else ())), f"tok-{tag}"
+
+    def score_pairs(model, tok, recs, system, progress=False, reference="default"):
+        ev["score"].append((getattr(model, "tag", "peft"), tok, len(recs), system, progress, reference))
+        lc, lr = _run_logps(model, system, len(recs))
+        return PairScores(lc, lr, np.ones(len(recs), np.int64), np.ones(len(recs), np.int64))
+
+    monkeypatch.setattr(models, "resolve_source", resolve_source)
+    monkeypatch.setattr(models, "load", load)
+    monkeypatch.setattr(scoring, "score_pairs", score_pairs)
+    return ev
+
+
+def _setup_runs(tmp_path, n_held=5):
+    held = _write_jsonl(tmp_path / "held.jsonl", _pairs(n_held, "h"))
+    data = _write_jsonl(tmp_path / "train.jsonl", _pairs(3, "t"))
+    return held, _make_run(tmp_path, "lls", data, (2, 4)), _make_run(tmp_path, "rnd", data, (3,))
+
+
+def test_correlate_run_two_models_two_arms(tmp_path, fake_models):
+    held, lls, rnd = _setup_runs(tmp_path)
+    lines = []
+    res = C.correlate_run("S", lls, "Be kind.", held, n=10, seed=1, n_boot=25, n_perm=15, dtype="bfloat16",
+                          control_run=rnd, teacher="T", device="cpu", revision="r1", trust_remote_code=True,
+                          log=lines.append, reference="empty")
+    assert fake_models["resolve"] == [("S", "r1", True), ("T", "r1", True)]
+    kw = {"dtype": "bfloat16", "device": "cpu", "revision": "r1", "trust_remote_code": True}
+    assert fake_models["load"] == [("T", kw), ("S", kw)]
+    assert [e[:4] for e in fake_models["score"]] == [
+        ("teacher", "tok-teacher", 5, None), ("teacher", "tok-teacher", 5, "Be kind."),
+        ("student", "tok-student", 5, None), ("student", "tok-student", 5, "Be kind."),
+        ("peft", "tok-student", 5, None), ("peft", "tok-student", 5, None), ("peft", "tok-student", 5, None)]
+    assert all(e[4] is False and e[5] == "empty" for e in fake_models["score"])
+    n = 5
+    sb, ss = _run_logps(_LM("student"), None, n), _run_logps(_LM("student"), "x", n)
+    tb, ts = _run_logps(_LM("teacher"), None, n), _run_logps(_LM("teacher"), "x", n)
+    z_s = (ss[0] - ss[1]) - (sb[0] - sb[1])
+    z_t = (ts[0] - ts[1]) - (tb[0] - tb[1])
+    assert np.allclose(res["z_s"], z_s, atol=1e-12) and np.allclose(res["z_T"], z_t, atol=1e-12)
+    assert res["ids"] == [f"h{k}" for k in range(n)] and res["n"] == n
+    for arm, steps in (("lls", (2, 4)), ("random", (3,))):
+        assert list(res["arms"][arm]["z_M"]) == [str(s) for s in steps]
+        for s in steps:
+            lc, lr = _fake_logps(s, n)
+            assert np.allclose(res["arms"][arm]["z_M"][str(s)], (lc - lr) - (sb[0] - sb[1]), atol=1e-12)
+    assert res["arms"]["lls"]["run"] == str(lls) and res["arms"]["random"]["run"] == str(rnd)
+    assert res["lls_minus_random"] == C.arm_contrast({"z_s": np.asarray(res["z_s"]), "z_T": np.asarray(res["z_T"])},
+                                                     res["arms"], n_boot=25, seed=1)
+    assert res["teacher_vs_student"] == correlation_report(np.asarray(res["z_T"]), np.asarray(res["z_s"]),
+                                                           n_boot=25, n_perm=15, seed=1)
+    assert {k: res[k] for k in ("student", "teacher", "heldout", "system_prompt", "seed", "n_boot", "n_perm",
+                                "device", "dtype", "teacher_placement")} == {
+        "student": "S", "teacher": "T", "heldout": str(held), "system_prompt": "Be kind.", "seed": 1,
+        "n_boot": 25, "n_perm": 15, "device": "cpu", "dtype": "float32",
+        "teacher_placement": {"device": "cuda:0", "dtype": "bfloat16"}}
+    assert res["warnings"] == C.sample_warnings(n, 25, 15) + [
+        f"{held}: 5 usable held-out pairs, fewer than the 10 asked for"]
+    stages = [l.rsplit(" (", 1)[0] for l in lines if l.startswith("correlate [")]
+    assert stages == [
+        "correlate [1/7] teacher without system prompt: scoring 5 pairs on cuda:0",
+        "correlate [2/7] teacher with system prompt: scoring 5 pairs",
+        "correlate [3/7] student without system prompt: scoring 5 pairs on cpu (float32)",
+        "correlate [4/7] student with system prompt: scoring 5 pairs",
+        "correlate [5/7] arm lls, checkpoint step 2: scoring 5 pairs",
+        "correlate [6/7] arm lls, checkpoint step 4: scoring 5 pairs",
+        "correlate [7/7] arm random, checkpoint step 3: scoring 5 pairs"]
+    notes = [l for l in lines if l.startswith("correlate: ")]
+    assert notes[:2] == ["correlate: loading teacher T", "correlate: loading student S"]
+    assert notes[-1].startswith("correlate: done in ") and notes[-1].endswith(" s")
+    assert f"correlate: warning: {res['warnings'][0]}" in notes
+
+
+def test_correlate_run_given_model_same_teacher_defaults(tmp_path, fake_models):
+    held, lls, _ = _setup_runs(tmp_path, n_held=4)
+    lm = _LM("student")
+    res = C.correlate_run("S", lls, "Be kind.", held, teacher="S", model_and_tok=(lm, "tok-given"), progress=False,
+                          log=lambda m: pytest.fail(f"progress disabled but logged {m!r}"))
+    assert fake_models["resolve"] == [] and fake_models["load"] == [] and lm.evals == 1
+    assert "z_T" not in res and "teacher_placement" not in res and "lls_minus_random" not in res
+    assert res["teacher"] == "S" and res["seed"] == 0 and res["n_boot"] == 2000 and res["n_perm"] == 2000
+    assert all(e[1] == "tok-given" and e[5] == "default" for e in fake_models["score"])
+    assert res["warnings"] == C.sample_warnings(4, 2000, 2000) + [  # default n = 500 asked, 4 in the file
+        f"{held}: 4 usable held-out pairs, fewer than the 500 asked for"]
+    zs = np.asarray(res["z_s"])
+    z_m = {int(k): np.asarray(v) for k, v in res["arms"]["lls"]["z_M"].items()}
+    assert res["arms"]["lls"]["checkpoints"] == C.arm_report({"z_s": zs}, z_m, n_boot=2000, n_perm=2000,
+                                                             seed=0)["checkpoints"]
+
+
+def test_correlate_run_loads_with_dtype_only_by_default(tmp_path, fake_models):
+    held, lls, _ = _setup_runs(tmp_path, n_held=3)
+    res = C.correlate_run("S", lls, "Be kind.", held, n=3, n_boot=5, n_perm=5, progress=False)
+    assert fake_models["resolve"] == [("S", None, False)]
+    assert fake_models["load"] == [("S", {"dtype": "float32"})]
+    assert res["teacher"] == "S" and res["n"] == 3
+    assert not any("usable held-out pairs" in w for w in res["warnings"])
+
+
+@pytest.mark.parametrize("kw, msg", [
+    ({"system_prompt": "  \n"}, "system prompt must have visible text"),
+    ({"system_prompt": 3}, "system prompt must have visible text"),
+    ({"n": 2}, "n (held-out pairs) must be an integer >= 3, got 2"),
+    ({"n_boot": 0}, "n_boot must be an integer >= 1, got 0"),
+    ({"n_perm": 0}, "n_perm must be an integer >= 1, got 0"),
+    ({"seed": -1}, "seed must be an integer >= 0, got -1"),
+    ({"student": "nope"}, "nope: unknown model"),
+    ({"teacher": "nope"}, "nope: unknown model"),
+])
+def test_correlate_run_refuses_bad_input_before_any_load(tmp_path, fake_models, kw, msg):
+    held, lls, _ = _setup_runs(tmp_path)
+    args = {"student": "S", "run": lls, "system_prompt": "Be kind.", "heldout": held, **kw}
+    with pytest.raises(LLSError) as ei:
+        C.correlate_run(**args, progress=False)
+    assert str(ei.value) == msg
+    assert fake_models["load"] == [] and fake_models["score"] == []
+    assert fake_models["resolve"] == ([] if "student" not in kw and "teacher" not in kw else
+                                      [("nope", None, False)] if "student" in kw else
+                                      [("S", None, False), ("nope", None, False)])
+
+
+def test_correlate_run_refuses_overlap_and_missing_runs_before_any_load(tmp_path, fake_models):
+    held, lls, _ = _setup_runs(tmp_path)
+    leak = _make_run(tmp_path, "leak", _write_jsonl(tmp_path / "leak.jsonl", _pairs(2, "h")), (1,))
+    with pytest.raises(LLSError, match=r"^held-out pair 0 \(id 'h0', .*arm random"):
+        C.correlate_run("S", lls, "Be kind.", held, control_run=leak, progress=False)
+    with pytest.raises(FileNotFoundError, match="run.json missing"):
+        C.correlate_run("S", _make_run(tmp_path, "norun", None, (1,), run_json=None), "Be kind.", held,
+                        progress=False)
+    with pytest.raises(LLSError, match="need >= 3 held-out pairs, got 2"):
+        C.correlate_run("S", lls, "Be kind.", _write_jsonl(tmp_path / "two.jsonl", _pairs(2, "z")), progress=False)
+    assert fake_models == {"resolve": [], "load": [], "score": []}
