@@ -1000,3 +1000,36 @@ def test_correlate_run_refuses_overlap_and_missing_runs_before_any_load(tmp_path
     with pytest.raises(LLSError, match="need >= 3 held-out pairs, got 2"):
         C.correlate_run("S", lls, "Be kind.", _write_jsonl(tmp_path / "two.jsonl", _pairs(2, "z")), progress=False)
     assert fake_models == {"resolve": [], "load": [], "score": []}
+
+
+def test_correlate_run_forwards_heldout_options_and_progress_bars(tmp_path, fake_models, monkeypatch):
+    held, lls, _ = _setup_runs(tmp_path, n_held=6)
+    seen = []
+    real = C._load_heldout
+
+    def load_heldout(heldout, n, split="train", config=None, data_dir=None):
+        seen.append((heldout, n, split, config, data_dir))
+        return real(heldout, n)
+
+    monkeypatch.setattr(C, "_load_heldout", load_heldout)
+    monkeypatch.setattr(C.Progress, "bar", property(lambda self: True))
+    lines = []
+    res = C.correlate_run("S", lls, "Be kind.", held, n=4, teacher="T", model_and_tok=(_LM("student"), "tk"),
+                          split="test", config="cfg", data_dir="dd", log=lines.append)
+    assert seen == [(held, 4, "test", "cfg", "dd")] and res["n"] == 4
+    assert fake_models["resolve"] == [("T", None, False)]  # the given student is not resolved again
+    assert [e[0] for e in fake_models["load"]] == ["T"]
+    assert [e[4] for e in fake_models["score"]] == [True] * len(fake_models["score"]) and len(fake_models["score"]) == 6
+    done = [l for l in lines if l.startswith("correlate: done in ")]
+    assert len(done) == 1 and 0 <= int(done[0][len("correlate: done in "):-2]) < 600
+    C.correlate_run("S", lls, "Be kind.", held, n=4, model_and_tok=(_LM("student"), "tk"), progress=False)
+    assert seen[-1] == (held, 4, "train", None, None)
+
+
+def test_correlate_run_n_maxsize_means_all_pairs_without_warning(tmp_path, fake_models):
+    held, lls, _ = _setup_runs(tmp_path, n_held=4)
+    res = C.correlate_run("S", lls, "Be kind.", held, n=sys.maxsize, n_boot=5, n_perm=5, progress=False)
+    assert res["n"] == 4
+    assert not any("usable held-out pairs" in w for w in res["warnings"])
+    res = C.correlate_run("S", lls, "Be kind.", held, n=5, n_boot=5, n_perm=5, progress=False)
+    assert res["warnings"][-1] == f"{held}: 4 usable held-out pairs, fewer than the 5 asked for"
