@@ -345,7 +345,8 @@ def _pc_section(pc: PairCheckResult, notes: dict) -> list[str]:
          f"{pc.n_pairs} held-out HH pairs (single-turn, responses truncated to {pc.truncate} teacher tokens). "
          "ρ_{M,s} = margin with s minus margin without s, reference = the same model (lls_theory.margins.margin).", "",
          "| system prompt | Pearson [95% CI] | Spearman | prompt-specific Pearson "
-         f"| student ρ>0 on teacher's top-{100 * pc.gamma:.0f}% | student ρ>0 overall | verdict |",
+         f"| student ρ>0 on teacher's selected pairs (top {100 * pc.gamma:.0f}% of its positive-weight pairs) "
+         "| student ρ>0 overall | verdict |",
          "|---|---|---|---|---|---|---|"]
     for r in pc.rows:
         ci = r["pearson_ci"]
