@@ -238,7 +238,7 @@ class TrainConfig:
                                               default_factory=tuple)
     epochs: int = setting(1, "passes over the data", metavar="N")
     repeat: int = setting(1, "repeat the data this many times (paper: 10)", metavar="N")
-    batch_size: int = setting(8, "pairs per device batch", metavar="N")
+    batch_size: int = setting(8, "pairs per training step across all processes (split evenly between them)", metavar="N")
     grad_accum: int = setting(1, "gradient accumulation steps", metavar="N")
     checkpoints: int = setting(4, "evenly spaced adapter checkpoints", metavar="K",
                                reason="enough for a trajectory, cheap to store")

@@ -41,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="z_M = rho of each checkpoint (no system prompt) relative to the initial student; "
                     "z_s = rho of the initial student with the system prompt relative to itself without; "
                     "cosine (the theorem's Corr), Pearson, Spearman with bootstrap 95% CIs and a "
-                    "permutation p-value. Refuses held-out pairs that occur in the training subset.",
+                    "permutation p-value. Refuses held-out pairs that occur in the training subset. Runs in one "
+                    "process on one device (--device); it does not split work under torchrun.",
     )
     add_arguments(c, ModelArgs, required=("model",), flags={"model": "--student"})
     c.add_argument("--run", required=True, help="an `lls train` output folder")
@@ -61,7 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "LLS student (newest checkpoint merged in); with --control-run the random-control student. "
                     "For each: (a) share of sampled answers to 10 general-knowledge prompts that mention the "
                     "target (temperature 1, Wilson 95% CI), (b) the log-prob probe P(target) among 11 animals, "
-                    "(c) with --language the target-language share. Resumable per condition.",
+                    "(c) with --language the target-language share. Resumable per condition. Runs in one process "
+                    "on one device (--device); it does not split work under torchrun.",
     )
     add_arguments(e, ModelArgs, required=("model",))
     e.add_argument("--run", default=None, help="`lls train` folder of the LLS student")
