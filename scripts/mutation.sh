@@ -52,7 +52,7 @@ case "$TARGET" in
     MARK="not model and not slow"
     # the tests of score records / select / correlate that need neither a model nor committed results/
     TESTS=(tests/test_emp_cli_data.py tests/test_emp_train.py tests/test_emp_experiment.py tests/test_emp_evaluate.py
-           tests/test_theory_margins_selection.py)
+           tests/test_theory_margins_selection.py tests/test_emp_correlate_units.py)
     COPY=(lls_common lls_theory lls_cli empirical simulations)
     ;;
   *)
