@@ -156,7 +156,7 @@ def _vec(x: Any) -> Any:
 
 def checkpoint_margins(model: Any, tok: Any, recs: list[dict[str, Any]], base: Any, run: str | Path,
                        cache_dir: str | Path | None = None, progress: Progress | None = None,
-                       arm: str = "", reference: str = "default") -> dict[int, Any]:
+                       arm: str = "", reference: str = "auto") -> dict[int, Any]:
     """z_M for every adapter checkpoint of ``run``: ``{step: array (n,)}``.
 
     ``base`` = :class:`empirical.scoring.PairScores` of the initial student without system prompt on
@@ -245,7 +245,7 @@ def arm_report(refs: dict[str, Any], z_m: dict[int, Any], n_boot: int = 2000, n_
 def correlate_arms(model_and_tok: tuple[Any, Any], student_base: Any, student_sys: Any, recs: list[dict[str, Any]],
                    arms: dict[str, str | Path], teacher: tuple[Any, Any] | None = None,
                    cache_dir: str | Path | None = None, n_boot: int = 2000, n_perm: int = 2000,
-                   seed: int = 0, progress: Progress | None = None, reference: str = "default") -> dict[str, Any]:
+                   seed: int = 0, progress: Progress | None = None, reference: str = "auto") -> dict[str, Any]:
     """The Table-1 protocol for several training runs ("arms", e.g. LLS and random control) of one student.
 
     ``student_base`` / ``student_sys``: PairScores of the initial student without / with the system prompt
@@ -378,7 +378,7 @@ def correlate_run(student: str, run: str | Path, system_prompt: str, heldout: st
                   model_and_tok: tuple[Any, Any] | None = None, device: Any = None, revision: str | None = None,
                   trust_remote_code: bool = False, split: str = "train", config: str | None = None,
                   data_dir: str | None = None, progress: bool = True,
-                  log: Callable[[str], None] | None = None, reference: str = "default") -> dict[str, Any]:
+                  log: Callable[[str], None] | None = None, reference: str = "auto") -> dict[str, Any]:
     """``lls correlate``: :func:`correlate_arms` for ``run`` (arm "lls") and ``control_run`` (arm "random").
 
     Scores the first ``n`` pairs of ``heldout`` with the initial student (and the teacher, when given and

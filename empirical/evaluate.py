@@ -68,7 +68,7 @@ CANDIDATES = ("owl", "dog", "cat", "lion", "tiger", "bear", "wolf", "fox", "elep
 
 def probe(model: Any, tok: Any, target: str, system_prompt: str | None = None,
           candidates: tuple[str, ...] = CANDIDATES, questions: tuple[str, ...] = PROBE_QUESTIONS,
-          reference: str = "default") -> dict[str, Any]:
+          reference: str = "auto") -> dict[str, Any]:
     """``{"p_target": mean over questions, "per_question": [...], "top": most probable candidate per question}``.
 
     Candidates are scored as replies ``"<Word>."`` (capitalised), shape (Q, K) log-probs; softmax over K.
@@ -96,7 +96,7 @@ def probe(model: Any, tok: Any, target: str, system_prompt: str | None = None,
 
 def sample_answers(model: Any, tok: Any, prompts: tuple[str, ...] | list[str], n: int, max_new_tokens: int = 96,
                    system_prompt: str | None = None, seed: int = 0, batch: int = 32,
-                   progress: bool = False, reference: str = "default") -> list[list[str]]:
+                   progress: bool = False, reference: str = "auto") -> list[list[str]]:
     """``answers[i][j]``: sample j of prompt i, by pure ancestral sampling (temperature 1, no top-k/top-p).
 
     Prompts are rendered with the chat template (or the plain template) and the generation prompt, as in
@@ -247,7 +247,7 @@ def evaluate_conditions(spec: str, conditions: dict[str, tuple[Any, str | None]]
                         prompts: tuple[str, ...] = EVAL_PROMPTS, progress: bool = True,
                         log: Any = None, device: Any = None, revision: str | None = None,
                         trust_remote_code: bool = False, probe: bool = True, mention: bool = True,
-                        reference: str = "default") -> dict[str, Any]:
+                        reference: str = "auto") -> dict[str, Any]:
     """All measurements for each condition ``name -> (adapter folder or None, system prompt or None)``.
 
     ``probe`` / ``mention`` switch the log-prob probe and the sampled answers (mention rate and, with

@@ -56,6 +56,14 @@ __all__ = [
 ]
 
 
+#: How a row with ``system=None`` renders the no-system condition (:mod:`empirical.render`): the template's own
+#: default (SmolLM2: its persona), as the committed low-rank, pair-check and detection results and their
+#: cached matrices were made. The experiment pipeline (score / train / correlate / eval) defaults to the
+#: authors' empty system turn instead (``reference="auto"``); this module keeps ``"default"`` so that cached
+#: rows stay what their keys say.
+NO_SYSTEM_REFERENCE = "default"
+
+
 @dataclass(frozen=True)
 class Column:
     """One column of X: a prompt (string or chat messages) and one response text."""
@@ -69,7 +77,8 @@ def _encode_row(model: Any, tok: Any, system: str | None, columns: Sequence[Colu
     from empirical import scoring
 
     try:
-        return scoring.encode_all(model, tok, [c.prompt for c in columns], [[c.response] for c in columns], system)
+        return scoring.encode_all(model, tok, [c.prompt for c in columns], [[c.response] for c in columns], system,
+                                  reference=NO_SYSTEM_REFERENCE)
     except ValueError as exc:
         raise ValueError(f"column {exc}") from None
 
@@ -113,7 +122,7 @@ def logprob_row_naive(model: Any, tok: Any, system: str | None, columns: Sequenc
     from empirical import scoring
 
     lp, _ = scoring.score_completions_naive(model, tok, [c.prompt for c in columns],
-                                            [[c.response] for c in columns], system)
+                                            [[c.response] for c in columns], system, reference=NO_SYSTEM_REFERENCE)
     return np.array([r[0] for r in lp])
 
 
@@ -124,7 +133,7 @@ def logprob_row_recompute(model: Any, tok: Any, system: str | None, columns: Seq
     from empirical import scoring
 
     lp, _ = scoring.score_completions(model, tok, [c.prompt for c in columns], [[c.response] for c in columns],
-                                      system, share_prefix=False, **kw)
+                                      system, share_prefix=False, reference=NO_SYSTEM_REFERENCE, **kw)
     return np.array([r[0] for r in lp])
 
 

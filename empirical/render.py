@@ -37,11 +37,12 @@ by scoring, DPO training data, correlate and eval (callers pass it from their co
 * ``"default"`` -- no system message: the template's own default applies. SmolLM2's template then inserts
   its persona ("You are a helpful AI assistant named SmolLM, trained by Hugging Face"), so the weights
   measure persona -> prompt rather than nothing -> prompt. This was the toolkit's only behaviour before the
-  setting existed and stays the keyword default of these functions (backward compatible).
+  setting existed (``results/e2e`` was made with it; its config says so explicitly).
 * ``"none"`` -- no system message, for templates without a system role (and the plain template); refused
   on a template that has a system role (use ``"default"`` or ``"empty"`` there).
-* ``"auto"`` -- ``"empty"`` where the chat template has a system role, else ``"none"``
-  (:func:`resolve_reference`).
+* ``"auto"`` (the default everywhere: these functions' keyword default, the stage configs and the CLI) --
+  ``"empty"`` where the chat template has a system role, else ``"none"`` (:func:`resolve_reference`): the
+  authors' convention.
 
 With a system prompt the setting does not matter: the system prompt is the system turn.
 """
@@ -160,7 +161,7 @@ def resolve_reference(tok: Any, reference: str = "auto") -> str:
 
 
 def with_system(tok: Any, messages: list[dict[str, str]], system_prompt: str | None,
-                reference: str = "default") -> list[dict[str, str]]:
+                reference: str = "auto") -> list[dict[str, str]]:
     """``[system] + messages`` or, without a system role, the system prompt merged into the first user turn.
 
     ``system_prompt=None`` renders the reference condition ``reference`` (module doc): ``"empty"`` prepends
@@ -207,7 +208,7 @@ def _plain(tok: Any, messages: list[dict[str, str]], add_generation_prompt: bool
 
 
 def render_prompt(tok: Any, messages: list[dict[str, str]], system_prompt: str | None = None,
-                  reference: str = "default") -> str:
+                  reference: str = "auto") -> str:
     """Rendered prompt text: template over ``[system?] + messages`` with the generation prompt."""
     msgs = with_system(tok, messages, system_prompt, reference)
     if not has_chat_template(tok):
@@ -216,7 +217,7 @@ def render_prompt(tok: Any, messages: list[dict[str, str]], system_prompt: str |
 
 
 def render_full(tok: Any, messages: list[dict[str, str]], reply: str, system_prompt: str | None = None,
-                reference: str = "default") -> str:
+                reference: str = "auto") -> str:
     """Rendered text of the conversation including the assistant ``reply`` (no generation prompt)."""
     msgs = with_system(tok, messages, system_prompt, reference)
     if not has_chat_template(tok):
@@ -252,7 +253,7 @@ class Encoded:
 
 def encode_group(
     tok: Any, messages: list[dict[str, str]], replies: Sequence[str], system_prompt: str | None = None,
-    reference: str = "default",
+    reference: str = "auto",
 ) -> Encoded:
     """Tokenize one prompt with its replies under the TRL split rule (see module doc)."""
     prompt_ids = encode_text(tok, render_prompt(tok, messages, system_prompt, reference))
@@ -281,7 +282,7 @@ def truncate_response(tok: Any, text: str, max_tokens: int | None) -> str:
 
 def trl_example(
     tok: Any, messages: list[dict[str, str]], chosen: str, rejected: str, system_prompt: str | None = None,
-    reference: str = "default",
+    reference: str = "auto",
 ) -> dict[str, Any]:
     """A TRL DPO record that TRL tokenizes into the same tokens this module scores.
 

@@ -84,7 +84,7 @@ def _check_inputs(prompts: Sequence[Any], completions: Sequence[Sequence[str]]) 
 
 def encode_all(
     model: Any, tok: Any, prompts: Sequence[Any], completions: Sequence[Sequence[str]], system_prompt: str | None,
-    reference: str = "default",
+    reference: str = "auto",
 ) -> list[render.Encoded]:
     """Validate and tokenize every (prompt, replies) group; raises ``ValueError`` naming the index.
     ``reference``: the rendering of the no-system condition (:func:`empirical.render.resolve_reference`)."""
@@ -153,7 +153,7 @@ def score_encoded(
 def score_completions(
     model: Any, tok: Any, prompts: Sequence[Any], completions: Sequence[Sequence[str]],
     system_prompt: str | None = None, *, batch_tokens: int = DEFAULT_BATCH_TOKENS,
-    max_batch: int = DEFAULT_MAX_BATCH, progress: Any = False, reference: str = "default", **kw: Any,
+    max_batch: int = DEFAULT_MAX_BATCH, progress: Any = False, reference: str = "auto", **kw: Any,
 ) -> tuple[list[list[float]], list[list[int]]]:
     """Fast exact scorer: ``(logp[i][j], n_tokens[i][j])`` of reply j to prompt i (see module doc)."""
     encs = encode_all(model, tok, prompts, completions, system_prompt, reference)
@@ -163,7 +163,7 @@ def score_completions(
 
 def score_completions_naive(
     model: Any, tok: Any, prompts: Sequence[Any], completions: Sequence[Sequence[str]],
-    system_prompt: str | None = None, reference: str = "default", **_: Any,
+    system_prompt: str | None = None, reference: str = "auto", **_: Any,
 ) -> tuple[list[list[float]], list[list[int]]]:
     """Reference scorer: one full forward per (prompt, reply), full-vocabulary log-softmax everywhere."""
     import torch

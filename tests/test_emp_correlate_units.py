@@ -576,7 +576,7 @@ def fake_scoring(monkeypatch):
     monkeypatch.setitem(sys.modules, "peft", types.SimpleNamespace(PeftModel=_FakePeft))
     calls = []
 
-    def score_pairs(model, tok, recs, system, progress=False, reference="default"):
+    def score_pairs(model, tok, recs, system, progress=False, reference="auto"):
         calls.append({"model": model, "tok": tok, "n": len(recs), "system": system, "progress": progress,
                       "reference": reference, "active": getattr(model, "active", None)})
         step = int(model.active[len("step"):])
@@ -592,7 +592,7 @@ def _base(n):
     return PairScores(-1.5 - k, -1.0 - 2 * k, np.ones(n, np.int64), np.ones(n, np.int64))
 
 
-def _digest(recs, reference="default"):
+def _digest(recs, reference="auto"):
     obj = recs if reference == "default" else [reference, recs]
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -615,7 +615,7 @@ def test_checkpoint_margins_scores_and_caches(tmp_path, fake_scoring):
                              ("load_adapter", str(run / "checkpoint-30"), "step30"),
                              ("set_adapter", "step30"), ("eval",), ("unload",)]
     assert [c["system"] for c in fake_scoring] == [None, None]
-    assert all(c["tok"] is tok and c["reference"] == "default" and c["progress"] is False and c["n"] == 4
+    assert all(c["tok"] is tok and c["reference"] == "auto" and c["progress"] is False and c["n"] == 4
                for c in fake_scoring)
     assert [l.rsplit(" (", 1)[0] for l in lines] == ["correlate [1/10] arm lls, checkpoint step 10: scoring 4 pairs",
                                                      "correlate [2/10] arm lls, checkpoint step 30: scoring 4 pairs"]
@@ -793,7 +793,7 @@ def test_correlate_arms_defaults_single_arm_and_constant_warning(tmp_path, fake_
     z_m = {1: np.asarray(res["arms"]["lls"]["z_M"]["1"])}
     want = C.arm_report({"z_s": np.zeros(n)}, z_m)["checkpoints"]  # NaN correlations: compare as JSON
     assert json.dumps(res["arms"]["lls"]["checkpoints"]) == json.dumps(want)
-    assert fake_scoring[0]["reference"] == "default"
+    assert fake_scoring[0]["reference"] == "auto"
 
 
 def test_correlate_arms_defaults(tmp_path, fake_scoring):
@@ -871,7 +871,7 @@ def fake_models(monkeypatch):
         tag = "teacher" if spec == "T" else "student"
         return _LM(tag, *(("cuda:0", "torch.bfloat16") if tag == "teacher" else ())), f"tok-{tag}"
 
-    def score_pairs(model, tok, recs, system, progress=False, reference="default"):
+    def score_pairs(model, tok, recs, system, progress=False, reference="auto"):
         ev["score"].append((getattr(model, "tag", "peft"), tok, len(recs), system, progress, reference))
         lc, lr = _run_logps(model, system, len(recs))
         return PairScores(lc, lr, np.ones(len(recs), np.int64), np.ones(len(recs), np.int64))
@@ -949,7 +949,7 @@ def test_correlate_run_given_model_same_teacher_defaults(tmp_path, fake_models):
     assert fake_models["resolve"] == [] and fake_models["load"] == [] and lm.evals == 1
     assert "z_T" not in res and "teacher_placement" not in res and "lls_minus_random" not in res
     assert res["teacher"] == "S" and res["seed"] == 0 and res["n_boot"] == 2000 and res["n_perm"] == 2000
-    assert all(e[1] == "tok-given" and e[5] == "default" for e in fake_models["score"])
+    assert all(e[1] == "tok-given" and e[5] == "auto" for e in fake_models["score"])
     assert res["warnings"] == C.sample_warnings(4, 2000, 2000) + [  # default n = 500 asked, 4 in the file
         f"{held}: 4 usable held-out pairs, fewer than the 500 asked for"]
     zs = np.asarray(res["z_s"])

@@ -82,9 +82,13 @@ def test_smollm2_rendering_and_split(tok):
 
 
 @pytest.mark.model
-def test_smollm2_without_system_uses_template_default(tok):
-    prompt = render.render_prompt(tok, render.as_messages("Hi"), None)
+def test_smollm2_without_system_default_and_empty_reference(tok):
+    """reference="default" lets SmolLM2's template insert its persona; the keyword default ("auto") is the
+    authors' empty system turn instead."""
+    prompt = render.render_prompt(tok, render.as_messages("Hi"), None, reference="default")
     assert prompt.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
+    assert render.render_prompt(tok, render.as_messages("Hi"), None) == \
+        "<|im_start|>system\n<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
 
 
 @pytest.mark.model
@@ -180,8 +184,8 @@ def test_reference_empty_is_the_authors_empty_system_turn(tok):
                                      add_generation_prompt=True)
     assert empty == oracle and "SmolLM" not in empty and empty.startswith("<|im_start|>system\n<|im_end|>")
     default = render.render_prompt(tok, MSGS, None, reference="default")
-    assert "SmolLM" in default and default == render.render_prompt(tok, MSGS, None)  # keyword default unchanged
-    assert render.render_prompt(tok, MSGS, None, reference="auto") == empty
+    assert "SmolLM" in default
+    assert render.render_prompt(tok, MSGS, None, reference="auto") == empty == render.render_prompt(tok, MSGS, None)
     full = render.render_full(tok, MSGS, "An owl.", None, reference="empty")
     assert full.startswith(empty) and "SmolLM" not in full
 

@@ -106,7 +106,7 @@ def test_bad_inputs_name_the_index(smollm2, monkeypatch):
         scoring.score_completions(model, tok, ["q", "r"], [["a"]])
     monkeypatch.setattr(scoring, "context_limit", lambda m: 60)
     with pytest.raises(ValueError, match="prompt 1: .* exceed the model's context of 60"):
-        scoring.score_completions(model, tok, ["q", "long " * 40], [["a"], ["b"]])
+        scoring.score_completions(model, tok, ["q", "long " * 80], [["a"], ["b"]])
 
 
 @settings(max_examples=200, deadline=None)
