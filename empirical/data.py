@@ -67,6 +67,7 @@ from lls_common.errors import LLSError
 __all__ = [
     "DataError",
     "Filters",
+    "JSONRefused",
     "LoadReport",
     "PrefPair",
     "SCORE_LOGP_FIELDS",
@@ -82,6 +83,7 @@ __all__ = [
     "language_share",
     "load_pair_records",
     "load_pairs",
+    "loads_strict",
     "looks_like_hub_id",
     "parse_hh",
     "plural_forms",
@@ -145,18 +147,41 @@ def _check_encodable(s: str, what: str) -> None:
                          "(not valid Unicode)") from None
 
 
+class JSONRefused(ValueError):
+    """Why :func:`loads_strict` refused a JSON text; ``str()`` is a short reason without a location.
+
+    ``kind``: ``"malformed"`` (the decoder's ``msg``, ``lineno`` and ``colno`` are set), ``"nested"`` (too
+    deep for the parser), ``"constant"`` (a NaN/Infinity literal, named by ``detail``) or ``"value"`` (another
+    ``ValueError`` of the parser, e.g. an integer too long to convert; ``detail`` is its message). Each reader
+    words its own message from these (:meth:`located` is the pair readers' form).
+    """
+
+    def __init__(self, kind: str, reason: str, *, detail: str = "", msg: str = "", lineno: int = 0, colno: int = 0):
+        super().__init__(reason)
+        self.kind, self.detail, self.msg, self.lineno, self.colno = kind, detail, msg, lineno, colno
+
+    def located(self, name: str) -> str:
+        """``NAME:LINE: reason`` for malformed JSON (the line the decoder stopped at), else ``NAME: reason``."""
+        return f"{name}:{self.lineno}: {self}" if self.kind == "malformed" else f"{name}: {self}"
+
+
 def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON (use a finite number or null)")
+    raise JSONRefused("constant", f"{name} is not valid JSON (use a finite number or null)", detail=name)
 
 
-def _loads(text: str) -> Any:
-    """``json.loads`` refusing NaN/Infinity; raises ``ValueError`` with a short reason (never RecursionError)."""
+def loads_strict(text: str) -> Any:
+    """``json.loads`` refusing NaN/Infinity; every failure is a :class:`JSONRefused` (never RecursionError)."""
     try:
         return json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"malformed JSON ({exc.msg} at column {exc.colno})") from None
+        raise JSONRefused("malformed", f"malformed JSON ({exc.msg} at column {exc.colno})", msg=exc.msg,
+                          lineno=exc.lineno, colno=exc.colno) from None
+    except JSONRefused:
+        raise
     except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
+        raise JSONRefused("nested", "JSON nested too deeply") from None
+    except ValueError as exc:
+        raise JSONRefused("value", str(exc), detail=str(exc)) from None
 
 
 # ----------------------------------------------------------------------------------------------- reading
@@ -206,7 +231,7 @@ def iter_json_objects(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
         if not text.strip():
             continue
         try:
-            rec = _loads(text)
+            rec = loads_strict(text)
         except ValueError as exc:
             raise DataError(f"{name}:{lineno}: {exc}") from None
         if not isinstance(rec, dict):
@@ -239,7 +264,7 @@ def _iter_jsonl(path: Path, name: str) -> Iterator[tuple[str, int, Any]]:
         if not text.strip():
             continue
         try:
-            rec: Any = _loads(text)
+            rec: Any = loads_strict(text)
         except ValueError as exc:
             rec = DataError(f"{where}: {exc}")
         yield where, index, rec
@@ -254,13 +279,9 @@ def _iter_json_list(path: Path, name: str) -> Iterator[tuple[str, int, Any]]:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise DataError(f"{name}:{line}: invalid UTF-8 (byte 0x{raw[exc.start]:02x}); save the file as UTF-8") from None
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{name}:{exc.lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
-    except RecursionError:
-        raise DataError(f"{name}: JSON nested too deeply") from None
-    except ValueError as exc:
-        raise DataError(f"{name}: {exc}") from None
+        data = loads_strict(text)
+    except JSONRefused as exc:
+        raise DataError(exc.located(name)) from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):

@@ -510,11 +510,14 @@ def train(cfg: TrainConfig, *, model_and_tok: tuple[Any, Any] | None = None,
 
     ``stop_after_steps`` (tests) simulates a kill after that many optimizer steps of this call.
     Raises ``ValueError`` on bad settings or data, ``FileNotFoundError`` for an unknown/missing model.
+
+    The steps: check the settings and the run folder (:func:`_finished_run`), read the pairs, load the student
+    (:func:`_load_model`), record ``run.json``, build the TRL trainer (:func:`_dpo_args`,
+    :func:`_lora_config`), count the optimizer steps (:func:`_total_steps`) and add the checkpoint callbacks,
+    train from the newest checkpoint (:func:`_resume_point`), then save the final adapter and write the
+    summary (:func:`_summary`, :func:`_finish`).
     """
     import torch
-    from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
     from empirical import models
@@ -523,38 +526,76 @@ def train(cfg: TrainConfig, *, model_and_tok: tuple[Any, Any] | None = None,
     cfg.validate()
     out = Path(cfg.out)
     ws = world_size()
-    main = is_main_process()
     if cfg.batch_size % ws:
         raise ValueError(f"batch_size {cfg.batch_size} must be a multiple of the number of processes ({ws})")
     key = cfg.run_key()
-    done_file = out / "train.json"
+    finished = _finished_run(out, key)
+    if finished is not None:
+        return finished
+    recs = load_pairs_file(cfg.data, cfg.limit)
+    torch.manual_seed(cfg.seed)
+    model, tok = _load_model(cfg, model_and_tok)
+    where = models.placement(model)
+    base = models.base_model_id(cfg.student)
+    if is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "run.json", key)  # only once the model loaded: an unknown model leaves nothing behind
+    model.train()
+    trl_recs = to_trl_records(tok, recs, cfg.reference)
+    args = DPOConfig(**_dpo_args(cfg, out, ws, where))  # under torchrun this sets up the process group
+    trainer = DPOTrainer(model=model, args=args, train_dataset=_dataset(trl_recs, out, ws), processing_class=tok,
+                         peft_config=_lora_config(cfg))
+    total = _total_steps(trainer, cfg)
+    for cb in _callbacks(set(checkpoint_steps(total, cfg.checkpoints)), out, base, cfg.revision):
+        trainer.add_callback(cb)
+    if stop_after_steps is not None:
+        trainer.add_callback(_stop_after(stop_after_steps))
+    resume_from, step0 = _resume_point(out)
+    t0 = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume_from)
+    wall = time.perf_counter() - t0
+    step = int(trainer.state.global_step)
+    if stop_after_steps is not None and step < total:
+        raise KeyboardInterrupt(f"simulated interruption at step {step}")
+    if step not in {s for s, _ in list_checkpoints(out)}:
+        trainer.save_model(str(out / f"checkpoint-{step}"))  # every process calls it (DeepSpeed/FSDP gather)
+    summary = _summary(cfg, out, base=base, n_pairs=len(trl_recs), total=total, step=step, step0=step0, ws=ws,
+                       where=where, log_history=trainer.state.log_history, wall=wall)
+    _finish(cfg, out, base, summary, ws)
+    return summary
+
+
+def _finished_run(out: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The summary (``train.json``) of the finished run in ``out`` with these settings; None when the run is
+    new or unfinished; ``ValueError`` when ``out`` holds a run with other settings (``run.json``)."""
     run_file = out / "run.json"
     if run_file.is_file():
         old = json.loads(run_file.read_text())
         if old != key:
             raise ValueError(f"{out}: holds a run with other settings; use another --out or delete it")
+        done_file = out / "train.json"
         if done_file.is_file():
             return json.loads(done_file.read_text())
-    recs = load_pairs_file(cfg.data, cfg.limit)
-    torch.manual_seed(cfg.seed)
-    if model_and_tok is None and cfg.target_modules:  # before the weights load
+    return None
+
+
+def _load_model(cfg: TrainConfig, model_and_tok: tuple[Any, Any] | None) -> tuple[Any, Any]:
+    """``(model, tok)``: the given pair, or the student loaded by :func:`empirical.models.load` after its LoRA
+    ``target_modules`` were checked against the model's module names (before the weights load)."""
+    from empirical import models
+
+    if model_and_tok is not None:
+        return model_and_tok
+    if cfg.target_modules:
         check_target_modules(cfg.target_modules, model_module_names(cfg.student, cfg.revision,
                                                                     cfg.trust_remote_code))
-    if model_and_tok is None:
-        model, tok = models.load(cfg.student, dtype=cfg.dtype, device=cfg.device, revision=cfg.revision,
-                                 trust_remote_code=cfg.trust_remote_code)
-    else:
-        model, tok = model_and_tok
-    where = models.placement(model)
-    base = models.base_model_id(cfg.student)
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run_file, key)  # only once the model loaded: an unknown model leaves nothing behind
-    model.train()
-    trl_recs = to_trl_records(tok, recs, cfg.reference)
+    return models.load(cfg.student, dtype=cfg.dtype, device=cfg.device, revision=cfg.revision,
+                       trust_remote_code=cfg.trust_remote_code)
 
-    n = len(trl_recs)
-    per_step = cfg.batch_size * cfg.grad_accum
+
+def _dpo_args(cfg: TrainConfig, out: Path, ws: int, where: dict[str, Any]) -> dict[str, Any]:
+    """The ``DPOConfig`` arguments of the run: ``cfg``'s settings (``batch_size`` split over the ``ws``
+    processes), the model's placement ``where`` (device, dtype), then the validated pass-through ``cfg.extra``."""
     per_device = cfg.batch_size // ws
     use_cpu = where["device"] == "cpu"
     dtype = where["dtype"]
@@ -572,48 +613,60 @@ def train(cfg: TrainConfig, *, model_and_tok: tuple[Any, Any] | None = None,
     if ws > 1 and use_cpu:
         kwargs["ddp_backend"] = "gloo"
     kwargs.update(dpo_config_kwargs(cfg.extra))
-    args = DPOConfig(**kwargs)  # under torchrun this sets up the process group
-    ds = _dataset(trl_recs, out, ws)
-    lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha or 2 * cfg.lora_rank,
+    return kwargs
+
+
+def _lora_config(cfg: TrainConfig):
+    """PEFT ``LoraConfig`` of the run (alpha defaults to 2 × rank; targets: :func:`lora_targets`)."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha or 2 * cfg.lora_rank,
                       lora_dropout=cfg.lora_dropout, target_modules=lora_targets(cfg.target_modules),
                       task_type="CAUSAL_LM")
-    trainer = DPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=lora)
-    # The optimizer-step count as the Trainer computes it (per-process batches, accumulation, epochs).
+
+
+def _total_steps(trainer: Any, cfg: TrainConfig) -> int:
+    """The optimizer-step count as the Trainer computes it (per-process batches, accumulation, epochs)."""
     n_batches = len(trainer.get_train_dataloader())
     steps_per_epoch = max(n_batches // cfg.grad_accum + int(n_batches % cfg.grad_accum > 0), 1)
-    total = steps_per_epoch * cfg.epochs * cfg.repeat
-    save_at = set(checkpoint_steps(total, cfg.checkpoints))
-    for cb in _callbacks(save_at, out, base, cfg.revision):
-        trainer.add_callback(cb)
-    if stop_after_steps is not None:
-        class Stop(TrainerCallback):
-            count = 0
+    return steps_per_epoch * cfg.epochs * cfg.repeat
 
-            def on_step_end(self, args, state, control, **kw):
-                Stop.count += 1
-                if Stop.count >= stop_after_steps:
-                    control.should_training_stop = True
-                return control
 
-        trainer.add_callback(Stop())
+def _stop_after(n_steps: int):
+    """A callback that stops training after ``n_steps`` optimizer steps of this call (tests: a simulated kill)."""
+    from transformers import TrainerCallback
+
+    class Stop(TrainerCallback):
+        count = 0
+
+        def on_step_end(self, args, state, control, **kw):
+            Stop.count += 1
+            if Stop.count >= n_steps:
+                control.should_training_stop = True
+            return control
+
+    return Stop()
+
+
+def _resume_point(out: Path) -> tuple[str | None, int]:
+    """``(folder, step)`` of the newest checkpoint that can be resumed (trainer state and optimizer saved);
+    ``(None, 0)`` when there is none."""
     resume = list_checkpoints(out)
-    resume_from = None
     if resume and (resume[-1][1] / "trainer_state.json").is_file() and (resume[-1][1] / "optimizer.pt").is_file():
-        resume_from = str(resume[-1][1])
-    t0 = time.perf_counter()
-    step0 = int(json.loads((Path(resume_from) / "trainer_state.json").read_text())["global_step"]) if resume_from else 0
-    trainer.train(resume_from_checkpoint=resume_from)
-    wall = time.perf_counter() - t0
-    step = int(trainer.state.global_step)
-    history = [h for h in trainer.state.log_history if "loss" in h]
-    if stop_after_steps is not None and step < total:
-        raise KeyboardInterrupt(f"simulated interruption at step {step}")
-    if step not in {s for s, _ in list_checkpoints(out)}:
-        trainer.save_model(str(out / f"checkpoint-{step}"))  # every process calls it (DeepSpeed/FSDP gather)
-    summary = {
-        "student": cfg.student, "base_model": base, "revision": cfg.revision, "data": str(cfg.data), "n_pairs": n,
-        "total_steps": total, "steps": step, "pairs_per_step": per_step, "world_size": ws,
-        "per_device_batch_size": per_device, "epochs": cfg.epochs, "repeat": cfg.repeat, "beta": cfg.beta,
+        folder = resume[-1][1]
+        return str(folder), int(json.loads((folder / "trainer_state.json").read_text())["global_step"])
+    return None, 0
+
+
+def _summary(cfg: TrainConfig, out: Path, *, base: str, n_pairs: int, total: int, step: int, step0: int, ws: int,
+             where: dict[str, Any], log_history: list[dict[str, Any]], wall: float) -> dict[str, Any]:
+    """The ``train.json`` summary: settings, step counts, checkpoints, loss history, timing of this call."""
+    per_step = cfg.batch_size * cfg.grad_accum
+    history = [h for h in log_history if "loss" in h]
+    return {
+        "student": cfg.student, "base_model": base, "revision": cfg.revision, "data": str(cfg.data),
+        "n_pairs": n_pairs, "total_steps": total, "steps": step, "pairs_per_step": per_step, "world_size": ws,
+        "per_device_batch_size": cfg.batch_size // ws, "epochs": cfg.epochs, "repeat": cfg.repeat, "beta": cfg.beta,
         "lr": cfg.lr, "lora_rank": cfg.lora_rank, "target_modules": lora_targets(cfg.target_modules),
         "reference": cfg.reference, "resumed_from_step": step0,
         "checkpoints": [{"step": s, "path": p.name} for s, p in list_checkpoints(out)],
@@ -621,13 +674,21 @@ def train(cfg: TrainConfig, *, model_and_tok: tuple[Any, Any] | None = None,
                      if k in h} for h in history],
         "wall_s_this_call": wall,
         "pairs_per_s_this_call": (step - step0) * per_step / wall if wall > 0 else None,
-        "device": where["device"], "dtype": dtype, "versions": _versions(),
+        "device": where["device"], "dtype": where["dtype"], "versions": _versions(),
     }
-    if main:
+
+
+def _finish(cfg: TrainConfig, out: Path, base: str, summary: dict[str, Any], ws: int) -> None:
+    """The main process removes the scratch folders and writes the model cards and ``train.json``; with several
+    processes the others wait for it."""
+    import torch
+
+    from lls_common.io import atomic_write_json
+
+    if is_main_process():
         shutil.rmtree(out / "runs", ignore_errors=True)
         shutil.rmtree(out / _SHARED_CACHE, ignore_errors=True)
         _write_cards(cfg, out, base, summary)
-        atomic_write_json(done_file, summary)
+        atomic_write_json(out / "train.json", summary)
     if ws > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()  # the others return once the main process has written the run files
-    return summary

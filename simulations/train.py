@@ -116,7 +116,28 @@ def solve_to_delta(
     only when L(v) ≤ Δ recomputed in float64 from Φ and v (:func:`_exact_loss`, with
     lls_theory's log σ). Finished trials are dropped from the working arrays when fewer than half
     remain active (one copy at most per halving).
+
+    The steps, in order: :func:`_check_solve_inputs`, :meth:`_SolveState.start` (trials already
+    done at v = 0), then per iteration :func:`_newton_iteration` (direction :func:`_newton_direction`,
+    line search :func:`_backtrack` and :func:`_extrapolate`, update and exact check
+    :meth:`_SolveState.accept`), and finally :func:`_certify` (exact losses, duality gaps).
     """
+    Phi, mask = _check_solve_inputs(Phi, mask, beta, delta)
+    w = _weights(mask)
+    state = _SolveState.start(Phi.shape, w, delta)
+    act = np.flatnonzero(state.loss > delta)  # trials still being solved (ids into 0..T-1)
+    work = _WorkingSet.start(Phi, w, act, np.dtype(hessian_dtype))
+    all_rows = bool(mask.all())
+    for it in range(max_iter):
+        if act.size == 0:
+            break
+        first = it == 0 and all_rows  # v = 0 and no padded rows
+        act = _newton_iteration(state, work, act, beta, delta, first, extrapolate, max_doublings)
+    return _certify(state, Phi, mask, w, beta, delta)
+
+
+def _check_solve_inputs(Phi: np.ndarray, mask: np.ndarray, beta: float, delta: float) -> tuple[np.ndarray, np.ndarray]:
+    """Φ as a float32/float64 (T, m, d) array and the mask as bool; ``ValueError`` on bad β, Δ or shape."""
     if not (delta > 0 and beta > 0 and np.isfinite(delta) and np.isfinite(beta)):
         raise ValueError(f"delta and beta must be positive and finite, got delta={delta}, beta={beta}")
     Phi = np.asarray(Phi)
@@ -124,112 +145,198 @@ def solve_to_delta(
         Phi = Phi.astype(np.float64)
     if Phi.ndim != 3:
         raise ValueError(f"Phi must have shape (T, m, d), got {Phi.shape}")
-    mask = np.asarray(mask, dtype=bool)
-    T, m, d = Phi.shape
-    w = _weights(mask)
-    V = np.zeros((T, d))
-    tt = np.zeros((T, m))
-    loss = _loss_from_margins(tt, w)
-    certified = np.zeros(T, dtype=bool)
-    converged = np.zeros(T, dtype=bool)
-    iters = np.zeros(T, dtype=int)
-    exact = np.zeros(T, dtype=bool)  # loss[k] recomputed from Φ and v since v last moved
-    all_rows = bool(mask.all())
-    hdt = np.dtype(hessian_dtype)
-    eye = np.eye(d)
+    return Phi, np.asarray(mask, dtype=bool)
 
-    act = np.flatnonzero(loss > delta)  # trials still being solved (ids into 0..T-1)
-    done0 = np.flatnonzero(loss <= delta)
-    certified[done0] = converged[done0] = True
-    rows = act  # ids whose data the working arrays P, P_h, W hold, in order
-    P = Phi[rows] if rows.size < T else Phi
-    P_h = P if P.dtype == hdt else P.astype(hdt)
-    W = w[rows]
-    for it in range(max_iter):
-        if act.size == 0:
-            break
-        first = it == 0 and all_rows  # v = 0 and no padded rows
-        if act.size <= rows.size // 2:  # compact the working set (at most one copy per halving)
-            keep = np.searchsorted(rows, act)
-            P, P_h, W, rows = P[keep], P_h[keep], W[keep], act
-        # every row of the working set is computed (cheaper than gathering the live ones each
-        # step); only the live ones (pos) are updated
-        pos = np.searchsorted(rows, act)
-        t_all = tt[rows]
-        s_neg = expit(-t_all)
-        g = -beta * np.matmul((W * s_neg)[:, None, :].astype(P.dtype, copy=False), P)[:, 0].astype(np.float64)
-        curv = W * s_neg * expit(t_all)
-        cmax = curv.max(axis=1, keepdims=True)
-        cmax[cmax == 0] = 1.0
-        rel = curv / cmax
-        # rows whose curvature is below 1e-10 of the trial's largest add < 2e-7·m relative to H
-        # (below float32 resolution): once v has grown they are most rows, and H is summed over
-        # the K largest of each trial only (K = the most live rows of any trial)
-        K = int((rel > _LIVE_CURVATURE).sum(axis=1).max())
-        if K <= _GATHER_FRACTION * m:
-            top = np.argpartition(rel, m - K, axis=1)[:, m - K:]
-            Ph = np.take_along_axis(P_h, top[:, :, None], axis=1)
-            rel = np.take_along_axis(rel, top, axis=1)
-        else:
-            Ph = P_h
-        # at v = 0 every curvature is w/4, so rel = 1 on every row (none padded): X = Φ
-        X = Ph if first else Ph * rel.astype(hdt)[:, :, None]
-        H = np.matmul(Ph.transpose(0, 2, 1), X).astype(np.float64) * ((beta**2) * cmax[:, :, None])
-        H = 0.5 * (H + H.transpose(0, 2, 1))
-        scale = np.trace(H, axis1=1, axis2=2)[:, None, None] / d
-        H += (1e-10 * scale + 1e-300) * eye
-        step = -np.linalg.solve(H, g[..., None])[..., 0]
-        dt = beta * np.matmul(P, step[:, :, None].astype(P.dtype, copy=False))[:, :, 0].astype(np.float64)
-        g, step, dt, Wa = g[pos], step[pos], dt[pos], W[pos]
-        decrement = -np.einsum("td,td->t", g, step)  # Newton decrement λ²
-        t, v, cur = t_all[pos], V[act], loss[act]
-        # backtracking line search (Armijo) on the running margins: no pass over Φ
-        lr = np.ones(act.size)
-        new_t = t + dt
-        new_loss = _loss_from_margins(new_t, Wa)
-        for _ in range(60):
-            bad = np.flatnonzero(new_loss > cur - 1e-4 * lr * decrement)
-            if bad.size == 0:
-                break
-            lr[bad] /= 2
-            new_t[bad] = t[bad] + lr[bad, None] * dt[bad]
-            new_loss[bad] = _loss_from_margins(new_t[bad], Wa[bad])
-        if extrapolate:
-            # the full step was accepted: keep doubling it while the loss still drops by the
-            # Armijo amount (in the separable tail a Newton step only divides the loss by ≈ e)
-            grow = np.flatnonzero((lr == 1.0) & (new_loss > delta))
-            for _ in range(max_doublings):
-                if grow.size == 0:
-                    break
-                lr2 = lr[grow] * 2
-                t2 = t[grow] + lr2[:, None] * dt[grow]
-                l2 = _loss_from_margins(t2, Wa[grow])
-                ok = l2 <= new_loss[grow] - 1e-4 * (lr2 - lr[grow]) * decrement[grow]
-                sel = grow[ok]
-                lr[sel], new_t[sel], new_loss[sel] = lr2[ok], t2[ok], l2[ok]
-                grow = sel[new_loss[sel] > delta]
+
+@dataclass
+class _SolveState:
+    """Per-trial state of :func:`solve_to_delta`, indexed by trial id 0..T-1 and updated in place.
+
+    V (T, d) the iterate v; tt (T, m) the running margins β⟨v, φ_i⟩ (float64); loss (T,); certified,
+    converged (T,) bool; iters (T,) Newton steps taken; exact (T,) bool, loss[k] was recomputed from Φ
+    and v (:func:`_exact_loss`) since v last moved."""
+
+    V: np.ndarray
+    tt: np.ndarray
+    loss: np.ndarray
+    certified: np.ndarray
+    converged: np.ndarray
+    iters: np.ndarray
+    exact: np.ndarray
+
+    @classmethod
+    def start(cls, shape: tuple[int, int, int], w: np.ndarray, delta: float) -> "_SolveState":
+        """The state at v = 0; trials whose loss there is already ≤ Δ are certified and converged."""
+        T, m, d = shape
+        tt = np.zeros((T, m))
+        loss = _loss_from_margins(tt, w)
+        state = cls(np.zeros((T, d)), tt, loss, np.zeros(T, dtype=bool), np.zeros(T, dtype=bool),
+                    np.zeros(T, dtype=int), np.zeros(T, dtype=bool))
+        done0 = np.flatnonzero(loss <= delta)
+        state.certified[done0] = state.converged[done0] = True
+        return state
+
+    def accept(self, act: np.ndarray, v: np.ndarray, step: np.ndarray, lr: np.ndarray, t: np.ndarray,
+               new_t: np.ndarray, new_loss: np.ndarray, cur: np.ndarray) -> np.ndarray:
+        """Move the trials ``act`` to v + lr·step where that does not raise the loss (else keep v);
+        count the step. Returns the (A,) bool mask of trials that moved."""
         improved = new_loss <= cur
-        V[act] = np.where(improved[:, None], v + lr[:, None] * step, v)
-        exact[act[improved]] = False
-        tt[act] = np.where(improved[:, None], new_t, t)
-        loss[act] = np.where(improved, new_loss, cur)
-        iters[act] += 1
-        # a trial that looks done (running loss ≤ Δ) is checked exactly; if round-off in the
-        # running t hid a loss above Δ, it goes on from the exact margins
-        cand = np.flatnonzero(loss[act] <= delta)
+        self.V[act] = np.where(improved[:, None], v + lr[:, None] * step, v)
+        self.exact[act[improved]] = False
+        self.tt[act] = np.where(improved[:, None], new_t, t)
+        self.loss[act] = np.where(improved, new_loss, cur)
+        self.iters[act] += 1
+        return improved
+
+    def check_exactly(self, act: np.ndarray, P: np.ndarray, pos: np.ndarray, Wa: np.ndarray, beta: float,
+                      delta: float) -> None:
+        """A trial of ``act`` that looks done (running loss ≤ Δ) is checked in float64 from Φ (row ``pos`` of
+        the working set's ``P``) and v; if round-off in the running t hid a loss above Δ, it goes on from the
+        exact margins."""
+        cand = np.flatnonzero(self.loss[act] <= delta)
         if cand.size:
             ids = act[cand]
-            ex, t_ex = _exact_loss(P[pos[cand]], V[ids], Wa[cand], beta, return_margins=True)
-            certified[ids] = ex <= delta
-            loss[ids] = ex
-            exact[ids] = True
-            tt[ids] = t_ex
-        dec_done = decrement / 2 <= delta / 10
-        converged[act] = certified[act] | dec_done
-        finished = certified[act] | dec_done | ~improved
-        act = act[~finished]
-    # every reported loss is the exact float64 one (those checked in the loop already are)
-    todo = np.flatnonzero(~exact)
+            ex, t_ex = _exact_loss(P[pos[cand]], self.V[ids], Wa[cand], beta, return_margins=True)
+            self.certified[ids] = ex <= delta
+            self.loss[ids] = ex
+            self.exact[ids] = True
+            self.tt[ids] = t_ex
+
+
+@dataclass
+class _WorkingSet:
+    """The trials whose data the Newton steps compute on: ``rows`` (ascending trial ids), their Φ
+    (``P``), Φ in the Hessian's dtype (``P_h``) and weights (``W``)."""
+
+    rows: np.ndarray
+    P: np.ndarray
+    P_h: np.ndarray
+    W: np.ndarray
+
+    @classmethod
+    def start(cls, Phi: np.ndarray, w: np.ndarray, act: np.ndarray, hdt: np.dtype) -> "_WorkingSet":
+        """The working set of the active trials ``act`` (Φ itself, uncopied, when all are active)."""
+        P = Phi[act] if act.size < Phi.shape[0] else Phi
+        return cls(act, P, P if P.dtype == hdt else P.astype(hdt), w[act])
+
+    def compact(self, act: np.ndarray) -> None:
+        """Drop finished trials once at most half the rows are active (one copy at most per halving)."""
+        if act.size <= self.rows.size // 2:
+            keep = np.searchsorted(self.rows, act)
+            self.P, self.P_h, self.W, self.rows = self.P[keep], self.P_h[keep], self.W[keep], act
+
+
+def _newton_iteration(state: _SolveState, work: _WorkingSet, act: np.ndarray, beta: float, delta: float,
+                      first: bool, extrapolate: bool, max_doublings: int) -> np.ndarray:
+    """One damped Newton step of the active trials ``act``; returns the trials still active after it.
+
+    A trial finishes when it is certified (exact L(v) ≤ Δ), when its Newton decrement λ²/2 ≤ Δ/10, or
+    when no step length lowered its loss."""
+    work.compact(act)
+    # every row of the working set is computed (cheaper than gathering the live ones each step); only
+    # the live ones (pos) are updated
+    pos = np.searchsorted(work.rows, act)
+    t_all = state.tt[work.rows]
+    g, step, dt = _newton_direction(work, t_all, beta, first)
+    g, step, dt, Wa = g[pos], step[pos], dt[pos], work.W[pos]
+    decrement = -np.einsum("td,td->t", g, step)  # Newton decrement λ²
+    t, v, cur = t_all[pos], state.V[act], state.loss[act]
+    lr, new_t, new_loss = _backtrack(t, dt, Wa, cur, decrement)
+    if extrapolate:
+        _extrapolate(lr, new_t, new_loss, t, dt, Wa, decrement, delta, max_doublings)
+    improved = state.accept(act, v, step, lr, t, new_t, new_loss, cur)
+    state.check_exactly(act, work.P, pos, Wa, beta, delta)
+    dec_done = decrement / 2 <= delta / 10
+    state.converged[act] = state.certified[act] | dec_done
+    finished = state.certified[act] | dec_done | ~improved
+    return act[~finished]
+
+
+def _newton_direction(work: _WorkingSet, t_all: np.ndarray, beta: float,
+                      first: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradient g (R, d), Newton step −H⁻¹g (R, d) and its margin change dt = βΦ·step (R, m), float64,
+    for every trial of the working set at the running margins ``t_all`` (R, m)."""
+    P = work.P
+    s_neg = expit(-t_all)
+    g = -beta * np.matmul((work.W * s_neg)[:, None, :].astype(P.dtype, copy=False), P)[:, 0].astype(np.float64)
+    curv = work.W * s_neg * expit(t_all)
+    H = _hessian(work.P_h, curv, beta, first)
+    step = -np.linalg.solve(H, g[..., None])[..., 0]
+    dt = beta * np.matmul(P, step[:, :, None].astype(P.dtype, copy=False))[:, :, 0].astype(np.float64)
+    return g, step, dt
+
+
+def _hessian(P_h: np.ndarray, curv: np.ndarray, beta: float, first: bool) -> np.ndarray:
+    """H = β² Φᵀ diag(curv) Φ per trial, (R, d, d) float64, symmetrised and regularised by 1e-10·tr(H)/d.
+
+    Accumulated in ``P_h``'s dtype with the curvatures rescaled by their per-trial maximum (so none
+    underflows); ``first``: v = 0 with no padded rows, where every curvature is w/4 (rel = 1 on every row)."""
+    hdt = P_h.dtype
+    m, d = P_h.shape[1], P_h.shape[2]
+    cmax = curv.max(axis=1, keepdims=True)
+    cmax[cmax == 0] = 1.0
+    rel = curv / cmax
+    # rows whose curvature is below 1e-10 of the trial's largest add < 2e-7·m relative to H
+    # (below float32 resolution): once v has grown they are most rows, and H is summed over
+    # the K largest of each trial only (K = the most live rows of any trial)
+    K = int((rel > _LIVE_CURVATURE).sum(axis=1).max())
+    if K <= _GATHER_FRACTION * m:
+        top = np.argpartition(rel, m - K, axis=1)[:, m - K:]
+        Ph = np.take_along_axis(P_h, top[:, :, None], axis=1)
+        rel = np.take_along_axis(rel, top, axis=1)
+    else:
+        Ph = P_h
+    # at v = 0 every curvature is w/4, so rel = 1 on every row (none padded): X = Φ
+    X = Ph if first else Ph * rel.astype(hdt)[:, :, None]
+    H = np.matmul(Ph.transpose(0, 2, 1), X).astype(np.float64) * ((beta**2) * cmax[:, :, None])
+    H = 0.5 * (H + H.transpose(0, 2, 1))
+    scale = np.trace(H, axis1=1, axis2=2)[:, None, None] / d
+    H += (1e-10 * scale + 1e-300) * np.eye(d)
+    return H
+
+
+def _backtrack(t: np.ndarray, dt: np.ndarray, Wa: np.ndarray, cur: np.ndarray,
+               decrement: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Backtracking (Armijo) line search on the running margins, no pass over Φ: step lengths lr (A,),
+    margins t + lr·dt (A, m) and their losses (A,), halving lr (up to 60 times) until the loss drops by
+    1e-4·lr·λ²."""
+    lr = np.ones(t.shape[0])
+    new_t = t + dt
+    new_loss = _loss_from_margins(new_t, Wa)
+    for _ in range(60):
+        bad = np.flatnonzero(new_loss > cur - 1e-4 * lr * decrement)
+        if bad.size == 0:
+            break
+        lr[bad] /= 2
+        new_t[bad] = t[bad] + lr[bad, None] * dt[bad]
+        new_loss[bad] = _loss_from_margins(new_t[bad], Wa[bad])
+    return lr, new_t, new_loss
+
+
+def _extrapolate(lr: np.ndarray, new_t: np.ndarray, new_loss: np.ndarray, t: np.ndarray, dt: np.ndarray,
+                 Wa: np.ndarray, decrement: np.ndarray, delta: float, max_doublings: int) -> None:
+    """Where the full step was accepted, keep doubling it (in place) while the loss still drops by the
+    Armijo amount and stays above Δ (in the separable tail a Newton step only divides the loss by ≈ e)."""
+    grow = np.flatnonzero((lr == 1.0) & (new_loss > delta))
+    for _ in range(max_doublings):
+        if grow.size == 0:
+            break
+        lr2 = lr[grow] * 2
+        t2 = t[grow] + lr2[:, None] * dt[grow]
+        l2 = _loss_from_margins(t2, Wa[grow])
+        ok = l2 <= new_loss[grow] - 1e-4 * (lr2 - lr[grow]) * decrement[grow]
+        sel = grow[ok]
+        lr[sel], new_t[sel], new_loss[sel] = lr2[ok], t2[ok], l2[ok]
+        grow = sel[new_loss[sel] > delta]
+
+
+def _certify(state: _SolveState, Phi: np.ndarray, mask: np.ndarray, w: np.ndarray, beta: float,
+             delta: float) -> SolveResult:
+    """The result: every reported loss is the exact float64 one (those checked in the loop already are);
+    a trial is certified by its loss (≤ Δ) or else by its duality gap (:func:`duality_gap` ≤ Δ)."""
+    V, loss = state.V, state.loss
+    T = Phi.shape[0]
+    todo = np.flatnonzero(~state.exact)
     if todo.size:
         full = todo.size == T
         loss[todo] = _exact_loss(Phi if full else Phi[todo], V[todo], w[todo], beta)
@@ -241,7 +348,7 @@ def solve_to_delta(
     by_gap = ~by_loss & (gap <= delta)
     certificate = np.where(by_loss, "loss", np.where(by_gap, "duality-gap", "none"))
     certified = by_loss | by_gap
-    return SolveResult(V, loss, certified, converged | certified, iters, certificate, gap)
+    return SolveResult(V, loss, certified, state.converged | certified, state.iters, certificate, gap)
 
 
 def duality_gap(V: np.ndarray, Phi: np.ndarray, mask: np.ndarray, beta: float) -> np.ndarray:
@@ -267,48 +374,71 @@ def duality_gap(V: np.ndarray, Phi: np.ndarray, mask: np.ndarray, beta: float) -
     small (e.g. separable data, where no minimiser exists — those trials use the "loss"
     certificate). The remaining sums are float64 (≈ m·1e-16 relative), far below any Δ used here.
     """
-    from scipy.special import entr
-
-    A, m, d = Phi.shape
+    A = Phi.shape[0]
     P = Phi.astype(np.float64, copy=False)
     w = _weights(mask)
     out = np.full(A, np.inf)
     x = beta * np.matmul(P, V[:, :, None])[:, :, 0]
     loss = -(log_sigmoid(x) * w).sum(axis=1)
-    eps = 2.0**-52
     for k in range(A):
         keep = mask[k]
-        Pk, wk, xk = P[k][keep], w[k][keep], x[k][keep]
-        n = Pk.shape[0]
-        row_norm = np.linalg.norm(Pk, axis=1)
-        # primal side: gradient and Hessian at v̂
-        s_neg, s_pos = expit(-xk), expit(xk)
-        grad = -beta * (Pk.T @ (wk * s_neg))
-        grad_norm = float(np.linalg.norm(grad)) + n * eps * beta * float(np.sum(wk * s_neg * row_norm))
-        H = (beta**2) * (Pk.T @ (Pk * (wk * s_neg * s_pos)[:, None]))
-        ev = np.linalg.eigvalsh((H + H.T) / 2)
-        lam_min = float(ev[0]) - 1e-10 * float(abs(ev[-1]))
-        rho = beta * float(row_norm.max())
-        if not (lam_min > 0 and rho * grad_norm < lam_min):
-            continue
-        T = -np.log1p(-rho * grad_norm / lam_min) / rho if rho > 0 else grad_norm / lam_min
-        # dual side
-        ak = s_neg.copy()
-        for _ in range(2):
-            r = Pk.T @ (wk * ak)
-            c = ak * (1 - ak)
-            M = Pk.T @ (Pk * (wk * c)[:, None])
-            try:
-                ak = ak - c * (Pk @ np.linalg.solve(M, r))
-            except np.linalg.LinAlgError:
-                break
-        if not (np.all(ak >= 0) and np.all(ak <= 1)):
-            continue
-        r = Pk.T @ (wk * ak)
-        r_norm = float(np.linalg.norm(r)) + n * eps * float(np.sum(wk * ak * row_norm))
-        dual = float(np.sum(wk * (entr(ak) + entr(1 - ak))))
-        out[k] = max(float(loss[k]) - dual, 0.0) + beta * (float(np.linalg.norm(V[k])) + T) * r_norm
+        out[k] = _trial_gap(P[k][keep], w[k][keep], x[k][keep], float(loss[k]), float(np.linalg.norm(V[k])), beta)
     return out
+
+
+_EPS = 2.0**-52  # float64 unit roundoff bound used by the rounding enlargements of :func:`duality_gap`
+
+
+def _trial_gap(Pk: np.ndarray, wk: np.ndarray, xk: np.ndarray, loss: float, v_norm: float, beta: float) -> float:
+    """:func:`duality_gap` of one trial from its live rows Φ (n, d), weights (n,), margins x = βΦv̂ (n,),
+    L(v̂) and ‖v̂‖; inf when no certificate can be built."""
+    from scipy.special import entr
+
+    n = Pk.shape[0]
+    row_norm = np.linalg.norm(Pk, axis=1)
+    s_neg = expit(-xk)
+    T = _distance_to_minimiser(Pk, wk, xk, s_neg, row_norm, beta)
+    if T is None:
+        return np.inf
+    ak = _dual_point(Pk, wk, s_neg)
+    if not (np.all(ak >= 0) and np.all(ak <= 1)):
+        return np.inf
+    r = Pk.T @ (wk * ak)
+    r_norm = float(np.linalg.norm(r)) + n * _EPS * float(np.sum(wk * ak * row_norm))
+    dual = float(np.sum(wk * (entr(ak) + entr(1 - ak))))
+    return max(loss - dual, 0.0) + beta * (v_norm + T) * r_norm
+
+
+def _distance_to_minimiser(Pk: np.ndarray, wk: np.ndarray, xk: np.ndarray, s_neg: np.ndarray,
+                           row_norm: np.ndarray, beta: float) -> float | None:
+    """The primal side of :func:`duality_gap`: the bound T ≥ ‖v* − v̂‖ from the gradient and the smallest
+    Hessian eigenvalue at v̂ (self-concordance with ρ = β max_i ‖φ_i‖), or None when ρ‖∇L‖ ≥ λ_min."""
+    n = Pk.shape[0]
+    s_pos = expit(xk)
+    grad = -beta * (Pk.T @ (wk * s_neg))
+    grad_norm = float(np.linalg.norm(grad)) + n * _EPS * beta * float(np.sum(wk * s_neg * row_norm))
+    H = (beta**2) * (Pk.T @ (Pk * (wk * s_neg * s_pos)[:, None]))
+    ev = np.linalg.eigvalsh((H + H.T) / 2)
+    lam_min = float(ev[0]) - 1e-10 * float(abs(ev[-1]))
+    rho = beta * float(row_norm.max())
+    if not (lam_min > 0 and rho * grad_norm < lam_min):
+        return None
+    return -np.log1p(-rho * grad_norm / lam_min) / rho if rho > 0 else grad_norm / lam_min
+
+
+def _dual_point(Pk: np.ndarray, wk: np.ndarray, s_neg: np.ndarray) -> np.ndarray:
+    """The dual side of :func:`duality_gap`: a = σ(−β⟨v̂, φ_i⟩) corrected twice by a ← a − a(1−a)∘Φλ with
+    (Σ w a(1−a) φφᵀ) λ = r, so that r = Σ w_i a_i φ_i is at round-off (stops early on a singular system)."""
+    ak = s_neg.copy()
+    for _ in range(2):
+        r = Pk.T @ (wk * ak)
+        c = ak * (1 - ak)
+        M = Pk.T @ (Pk * (wk * c)[:, None])
+        try:
+            ak = ak - c * (Pk @ np.linalg.solve(M, r))
+        except np.linalg.LinAlgError:
+            break
+    return ak
 
 
 def gradient_trajectory(

@@ -17,6 +17,7 @@ The paper's numbers come from :mod:`empirical.report.paper`.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -146,86 +147,151 @@ def _data_section(cfg: Any, split: dict | None, select: dict | None, train: dict
     return L
 
 
+@dataclass
+class _TraitResults:
+    """What one trait's report shows, read from the JSON of its folder (:func:`_read_trait`): the stage
+    records (``split``/``select``/``train``, None when absent), the trait's name, the correlation rows
+    (:func:`collect_rows`), the per-student ``correlate.json``/``eval.json`` results, Table 1 and the
+    Figure-19 view (:mod:`empirical.report.table1`) and the LLS − random contrasts per student."""
+
+    split: dict[str, Any] | None
+    select: dict[str, Any] | None
+    train: dict[str, Any] | None
+    trait: str
+    rows: list[dict[str, Any]]
+    corr: dict[str, Any]
+    evals: dict[str, Any]
+    tab: dict[str, Any]
+    f19: dict[str, Any]
+    contrasts: dict[str, Any]
+
+
+def _read_trait(root: Path, cfg: Any) -> _TraitResults:
+    """Read one trait's folder (the run itself, or ``traits/<name>/`` of a many-trait run)."""
+    from empirical.report.table1 import fig19, load_run, table1
+
+    trait_name = (root.name if root.parent.name == "traits"  # traits/<name>/ of a many-trait run
+                  else getattr(cfg, "target", None) or getattr(cfg, "name", None) or "trait")
+    run = load_run(root, trait=trait_name)
+    trait = run.traits[0]
+    corr = {s: run.correlate[(trait, s)] for s in run.students if (trait, s) in run.correlate}
+    return _TraitResults(
+        split=_stage(root, "split"), select=_stage(root, "select"), train=_stage(root, "train"), trait=trait,
+        rows=collect_rows(root, _students(cfg) or [SimpleNamespace(name=s) for s in run.students]), corr=corr,
+        evals={s: run.evals[(trait, s)] for s in run.students if (trait, s) in run.evals},
+        tab=table1(run), f19=fig19(run),
+        contrasts={name: res["lls_minus_random"] for name, res in corr.items() if res.get("lls_minus_random")})
+
+
 def write_report(root: str | Path, cfg: Any) -> dict[str, Any]:
     """Write one trait's ``report.md``, ``summary.json``, ``table1.png``, ``trajectory-<student>.png`` and
     (when ``eval.json`` exists) ``mention.png`` into ``root``.
 
     ``cfg``: any object with the flat setting names of :func:`config_view` (the experiment passes its view).
+    The report's sections: :func:`_header`, :func:`_data_section`, :func:`_correlation_section`,
+    :func:`_paper_section`, :func:`_trajectory_section`, :func:`_behaviour_section`.
     """
-    from empirical.figures import mention_figure, table1_grid_figure, trajectory_figure
-    from empirical.report.paper import TABLE1, paper_trait
-    from empirical.report.table1 import fig19, fig19_markdown, load_run, table1, table1_markdown
-    from lls_common import figstyle
     from lls_common.io import atomic_write_json, atomic_write_text
 
     root = Path(root)
-    split, select, train = _stage(root, "split"), _stage(root, "select"), _stage(root, "train")
-    trait_name = (root.name if root.parent.name == "traits"  # traits/<name>/ of a many-trait run
-                  else getattr(cfg, "target", None) or getattr(cfg, "name", None) or "trait")
-    run = load_run(root, trait=trait_name)
-    trait = run.traits[0]
-    rows = collect_rows(root, _students(cfg) or [SimpleNamespace(name=s) for s in run.students])
-    corr = {s: run.correlate[(trait, s)] for s in run.students if (trait, s) in run.correlate}
-    evals = {s: run.evals[(trait, s)] for s in run.students if (trait, s) in run.evals}
-    tab, f19 = table1(run), fig19(run)
-    target = getattr(cfg, "target", None)
+    res = _read_trait(root, cfg)
+    figs = _write_trait_figures(root, res, getattr(cfg, "target", None))
+    L = _header(cfg, root)
+    L += _data_section(cfg, res.split, res.select, res.train)
+    L += _correlation_section(res)
+    L += _paper_section(res, getattr(cfg, "target", None))
+    L += _trajectory_section(res.corr)
+    if res.evals:
+        L += _behaviour_section(cfg, res.evals, "mention.png" in figs)
+    else:
+        L += ["## Behaviour", "", "Not measured for this trait (eval stage off or not run).", ""]
+    atomic_write_text(root / "report.md", "\n".join(L) + "\n")
+    atomic_write_json(root / "summary.json", _trait_summary(cfg, root, res, figs))
+    return {"report": "report.md", "figures": sorted(figs)}
 
-    figs: dict[str, Any] = {"table1.png": table1_grid_figure(tab)}
-    for name, res in corr.items():
-        figs[f"trajectory-{name}.png"] = trajectory_figure(res)
-    mention_evals = {s: e for s, e in evals.items()
+
+def _write_trait_figures(root: Path, res: _TraitResults, target: str | None) -> dict[str, Any]:
+    """Save ``table1.png``, one ``trajectory-<student>.png`` per student with correlate output and, when some
+    eval measured mentions of the ``target`` word, ``mention.png``; returns {file name: figure}."""
+    from empirical.figures import mention_figure, table1_grid_figure, trajectory_figure
+    from lls_common import figstyle
+
+    figs: dict[str, Any] = {"table1.png": table1_grid_figure(res.tab)}
+    for name, c in res.corr.items():
+        figs[f"trajectory-{name}.png"] = trajectory_figure(c)
+    mention_evals = {s: e for s, e in res.evals.items()
                      if any("mention" in c for c in e.get("conditions", {}).values())}
     if mention_evals and target:
         figs["mention.png"] = mention_figure(mention_evals, target)
     for fname, fig in figs.items():
         figstyle.save(fig, root / fname)
+    return figs
 
-    students_cfg = _students(cfg)
-    L = [f"# LLS end-to-end experiment `{_g(cfg, 'name', root.name)}`", ""]
-    L += [f"Teacher `{_g(cfg, 'teacher')}` with system prompt s = \"{_g(cfg, 'system_prompt')}\"; students "
-          + ", ".join(f"`{_smodel(s)}` ({_sname(s)})" for s in students_cfg)
-          + (f"; target word `{target}`." if target else "."), ""]
-    L += _data_section(cfg, split, select, train)
-    L += ["## Table 1 analogue: held-out margin correlations (final checkpoint)", "",
-          "z_s = ρ of the initial student with s (vs without); z_T = the teacher's ρ with s (students other than "
-          "the teacher only); z_M = ρ of the fine-tuned student without s, relative to the initial student. "
-          "Cosine = the theorem's Corr; 95% bootstrap CIs; one-sided permutation p-value of the Pearson "
-          "correlation.", "",
-          "| student | training subset | vs | cosine | Pearson | Spearman | p (Pearson) | verdict |",
-          "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
+
+def _header(cfg: Any, root: Path) -> list[str]:
+    """Title and the teacher / system prompt / students / target line."""
+    target = getattr(cfg, "target", None)
+    return [f"# LLS end-to-end experiment `{_g(cfg, 'name', root.name)}`", "",
+            f"Teacher `{_g(cfg, 'teacher')}` with system prompt s = \"{_g(cfg, 'system_prompt')}\"; students "
+            + ", ".join(f"`{_smodel(s)}` ({_sname(s)})" for s in _students(cfg))
+            + (f"; target word `{target}`." if target else "."), ""]
+
+
+def _correlation_section(res: _TraitResults) -> list[str]:
+    """The held-out margin-correlation table, the LLS − random contrasts and the teacher-vs-student lines."""
+    L = ["## Table 1 analogue: held-out margin correlations (final checkpoint)", "",
+         "z_s = ρ of the initial student with s (vs without); z_T = the teacher's ρ with s (students other than "
+         "the teacher only); z_M = ρ of the fine-tuned student without s, relative to the initial student. "
+         "Cosine = the theorem's Corr; 95% bootstrap CIs; one-sided permutation p-value of the Pearson "
+         "correlation.", "",
+         "| student | training subset | vs | cosine | Pearson | Spearman | p (Pearson) | verdict |",
+         "|---|---|---|---|---|---|---|---|"]
+    for r in res.rows:
         rep = r["report"]
         L.append(f"| {r['student']} | {r['arm']} | {r['ref']} | {_fmt(rep, 'cosine')} | {_fmt(rep, 'pearson')} | "
                  f"{_fmt(rep, 'spearman')} | {rep['pearson_p']:.4f} | {_verdict(rep)} |")
-    contrasts = {name: res["lls_minus_random"] for name, res in corr.items() if res.get("lls_minus_random")}
-    if contrasts:
+    if res.contrasts:
         L += ["", "LLS minus random control on the same held-out pairs (final checkpoints; paired bootstrap 95% CI "
               "and one-sided bootstrap p-value for 'LLS > random'; a p below 0.05 with a CI that includes 0 is "
               "borderline, not a detected difference):", "",
               "| student | vs | Δ cosine [95% CI] | p | Δ Pearson [95% CI] | p |", "|---|---|---|---|---|---|"]
-        for name, con in contrasts.items():
+        for name, con in res.contrasts.items():
             for ref, d in con.items():
                 c, p = d["cosine"], d["pearson"]
                 L.append(f"| {name} | {ref} | {c['diff']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] | {c['p']:.4f} | "
                          f"{p['diff']:+.3f} [{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}] | {p['p']:.4f} |")
-    for name, res in corr.items():
-        if "teacher_vs_student" in res:
-            t = res["teacher_vs_student"]
+    for name, c in res.corr.items():
+        if "teacher_vs_student" in c:
+            t = c["teacher_vs_student"]
             L.append(f"\nBefore training, {name}: corr(z_T, z_s) Pearson {_fmt(t, 'pearson')} (how alike the two "
                      "models' system-prompt shifts are).")
-    col = paper_trait(trait) or paper_trait(target)
-    L += ["", "### Beside the paper's Table 1", "",
-          "The paper's cell is the teacher–student correlation on 500 pairs with an OLMo2-1B-Instruct student "
-          "(no CI reported); ours uses r = z_T for a student other than the teacher and r = z_s (= z_T) for the "
-          "teacher's own model. Cell: LLS value [95% CI], the random-subset control, the paired LLS − random "
-          "difference [95% CI], the paper's value.", ""]
-    L += table1_markdown(tab)
+    return L
+
+
+def _paper_section(res: _TraitResults, target: str | None) -> list[str]:
+    """Table 1 beside the paper's cell for this trait (by its name or its ``target`` word) and the
+    Figure-19 angles."""
+    from empirical.report.paper import TABLE1, paper_trait
+    from empirical.report.table1 import fig19_markdown, table1_markdown
+
+    col = paper_trait(res.trait) or paper_trait(target)
+    L = ["", "### Beside the paper's Table 1", "",
+         "The paper's cell is the teacher–student correlation on 500 pairs with an OLMo2-1B-Instruct student "
+         "(no CI reported); ours uses r = z_T for a student other than the teacher and r = z_s (= z_T) for the "
+         "teacher's own model. Cell: LLS value [95% CI], the random-subset control, the paired LLS − random "
+         "difference [95% CI], the paper's value.", ""]
+    L += table1_markdown(res.tab)
     if col is None:
         L += ["", f"(The paper reports no Table-1 number for this trait; its columns: {', '.join(TABLE1['same'])}.)"]
     L += ["", "![Table 1 analogue](table1.png)", "",
           "Angle between each student's z_M and r in the space of held-out pairs (arccos of the cosine):", ""]
-    L += fig19_markdown(f19) if f19 else ["(no non-zero z_M)"]
-    L += ["", "## Trajectory (Fig. 3 analogue)", ""]
+    L += fig19_markdown(res.f19) if res.f19 else ["(no non-zero z_M)"]
+    return L
+
+
+def _trajectory_section(corr: dict[str, Any]) -> list[str]:
+    """Pearson(z_s, z_M) at every checkpoint of every arm, per student, with its trajectory figure."""
+    L = ["", "## Trajectory (Fig. 3 analogue)", ""]
     for name, res in corr.items():
         parts = []
         for arm, rep in res["arms"].items():
@@ -233,31 +299,37 @@ def write_report(root: str | Path, cfg: Any) -> dict[str, Any]:
             parts.append(f"{arm}: {pts}")
         L.append(f"- {name}, Pearson(z_s, z_M): " + "; ".join(parts))
         L.append(f"\n![trajectory {name}](trajectory-{name}.png)\n")
-    if evals:
-        L += _behaviour_section(cfg, evals, "mention.png" in figs)
-    else:
-        L += ["## Behaviour", "", "Not measured for this trait (eval stage off or not run).", ""]
-    atomic_write_text(root / "report.md", "\n".join(L) + "\n")
-    summary = {
+    return L
+
+
+def _trait_summary(cfg: Any, root: Path, res: _TraitResults, figs: dict[str, Any]) -> dict[str, Any]:
+    """``summary.json`` of one trait: settings, counts, correlations, contrasts, Table 1, Figure 19 (without
+    the projected points), behaviour, the paper's owl cells and the figure names."""
+    from empirical.report.paper import TABLE1
+
+    split, select = res.split or {}, res.select or {}
+    return {
         "name": _g(cfg, "name", root.name), "teacher": _g(cfg, "teacher"),
-        "system_prompt": _g(cfg, "system_prompt"), "trait": trait,
-        "n_heldout": (split or {}).get("n_heldout"), "n_pool": (split or {}).get("n_pool"),
-        "n_selected": (select or {}).get("n_selected"),
+        "system_prompt": _g(cfg, "system_prompt"), "trait": res.trait,
+        "n_heldout": split.get("n_heldout"), "n_pool": split.get("n_pool"), "n_selected": select.get("n_selected"),
         "correlations": [{k: r[k] for k in ("student", "arm", "ref")} | {
             s: r["report"][s] for s in ("cosine", "cosine_ci", "pearson", "pearson_ci", "spearman", "spearman_ci",
-                                        "pearson_p")} for r in rows],
-        "teacher_vs_student": {n: r["teacher_vs_student"] for n, r in corr.items() if "teacher_vs_student" in r},
-        "lls_minus_random": contrasts,
-        "table1": tab, "fig19": {s: {k: v for k, v in d.items() if k != "xy"} for s, d in f19.items()},
-        "behaviour": {n: {c: {k: v for k, v in (("mention_rate", (x.get("mention") or {}).get("rate")),
-                                                 ("mention_ci", (x.get("mention") or {}).get("ci")),
-                                                 ("p_target", (x.get("probe") or {}).get("p_target")))
-                              if v is not None} for c, x in ev["conditions"].items()} for n, ev in evals.items()},
+                                        "pearson_p")} for r in res.rows],
+        "teacher_vs_student": {n: r["teacher_vs_student"] for n, r in res.corr.items() if "teacher_vs_student" in r},
+        "lls_minus_random": res.contrasts,
+        "table1": res.tab, "fig19": {s: {k: v for k, v in d.items() if k != "xy"} for s, d in res.f19.items()},
+        "behaviour": _behaviour_summary(res.evals),
         "paper_table1_owls": {"same": TABLE1["same"]["owls"], "cross": TABLE1["cross"]["owls"]},
         "figures": sorted(figs),
     }
-    atomic_write_json(root / "summary.json", summary)
-    return {"report": "report.md", "figures": sorted(figs)}
+
+
+def _behaviour_summary(evals: dict[str, Any]) -> dict[str, Any]:
+    """Per student and condition: mention rate, its CI and the probe's P(target), each only when measured."""
+    return {n: {c: {k: v for k, v in (("mention_rate", (x.get("mention") or {}).get("rate")),
+                                      ("mention_ci", (x.get("mention") or {}).get("ci")),
+                                      ("p_target", (x.get("probe") or {}).get("p_target")))
+                    if v is not None} for c, x in ev["conditions"].items()} for n, ev in evals.items()}
 
 
 def _behaviour_section(cfg: Any, evals: dict[str, Any], has_fig: bool) -> list[str]:

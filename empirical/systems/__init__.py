@@ -17,7 +17,6 @@ visible text (whitespace or zero-width characters only), malformed or too deeply
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,17 +95,26 @@ def _parse_tsv(path: Path) -> list[SystemPrompt]:
     return out
 
 
+def _json_problem(path: Path, exc: Any) -> str:
+    """This reader's wording of a :class:`empirical.data.JSONRefused` (``path:LINE: not valid JSON (...)``)."""
+    if exc.kind == "malformed":
+        return f"{path}:{exc.lineno}: not valid JSON ({exc.msg})"
+    if exc.kind == "nested":
+        return f"{path}: {exc}"
+    return f"{path}: not valid JSON ({exc.detail} is not a JSON value)"
+
+
 def _parse_json(path: Path) -> list[SystemPrompt]:
-    from empirical.data import DataError
+    from empirical.data import DataError, JSONRefused, loads_strict
 
     try:
-        data = json.loads(_read_text(path), parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
-    except RecursionError:
-        raise DataError(f"{path}: JSON nested too deeply") from None
-    except ValueError as exc:
+        text = _read_text(path)
+    except DataError as exc:  # worded as before the shared JSON guard existed (a read error inside the JSON one)
         raise DataError(f"{path}: not valid JSON ({exc} is not a JSON value)") from None
+    try:
+        data = loads_strict(text)
+    except JSONRefused as exc:
+        raise DataError(_json_problem(path, exc)) from None
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of system prompts (strings or objects with 'text')")
     out = []

@@ -10,16 +10,36 @@ import sys
 
 
 def build(path: str = "notebooks/02-proof-check.ipynb", execute: bool = False) -> None:
+    """Write the notebook to ``path`` (and run it when ``execute``): the introduction, the step table, the
+    failing step and its repair, and the numerical adversary (:func:`_cells`)."""
     from lls_common.notebook import write_notebook
 
-    def md(text):
-        return ("md", text)
+    write_notebook([(kind, _unindent(src)) for kind, src in _cells()], path, execute=execute, timeout=600)
 
-    def code(text):
-        return ("code", text)
 
-    cells = [
-        md("""# 02 — Checking the proof of Theorem C.1, step by step
+def _md(text: str) -> tuple[str, str]:
+    return ("md", text)
+
+
+def _code(text: str) -> tuple[str, str]:
+    return ("code", text)
+
+
+def _unindent(src: str) -> str:
+    """The cell sources below are written indented inside their functions: drop 4 spaces from every line but
+    the first."""
+    return "\n".join([src.split("\n")[0]] + [ln[4:] if ln.startswith("    ") else ln for ln in src.split("\n")[1:]])
+
+
+def _cells() -> list[tuple[str, str]]:
+    """Every cell of the notebook, in order, as ``(kind, indented source)``."""
+    return _intro_cells() + _table_cells() + _repair_cells() + _adversary_cells()
+
+
+def _intro_cells() -> list[tuple[str, str]]:
+    """What is checked and how, and the call that runs the check."""
+    return [
+        _md("""# 02 — Checking the proof of Theorem C.1, step by step
 
     Theorem C.1 (lls-notes §4): if the selected pairs have teacher margins α ≤ z_s(i) ≤ Cα, α > 20C²ε, the
     difference vectors φ_i are C-well-behaved and Δ + 8βε ≤ 1/(10C)³, then every Δ-approximate minimiser M of the
@@ -39,13 +59,19 @@ def build(path: str = "notebooks/02-proof-check.ipynb", execute: bool = False) -
     evidence; they are not derived by the checker. The vector lemmas used there are additionally property-tested
     (including constructed worst cases, e.g. for the cosine-perturbation lemma of step (6)), which is evidence,
     not proof. So this is a machine check of the proof's arithmetic, not a formal proof."""),
-        code("""from lls_theory.proof import run_proof_check, format_table
+        _code("""from lls_theory.proof import run_proof_check, format_table
     from lls_theory.proof.adversary import AdversaryConfig
 
     report = run_proof_check(seed=0, adversary_cfg=AdversaryConfig(n_instances=12))
     print(format_table(report, width=110))"""),
-        md("""## The table"""),
-        code("""from IPython.display import Markdown
+    ]
+
+
+def _table_cells() -> list[tuple[str, str]]:
+    """The per-step report as a Markdown table."""
+    return [
+        _md("""## The table"""),
+        _code("""from IPython.display import Markdown
 
     def esc(s):
         return str(s).replace("|", "\\\\|")
@@ -55,7 +81,13 @@ def build(path: str = "notebooks/02-proof-check.ipynb", execute: bool = False) -
         ev = s["evidence"] + ("" if s["counterexample"] is None else f" **Counterexample:** {s['counterexample']}")
         rows.append(f"| {s['id']} | **{s['status']}** | {esc(s['claim'])} | {esc(ev)} |")
     Markdown("\\n".join(rows))"""),
-        md("""## What fails, and the repair
+    ]
+
+
+def _repair_cells() -> list[tuple[str, str]]:
+    """Step (5a), its counterexample and the three certified repairs."""
+    return [
+        _md("""## What fails, and the repair
 
     Only step (5a) fails: from α > 20C²ε the proof has ‖y_u − z_s‖ ≤ 4ε√m and ‖y_u‖ ≥ (α − 4ε)√m, and these do
     not give ‖y_u − z_s‖ ≤ ‖y_u‖/(20C²) (counterexample: C = 1, m = 1, ε = 1, α = z_s = 21, y_u = 17). Taken
@@ -70,26 +102,28 @@ def build(path: str = "notebooks/02-proof-check.ipynb", execute: bool = False) -
       with the angle steps this certifies **the paper's own hypothesis α > 20C²ε** (even α > 13C²ε).
 
     So the theorem is true as stated; only its proof needs the repair."""),
-        code("""c = report["corrected"]
+        _code("""c = report["corrected"]
     print(c["statement"])
     print("certified:", c["certified"], "| route:", c["route"], "| its threshold K* in", c["K_bracket"])
     print("K per route: repaired", c["K_repaired_route"], "| sharp", c["K_sharp_route"], "| paper structure",
           c["K_paper_route"], "| step (5a) as written needs K >=", c["K_step5_as_written"])
     for line in c["proof_changes"]:
         print(" -", line)"""),
-        md("""## Is the conclusion itself in doubt? A numerical adversary
+    ]
+
+
+def _adversary_cells() -> list[tuple[str, str]]:
+    """The numerical adversary's search for instances that break the conclusion."""
+    return [
+        _md("""## Is the conclusion itself in doubt? A numerical adversary
 
     Small instances (d = 2, 3; m ≤ 10) with exactly computed well-behavedness constant, ε, β, Δ at the edge of the
     hypotheses, and adversarial ε-errors on both margin vectors; the Δ-approximate minimiser is chosen to minimise
     the cosine. `ratio` = min Corr found / guaranteed 1/(10C^1.5)."""),
-        code("""a = report["adversary"]
+        _code("""a = report["adversary"]
     print(f"{a['n_valid']} valid instances, {a['n_violations']} violations, min ratio {a['min_ratio']:.2f}")
     print("worst instance:", {k: round(v, 4) if isinstance(v, float) else v for k, v in a['worst'].items()})"""),
     ]
-    # the sources above are written indented inside build(); undo that
-    cells = [(kind, "\n".join([src.split("\n")[0]] + [ln[4:] if ln.startswith("    ") else ln
-                                                       for ln in src.split("\n")[1:]])) for kind, src in cells]
-    write_notebook(cells, path, execute=execute, timeout=600)
 
 
 if __name__ == "__main__":
