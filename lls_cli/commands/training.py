@@ -147,7 +147,8 @@ def _run_train(args: argparse.Namespace) -> int:
     cfg = from_namespace(TrainConfig, args).job(from_namespace(ModelArgs, args), args.data, args.out, args.seed,
                                                 limit=args.limit, progress=sc.progress, reference=sc.reference)
     check_reference(sc.reference, pairs_reference(args.data), f"data {args.data}", "selected")
-    check_output(args.out, inputs=(args.data,), kind="dir", name="out")  # the data itself: empirical.data's reader
+    # the data itself: empirical.data's reader; an --out folder holding the data (the select folder) is refused
+    check_output(args.out, inputs=(args.data,), kind="dir", name="out", inputs_inside=False)
     _check_model(from_namespace(ModelArgs, args), "--student")
     fresh = not Path(args.out).exists()
     try:
