@@ -632,3 +632,36 @@ def test_check_output_inputs_inside_is_opt_in_and_direct_only(tmp_path):
     with pytest.raises(LLSError, match="holds an input"):
         lio.check_output(tmp_path, inputs=(link,), kind="dir", inputs_inside=False)
     assert lio.check_output(tmp_path / "new", inputs=(direct,), kind="dir", inputs_inside=False)
+
+
+# ------------------------------- hub-looking --model in the low-rank commands (third hostile pass, issue 12)
+@pytest.mark.parametrize("command", ["spectrum", "angles", "pair-check", "detect"])
+def test_cli_lowrank_unreachable_hub_model_is_one_line_before_any_work(tmp_path, capsys, monkeypatch, command):
+    """``lls spectrum --model nosuchorg/nosuchmodel`` ran into ~2 minutes of download retries when its tokenizer
+    loaded (timed out at 120 s in the third pass); the connect check (mocked: no network) now refuses it."""
+    from empirical import lowrank, models
+
+    _no_weights(monkeypatch)
+    monkeypatch.setattr(lowrank, "load_tokenizer", lambda *a, **k: pytest.fail("tokenizer loaded"), raising=False)
+    monkeypatch.setattr(models, "load_tokenizer", lambda *a, **k: pytest.fail("tokenizer loaded"))
+    monkeypatch.setattr(models, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": f"q{i}", "chosen": f"a{i}", "rejected": f"b{i}"}) + "\n"
+                             for i in range(8)))
+    cands = tmp_path / "cands.txt"
+    cands.write_text("owl\tYou love owls.\ncat\tYou love cats.\n")
+    hub = "nosuchorg/nosuchmodel"
+    argv = {"spectrum": ["spectrum", "--model", hub, "--n-pairs", "4", "--n-systems", "3"],
+            "angles": ["angles", "--model", "smollm2-135m-instruct", "--model", hub, "--n-pairs", "4",
+                       "--n-systems", "3", "--rank", "2"],
+            "pair-check": ["pair-check", "--teacher", "smollm2-135m-instruct", "--student", hub, "--n-pairs", "4",
+                           "--system-prompt", "You love owls."],
+            "detect": ["detect", "--model", hub, "--candidates", cands, "--reference", pairs]}[command]
+    out = tmp_path / "out"
+    rc, stdout, err = _cli([*argv, "--data", pairs, "--out", out, "--json"], capsys)
+    CASES["cli"] += 1
+    assert rc == 2 and stdout == "", err
+    lines = err.strip("\n").split("\n")
+    assert len(lines) == 1 and hub in lines[0] and "cannot be reached" in lines[0], err
+    assert not out.exists()
