@@ -39,15 +39,18 @@ def check_models(cfg: Any) -> None:
     """Resolve every model the settings name with :func:`empirical.models.check_spec` before any data or model
     work: an uncached hub id with the hub offline or unreachable is one line after one 3 s connect (it was a
     minute of download retries when the tokenizer first loaded), and the hub's "no such repository" is one
-    line too. Registry names and local paths were checked by the settings already; they pass unchanged."""
+    line too. Registry names and local paths were checked by the settings already; they are skipped."""
+    from pathlib import Path
+
     from empirical import models
     from lls_common.errors import LLSError
 
     for name in MODEL_FIELDS:
         value = getattr(cfg, name, None)
         for spec in (value if isinstance(value, (tuple, list)) else (value,)):
-            if not isinstance(spec, str) or not spec.strip():
-                continue
+            if not isinstance(spec, str) or not spec.strip() or spec in models.REGISTRY \
+                    or spec.endswith(".gguf") or Path(spec).exists():
+                continue  # checked by the settings (a local folder's data errors still come first)
             try:
                 models.check_spec(spec)
             except (ValueError, OSError) as exc:
