@@ -276,6 +276,14 @@ def check_output(out: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] 
     return p
 
 
+def remove_if_empty(out: str | os.PathLike, fresh: bool) -> None:
+    """After a failed run: remove the ``out`` folder it created (``fresh``: it did not exist before) when
+    nothing but the released lock's absence is left in it -- a refused start leaves no trace."""
+    if fresh:
+        with contextlib.suppress(OSError):
+            Path(out).rmdir()  # only succeeds on an empty folder
+
+
 def _can_create_in(folder: Path) -> bool:
     """True when a file can really be created (and removed) in ``folder``; ``os.access`` is not enough
     (it says yes for root on /proc and /sys, and ignores read-only mounts)."""

@@ -138,11 +138,9 @@ def _check_hub_data(path: str) -> None:
 
 def _remove_if_empty(out: str | Path, fresh: bool) -> None:
     """Remove the ``--out`` folder a failed run created when nothing was written into it."""
-    import contextlib
+    from lls_common.io import remove_if_empty
 
-    if fresh:
-        with contextlib.suppress(OSError):
-            Path(out).rmdir()  # only succeeds on an empty folder
+    remove_if_empty(out, fresh)
 
 
 def _one_line(exc: BaseException) -> str:
