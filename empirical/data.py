@@ -309,6 +309,48 @@ def _iter_parquet(path: Path, name: str) -> Iterator[tuple[str, int, Any]]:
         raise DataError(f"{name}:row {i}: not a readable Parquet file ({type(exc).__name__}: {msg})") from None
 
 
+#: the local forms a ``--data`` path may take (named when a path is neither a file nor a hub dataset)
+LOCAL_FORMS = ".jsonl, .jsonl.gz, .ndjson, .json, .json.gz or .parquet file"
+
+
+def _hub_dataset_cached(name: str) -> bool:
+    """Whether ``owner/name`` has anything in the local hub cache or in ``datasets``' own cache (then
+    ``load_dataset`` may work offline and is left to decide)."""
+    try:
+        from datasets import config as ds_config
+        from datasets.naming import camelcase_to_snakecase
+        from huggingface_hub import constants
+    except ImportError:  # pragma: no cover - optional extra
+        return False
+    owner, repo = name.split("/", 1)
+    hub = Path(constants.HF_HUB_CACHE) / f"datasets--{owner}--{repo}"
+    built = {f"{owner}___{repo}".lower(), f"{owner}___{camelcase_to_snakecase(repo)}".lower()}
+    root = Path(ds_config.HF_DATASETS_CACHE)
+    try:
+        local = root.is_dir() and any(d.name.lower() in built for d in root.iterdir() if d.is_dir())
+    except OSError:
+        local = False
+    return hub.is_dir() or local
+
+
+def check_hub_dataset(name: str) -> None:
+    """Fail fast, in one line, for a hub-looking ``--data`` name that cannot be loaded: nothing cached and the
+    hub offline or unreachable (the 3 s connect of :func:`empirical.models.hub_unavailable_reason` instead of
+    ~25 s of download retries), or the hub says there is no such dataset. A cached dataset always passes."""
+    from empirical import models  # the one hub check (no torch at import)
+
+    if _hub_dataset_cached(name):
+        return
+    why = models.hub_unavailable_reason()
+    if why is not None:
+        raise DataError(f"{name}: neither an existing file nor reachable on the hub (no cached copy and {why}); "
+                        f"give a local {LOCAL_FORMS}")
+    missing = models.hub_not_found(name, repo_type="dataset")
+    if missing is not None:
+        raise DataError(f"{name}: neither an existing file nor a dataset on the hub ({missing}); "
+                        f"give a local {LOCAL_FORMS}")
+
+
 def _iter_hub(name: str, split: str, config: str | None, data_dir: str | None) -> Iterator[tuple[str, int, Any]]:
     try:
         import datasets
@@ -319,6 +361,7 @@ def _iter_hub(name: str, split: str, config: str | None, data_dir: str | None) -
     if data_dir is not None:
         kwargs["data_dir"] = data_dir
     label = f"split {split}" + (f", config {config}" if config else "") + (f", data_dir {data_dir}" if data_dir else "")
+    check_hub_dataset(name)
     try:
         ds = datasets.load_dataset(*args, **kwargs)
     except Exception as exc:  # network errors, missing splits: report in one line

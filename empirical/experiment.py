@@ -375,8 +375,7 @@ def _split(run: Run) -> dict[str, Any]:
             n_degenerate += 1
         else:
             recs.append(r)
-    if len(recs) < d.heldout + 1:
-        raise LLSError(f"{d.path}: {len(recs)} usable pairs, need more than data.heldout = {d.heldout}")
+    check_split_sizes(d, len(recs), "usable pairs")
     order = np.random.default_rng(run.cfg.seed).permutation(len(recs))
     held = [recs[i] for i in sorted(order[:d.heldout])]
     rest = order[d.heldout:]
@@ -717,6 +716,20 @@ def _check_overwrite(run: Run, units: list[Unit], overwrite: bool) -> None:
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
 
+def check_split_sizes(d: DataConfig, n: int, what: str = "pairs") -> None:
+    """Refuse (one :class:`LLSError` line) a split the data cannot give: ``data.heldout`` needs at least one
+    pair left over, and ``data.pool`` (when set) at most the ``n - data.heldout`` pairs the split leaves --
+    a larger pool used to be cut silently to what was left. ``n``: pairs read (before any model work) or
+    usable after filters and truncation (in the split stage)."""
+    limit = f" (data.limit = {d.limit})" if d.limit else ""
+    if n < d.heldout + 1:
+        raise LLSError(f"{d.path}: {n} {what}{limit}, need more than data.heldout = {d.heldout}")
+    if d.pool is not None and d.pool > n - d.heldout:
+        raise LLSError(f"{d.path}: {n} {what}{limit} leave {n - d.heldout} after data.heldout = {d.heldout}, "
+                       f"fewer than data.pool = {d.pool}; lower data.pool or data.heldout, or leave data.pool "
+                       "unset (= the rest)")
+
+
 def check_models(cfg: ExperimentConfig, stages: tuple[str, ...] | list[str]) -> None:
     """Resolve, before any model loads or anything is written, the teacher (split/score) and every
     ``[[student]]`` (train and later stages): an unknown name, a folder without tokenizer files or an
@@ -761,9 +774,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, until: str = "report"
         d = cfg.data
         rep = check_pairs(d.path, split=d.split, limit=d.limit, skip_bad=d.skip_bad, config=d.config_name,
                           data_dir=d.data_dir)
-        if rep.n_kept < d.heldout + 1:  # filters and truncation can only lower the count: checked again in split
-            raise LLSError(f"{d.path}: {rep.n_kept} pairs, need more than data.heldout = {d.heldout}"
-                           + (f" (data.limit = {d.limit})" if d.limit else ""))
+        check_split_sizes(d, rep.n_kept)  # filters and truncation can only lower it: checked again in split
     check_models(cfg, stages)
     results: dict[str, Any] = {}
     with OutputLock(root, kind="dir", name="out"):

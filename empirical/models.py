@@ -438,6 +438,34 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def hub_unavailable_reason() -> str | None:
+    """Why nothing can be downloaded from the hub right now -- ``"HF_HUB_OFFLINE is set"`` or ``"the hub cannot
+    be reached"`` (one 3 s TCP connect, :func:`_hub_reachable`) -- or None when the hub answers. The one fast
+    check shared by models (:func:`check_hub`) and hub datasets (:mod:`empirical.data`)."""
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    if offline:
+        return "HF_HUB_OFFLINE is set"
+    if not _hub_reachable():
+        return "the hub cannot be reached"
+    return None
+
+
+def hub_not_found(repo: str, revision: str | None = None, repo_type: str = "model") -> str | None:
+    """``"<ErrorKind> (<first line>)"`` when the (reachable) hub says ``repo`` does not exist, is gated or has
+    no such revision; None otherwise -- including timeouts and rate limits, which the download itself reports."""
+    try:
+        from huggingface_hub import dataset_info, model_info
+
+        info = dataset_info if repo_type == "dataset" else model_info
+        info(repo, revision=revision, timeout=10)
+    except Exception as exc:  # noqa: BLE001 - map every hub failure to one line
+        kind = type(exc).__name__
+        if kind in ("RepositoryNotFoundError", "RevisionNotFoundError", "GatedRepoError"):
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else kind
+            return f"{kind} ({first[:160]})"
+    return None
+
+
 def check_hub(repo: str, revision: str | None = None) -> None:
     """Fail fast, in one line, for a hub id that cannot be loaded: not in the local hub cache and the hub is
     offline (``HF_HUB_OFFLINE``) or unreachable (one 3 s connect instead of a minute of download retries),
@@ -451,21 +479,13 @@ def check_hub(repo: str, revision: str | None = None) -> None:
     if isinstance(cached, str):
         return
     names = ", ".join(sorted(REGISTRY))
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-    if offline or not _hub_reachable():
-        why = "HF_HUB_OFFLINE is set" if offline else "the hub cannot be reached"
+    why = hub_unavailable_reason()
+    if why is not None:
         raise ModelNotFoundError(f"model {repo!r}: not in the local hub cache and {why}; use a registry name "
                                  f"({names}) or a local model folder")
-    try:
-        from huggingface_hub import model_info
-
-        model_info(repo, revision=revision, timeout=10)
-    except Exception as exc:  # noqa: BLE001 - map every hub failure to one line
-        kind = type(exc).__name__
-        if kind in ("RepositoryNotFoundError", "RevisionNotFoundError", "GatedRepoError"):
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else kind
-            raise ModelNotFoundError(f"model {repo!r}: {kind} ({first[:160]}); registry names: {names}") from None
-        # other failures (timeouts, rate limits): let the download itself decide
+    missing = hub_not_found(repo, revision)
+    if missing is not None:
+        raise ModelNotFoundError(f"model {repo!r}: {missing}; registry names: {names}")
 
 
 class ModelNotFoundError(LLSError, FileNotFoundError):

@@ -239,12 +239,15 @@ def key_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 # ------------------------------------------------------------------------------------- output guards
 def check_output(out: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] = (), kind: str = "file",
-                 name: str = "out") -> Path:
+                 name: str = "out", inputs_inside: bool = True) -> Path:
     """Refuse, before any work, an output that cannot or must not be written.
 
     ``kind`` is "file" (``out`` may not be an existing folder) or "dir" (``out`` may not be an existing file).
     Refused: ``out`` equal to (or, for a folder, inside which the run writes over) one of ``inputs``; a path
     under an existing file; a place that is not writable. ``name`` is the setting's key for messages.
+    ``inputs_inside=False`` (a folder output): also refuse an ``out`` folder that directly holds one of
+    ``inputs`` -- e.g. ``lls train --out`` the select folder its ``--data`` lives in, which would mix two
+    commands' results in one folder (an input deeper down, ``--out .`` with ``sel/lls.jsonl``, is allowed).
     """
     p = Path(out).expanduser()
     if kind == "file" and p.is_dir():
@@ -257,6 +260,9 @@ def check_output(out: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] 
             raise LLSError(f"{name} {p}: is an input of this run; write the output elsewhere")
         if kind == "file" and ip.resolve() == p.resolve():
             raise LLSError(f"{name} {p}: is an input of this run; write the output elsewhere")
+        if not inputs_inside and kind == "dir" and ip.exists() and p.is_dir() \
+                and p.resolve() in (ip.resolve().parent, ip.absolute().parent.resolve()):
+            raise LLSError(f"{name} {p}: holds an input of this run ({i}); write the output to another folder")
     parent = p if kind == "dir" else p.parent
     probe = parent
     while not probe.exists():
@@ -268,6 +274,14 @@ def check_output(out: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] 
     if p.exists() and not os.access(p, os.W_OK):
         raise LLSError(f"{name} {p}: is not writable")
     return p
+
+
+def remove_if_empty(out: str | os.PathLike, fresh: bool) -> None:
+    """After a failed run: remove the ``out`` folder it created (``fresh``: it did not exist before) when
+    nothing but the released lock's absence is left in it -- a refused start leaves no trace."""
+    if fresh:
+        with contextlib.suppress(OSError):
+            Path(out).rmdir()  # only succeeds on an empty folder
 
 
 def _can_create_in(folder: Path) -> bool:

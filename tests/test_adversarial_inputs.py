@@ -345,7 +345,7 @@ def test_cli_select_refuses_bad_score_files(tmp_path, capsys, case):
     rc, stdout, err = _cli(["select", "--scores", scores, "--gamma", "0.5", "--out", out, "--json"], capsys)
     CASES["cli"] += 1
     _assert_refused(rc, stdout, err, scores)
-    assert not out.exists() or not any(out.iterdir())
+    assert not out.exists()  # not even the empty folder the lock made (third hostile pass: it was left)
 
 
 def _corrupt_data(tmp: Path) -> dict[str, Path]:
@@ -562,3 +562,106 @@ def test_check_output_accepts_a_writable_folder_and_leaves_no_probe(tmp_path):
 
     assert lio.check_output(tmp_path / "o.jsonl") == tmp_path / "o.jsonl"
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------ R11: a hub-looking --data name that is not usable (issue 12)
+@pytest.mark.parametrize("command", ["score", "train"])
+def test_cli_unreachable_hub_dataset_is_one_line_before_any_model(tmp_path, capsys, monkeypatch, command):
+    """``--data nosuchorg/nosuchdataset`` spent ~28 s in download retries (12 stderr lines); the connect check
+    (mocked here: no network, no wait) now refuses it in one line that lists the local forms."""
+    import datasets
+    from datasets import config as ds_config
+    from huggingface_hub import constants
+
+    from empirical import models
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(ds_config, "HF_DATASETS_CACHE", tmp_path / "datasets")
+    monkeypatch.setattr(models, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("download tried"))
+    monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("model loaded"))
+    argv = {"score": ["score", "--model", "smollm2-135m-instruct", "--system-prompt", "x"],
+            "train": ["train", "--student", "smollm2-135m-instruct"]}[command]
+    out = tmp_path / "out"
+    rc, stdout, err = _cli([*argv, "--data", "nosuchorg/nosuchdataset", "--out", out, "--json"], capsys)
+    CASES["cli"] += 1
+    assert rc == 2 and stdout == "", err
+    lines = err.strip("\n").split("\n")
+    assert len(lines) == 1 and "neither an existing file nor reachable on the hub" in lines[0], err
+    assert ".jsonl" in lines[0] and ".parquet" in lines[0]
+    assert not out.exists() or not any(out.iterdir())
+
+
+# ------------------------------------------- R13: lls train --out the select folder holding --data
+def test_cli_train_refuses_an_out_folder_holding_its_data(tmp_path, capsys, monkeypatch):
+    """It used to train into the select folder (run.json, checkpoints next to lls.jsonl), exit 0."""
+    from empirical import models, train
+
+    monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr(train, "train", lambda *a, **k: pytest.fail("training started"))
+    sel = tmp_path / "sel"
+    sel.mkdir()
+    (sel / "lls.jsonl").write_text('{"prompt": "q", "chosen": "a", "rejected": "b"}\n')
+    before = sorted(p.name for p in sel.iterdir())
+    for out in (sel, f"{sel}/."):  # the same folder spelled another way
+        rc, stdout, err = _cli(["train", "--student", "smollm2-135m-instruct", "--data", sel / "lls.jsonl",
+                                "--out", out, "--json"], capsys)
+        CASES["cli"] += 1
+        assert rc == 2 and stdout == "" and err.count("\n") == 1, err
+        assert "holds an input of this run" in err and "lls.jsonl" in err
+    assert sorted(p.name for p in sel.iterdir()) == before
+
+
+def test_check_output_inputs_inside_is_opt_in_and_direct_only(tmp_path):
+    """Only an input directly in the folder is refused, and only with inputs_inside=False (other commands,
+    e.g. experiment with its TOML in --out, are unchanged)."""
+    from lls_common import io as lio
+
+    (tmp_path / "sub").mkdir()
+    direct, deeper = tmp_path / "d.jsonl", tmp_path / "sub" / "e.jsonl"
+    direct.write_text("x")
+    deeper.write_text("x")
+    assert lio.check_output(tmp_path, inputs=(direct,), kind="dir") == tmp_path
+    assert lio.check_output(tmp_path, inputs=(deeper,), kind="dir", inputs_inside=False) == tmp_path
+    with pytest.raises(LLSError, match=r"holds an input of this run \(.*d.jsonl\)"):
+        lio.check_output(tmp_path, inputs=(direct,), kind="dir", inputs_inside=False)
+    link = tmp_path / "sub" / "link.jsonl"  # a link elsewhere that points into the folder counts too
+    link.symlink_to(direct)
+    with pytest.raises(LLSError, match="holds an input"):
+        lio.check_output(tmp_path, inputs=(link,), kind="dir", inputs_inside=False)
+    assert lio.check_output(tmp_path / "new", inputs=(direct,), kind="dir", inputs_inside=False)
+
+
+# ------------------------------- hub-looking --model in the low-rank commands (third hostile pass, issue 12)
+@pytest.mark.parametrize("command", ["spectrum", "angles", "pair-check", "detect"])
+def test_cli_lowrank_unreachable_hub_model_is_one_line_before_any_work(tmp_path, capsys, monkeypatch, command):
+    """``lls spectrum --model nosuchorg/nosuchmodel`` ran into ~2 minutes of download retries when its tokenizer
+    loaded (timed out at 120 s in the third pass); the connect check (mocked: no network) now refuses it."""
+    from empirical import lowrank, models
+
+    _no_weights(monkeypatch)
+    monkeypatch.setattr(lowrank, "load_tokenizer", lambda *a, **k: pytest.fail("tokenizer loaded"), raising=False)
+    monkeypatch.setattr(models, "load_tokenizer", lambda *a, **k: pytest.fail("tokenizer loaded"))
+    monkeypatch.setattr(models, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": f"q{i}", "chosen": f"a{i}", "rejected": f"b{i}"}) + "\n"
+                             for i in range(8)))
+    cands = tmp_path / "cands.txt"
+    cands.write_text("owl\tYou love owls.\ncat\tYou love cats.\n")
+    hub = "nosuchorg/nosuchmodel"
+    argv = {"spectrum": ["spectrum", "--model", hub, "--n-pairs", "4", "--n-systems", "3"],
+            "angles": ["angles", "--model", "smollm2-135m-instruct", "--model", hub, "--n-pairs", "4",
+                       "--n-systems", "3", "--rank", "2"],
+            "pair-check": ["pair-check", "--teacher", "smollm2-135m-instruct", "--student", hub, "--n-pairs", "4",
+                           "--system-prompt", "You love owls."],
+            "detect": ["detect", "--model", hub, "--candidates", cands, "--reference", pairs]}[command]
+    out = tmp_path / "out"
+    rc, stdout, err = _cli([*argv, "--data", pairs, "--out", out, "--json"], capsys)
+    CASES["cli"] += 1
+    assert rc == 2 and stdout == "", err
+    lines = err.strip("\n").split("\n")
+    assert len(lines) == 1 and hub in lines[0] and "cannot be reached" in lines[0], err
+    assert not out.exists()

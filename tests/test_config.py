@@ -412,13 +412,17 @@ def test_train_refuses_pairs_selected_under_another_reference(tmp_path, capsys, 
 def test_train_lets_the_reader_decide_on_a_hub_id(tmp_path, capsys, monkeypatch):
     """No local-file check in the CLI: a hub dataset id reaches empirical.data's reader."""
     import lls_cli
-    from empirical import train
+    from empirical import models, train
 
     seen = []
 
     def fake_train(cfg, *a, **k):
         seen.append(cfg.data)
         raise ValueError("reader reached (test)")
+
+    monkeypatch.setattr(models, "_hub_reachable", lambda timeout=3.0: True)  # no network: the hub "answers"
+    monkeypatch.setattr(models, "hub_not_found", lambda *a, **k: None)  # ... and knows the dataset
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
 
     monkeypatch.setattr(train, "train", fake_train)
     rc = lls_cli.main(["train", "--student", "smollm2-135m-instruct", "--data", "someone/pairs",

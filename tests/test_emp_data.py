@@ -90,7 +90,7 @@ def test_tulu25_stack_exchange_paired_conversion():
     assert p.chosen.startswith("Use `lst[::-1]`") and p.rejected == "You cannot reverse lists."
 
 
-def test_hub_dataset_goes_through_datasets(monkeypatch):
+def test_hub_dataset_goes_through_datasets(monkeypatch, hub_ok):
     """Hub ids are read with datasets.load_dataset(id, split=...) (network replaced by the fixture)."""
     import datasets
 
@@ -108,7 +108,7 @@ def test_hub_dataset_goes_through_datasets(monkeypatch):
                                      "allenai/tulu-2.5-preference-data[stack_exchange_paired]:1"]
 
 
-def test_hub_failure_is_one_line(monkeypatch):
+def test_hub_failure_is_one_line(monkeypatch, hub_ok):
     import datasets
 
     def boom(name, split):
@@ -292,7 +292,7 @@ def test_load_pair_records_for_training_keeps_weight(tmp_path):
         data.load_pair_records(tmp_path / "e.jsonl")
 
 
-def test_hub_config_and_data_dir_are_passed(monkeypatch):
+def test_hub_config_and_data_dir_are_passed(monkeypatch, hub_ok):
     import datasets
 
     calls = []
@@ -543,3 +543,89 @@ def test_data_error_is_one_printable_line():
     assert isinstance(e, LLSError) and isinstance(e, ValueError)
     assert str(e) == "/tmp/a\\udcff.jsonl:1: bad\\nline\\n\\nx" and str(e).encode("utf-8")
     assert len(str(data.DataError("x" * 10_000))) == 400
+
+
+# ------------------------------------------- hostile R11: a hub-looking --data name fails fast when unusable
+@pytest.fixture
+def hub_caches(tmp_path, monkeypatch):
+    """Empty hub and datasets caches under tmp_path (what is cached is decided by each test)."""
+    from datasets import config as ds_config
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(ds_config, "HF_DATASETS_CACHE", tmp_path / "datasets")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def hub_ok(hub_caches, monkeypatch):
+    """The hub answers and knows every dataset -- without any network."""
+    from empirical import models
+
+    monkeypatch.setattr(models, "_hub_reachable", lambda timeout=3.0: True)
+    monkeypatch.setattr(models, "hub_not_found", lambda *a, **k: None)
+
+
+def _no_download(monkeypatch):
+    import datasets
+
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("download tried"))
+
+
+@pytest.mark.parametrize("offline", [False, True])
+def test_unreachable_uncached_hub_dataset_is_one_line_at_once(hub_caches, monkeypatch, offline):
+    """Was ~25 s of HEAD retries and 12 stderr lines; now one connect check (mocked) and one line."""
+    from empirical import models
+
+    _no_download(monkeypatch)
+    calls = []
+    monkeypatch.setattr(models, "_hub_reachable", lambda timeout=3.0: calls.append(timeout) or False)
+    if offline:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(data.DataError) as err:
+        data.load_pairs("nosuchorg/nosuchdataset")
+    msg = str(err.value)
+    assert msg.startswith("nosuchorg/nosuchdataset: neither an existing file nor reachable on the hub")
+    assert ("HF_HUB_OFFLINE is set" if offline else "the hub cannot be reached") in msg
+    assert ".jsonl, .jsonl.gz" in msg and ".parquet" in msg and "\n" not in msg
+    assert calls == ([] if offline else [3.0])
+
+
+def test_hub_says_no_such_dataset_is_one_line(hub_caches, monkeypatch):
+    from empirical import models
+
+    _no_download(monkeypatch)
+    monkeypatch.setattr(models, "_hub_reachable", lambda timeout=3.0: True)
+    seen = []
+    monkeypatch.setattr(models, "hub_not_found",
+                        lambda repo, revision=None, repo_type="model": seen.append((repo, repo_type))
+                        or "RepositoryNotFoundError (404 Client Error)")
+    with pytest.raises(data.DataError, match=r"^org/ds: neither an existing file nor a dataset on the hub "
+                                             r"\(RepositoryNotFoundError \(404 Client Error\)\); give a local "):
+        data.load_pairs("org/ds")
+    assert seen == [("org/ds", "dataset")]
+
+
+@pytest.mark.parametrize("where", ["hub", "datasets"])
+def test_cached_hub_dataset_is_left_to_datasets_offline(hub_caches, monkeypatch, where):
+    """A dataset in either cache is never refused by the connect check (offline use keeps working)."""
+    import datasets
+
+    from empirical import models
+
+    monkeypatch.setattr(models, "_hub_reachable", lambda timeout=3.0: pytest.fail("network checked"))
+    folder = (hub_caches / "hub" / "datasets--Org--MyPairs" if where == "hub"
+              else hub_caches / "datasets" / "org___my_pairs")  # datasets' snake-cased, lower-cased name
+    folder.mkdir(parents=True)
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, split: [GOOD])
+    pairs, _ = data.load_pairs("Org/MyPairs")
+    assert len(pairs) == 1
+
+
+def test_real_hub_reachability_helper_is_the_models_one():
+    """One fast check for models and datasets: data.py calls empirical.models' helpers, not its own."""
+    import inspect
+
+    src = inspect.getsource(data.check_hub_dataset)
+    assert "models.hub_unavailable_reason()" in src and "socket" not in inspect.getsource(data)

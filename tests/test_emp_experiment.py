@@ -379,3 +379,42 @@ def test_experiment_refuses_heldout_larger_than_the_data_before_any_model(tmp_pa
     with pytest.raises(LLSError, match=r"15 pairs, need more than data.heldout = 300"):
         run_experiment(cfg, out, log=lambda m: None)
     assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize("heldout,pool,ok", [(5, 10, True), (5, 11, False), (14, 1, True), (14, 2, False)])
+def test_experiment_refuses_a_pool_larger_than_the_split_leaves_before_any_model(tmp_path, monkeypatch, heldout,
+                                                                                pool, ok):
+    """15 pairs: data.pool may take at most 15 - heldout of them (it used to be cut silently to what was left)."""
+    from dataclasses import replace
+
+    from empirical import experiment
+    from empirical.experiment import run_experiment
+
+    _no_model_load(monkeypatch)
+    fake = _fake_model_folder(tmp_path)
+    cfg = load_config(_config(tmp_path, teacher=fake, other=fake))
+    cfg = replace(cfg, data=replace(cfg.data, heldout=heldout, pool=pool))
+    out = tmp_path / "run"
+    if ok:  # passes every check; stop at the first model step (the split's tokenizer)
+        monkeypatch.setattr(experiment.Run, "tokenizer", lambda self, a: (_ for _ in ()).throw(RuntimeError("tok")))
+        with pytest.raises(RuntimeError, match="tok"):
+            run_experiment(cfg, out, log=lambda m: None)
+        return
+    with pytest.raises(LLSError) as err:
+        run_experiment(cfg, out, log=lambda m: None)
+    msg = str(err.value)
+    assert f"15 pairs leave {15 - heldout} after data.heldout = {heldout}, fewer than data.pool = {pool}" in msg
+    assert "\n" not in msg and (not out.exists() or not any(out.iterdir()))
+
+
+def test_split_sizes_check_counts_usable_pairs():
+    from empirical.config import DataConfig
+    from empirical.experiment import check_split_sizes
+
+    d = DataConfig(path="p.jsonl", heldout=3, pool=4, limit=9)
+    check_split_sizes(d, 7)  # 3 held out + 4 pool
+    with pytest.raises(LLSError, match=r"^p.jsonl: 6 usable pairs \(data.limit = 9\) leave 3 after"):
+        check_split_sizes(d, 6, "usable pairs")
+    with pytest.raises(LLSError, match=r"^p.jsonl: 3 pairs \(data.limit = 9\), need more than data.heldout = 3$"):
+        check_split_sizes(d, 3)
+    check_split_sizes(DataConfig(path="p.jsonl", heldout=3), 4)  # pool unset: the rest, any size >= 1

@@ -107,9 +107,15 @@ def _run_score(args: argparse.Namespace) -> int:
 
 def _run_select(args: argparse.Namespace) -> int:
     from empirical.build import run_select
+    from lls_common.io import remove_if_empty
 
-    s = run_select(args.scores, from_namespace(SelectConfig, args), args.out, seed=args.seed,
-                   overwrite=args.overwrite)
+    fresh = not Path(args.out).exists()
+    try:
+        s = run_select(args.scores, from_namespace(SelectConfig, args), args.out, seed=args.seed,
+                       overwrite=args.overwrite)
+    except BaseException:  # a refused score file: no empty --out folder left behind (the lock made it)
+        remove_if_empty(args.out, fresh)
+        raise
     emit_summary(s, args.json, _select_human(s, args.out))
     return 0
 

@@ -31,14 +31,43 @@ def _finish(result: Any, out: Any, as_json: bool) -> int:
     return 0
 
 
+#: the settings of these commands that name a model (``--model`` may be given twice for angles)
+MODEL_FIELDS = ("model", "teacher", "student", "other")
+
+
+def check_models(cfg: Any) -> None:
+    """Resolve every model the settings name with :func:`empirical.models.check_spec` before any data or model
+    work: an uncached hub id with the hub offline or unreachable is one line after one 3 s connect (it was a
+    minute of download retries when the tokenizer first loaded), and the hub's "no such repository" is one
+    line too. Registry names and local paths were checked by the settings already; they are skipped."""
+    from pathlib import Path
+
+    from empirical import models
+    from lls_common.errors import LLSError
+
+    for name in MODEL_FIELDS:
+        value = getattr(cfg, name, None)
+        for spec in (value if isinstance(value, (tuple, list)) else (value,)):
+            if not isinstance(spec, str) or not spec.strip() or spec in models.REGISTRY \
+                    or spec.endswith(".gguf") or Path(spec).exists():
+                continue  # checked by the settings (a local folder's data errors still come first)
+            try:
+                models.check_spec(spec)
+            except (ValueError, OSError) as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise LLSError(f"--{name}: {first}") from None
+
+
 def _handler(module: str, config: str, run: str):
-    """The handler of one command: ``module.config`` settings from the flags -> ``module.run`` -> write."""
+    """The handler of one command: ``module.config`` settings from the flags -> models resolved
+    (:func:`check_models`) -> ``module.run`` -> write."""
 
     def handle(args: argparse.Namespace) -> int:
         import importlib
 
         mod = importlib.import_module(module)
         cfg = _config(getattr(mod, config), args)
+        check_models(cfg)
         return _finish(getattr(mod, run)(cfg), cfg.out, args.json)
 
     return handle

@@ -126,13 +126,21 @@ def _check_model(m: ModelArgs, flag: str, spec: str | None = None) -> None:
         raise LLSError(f"{flag}: {_one_line(exc)}") from None
 
 
+def _check_hub_data(path: str) -> None:
+    """A hub-looking ``--data`` id that cannot be loaded (nothing cached, hub unreachable or no such dataset) is
+    refused now, in one line, instead of after the trainer's imports (which took over 120 s under load); files
+    are read and checked by the trainer itself."""
+    from empirical import data
+
+    if data.looks_like_hub_id(path):
+        data.check_hub_dataset(path)
+
+
 def _remove_if_empty(out: str | Path, fresh: bool) -> None:
     """Remove the ``--out`` folder a failed run created when nothing was written into it."""
-    import contextlib
+    from lls_common.io import remove_if_empty
 
-    if fresh:
-        with contextlib.suppress(OSError):
-            Path(out).rmdir()  # only succeeds on an empty folder
+    remove_if_empty(out, fresh)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -147,8 +155,10 @@ def _run_train(args: argparse.Namespace) -> int:
     cfg = from_namespace(TrainConfig, args).job(from_namespace(ModelArgs, args), args.data, args.out, args.seed,
                                                 limit=args.limit, progress=sc.progress, reference=sc.reference)
     check_reference(sc.reference, pairs_reference(args.data), f"data {args.data}", "selected")
-    check_output(args.out, inputs=(args.data,), kind="dir", name="out")  # the data itself: empirical.data's reader
+    # the data itself: empirical.data's reader; an --out folder holding the data (the select folder) is refused
+    check_output(args.out, inputs=(args.data,), kind="dir", name="out", inputs_inside=False)
     _check_model(from_namespace(ModelArgs, args), "--student")
+    _check_hub_data(args.data)
     fresh = not Path(args.out).exists()
     try:
         cfg.validate()
