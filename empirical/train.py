@@ -112,7 +112,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     report_to: str = "none"
     device: str = "auto"
-    reference: str = "default"
+    reference: str = "auto"
     revision: str | None = None
     trust_remote_code: bool = False
     card: dict[str, Any] = field(default_factory=dict)
@@ -304,7 +304,7 @@ def _reply_text(value: Any, where: str) -> str:
     return text
 
 
-def to_trl_records(tok: Any, recs: list[dict[str, Any]], reference: str = "default") -> list[dict[str, Any]]:
+def to_trl_records(tok: Any, recs: list[dict[str, Any]], reference: str = "auto") -> list[dict[str, Any]]:
     """TRL DPO records whose tokenization equals the scorer's (see :func:`empirical.render.trl_example`),
     with the no-system prompts rendered under ``reference``."""
     from empirical import render
