@@ -722,3 +722,65 @@ def test_score_summary():
         "dtype": "float32"}
     res.placement = {}
     assert "device" not in B.score_summary(res)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# more guards and ties (added after the first mutation run)
+
+
+def test_ties_keep_file_order_in_a_long_file(tmp_path):
+    # 120 pairs cycling w = 0.25, -0.5, 0.25, 0.5 (N = 4): many ties, long enough that an unstable sort shows
+    spec = {0.25: (-1.0, -2.0, -1.0, -1.0), -0.5: (-1.0, -1.0, -1.0, -3.0), 0.5: (-1.0, -3.0, -1.0, -1.0)}
+    ws = [0.25, -0.5, 0.25, 0.5] * 30
+    recs = [_rec(f"t{i:03d}", *spec[w], 2, 2) for i, w in enumerate(ws)]
+    s = B.select_file(_write(tmp_path / "s.jsonl", recs), 0.5, tmp_path / "sel")  # 90 positive -> 45
+    assert s["n_positive"] == 90 and s["n_selected"] == 45
+    top = [i for i in range(120) if ws[i] == 0.5] + [i for i in range(120) if ws[i] == 0.25][:15]
+    bottom = [i for i in range(120) if ws[i] == -0.5] + [i for i in range(120) if ws[i] == 0.25][:15]
+    assert _ids(tmp_path / "sel" / "lls.jsonl") == [f"t{i:03d}" for i in top]
+    assert _ids(tmp_path / "sel" / "bottom.jsonl") == [f"t{i:03d}" for i in bottom]
+
+
+def test_run_select_names_at_most_six_differing_settings(tmp_path):
+    scores = _hand_file(tmp_path)
+    out = tmp_path / "sel"
+    out.mkdir()
+    for f in B.SELECT_FILES[:3]:
+        (out / f).write_text("")
+    (out / "summary.json").write_text(json.dumps({"key": {k: 1 for k in "abcdefg"}}))
+    with pytest.raises(LLSError, match=r"^out .*sel: made with other settings \(a, b, c, d, e, f\); give overwrite"):
+        B.run_select(scores, SelectConfig(gamma=0.5), out)
+
+
+def test_run_select_refuses_while_another_run_holds_the_lock(tmp_path):
+    import os
+    import socket
+
+    scores = _hand_file(tmp_path)
+    out = tmp_path / "sel"
+    out.mkdir()
+    (out / ".lock").write_text(f"{os.getpid()} {socket.gethostname()}\n")   # a live owner: this process
+    with pytest.raises(LLSError, match=r"^out .*sel: another run is writing it"):
+        B.run_select(scores, SelectConfig(gamma=0.5), out)
+    assert not (out / "summary.json").exists()
+    (out / ".lock").unlink()
+    B.run_select(scores, SelectConfig(gamma=0.5), out)
+    assert not (out / ".lock").exists() and not (tmp_path / "sel.lock").exists()
+
+
+def test_run_select_out_must_be_a_folder(tmp_path):
+    scores = _hand_file(tmp_path)
+    (tmp_path / "taken").write_text("x")
+    with pytest.raises(LLSError, match=r"^out .*taken: exists and is not a folder$"):
+        B.run_select(scores, SelectConfig(gamma=0.5), tmp_path / "taken")
+    with pytest.raises(LLSError, match=r"^out .*scores\.jsonl: exists and is not a folder$"):
+        B.run_select(scores, SelectConfig(gamma=0.5), scores)
+    assert (tmp_path / "taken").read_text() == "x"
+
+
+@pytest.mark.parametrize("seed, msg", [(-1, r"^seed must be an integer in \[0, 4294967295\], got -1$"),
+                                       (2**32, r"^seed must be an integer in \[0, 4294967295\]"),
+                                       (1.5, r"^seed must be an integer, got")])
+def test_run_select_seed_message(tmp_path, seed, msg):
+    with pytest.raises(LLSError, match=msg):
+        B.run_select(_hand_file(tmp_path), SelectConfig(gamma=0.5), tmp_path / "sel", seed=seed)
