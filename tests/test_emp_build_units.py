@@ -585,6 +585,7 @@ def _fake(monkeypatch, lp_by_tag, calls):
         return kept, sys_enc or [None, None], [_enc("none", 2, 3), _enc("none", 4, 1)]
 
     def score_encoded(model, tok, encs, **kw):
+        assert (model, tok) == ("M", "T"), "the scorer gets the chunk's model and tokenizer"
         calls.append(("score", encs[0].tag, kw))
         return lp_by_tag[encs[0].tag]
 
@@ -784,3 +785,11 @@ def test_run_select_out_must_be_a_folder(tmp_path):
 def test_run_select_seed_message(tmp_path, seed, msg):
     with pytest.raises(LLSError, match=msg):
         B.run_select(_hand_file(tmp_path), SelectConfig(gamma=0.5), tmp_path / "sel", seed=seed)
+
+
+def test_select_file_default_seed_is_zero(tmp_path):
+    recs = [_rec(f"q{i:02d}", -1.0, -1.0 - (0.5 if i % 5 == 0 else -0.5), -1.0, -1.0) for i in range(40)]
+    s = B.select_file(_write(tmp_path / "s.jsonl", recs), 1.0, tmp_path / "sel")
+    assert s["seed"] == 0
+    expect = sorted(np.random.default_rng(0).choice(40, size=8, replace=False).tolist())
+    assert _ids(tmp_path / "sel" / "random.jsonl") == [f"q{i:02d}" for i in expect]
