@@ -4,8 +4,9 @@ Target: 1,000 trials at m = 2,000, d = 32 to a certified Δ = 1e-4 in under 5 s,
 included. Also prints time vs m and vs d, peak RSS, the BLAS thread setting (threadpoolctl) and the
 load average (the machine may be shared: read the timings with it). Trials are processed in
 chunks over the trials axis (memory O(chunk·m·d)). Instances are separable LLS-like sets:
-Gaussian φ_i flipped so that ⟨u, φ_i⟩ > 0, generated in ``--dtype`` (float32 by default; the
-certificate L(v) ≤ Δ is always evaluated in float64 on exactly those values).
+Gaussian φ_i flipped so that ⟨u, φ_i⟩ > 0, generated in ``--dtype`` (float32 by default, by
+Box–Muller, :func:`standard_normal_f32`; the certificate L(v) ≤ Δ is always evaluated in float64 on
+exactly those values).
 
     python benchmarks/bench_simulator.py [--trials 1000] [--chunk 100] [--threads N] [--dtype float32]
 
