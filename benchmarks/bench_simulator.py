@@ -4,8 +4,9 @@ Target: 1,000 trials at m = 2,000, d = 32 to a certified Δ = 1e-4 in under 5 s,
 included. Also prints time vs m and vs d, peak RSS, the BLAS thread setting (threadpoolctl) and the
 load average (the machine may be shared: read the timings with it). Trials are processed in
 chunks over the trials axis (memory O(chunk·m·d)). Instances are separable LLS-like sets:
-Gaussian φ_i flipped so that ⟨u, φ_i⟩ > 0, generated in ``--dtype`` (float32 by default; the
-certificate L(v) ≤ Δ is always evaluated in float64 on exactly those values).
+Gaussian φ_i flipped so that ⟨u, φ_i⟩ > 0, generated in ``--dtype`` (float32 by default, by
+Box–Muller, :func:`standard_normal_f32`; the certificate L(v) ≤ Δ is always evaluated in float64 on
+exactly those values).
 
     python benchmarks/bench_simulator.py [--trials 1000] [--chunk 100] [--threads N] [--dtype float32]
 
@@ -24,10 +25,37 @@ from simulations.threads import blas_threads, describe
 from simulations.train import solve_to_delta
 
 
+def standard_normal_f32(rng, shape, scale=1.0):
+    """i.i.d. N(0, scale²) float32 of ``shape`` by Box–Muller on float32 uniforms, with numpy's vectorised
+    log/sqrt/cos/sin: ≈ 2× faster than ``rng.standard_normal(dtype=np.float32)`` (a scalar ziggurat).
+    One uniform pair (u₁, u₂) gives √(−2 log(1 − u₁))·(cos 2πu₂, sin 2πu₂); with u₁ on the 2⁻²⁴ grid
+    |z| ≤ √(48 log 2) ≈ 5.77 (the tail beyond has probability 8e-9)."""
+    n = int(np.prod(shape))
+    h = (n + 1) // 2
+    u = rng.random(2 * h, dtype=np.float32)
+    r, theta = u[:h], u[h:]
+    np.subtract(np.float32(1), r, out=r)
+    np.log(r, out=r)
+    r *= np.float32(-2 * scale**2)
+    np.sqrt(r, out=r)
+    theta *= np.float32(2 * np.pi)
+    out = np.empty(2 * h, dtype=np.float32)
+    np.cos(theta, out=out[:h])
+    np.sin(theta, out=out[h:])
+    out[:h] *= r
+    out[h:] *= r
+    return out[:n].reshape(shape)
+
+
 def instances(rng, T, m, d, dtype=np.float64):
-    """(T, m, d) separable instances: Gaussian rows / √d, each flipped to the side of a random u."""
-    Phi = rng.standard_normal((T, m, d), dtype=dtype)
-    Phi *= dtype(1 / np.sqrt(d)) if dtype is np.float32 else 1 / np.sqrt(d)
+    """(T, m, d) separable instances: Gaussian rows / √d, each flipped to the side of a random u.
+
+    float32: Gaussians by :func:`standard_normal_f32`; float64: numpy's ``standard_normal``."""
+    if dtype is np.float32:
+        Phi = standard_normal_f32(rng, (T, m, d), scale=1 / np.sqrt(d))
+    else:
+        Phi = rng.standard_normal((T, m, d))
+        Phi *= 1 / np.sqrt(d)
     u = rng.standard_normal((T, d, 1)).astype(dtype)
     s = np.sign(np.matmul(Phi, u))
     s[s == 0] = 1  # an exactly-zero product (≈ 2⁻²⁴ per row in float32) must not zero the row

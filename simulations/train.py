@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import expit, log_expit
+from scipy.special import expit
 
 from lls_theory.margins import log_sigmoid, sigmoid
 
@@ -76,26 +76,90 @@ class SolveResult:
     gap: np.ndarray | None = None
 
 
-# Hessian rows: a row counts when its curvature is above this fraction of the trial's largest, and
-# the live rows are gathered when at most this fraction of m are live (else all rows are used).
+# Hessian rows: a row counts when its curvature is above this fraction of the trial's largest
+# (below it a row adds < 1e-10·m of H's scale, under float32 resolution for m ≤ 10⁵).
 _LIVE_CURVATURE = 1e-10
-_GATHER_FRACTION = 0.6
+# exp arguments are floored here in the steering kernels: e^{−708} ≈ 3.3e-308 is still a normal
+# float64, while results in the subnormal range take a ~100× slower path in exp (margins reach
+# thousands in the separable tail); a term below 3.3e-308 is counted as 3.3e-308 (no effect on steps)
+_EXP_FLOOR = -708.0
 
 
 def _loss_from_margins(t: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Σ_i w_i (−log σ(t_i)) per row, (A,), for t = β⟨v, φ_i⟩ of shape (A, m) (float64)."""
-    return -np.einsum("tm,tm->t", log_expit(t), w)
+    """Σ_i w_i (−log σ(t_i)) per row, (A,), for t = β⟨v, φ_i⟩ of shape (A, m) (float64).
+
+    −log σ(t) = log1p(e^{−t}), in place with numpy's vectorised exp/log1p (about 2× faster than
+    scipy's log_expit here), exact to a few ulp for −709 < t < 708 (above, the term is counted as
+    e^{−708}, see _EXP_FLOOR); a row where e^{−t} overflows is recomputed as
+    max(−t, 0) + log1p(e^{−|t|}). Steers the line search only: the certificate is :func:`_exact_loss`."""
+    x = np.negative(t)
+    np.maximum(x, _EXP_FLOOR, out=x)
+    with np.errstate(over="ignore", invalid="ignore"):
+        np.exp(x, out=x)
+        np.log1p(x, out=x)
+        loss = np.einsum("tm,tm->t", x, w)
+    bad = np.flatnonzero(~np.isfinite(loss))
+    if bad.size:
+        tb = t[bad]
+        loss[bad] = np.einsum("tm,tm->t", np.log1p(np.exp(np.maximum(-np.abs(tb), _EXP_FLOOR))) - np.minimum(tb, 0.0), w[bad])
+    return loss
 
 
-def _exact_loss(Phi: np.ndarray, V: np.ndarray, w: np.ndarray, beta: float, return_margins: bool = False):
+def _sigmoids(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(σ(−t), σ(t)σ(−t)) for float64 margins t, from one exp: with e = e^{−|t|} and r = 1/(1 + e),
+    σ(−t) = e·r for t ≥ 0 and r for t < 0, and σ(t)σ(−t) = e·r² (both without overflow; |t| is
+    capped at 708, see _EXP_FLOOR)."""
+    e = np.abs(t)
+    np.negative(e, out=e)
+    np.maximum(e, _EXP_FLOOR, out=e)
+    np.exp(e, out=e)
+    r = e + 1.0
+    np.reciprocal(r, out=r)
+    e *= r  # e·r = σ(−|t|)
+    curv = e * r
+    np.copyto(e, r, where=t < 0)
+    return e, curv
+
+
+def _hessian_live(P_h: np.ndarray, rel: np.ndarray, all_rows: bool) -> np.ndarray:
+    """Σ_i rel_i φ_i φ_iᵀ per trial, (A, d, d) in P_h's dtype, over the live rows only.
+
+    P_h (A, m, d) C-contiguous, rel (A, m) curvatures relative to each trial's largest. With
+    ``all_rows`` (every rel = 1: v = 0, nothing padded) this is Φᵀ Φ (numpy's matmul uses syrk).
+    Otherwise the rows with rel > _LIVE_CURVATURE of all trials are gathered into one (ΣK, d) array
+    scaled by √rel (no (A, m, d) temporary) and each trial's block Y_k gives Y_kᵀ Y_k (syrk), so a
+    trial pays for its own live rows, not for the most of any trial."""
+    A, m, d = P_h.shape
+    H = np.empty((A, d, d), dtype=P_h.dtype)
+    if all_rows:
+        return np.matmul(P_h.transpose(0, 2, 1), P_h, out=H)
+    live = rel > _LIVE_CURVATURE
+    idx = np.flatnonzero(live)
+    Y = np.take(P_h.reshape(A * m, d), idx, axis=0)
+    Y *= np.sqrt(rel.ravel()[idx]).astype(P_h.dtype)[:, None]
+    ends = np.cumsum(live.sum(axis=1))
+    start = 0
+    for k in range(A):
+        y = Y[start:ends[k]]
+        np.matmul(y.T, y, out=H[k])
+        start = ends[k]
+    return H
+
+
+def _exact_loss(Phi: np.ndarray, V: np.ndarray, w: np.ndarray, beta: float, return_margins: bool = False,
+                rows: np.ndarray | None = None):
     """The certificate's loss, (A,): Σ_i w_i (−log σ(β⟨v, φ_i⟩)) in float64 throughout, from Φ (A, m, d)
-    and v (A, d) directly (no running sums), with lls_theory's log σ. Optionally also t = βΦv."""
-    if Phi.dtype == np.float64:
+    and v (A, d) directly (no running sums), with lls_theory's log σ. Optionally also t = βΦv.
+    ``rows``: use Φ[rows] (one per row of V) without copying them out first."""
+    if rows is None and Phi.dtype == np.float64:
         t = beta * np.matmul(Phi, V[:, :, None])[:, :, 0]
-    else:  # one trial at a time, so the float64 copy of Φ stays small (and in cache)
-        t = np.empty(Phi.shape[:2])
-        for k in range(Phi.shape[0]):
-            t[k] = beta * (Phi[k].astype(np.float64) @ V[k])
+    else:  # one trial at a time, through one float64 buffer that stays in cache
+        rows = np.arange(Phi.shape[0]) if rows is None else rows
+        t = np.empty((len(rows), Phi.shape[1]))
+        buf = np.empty(Phi.shape[1:])
+        for j, k in enumerate(rows):
+            np.copyto(buf, Phi[k])  # exact: float32 → float64
+            t[j] = beta * (buf @ V[j])
     loss = -(log_sigmoid(t) * w).sum(axis=1)
     return (loss, t) if return_margins else loss
 
@@ -140,7 +204,7 @@ def _check_solve_inputs(Phi: np.ndarray, mask: np.ndarray, beta: float, delta: f
     """Φ as a float32/float64 (T, m, d) array and the mask as bool; ``ValueError`` on bad β, Δ or shape."""
     if not (delta > 0 and beta > 0 and np.isfinite(delta) and np.isfinite(beta)):
         raise ValueError(f"delta and beta must be positive and finite, got delta={delta}, beta={beta}")
-    Phi = np.asarray(Phi)
+    Phi = np.ascontiguousarray(Phi)  # no copy unless Φ is a strided view (the Hessian kernel reshapes it)
     if Phi.dtype not in (np.float32, np.float64):
         Phi = Phi.astype(np.float64)
     if Phi.ndim != 3:
@@ -196,7 +260,7 @@ class _SolveState:
         cand = np.flatnonzero(self.loss[act] <= delta)
         if cand.size:
             ids = act[cand]
-            ex, t_ex = _exact_loss(P[pos[cand]], self.V[ids], Wa[cand], beta, return_margins=True)
+            ex, t_ex = _exact_loss(P, self.V[ids], Wa[cand], beta, return_margins=True, rows=pos[cand])
             self.certified[ids] = ex <= delta
             self.loss[ids] = ex
             self.exact[ids] = True
@@ -257,9 +321,10 @@ def _newton_direction(work: _WorkingSet, t_all: np.ndarray, beta: float,
     """Gradient g (R, d), Newton step −H⁻¹g (R, d) and its margin change dt = βΦ·step (R, m), float64,
     for every trial of the working set at the running margins ``t_all`` (R, m)."""
     P = work.P
-    s_neg = expit(-t_all)
-    g = -beta * np.matmul((work.W * s_neg)[:, None, :].astype(P.dtype, copy=False), P)[:, 0].astype(np.float64)
-    curv = work.W * s_neg * expit(t_all)
+    s_neg, curv = _sigmoids(t_all)
+    s_neg *= work.W
+    g = -beta * np.matmul(s_neg[:, None, :].astype(P.dtype, copy=False), P)[:, 0].astype(np.float64)
+    curv *= work.W
     H = _hessian(work.P_h, curv, beta, first)
     step = -np.linalg.solve(H, g[..., None])[..., 0]
     dt = beta * np.matmul(P, step[:, :, None].astype(P.dtype, copy=False))[:, :, 0].astype(np.float64)
@@ -271,24 +336,14 @@ def _hessian(P_h: np.ndarray, curv: np.ndarray, beta: float, first: bool) -> np.
 
     Accumulated in ``P_h``'s dtype with the curvatures rescaled by their per-trial maximum (so none
     underflows); ``first``: v = 0 with no padded rows, where every curvature is w/4 (rel = 1 on every row)."""
-    hdt = P_h.dtype
-    m, d = P_h.shape[1], P_h.shape[2]
+    d = P_h.shape[2]
     cmax = curv.max(axis=1, keepdims=True)
     cmax[cmax == 0] = 1.0
     rel = curv / cmax
     # rows whose curvature is below 1e-10 of the trial's largest add < 2e-7·m relative to H
     # (below float32 resolution): once v has grown they are most rows, and H is summed over
-    # the K largest of each trial only (K = the most live rows of any trial)
-    K = int((rel > _LIVE_CURVATURE).sum(axis=1).max())
-    if K <= _GATHER_FRACTION * m:
-        top = np.argpartition(rel, m - K, axis=1)[:, m - K:]
-        Ph = np.take_along_axis(P_h, top[:, :, None], axis=1)
-        rel = np.take_along_axis(rel, top, axis=1)
-    else:
-        Ph = P_h
-    # at v = 0 every curvature is w/4, so rel = 1 on every row (none padded): X = Φ
-    X = Ph if first else Ph * rel.astype(hdt)[:, :, None]
-    H = np.matmul(Ph.transpose(0, 2, 1), X).astype(np.float64) * ((beta**2) * cmax[:, :, None])
+    # each trial's live rows only; at v = 0 every curvature is w/4 (rel = 1, none padded): ΦᵀΦ
+    H = _hessian_live(P_h, rel, first).astype(np.float64) * ((beta**2) * cmax[:, :, None])
     H = 0.5 * (H + H.transpose(0, 2, 1))
     scale = np.trace(H, axis1=1, axis2=2)[:, None, None] / d
     H += (1e-10 * scale + 1e-300) * np.eye(d)
