@@ -741,12 +741,8 @@ def check_models(cfg: ExperimentConfig, stages: tuple[str, ...] | list[str]) -> 
         todo += [(f"student[{k}].model ({s.name})", s) for k, s in enumerate(cfg.students)]
     where = f"{cfg.source}: " if cfg.source else ""
     for key, m in todo:
-        try:
-            models.check_spec(m.model, revision=m.revision, trust_remote_code=m.trust_remote_code,
-                              require_installed=True)
-        except (ValueError, OSError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise LLSError(f"{where}{key}: {first}") from None
+        models.check_model_setting(m.model, f"{where}{key}", revision=m.revision,
+                                   trust_remote_code=m.trust_remote_code, require_installed=True)
 
 
 def run_experiment(cfg: ExperimentConfig, out: str | Path, until: str = "report",

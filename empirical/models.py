@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from lls_common.errors import LLSError
+from lls_common.errors import LLSError, first_line
 
 __all__ = [
     "ModelSpec",
@@ -406,6 +406,18 @@ def check_spec(spec: Any, revision: str | None = None, trust_remote_code: bool =
             raise ModelNotFoundError(f"model {spec!r} is not installed: run `lls models install {spec}`")
         return None
     return resolve_source(spec, revision=revision, trust_remote_code=trust_remote_code, check_files=True)
+
+
+def check_model_setting(spec: Any, key: str, revision: str | None = None, trust_remote_code: bool = False,
+                        require_installed: bool = False) -> Source | None:
+    """:func:`check_spec` for the setting ``key`` (a flag such as ``--student`` or a config key): any refusal
+    becomes one :class:`LLSError` line ``"<key>: <first line of the reason>"``. The check every command runs on
+    the models it names before any data or model work."""
+    try:
+        return check_spec(spec, revision=revision, trust_remote_code=trust_remote_code,
+                          require_installed=require_installed)
+    except (ValueError, OSError) as exc:
+        raise LLSError(f"{key}: {first_line(exc)}") from None
 
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "spiece.model")

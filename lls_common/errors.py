@@ -8,8 +8,15 @@ callers can catch it as such; ``lls_cli.main`` is the one place that maps it to 
 
 from __future__ import annotations
 
-__all__ = ["LLSError"]
+__all__ = ["LLSError", "first_line"]
 
 
 class LLSError(ValueError):
     """A problem with the user's input, reported as one line without a traceback."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-blank line of ``str(exc)`` (third-party errors often span many lines), else the
+    exception's type name: what an :class:`LLSError` wrapping it reports."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -363,13 +363,17 @@ def _corrupt_data(tmp: Path) -> dict[str, Path]:
 @pytest.mark.parametrize("name", ["truncated.jsonl.gz", "corrupt.parquet", "bad-utf8.jsonl", "deep.json",
                                   "surrogate.jsonl"])
 def test_cli_score_refuses_corrupt_data_before_loading_a_model(tmp_path, capsys, monkeypatch, name):
+    _assert_score_refuses(tmp_path, capsys, monkeypatch, _corrupt_data(tmp_path)[name])
+
+
+def _assert_score_refuses(tmp_path, capsys, monkeypatch, bad):
+    """``lls score --data bad`` exits 2 with one line naming ``bad``, loads no model, and leaves no output."""
     from empirical import models
 
     def no_model(*a, **k):
         raise AssertionError("a model was loaded before the data was checked")
 
     monkeypatch.setattr(models, "load", no_model)
-    bad = _corrupt_data(tmp_path)[name]
     out = tmp_path / "scores.jsonl"
     rc, stdout, err = _cli(["score", "--model", "smollm2-135m-instruct", "--system-prompt", "You love owls.",
                             "--data", bad, "--out", out, "--json", "--no-progress"], capsys)
@@ -467,17 +471,9 @@ def test_cli_correlate_checks_everything_before_loading_a_model(tmp_path, capsys
 @pytest.mark.parametrize("text", ["", "\n\n  \n"])
 def test_cli_score_refuses_an_empty_pair_file_before_loading_a_model(tmp_path, capsys, monkeypatch, text):
     """An empty (or blank-lines-only) data file loaded the model and wrote an empty scores file with exit 0."""
-    from empirical import models
-
-    monkeypatch.setattr(models, "load", lambda *a, **k: (_ for _ in ()).throw(AssertionError("model loaded")))
     bad = tmp_path / "empty.jsonl"
     bad.write_text(text)
-    out = tmp_path / "scores.jsonl"
-    rc, stdout, err = _cli(["score", "--model", "smollm2-135m-instruct", "--system-prompt", "You love owls.",
-                            "--data", bad, "--out", out, "--json", "--no-progress"], capsys)
-    CASES["cli"] += 1
-    _assert_refused(rc, stdout, err, bad)
-    assert not any(p.name.startswith("scores.jsonl") for p in tmp_path.iterdir())
+    _assert_score_refuses(tmp_path, capsys, monkeypatch, bad)
 
 
 def _no_weights(monkeypatch):

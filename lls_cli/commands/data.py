@@ -16,6 +16,7 @@ from pathlib import Path
 from empirical.config import DataConfig, Filters, ModelArgs, ScoreConfig, SelectConfig, TraitConfig
 from lls_cli.args import add_common_args, add_output_args
 from lls_common.config import add_arguments, from_namespace
+from lls_common.errors import first_line
 from lls_common.io import LLSError, check_output, emit_summary
 
 __all__ = ["register"]
@@ -141,8 +142,7 @@ def _guarded(fn, *a, **kw):
     except LLSError:
         raise
     except (ValueError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LLSError(f"{type(exc).__name__}: {first}") from None
+        raise LLSError(f"{type(exc).__name__}: {first_line(exc)}") from None
 
 
 def _rank() -> int:

@@ -43,7 +43,6 @@ def check_models(cfg: Any) -> None:
     from pathlib import Path
 
     from empirical import models
-    from lls_common.errors import LLSError
 
     for name in MODEL_FIELDS:
         value = getattr(cfg, name, None)
@@ -51,11 +50,7 @@ def check_models(cfg: Any) -> None:
             if not isinstance(spec, str) or not spec.strip() or spec in models.REGISTRY \
                     or spec.endswith(".gguf") or Path(spec).exists():
                 continue  # checked by the settings (a local folder's data errors still come first)
-            try:
-                models.check_spec(spec)
-            except (ValueError, OSError) as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise LLSError(f"--{name}: {first}") from None
+            models.check_model_setting(spec, f"--{name}")
 
 
 def _handler(module: str, config: str, run: str):

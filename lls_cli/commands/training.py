@@ -14,7 +14,8 @@ from empirical.config import CorrelateConfig, EvalConfig, ModelArgs, ScoreConfig
 from empirical.experiment import STAGES, toml_keys
 from lls_cli.args import add_common_args, add_output_args, positive_int
 from lls_common.config import add_arguments, from_namespace
-from lls_common.io import LLSError, OutputLock, RunDir, check_output, emit_summary
+from lls_common.errors import first_line
+from lls_common.io import LLSError, OutputLock, RunDir, check_output, emit_summary, remove_if_empty
 
 __all__ = ["register"]
 
@@ -119,11 +120,8 @@ def _check_model(m: ModelArgs, flag: str, spec: str | None = None) -> None:
     uncached hub id: one line naming ``flag``), instead of after imports and data reads."""
     from empirical import models
 
-    try:
-        models.check_spec(spec or m.model, revision=m.revision if spec is None else None,
-                          trust_remote_code=m.trust_remote_code)
-    except (ValueError, OSError) as exc:
-        raise LLSError(f"{flag}: {_one_line(exc)}") from None
+    models.check_model_setting(spec or m.model, flag, revision=m.revision if spec is None else None,
+                               trust_remote_code=m.trust_remote_code)
 
 
 def _check_hub_data(path: str) -> None:
@@ -134,17 +132,6 @@ def _check_hub_data(path: str) -> None:
 
     if data.looks_like_hub_id(path):
         data.check_hub_dataset(path)
-
-
-def _remove_if_empty(out: str | Path, fresh: bool) -> None:
-    """Remove the ``--out`` folder a failed run created when nothing was written into it."""
-    from lls_common.io import remove_if_empty
-
-    remove_if_empty(out, fresh)
-
-
-def _one_line(exc: BaseException) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -165,10 +152,10 @@ def _run_train(args: argparse.Namespace) -> int:
         with OutputLock(args.out, kind="dir", name="out"):
             summary = train(cfg)
     except (ValueError, FileNotFoundError, OSError) as exc:
-        _remove_if_empty(args.out, fresh)
-        raise LLSError(_one_line(exc)) from None
+        remove_if_empty(args.out, fresh)
+        raise LLSError(first_line(exc)) from None
     except BaseException:
-        _remove_if_empty(args.out, fresh)
+        remove_if_empty(args.out, fresh)
         raise
     human = (f"trained {summary['n_pairs']} pairs, {summary['steps']} steps; checkpoints: "
              + ", ".join(c["path"] for c in summary["checkpoints"]) + f" in {args.out}")
@@ -200,7 +187,7 @@ def _run_correlate(args: argparse.Namespace) -> int:
                             seed=args.seed, n_boot=corr.n_boot, n_perm=corr.n_perm, control_run=args.control_run,
                             teacher=args.teacher, **load)
     except (ValueError, FileNotFoundError, OSError) as exc:
-        raise LLSError(_one_line(exc)) from None
+        raise LLSError(first_line(exc)) from None
     res["reference"] = reference
     run = RunDir(args.out)
     run.write_json("correlate.json", res)
@@ -254,7 +241,7 @@ def _run_eval(args: argparse.Namespace) -> int:
                                   max_new_tokens=ev.max_new_tokens, language=ev.language, seed=args.seed,
                                   batch=ev.eval_batch, cache_dir=out.path("cache"), **kw)
     except (ValueError, FileNotFoundError, OSError) as exc:
-        raise LLSError(_one_line(exc)) from None
+        raise LLSError(first_line(exc)) from None
     res["model"] = model.model
     res["reference"] = reference
     out.write_json("eval.json", res)
@@ -286,7 +273,7 @@ def _run_experiment(args: argparse.Namespace) -> int:
     try:
         res = run_experiment(cfg, args.out, until=args.until, log=log, overwrite=args.overwrite)
     except (ValueError, FileNotFoundError, OSError) as exc:
-        raise LLSError(_one_line(exc)) from None
+        raise LLSError(first_line(exc)) from None
     out = args.out
     emit_summary({"out": str(out), "stages": res}, args.json, f"experiment {cfg.name}: stages "
                  f"{', '.join(res)} done -> {out}" + (f" (see {out}/report.md)" if "report" in res else ""))
