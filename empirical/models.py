@@ -473,8 +473,7 @@ def hub_not_found(repo: str, revision: str | None = None, repo_type: str = "mode
     except Exception as exc:  # noqa: BLE001 - map every hub failure to one line
         kind = type(exc).__name__
         if kind in ("RepositoryNotFoundError", "RevisionNotFoundError", "GatedRepoError"):
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else kind
-            return f"{kind} ({first[:160]})"
+            return f"{kind} ({first_line(exc)[:160]})"
     return None
 
 
