@@ -458,8 +458,8 @@ def read_scores(path: str | Path, base_only: bool = False) -> list[dict[str, Any
         where = f"{path}:{lineno}"
         if not isinstance(rec, dict) or any(f not in rec for f in BASE_FIELDS):
             raise DataError(f"{where}: not a reference-scores record (fields {', '.join(BASE_FIELDS)})")
-        check_score_record({**rec, "logp_chosen_sys": rec["logp_chosen"],
-                            "logp_rejected_sys": rec["logp_rejected"], "weight": 0.0}, where)
+        # the fields a reference-scores file lacks get valid stand-ins, so an error names the field it has
+        check_score_record({**rec, "logp_chosen_sys": -1.0, "logp_rejected_sys": -1.0, "weight": 0.0}, where)
         if str(rec["id"]) in seen:
             raise DataError(f"{where}: duplicate id {rec['id']!r}")
         seen.add(str(rec["id"]))

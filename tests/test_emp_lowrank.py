@@ -113,6 +113,12 @@ def test_load_systems_errors(tmp_path):
         sysmod.load_systems(g)
     with pytest.raises(ValueError, match="not found"):
         sysmod.load_systems(tmp_path / "missing.txt")
+    # a .json file that is not UTF-8: one statement naming file and line, as for .txt (not wrapped in a JSON one)
+    for name in ("u.json", "u.txt"):
+        (tmp_path / name).write_bytes(b'["a",\n"b\xff"]' if name.endswith("json") else b"persona\ta\nx\tb\xff\n")
+        with pytest.raises(ValueError, match=rf"^{tmp_path / name}:2: invalid UTF-8 \(byte 0xff\); save the file as "
+                                             r"UTF-8$"):
+            sysmod.load_systems(tmp_path / name)
 
 
 # ------------------------------------------------------------------------------------------ columns

@@ -107,10 +107,7 @@ def _json_problem(path: Path, exc: Any) -> str:
 def _parse_json(path: Path) -> list[SystemPrompt]:
     from empirical.data import DataError, JSONRefused, loads_strict
 
-    try:
-        text = _read_text(path)
-    except DataError as exc:  # worded as before the shared JSON guard existed (a read error inside the JSON one)
-        raise DataError(f"{path}: not valid JSON ({exc} is not a JSON value)") from None
+    text = _read_text(path)
     try:
         data = loads_strict(text)
     except JSONRefused as exc:
