@@ -18,7 +18,9 @@ Variants (TRL ``DPOConfig`` options; ``base`` is what ``empirical.train`` runs):
 * ``padding_free``   -- ``padding_free=True`` (TRL 1.16 disables it with a warning and pads: measured to say so).
 * ``max_length_64``  -- ``max_length=64, truncation_mode="keep_end"``: a truncation setting that does cut
                         (changes the numbers by construction; shown for its speed, not a candidate default).
-* ``grad_ckpt``      -- ``gradient_checkpointing=True`` (less activation memory, more compute).
+* ``grad_ckpt``      -- activation recomputation on (less activation memory, more compute). This is **TRL's
+                        own default** (``DPOConfig().gradient_checkpointing is True`` in TRL 1.0-1.16), which
+                        ``lls train`` ran until it started passing it off explicitly; ``base`` passes it off.
 
 There is no ``use_logits_to_keep`` in TRL >= 1.0: its DPO trainer always runs the LM head only at positions
 with a label (``fused_lm_head``), which is what that option did.
@@ -46,7 +48,7 @@ VARIANTS = {
     "ref_per_step": {"precompute_ref_log_probs": False},
     "padding_free": {"padding_free": True},
     "max_length_64": {"max_length": 64, "truncation_mode": "keep_end"},
-    "grad_ckpt": {"gradient_checkpointing": True},
+    "grad_ckpt": {"checkpointing": True},
 }
 SAME_NUMBERS = ("ref_per_step", "padding_free", "grad_ckpt")
 
@@ -78,6 +80,7 @@ def _trainer(model_dir: str, recs: list[dict], a, options: dict):
     from trl import DPOConfig, DPOTrainer
 
     from empirical import models
+    from empirical.train import dpo_checkpointing_field
 
     torch.manual_seed(0)
     model, tok = models.load(model_dir)
@@ -86,6 +89,8 @@ def _trainer(model_dir: str, recs: list[dict], a, options: dict):
               per_device_train_batch_size=a.batch_size, precompute_ref_log_probs=True, max_length=None,
               report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True, logging_steps=1, seed=0,
               data_seed=0, bf16=False)  # TRL's DPOConfig defaults to bf16 autocast, even on CPU; lls train is fp32
+    options = dict(options)
+    kw[dpo_checkpointing_field()] = options.pop("checkpointing", False)  # TRL's default is on; lls train passes off
     kw.update(options)
     lora = LoraConfig(r=a.lora_rank, lora_alpha=2 * a.lora_rank, lora_dropout=0.0, target_modules="all-linear",
                       task_type="CAUSAL_LM")

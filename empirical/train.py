@@ -608,12 +608,22 @@ def _dpo_args(cfg: TrainConfig, out: Path, ws: int, where: dict[str, Any]) -> di
         bf16=(dtype == "bfloat16" and not use_cpu), fp16=(dtype == "float16" and not use_cpu),
         dataloader_num_workers=0, lr_scheduler_type="linear", warmup_steps=0, save_only_model=False,
     )
-    if cfg.gradient_checkpointing:  # passed only when on: transformers 5 warns that the name is deprecated
-        kwargs["gradient_checkpointing"] = True
+    kwargs[dpo_checkpointing_field()] = cfg.gradient_checkpointing
     if ws > 1 and use_cpu:
         kwargs["ddp_backend"] = "gloo"
     kwargs.update(dpo_config_kwargs(cfg.extra))
     return kwargs
+
+
+def dpo_checkpointing_field() -> str:
+    """The ``DPOConfig`` field that switches activation recomputation, always passed explicitly: TRL's
+    ``DPOConfig`` turns it **on** by default (TRL 1.0-1.16), which recomputes the forward pass in every backward
+    (a dearer step, same numbers). transformers >= 5.x names it ``activation_checkpointing`` and warns on the
+    older ``gradient_checkpointing`` alias; transformers 5.0 has only the alias."""
+    from trl import DPOConfig
+
+    fields = DPOConfig.__dataclass_fields__
+    return "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
 
 
 def _lora_config(cfg: TrainConfig):

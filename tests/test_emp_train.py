@@ -369,6 +369,20 @@ def test_dpo_args_refuse_non_finite_and_negative_values(extra, msg):
     assert dpo_config_kwargs({"max_grad_norm": 0.5}) == {"max_grad_norm": 0.5}
 
 
+@pytest.mark.parametrize("on", [False, True])
+def test_dpo_config_follows_the_checkpointing_setting_not_trls_default(tmp_path, on):
+    """TRL's DPOConfig turns activation checkpointing on by default; the TrainConfig setting (default off) is
+    what the trainer gets, and the fp32 CPU run has no autocast."""
+    from trl import DPOConfig
+
+    from empirical.train import _dpo_args
+
+    cfg = TrainConfig(student="m", data="d", out=str(tmp_path), gradient_checkpointing=on)
+    assert TrainConfig(student="m", data="d", out="o").gradient_checkpointing is False
+    args = DPOConfig(**_dpo_args(cfg, tmp_path, 1, {"device": "cpu", "dtype": "float32"}))
+    assert args.gradient_checkpointing is on and (args.bf16, args.fp16) == (False, False)
+
+
 def test_cli_train_failure_leaves_no_out_folder(tmp_path, capsys, monkeypatch):
     import lls_cli
     from empirical import train
