@@ -23,7 +23,8 @@ Stages (each resumable; a finished step is skipped when its settings have not ch
 ``[traits] file``); a many-trait run also gets the run-level ``report.md`` with Table 1 and the Figure-19
 view. Every step is a unit with a marker ``stages/units/<stage>/<unit>.json`` holding its key (the
 settings it depends on, input fingerprints included) and result; a trait added later runs only its own units.
-A unit whose saved key differs from the config is refused up front unless ``overwrite``. Each trait folder
+A unit whose saved key differs from the config is refused up front unless ``overwrite`` (reports excepted:
+they are re-drawn from the stored JSON, so a trait or student added later needs no ``overwrite``). Each trait folder
 also gets ``stages/<stage>.json`` (its view of each stage) so that :func:`empirical.report.write_report`
 reads it like a single-trait run.
 
@@ -762,7 +763,9 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, until: str = "report"
     run = Run(cfg, root, log)
     stages = STAGES[:STAGES.index(until) + 1]
     plan = {s: _UNITS[s](run) for s in stages}
-    _check_overwrite(run, [u for us in plan.values() for u in us], overwrite)
+    # reports are drawn from the stored JSON and re-drawn whenever a step before them ran: a report made with
+    # other settings (a trait or a student added to the config) is replaced without asking
+    _check_overwrite(run, [u for s, us in plan.items() if s != "report" for u in us], overwrite)
     check_reference_support(cfg, stages)
     if _finished(plan["split"][0]) is None:  # a damaged input fails here, before any model loads
         from empirical.data import check_pairs

@@ -4,7 +4,8 @@
 #   scripts/mutation.sh [lls_theory|empirical] [MODULE ...]
 #
 #   lls_theory (default): mutates lls_theory/{margins,selection,stats,theorem,wellbehaved,representation}.py
-#                         and runs the theory/proof tests (tests/test_theory_*.py, tests/test_proof_*.py).
+#                         and runs the theory/proof tests (tests/test_theory_*.py, tests/test_proof_*.py) and
+#                         tests/test_selection_rule.py (the per-row rule).
 #   empirical:            mutates the weight / selection / correlate code of empirical/ (correlate.py whole;
 #                         of build.py only the functions in SCOPE_build below: the weight and record writer
 #                         of `lls score`, reading score files, and `lls select`) and runs the fast (not model,
@@ -47,8 +48,9 @@ case "$TARGET" in
     PKG=lls_theory
     THRESHOLD=90
     MARK="not model"
-    TESTS=(tests/test_theory_*.py tests/test_proof_*.py)
-    COPY=(lls_common lls_theory)
+    # test_selection_rule.py holds lls_select_best_pair_per_row's tests (a few of them go through empirical)
+    TESTS=(tests/test_theory_*.py tests/test_proof_*.py tests/test_selection_rule.py)
+    COPY=(lls_common lls_theory empirical)
     ;;
   empirical)
     ALL_MODULES=(build correlate)

@@ -271,7 +271,7 @@ def test_added_trait_runs_only_its_own_steps(smollm2_dir, tmp_path, monkeypatch)
     from empirical.experiment import run_experiment
 
     out = tmp_path / "run"
-    res = run_experiment(load_config(_multi(tmp_path)), out, until="eval", log=lambda m: None)
+    res = run_experiment(load_config(_multi(tmp_path)), out, log=lambda m: None)
     assert set(res["correlate"]["traits"]) == {"owl", "cat"}
     for t in ("owl", "cat"):
         c = json.loads((out / "traits" / t / "students" / "same" / "correlate.json").read_text())
@@ -293,8 +293,10 @@ def test_added_trait_runs_only_its_own_steps(smollm2_dir, tmp_path, monkeypatch)
     calls = []
     real_train = train_mod.train
     monkeypatch.setattr(train_mod, "train", lambda cfg, **kw: calls.append(str(cfg.out)) or real_train(cfg, **kw))
-    res = run_experiment(load_config(_multi(tmp_path, DOG)), out, until="eval", log=lambda m: None)
+    # the user's path: the same command (every stage, reports included) with no overwrite
+    res = run_experiment(load_config(_multi(tmp_path, DOG)), out, log=lambda m: None)
     assert calls == [str(out / "traits" / "dog" / "students" / "same" / "lls")]
+    assert "dog" in (out / "report.md").read_text()
     assert {p: p.stat().st_mtime_ns for p in shared} == before
     assert (out / "traits" / "dog" / "students" / "same" / "correlate.json").is_file()
     assert set(res["eval"]["traits"]) == {"owl", "cat", "dog"}
