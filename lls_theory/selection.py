@@ -210,8 +210,7 @@ def lls_select_best_pair_per_row(
     """
     w = lls_weights(logp_chosen_sys, logp_rejected_sys, logp_chosen, logp_rejected, n_tokens_chosen,
                     n_tokens_rejected)
-    raw = margin(*_check_arrays({"logp_chosen_sys": logp_chosen_sys, "logp_rejected_sys": logp_rejected_sys,
-                                 "logp_chosen": logp_chosen, "logp_rejected": logp_rejected}))
+    raw = margin(logp_chosen_sys, logp_rejected_sys, logp_chosen, logp_rejected)  # inputs checked by lls_weights
     candidates = best_pair_per_prompt(row_ids, raw)
     sub = select_top(w[candidates], gamma)
     return Selection(indices=candidates[sub], weights=w, n_positive=int(candidates.size), gamma=float(gamma))

@@ -50,6 +50,18 @@ def test_hand_computed_case():
     assert old.indices.tolist() == [1, 6, 3]
 
 
+@pytest.mark.parametrize("k, name", [(0, "logp_chosen_sys"), (1, "logp_rejected_sys"), (2, "logp_chosen"),
+                                     (3, "logp_rejected")])
+def test_bad_input_names_the_argument_and_gamma_is_recorded(k, name):
+    a = list(_arrays(CASE))
+    rows = [c[0] for c in CASE]
+    assert lls_select_best_pair_per_row(*a, rows, 0.5).gamma == 0.5
+    a[k] = a[k].copy()
+    a[k][4] = np.nan
+    with pytest.raises(ValueError, match=f"^{name}: non-finite value at index 4$"):
+        lls_select_best_pair_per_row(*a, rows, 0.5)
+
+
 def test_one_pair_per_row_equals_plain_selection():
     a = _arrays(CASE)
     ids = list(range(len(CASE)))
