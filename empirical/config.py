@@ -17,6 +17,7 @@ ScoreConfig        [score]             pipeline.score_file (batching, chunking, 
 SelectConfig       [select]            lls_theory.selection.lls_select via pipeline.select_file
 TrainConfig        [train]             train.train (DPO + LoRA hyper-parameters)
 CorrelateConfig    [correlate]         correlate.correlate_arms (Table-1 protocol)
+SpecificityConfig  (lls specificity)   report.specificity.run_specificity (trait specificity)
 EvalConfig         [eval]              evaluate.evaluate_conditions (probe, mention rate, language)
 StudentConfig      [[student]]         one student model (name + model args)
 TraitConfig        [[trait]]           one system prompt s (name, text, target word, language)
@@ -306,6 +307,22 @@ class CorrelateConfig:
             check_int(self.n, "correlate.n", low=3)
         check_int(self.n_boot, "correlate.n_boot", low=20)  # a 95% CI needs resamples in its 2.5% tails
         check_int(self.n_perm, "correlate.n_perm", low=20)
+
+
+@dataclass
+class SpecificityConfig:
+    """Trait specificity of a many-trait run (lls_theory.specificity): permutations and bootstrap resamples."""
+
+    n_perm: int = setting(9_999, "relabellings for the permutation test when K! is too many to enumerate (K > 8)",
+                          metavar="N", reason="p resolution 1e-4")
+    n_boot: int = setting(2000, "bootstrap resamples of the held-out pairs for the CIs", metavar="N")
+    seed: int = setting(0, "seed of the permutations and resamples", metavar="S")
+
+    def __post_init__(self) -> None:
+        check_types(self, "specificity")
+        check_int(self.n_perm, "specificity.n_perm", low=99)  # p can reach 0.01
+        check_int(self.n_boot, "specificity.n_boot", low=20)  # a 95% CI needs resamples in its 2.5% tails
+        check_seed(self.seed, "specificity.seed")
 
 
 @dataclass

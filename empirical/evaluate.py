@@ -69,9 +69,11 @@ CANDIDATES = ("owl", "dog", "cat", "lion", "tiger", "bear", "wolf", "fox", "elep
 def probe(model: Any, tok: Any, target: str, system_prompt: str | None = None,
           candidates: tuple[str, ...] = CANDIDATES, questions: tuple[str, ...] = PROBE_QUESTIONS,
           reference: str = "auto") -> dict[str, Any]:
-    """``{"p_target": mean over questions, "per_question": [...], "top": most probable candidate per question}``.
+    """``{"p_target": mean over questions, "per_question": [...], "top": most probable candidate per question,
+    "distribution": (Q, K) probabilities of every candidate per question}``.
 
-    Candidates are scored as replies ``"<Word>."`` (capitalised), shape (Q, K) log-probs; softmax over K.
+    Candidates are scored as replies ``"<Word>."`` (capitalised), shape (Q, K) log-probs; softmax over K. The
+    full distribution lets a many-trait run test behaviour trait by trait (``lls specificity``).
     Raises ``ValueError`` when ``target`` is empty.
     """
     import numpy as np
@@ -91,7 +93,7 @@ def probe(model: Any, tok: Any, target: str, system_prompt: str | None = None,
     p /= p.sum(axis=1, keepdims=True)
     return {"target": target, "candidates": cands, "p_target": float(p[:, 0].mean()),
             "per_question": [float(v) for v in p[:, 0]], "top": [cands[int(i)] for i in p.argmax(axis=1)],
-            "uniform": 1.0 / len(cands)}
+            "distribution": p.tolist(), "uniform": 1.0 / len(cands)}
 
 
 def sample_answers(model: Any, tok: Any, prompts: tuple[str, ...] | list[str], n: int, max_new_tokens: int = 96,

@@ -19,7 +19,7 @@ from typing import Any
 from empirical.report.paper import TABLE1 as _PAPER
 
 __all__ = ["trajectory_figure", "table1_figure", "table1_grid_figure", "fig19_figure", "mention_figure",
-           "NOTATION", "PAPER_TABLE1"]
+           "specificity_figure", "NOTATION", "PAPER_TABLE1"]
 
 PAPER_TABLE1 = {"same teacher (OLMo2-1B -> OLMo2-1B)": _PAPER["same"]["owls"],
                 "cross teacher (Qwen3-8B -> OLMo2-1B)": _PAPER["cross"]["owls"]}
@@ -178,11 +178,18 @@ def table1_grid_figure(tab: dict[str, Any]):
                          label="LLS − random (paired bootstrap 95% CI)")
         axr.axvline(0, color=fs.color("base"), lw=0.6)
         axr.set_xlabel("LLS − random, Δ Pearson r (95% CI)")
-        axr.set_title(f"paired difference\nCI excludes 0: {s['n_diff_excludes_0']} of {s['n_diffs']} traits",
-                      loc="left")
+        ind = row.get("independence")
+        axr.set_title(f"paired difference\nCI excludes 0: {s['n_diff_excludes_0']} of {s['n_diffs']} traits"
+                      + (f"\n≈ {ind['n_eff']:.1f} independent cells" + (", one shared control" if
+                                                                        ind["control_shared"] else "")
+                         if ind else ""), loc="left")
         axr.tick_params(labelleft=False)
     fs.legend_outside(fig, "below", ncol=2)
-    fs.caption(fig, NOTATION + " Reference r: z_T where the student is not the teacher, else z_s (= z_T).")
+    shared = [r["student"] for r in rows if (r.get("independence") or {}).get("control_shared")]
+    fs.caption(fig, NOTATION + " Reference r: z_T where the student is not the teacher, else z_s (= z_T)."
+               + (f" One random-control student serves every trait ({', '.join(shared)}), and all cells share the "
+                  "held-out pairs, so a row's cells are not independent replications: 'independent cells' is "
+                  "their effective number from the correlation of their bootstrap replicates." if shared else ""))
     return fig
 
 
@@ -282,4 +289,44 @@ def mention_figure(evals: dict[str, dict[str, Any]], target: str):
     fs.title_n_ci(ax, "Sampled answers to general prompts", n=f"{n_txt} answers per bar" if n_txt else None,
                   ci="95% Wilson CI")
     fs.legend_outside(ax, "right")
+    return fig
+
+
+def specificity_figure(traits: list[str], student: str, spec: dict[str, Any]):
+    """Heatmaps of one student's specificity test (:func:`empirical.report.specificity.run_specificity`):
+    C[a, b] = Pearson(z_M of the student trained on a, reference of trait b), raw and trait-centred, and the
+    positive control's centred matrix (a second model's own z_s against the teacher's z_T) where the run has
+    one. A trait-specific effect shows as a diagonal that stands out in the centred panels."""
+    import numpy as np
+
+    fs = _fs()
+    test, pc = spec["test"], spec["positive_control"]
+    ref = spec["ref"]
+    panels = [(np.array(test["raw"]["C"]), f"students, raw: z_M vs {ref}", test["raw"]),
+              (np.array(test["centred"]["C"]), "students, centred", test["centred"])]
+    if pc["available"]:
+        panels.append((np.array(pc["centred"]["C"]), f"control ({pc['model']}), centred", pc["centred"]))
+    K = len(traits)
+    rows = (len(panels) + 1) // 2
+    fig, axes = fs.subplots(rows, 2, width="two", height=3.6 * rows + 0.4, squeeze=False)
+    flat = list(axes.ravel())
+    for j, (ax, (C, title, stats)) in enumerate(zip(flat, panels)):
+        lim = float(np.max(np.abs(C))) or 1.0
+        im = ax.imshow(C, cmap="RdBu_r", vmin=-lim, vmax=lim)
+        for k in range(K):
+            ax.add_patch(fs.plt().Rectangle((k - 0.5, k - 0.5), 1, 1, fill=False, ec="black", lw=1.0))
+        ax.set_xticks(range(K), traits, rotation=90)
+        ax.set_yticks(range(K), traits)
+        ax.set_xlabel("reference shift of trait b")
+        ax.set_ylabel("student trained on trait a" if j != 2 else "model scoring trait a")
+        ax.set_title(f"{title}\ndiag {stats['diagonal']:+.3f} / off {stats['off_diagonal']:+.3f}\n"
+                     f"p = {stats['permutation']['p']:.2g}", loc="left")
+        fig.colorbar(im, ax=ax, shrink=0.8, label="Pearson r")
+    for ax in flat[len(panels):]:
+        ax.remove()
+    fs.caption(fig, f"{student}: K×K held-out Pearson correlations (n = {spec['n']} pairs). Rows: the student "
+               f"trained on trait a; columns: the reference shift of trait b ({ref} for the students, z_T for the "
+               "control); outlined cells: the diagonal (own trait); colour scale symmetric per panel. Centred: the "
+               "mean over the traits removed from both sides pair by pair, so only trait-specific parts remain. p: "
+               "one-sided permutation test of the mean diagonal over relabellings of the traits. " + NOTATION)
     return fig

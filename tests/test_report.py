@@ -288,3 +288,28 @@ def test_eval_without_mention_results_probe_only(fake_run: Path):
         beh = summ["behaviour"]
         assert all(c.get("mention_rate") is None and c["p_target"] is not None for b in beh.values() for c in b.values())
     assert (fake_run / "report.md").is_file() and (fake_run / "table1.json").is_file()
+
+
+def test_many_trait_report_has_the_specificity_section(fake_run: Path):
+    from empirical.report import write_run_report
+
+    out = write_run_report(fake_run)
+    assert {"specificity-same.png", "specificity-other.png"} <= set(out["figures"])
+    md = (fake_run / "report.md").read_text()
+    assert "## Trait specificity" in md and "![specificity other](specificity-other.png)" in md
+    # each trait has its own random student here: the cells share the pairs, not a control
+    assert "independent cell(s) (they share the held-out pairs)" in md
+    spec = json.loads((fake_run / "specificity.json").read_text())
+    assert spec["traits"] == list(TRAITS) and spec["students"]["same"]["cells"]["control_shared"] is False
+    tab = json.loads((fake_run / "table1.json").read_text())["table1"]
+    assert tab["rows"][0]["independence"]["n_eff"] == spec["students"]["same"]["cells"]["n_eff"]
+
+
+def test_a_partial_many_trait_run_reports_and_says_why_specificity_is_missing(fake_run: Path):
+    from empirical.report import write_run_report
+
+    (fake_run / "traits" / "dog" / "students" / "other" / "correlate.json").unlink()
+    write_run_report(fake_run)
+    md = (fake_run / "report.md").read_text()
+    assert "Not measured: student 'other' has no correlate.json for trait 'dog'" in md
+    assert not (fake_run / "specificity.json").exists()

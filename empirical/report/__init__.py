@@ -397,12 +397,26 @@ def write_run_report(root: str | Path) -> dict[str, Any]:
     return {"reports": reports + out["reports"], "figures": figures + out["figures"]}
 
 
+def _specificity(root: Path, run: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """The trait-specificity measurement of a many-trait run (written beside the report), or None and the
+    reason it cannot be measured yet (fewer than 2 traits, a student not finished for every trait)."""
+    from empirical.report.specificity import write_specificity
+
+    if len(run.traits) < 2:
+        return None, "the run has fewer than 2 traits"
+    try:
+        return write_specificity(root), None
+    except LLSError as exc:  # a partial run: the report still shows what is there
+        return None, str(exc)
+
+
 def write_many_trait_report(root: str | Path) -> dict[str, Any]:
     """The run-level outputs of a many-trait run (``traits/<name>/students/<s>/correlate.json``): Table 1 (one
     row per student, one column per trait; ``table1.png``), the Figure-19 view (``fig19.png``), one trajectory
     figure per student with a panel per trait (``trajectory-<student>.png``), ``table1.json`` and ``report.md``
     at ``root``. Traits without a ``correlate.json`` yet are left out. Reads JSON only."""
     from empirical.figures import fig19_figure, table1_grid_figure, trajectory_figure
+    from empirical.report.specificity import specificity_markdown
     from empirical.report.table1 import fig19, fig19_markdown, load_run, table1, table1_markdown
     from lls_common import figstyle
     from lls_common.io import atomic_write_json, atomic_write_text
@@ -412,6 +426,10 @@ def write_many_trait_report(root: str | Path) -> dict[str, Any]:
     config = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
     run = load_run(root)
     tab, f19 = table1(run), fig19(run)
+    spec, spec_missing = _specificity(root, run)
+    for row in tab["rows"]:
+        st = (spec or {}).get("students", {}).get(row["student"])
+        row["independence"] = None if st is None else {k: st["cells"][k] for k in ("n_eff", "K", "control_shared")}
     figstyle.save(table1_grid_figure(tab), root / "table1.png")
     figures = ["table1.png"]
     if f19:
@@ -421,6 +439,8 @@ def write_many_trait_report(root: str | Path) -> dict[str, Any]:
         by_trait = {t: run.correlate[(t, s)] for t in run.traits if (t, s) in run.correlate}
         figstyle.save(trajectory_figure(by_trait=by_trait, student=s), root / f"trajectory-{s}.png")
         figures.append(f"trajectory-{s}.png")
+    if spec is not None:
+        figures += list(spec["files"]["figures"].values())
     atomic_write_json(root / "table1.json", {"table1": tab, "fig19": f19})
     teacher = config.get("teacher", {})
     teacher = teacher.get("model") if isinstance(teacher, dict) else teacher
@@ -442,5 +462,7 @@ def write_many_trait_report(root: str | Path) -> dict[str, Any]:
     L += fig19_markdown(f19) if f19 else ["(no trait has a non-zero z_M yet)"]
     L += ["", "![Figure 19 view](fig19.png)" if f19 else "", "", "## Trajectories", ""]
     L += [f"![trajectory {s}](trajectory-{s}.png)" for s in run.students]
+    L += [""] + (specificity_markdown(spec, spec["files"]["figures"]) if spec is not None
+                 else ["## Trait specificity", "", f"Not measured: {spec_missing}."])
     atomic_write_text(root / "report.md", "\n".join(L) + "\n")
     return {"reports": ["report.md"], "figures": figures}

@@ -355,6 +355,11 @@ def table1_markdown(tab: dict[str, Any]) -> list[str]:
                      f"({s['n_diff_above_0']} above, {s['n_diff_below_0']} below)")
         if s["mean_paper"] is not None:
             line += f"; paper's mean over the same traits {_f(s['mean_paper'])}"
+        ind = row.get("independence")
+        if ind:
+            line += (f"; the {ind['K']} cells amount to ≈ {ind['n_eff']:.1f} independent cell(s)"
+                     + (" (they share one random-control student and the held-out pairs)" if ind["control_shared"]
+                        else " (they share the held-out pairs)"))
         L.append(line + ".")
     return L
 
