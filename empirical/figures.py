@@ -52,8 +52,10 @@ def _traj_panel(ax, res: dict, stat: str) -> int:
         cis = [c["vs"][ref][f"{stat}_ci"] for c in rep["checkpoints"]]
         st = _REF_STYLE.get(ref, _REF_STYLE["z_s"])
         kw = {"mfc": st["mfc"]} if st["mfc"] else {}
+        # one checkpoint per arm: a dot plot (a line through one point would be a legend entry never drawn)
+        single = all(len(res["arms"][a]["checkpoints"]) == 1 for a in res["arms"])
         fs.errorbars(ax, steps, vals, [c[0] for c in cis], [c[1] for c in cis], i=i, n=len(series),
-                     color_=fs.color(_arm_role(arm)), marker=st["marker"], ls=st["ls"],
+                     color_=fs.color(_arm_role(arm)), marker=st["marker"], ls="none" if single else st["ls"],
                      label=f"{'LLS' if arm == 'lls' else arm} student vs {ref}", **kw)
     ax.axhline(0, color=fs.color("base"), lw=0.6)
     steps_all = sorted({c["step"] for rep in res["arms"].values() for c in rep["checkpoints"]})
@@ -196,41 +198,62 @@ def table1_grid_figure(tab: dict[str, Any]):
 _F19_MARKERS = (("o", "^"), ("s", "v"), ("D", "<"))
 
 
+def _f19_panel(ax, fs, traits: list[str], xy: list, angles: dict, label_points: bool) -> None:
+    K = len(traits)
+    cols = fs.series_colors(K)
+    for k, t in enumerate(traits):
+        (x1, y1), (x2, y2) = xy[k], xy[K + k]
+        ang = angles.get(t)
+        filled, hollow = _F19_MARKERS[(k // 8) % len(_F19_MARKERS)]  # past 8 colours, change the shapes
+        ax.annotate("", xy=(x2, y2), xytext=(x1, y1),
+                    arrowprops=dict(arrowstyle="->", color=cols[k], lw=0.9, alpha=0.8))
+        ax.plot([x1], [y1], filled, color=cols[k], ms=6, ls="none",
+                label=f"{t}: {'–' if ang is None else f'{ang:.0f}°'}")
+        ax.plot([x2], [y2], hollow, color=cols[k], mfc="white", ms=7, ls="none")
+        if label_points:
+            ax.annotate(t, (x1, y1), xytext=(3, 3), textcoords="offset points", color=cols[k], fontsize=9)
+    ax.axhline(0, color="#BBBBBB", lw=0.5)
+    ax.axvline(0, color="#BBBBBB", lw=0.5)
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.set_xlabel("singular direction 1")
+    ax.set_ylabel("singular direction 2")
+
+
 def fig19_figure(f19: dict[str, Any]):
     """Fig-19 view from :func:`empirical.report.table1.fig19`: per student, the unit-scaled margin vectors on
-    their top-2 singular directions; filled circle = fine-tuned z_M, open triangle = reference r of the same
-    trait, a line joining each pair; the legend lists each trait's angle ∠(z_M, r) in the full space."""
+    their top-2 singular directions; filled marker = fine-tuned z_M, open marker = reference r of the same
+    trait, an arrow from each trait's z_M to its r; the legend lists each trait's angle ∠(z_M, r) in the full
+    space. Where the run has 3 or more traits a second panel shows the trait-centred vectors (each side's mean
+    over the traits removed), labelled trait by trait, with the centred angles."""
     fs = _fs()
     students = list(f19)
     if not students:
         raise ValueError("fig19_figure: nothing to draw")
     n = len(students)
-    fig, axes = fs.subplots(n, 1, width="two", height=2.9 * n + 0.3, squeeze=False)
-    for ax, s in zip(axes[:, 0], students):
+    ncol = 2 if any("centred" in f19[s] for s in students) else 1
+    fig, axes = fs.subplots(n, ncol, width="two", height=3.4 * n + 0.3, squeeze=False)
+    for row, s in zip(axes, students):
         d = f19[s]
-        traits, xy = d["traits"], d["xy"]
-        K = len(traits)
-        cols = fs.series_colors(K)
-        for k, t in enumerate(traits):
-            (x1, y1), (x2, y2) = xy[k], xy[K + k]
-            ang = d["angles_deg"][t]
-            filled, hollow = _F19_MARKERS[(k // 8) % len(_F19_MARKERS)]  # past 8 colours, change the shapes
-            ax.plot([x1, x2], [y1, y2], "-", color=cols[k], lw=1.0, alpha=0.8)
-            ax.plot([x1], [y1], filled, color=cols[k], ms=6,
-                    label=f"{t}: {'–' if ang is None else f'{ang:.0f}°'}")
-            ax.plot([x2], [y2], hollow, color=cols[k], mfc="white", ms=7)
-        ax.axhline(0, color="#BBBBBB", lw=0.5)
-        ax.axvline(0, color="#BBBBBB", lw=0.5)
-        ax.set_aspect("equal", adjustable="datalim")
-        ax.set_xlabel("singular direction 1")
-        ax.set_ylabel("singular direction 2")
-        ax.set_title(f"{s}: filled = fine-tuned z_M, open = {d['ref']}; {K} trait{'s' if K != 1 else ''}; "
-                     f"top-2 share of σ² {d['explained']:.2f}", loc="left")
-        ax.legend(title="trait: ∠(z_M, r)", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0,
-                  ncol=1 if K <= 12 else 2)
+        K = len(d["traits"])
+        _f19_panel(row[0], fs, d["traits"], d["xy"], d["angles_deg"], label_points=False)
+        row[0].set_title(f"{s}: raw; filled = z_M, open = {d['ref']}\n{K} trait{'s' if K != 1 else ''}; "
+                         f"top-2 share of σ² {d['explained']:.2f}", loc="left")
+        row[0].legend(title="trait: ∠(z_M, r)", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0,
+                      ncol=1 if K <= 12 else 2)
+        if ncol == 2:
+            c = d.get("centred")
+            if c is None:
+                row[1].set_visible(False)
+                continue
+            _f19_panel(row[1], fs, d["traits"], c["xy"], c["angles_deg"], label_points=True)
+            mean_ang = sum(c["angles_deg"].values()) / len(c["angles_deg"])
+            row[1].set_title(f"{s}: trait-centred\nmean ∠ {mean_ang:.0f}° (90° = unrelated); top-2 share "
+                             f"{c['explained']:.2f}", loc="left")
     fs.caption(fig, "Each student's 2K margin vectors, scaled to unit length, projected on their top-2 "
-               "right singular vectors (dimensionless). " + NOTATION +
-               " Angles: arccos of the uncentred cosine in the full space of held-out pairs, not in the projection.")
+               "right singular vectors (dimensionless); arrows run from a trait's z_M to its reference. " + NOTATION +
+               " Angles: arccos of the uncentred cosine in the full space of held-out pairs, not in the projection. "
+               "Trait-centred: the mean over the traits removed from the z_M side and from the reference side "
+               "before scaling; a student that learned its trait's own part points towards its own reference here.")
     return fig
 
 

@@ -108,7 +108,23 @@ def _g(cfg: Any, name: str, default: Any = "?") -> Any:
     return default if v is None else v
 
 
-def _data_section(cfg: Any, split: dict | None, select: dict | None, train: dict | None) -> list[str]:
+def _shared_control(trait_root: Path) -> dict[str, Any] | None:
+    """The shared random control of a many-trait run, for ``traits/<name>/``: the run's random-selection unit
+    (``n_random``, ``seed``) and each student's training steps; None for a single-trait folder."""
+    if trait_root.parent.name != "traits":
+        return None
+    units = trait_root.parent.parent / "stages" / "units"
+    sel = units / "select" / "random.json"
+    if not sel.is_file():
+        return None
+    out = dict(json.loads(sel.read_text()).get("result") or {})
+    out["steps"] = {f.name[: -len("--random.json")]: (json.loads(f.read_text()).get("result") or {}).get("steps")
+                    for f in sorted((units / "train").glob("*--random.json"))}
+    return out
+
+
+def _data_section(cfg: Any, split: dict | None, select: dict | None, train: dict | None,
+                  shared: dict[str, Any] | None = None) -> list[str]:
     L: list[str] = []
     if split:
         L += ["## Data and selection", "",
@@ -123,9 +139,17 @@ def _data_section(cfg: Any, split: dict | None, select: dict | None, train: dict
                 f"{_g(cfg, 'quantile')} -> {select['n_selected']} selected")
         if wl is not None and wa is not None:
             line += f" (mean weight {wl:.4g} vs {wa:.4g} over the pool)"
-        n_rand = select.get("n_random", select["n_selected"])
-        line += f"; random control: {n_rand} pairs drawn uniformly from the pool"
-        line += f" (mean weight {wr:.4g})." if wr is not None else "."
+        if shared is not None:
+            steps = ", ".join(f"{s}: {n} steps" for s, n in shared["steps"].items())
+            line += (f"; random control: the run's shared random-control student, trained on "
+                     f"{shared.get('n_random', '?')} pairs drawn uniformly from the pool (seed "
+                     f"{shared.get('seed', '?')}{'; ' + steps if steps else ''}) and compared with every trait "
+                     f"(this trait's own {select.get('n_random', select['n_selected'])}-pair random draw was not "
+                     "trained on).")
+        else:
+            n_rand = select.get("n_random", select["n_selected"])
+            line += f"; random control: {n_rand} pairs drawn uniformly from the pool"
+            line += f" (mean weight {wr:.4g})." if wr is not None else "."
         L += [line]
     if L:
         L.append("")
@@ -197,7 +221,7 @@ def write_report(root: str | Path, cfg: Any) -> dict[str, Any]:
     res = _read_trait(root, cfg)
     figs = _write_trait_figures(root, res, getattr(cfg, "target", None))
     L = _header(cfg, root)
-    L += _data_section(cfg, res.split, res.select, res.train)
+    L += _data_section(cfg, res.split, res.select, res.train, _shared_control(root))
     L += _correlation_section(res)
     L += _paper_section(res, getattr(cfg, "target", None))
     L += _trajectory_section(res.corr)
@@ -291,7 +315,11 @@ def _paper_section(res: _TraitResults, target: str | None) -> list[str]:
 
 def _trajectory_section(corr: dict[str, Any]) -> list[str]:
     """Pearson(z_s, z_M) at every checkpoint of every arm, per student, with its trajectory figure."""
-    L = ["", "## Trajectory (Fig. 3 analogue)", ""]
+    single = all(len(rep["checkpoints"]) == 1 for res in corr.values() for rep in res["arms"].values())
+    L = ["", "## Final checkpoints" if single else "## Trajectory (Fig. 3 analogue)", ""]
+    if single:
+        L += ["Each arm was saved at one checkpoint only, so there is no trajectory: the figures show the final "
+              "checkpoint of each arm as a dot with its 95% CI (the arms may end at different steps).", ""]
     for name, res in corr.items():
         parts = []
         for arm, rep in res["arms"].items():

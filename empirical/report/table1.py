@@ -276,9 +276,10 @@ def fig19(run: RunData) -> dict[str, Any]:
 
     Rows 0..K-1 of ``xy`` are the fine-tuned z_M (LLS arm, final checkpoint), rows K..2K-1 the references, in
     ``traits`` order; every vector is scaled to unit length before the SVD. A trait whose z_M or r is all zeros
-    (no direction) is listed under ``"skipped"`` instead.
+    (no direction) is listed under ``"skipped"`` instead. With 3 or more traits, ``"centred"`` holds the same view
+    of the trait-centred vectors (each side's mean over the traits removed), where the shared direction no longer
+    hides the traits: ``{"xy", "explained", "angles_deg", "cosine"}``.
     """
-    from lls_theory.lowrank import top2_projection
     from lls_theory.stats import cosine
 
     out = {}
@@ -305,14 +306,27 @@ def fig19(run: RunData) -> dict[str, Any]:
             refs.append(r)
         if not kept:
             continue
-        V = np.vstack(zm + refs)
-        U = V / np.linalg.norm(V, axis=1, keepdims=True)
-        xy = top2_projection(U)
-        sv = np.linalg.svd(U, compute_uv=False)
-        out[s] = {"traits": kept, "ref": ref, "xy": xy.tolist(), "angles_deg": angles, "cosine": cosines,
-                  "explained": float((sv[:2] ** 2).sum() / (sv ** 2).sum()), "skipped": skipped,
-                  "labels": [f"{t} z_M" for t in kept] + [f"{t} {ref}" for t in kept]}
+        out[s] = {"traits": kept, "ref": ref, "angles_deg": angles, "cosine": cosines, "skipped": skipped,
+                  "labels": [f"{t} z_M" for t in kept] + [f"{t} {ref}" for t in kept], **_project(zm + refs)}
+        if len(kept) >= 3:  # centred: each side's mean over the traits removed, so only trait-specific parts remain
+            from lls_theory.specificity import trait_centre
+
+            zc, rc = trait_centre(np.vstack(zm)), trait_centre(np.vstack(refs))
+            cc = {t: cosine(r_, m_) for t, m_, r_ in zip(kept, zc, rc)}
+            out[s]["centred"] = {"cosine": cc, "angles_deg": {t: float(np.degrees(np.arccos(np.clip(c, -1, 1))))
+                                                               for t, c in cc.items()},
+                                 **_project(list(zc) + list(rc))}
     return out
+
+
+def _project(vectors: list[np.ndarray]) -> dict[str, Any]:
+    """Unit-scaled (2K, n) vectors on their top-2 right singular vectors: ``{"xy", "explained"}``."""
+    from lls_theory.lowrank import top2_projection
+
+    V = np.vstack(vectors)
+    U = V / np.linalg.norm(V, axis=1, keepdims=True)
+    sv = np.linalg.svd(U, compute_uv=False)
+    return {"xy": top2_projection(U).tolist(), "explained": float((sv[:2] ** 2).sum() / (sv ** 2).sum())}
 
 
 def _f(x: float | None, fmt: str = "{:.3f}") -> str:
