@@ -27,6 +27,7 @@ Every matrix goes through the shared row cache (``cache``, default ``OUT/cache``
 from __future__ import annotations
 
 import gc
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -425,6 +426,15 @@ class SpectrumResult:
             plot_spectra({self.slug: self.to_json()}, run.path(f"spectrum-{self.slug}.png"))
 
 
+def _column_record(column: Any) -> dict[str, str]:
+    """A matrix column as recorded in ``matrix-<slug>.json``: its pair id and the sha256 of its prompt and response
+    (canonical JSON), never the dataset text itself."""
+    import hashlib
+
+    text = json.dumps({"prompt": column.prompt, "response": column.response}, sort_keys=True, ensure_ascii=False)
+    return {"id": column.id, "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
+
+
 def _spectrum_result(spec: str, inp: MatrixInputs, res: Any, window) -> SpectrumResult:
     from empirical.logprob_matrix import spectrum_fit
 
@@ -434,7 +444,7 @@ def _spectrum_result(spec: str, inp: MatrixInputs, res: Any, window) -> Spectrum
         raise LLSError(str(exc)) from None
     matrix = {"model": spec,
               "systems": [{"id": s.id, "category": s.category, "text": s.text} for s in inp.systems],
-              "columns": [{"id": c.id, "prompt": c.prompt, "response": c.response} for c in inp.columns],
+              "columns": [_column_record(c) for c in inp.columns],
               "X": res.X, "n_tokens": res.n_tokens, "prefix_tokens": res.prefix_tokens, "row_seconds": res.seconds}
     return SpectrumResult(spec, list(res.X.shape), raw, cen, float(sum(res.seconds)), int(sum(res.cached)), matrix)
 
