@@ -283,6 +283,7 @@ class Unit:
     outputs: tuple[Path, ...] = ()
     clear: tuple[Path, ...] = ()  # removed before a recompute with other settings
     trait: str | None = None
+    wave: int = 0  # within a stage, a unit runs after every unit of a lower wave (it reads their outputs)
 
 
 class Run:
@@ -359,11 +360,11 @@ def _pair_record(p: Any, tok: Any, truncate: int | None) -> dict[str, Any] | Non
             "rejected": [{"role": "assistant", "content": r}]}
 
 
-def _split(run: Run) -> dict[str, Any]:
+def split_records(run: Run) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """The run's split, computed and not written: (held-out records, pool records, counts)."""
     import numpy as np
 
     from empirical import data
-    from lls_common.io import atomic_write_jsonl
 
     d = run.cfg.data
     tok = run.tokenizer(run.cfg.teacher)  # the teacher's weights load only for the score stage
@@ -383,11 +384,18 @@ def _split(run: Run) -> dict[str, Any]:
     if d.pool is not None:
         rest = rest[:d.pool]
     pool = [recs[i] for i in sorted(rest)]
+    return held, pool, {"n_records": rep.n_records, "n_bad": rep.n_bad, "dropped": rep.dropped,
+                        "n_identical_after_truncation": n_degenerate, "n_usable": len(recs), "n_heldout": len(held),
+                        "n_pool": len(pool), "first_errors": rep.first_errors}
+
+
+def _split(run: Run) -> dict[str, Any]:
+    from lls_common.io import atomic_write_jsonl
+
+    held, pool, counts = split_records(run)
     atomic_write_jsonl(run.root / "data" / "heldout.jsonl", held)
     atomic_write_jsonl(run.root / "data" / "pool.jsonl", pool)
-    return {"n_records": rep.n_records, "n_bad": rep.n_bad, "dropped": rep.dropped,
-            "n_identical_after_truncation": n_degenerate, "n_usable": len(recs), "n_heldout": len(held),
-            "n_pool": len(pool), "first_errors": rep.first_errors}
+    return counts
 
 
 def units_split(run: Run) -> list[Unit]:
@@ -409,7 +417,8 @@ def units_score(run: Run) -> list[Unit]:
             out = run.tdir(tr) / "score" / f"{part}.jsonl"
             job2 = _score_job(run, t, root / "data" / f"{part}.jsonl", out, tr, base)
             units.append(Unit("score", f"{tr.name}/{part}", run.marker("score", f"{tr.name}/{part}"),
-                              unit_key(cfg, "score", tr), lambda job=job2: _score(run, job), (out,), (out,), tr.name))
+                              unit_key(cfg, "score", tr), lambda job=job2: _score(run, job), (out,), (out,), tr.name,
+                              wave=1))
     return units
 
 
@@ -601,10 +610,10 @@ def units_correlate(run: Run) -> list[Unit]:
                 units.append(Unit("correlate", f"{tr.name}/{s.name}/scores",
                                   run.marker("correlate", f"{tr.name}/{s.name}/scores"),
                                   unit_key(cfg, "correlate", tr, s), lambda job=job: _score(run, job), (f,), (f,),
-                                  tr.name))
+                                  tr.name, wave=1))
             units.append(Unit("correlate", f"{tr.name}/{s.name}", run.marker("correlate", f"{tr.name}/{s.name}"),
                               unit_key(cfg, "correlate", tr, s), lambda tr=tr, s=s: _correlate(run, tr, s),
-                              (sdir / "correlate.json",), (sdir / "correlate.json",), tr.name))
+                              (sdir / "correlate.json",), (sdir / "correlate.json",), tr.name, wave=2))
     return units
 
 
@@ -747,14 +756,19 @@ def check_models(cfg: ExperimentConfig, stages: tuple[str, ...] | list[str]) -> 
 
 
 def run_experiment(cfg: ExperimentConfig, out: str | Path, until: str = "report",
-                   log: Callable[[str], None] = print, overwrite: bool = False) -> dict[str, Any]:
+                   log: Callable[[str], None] = print, overwrite: bool = False,
+                   parallel: "Parallel | None" = None) -> dict[str, Any]:
     """Run the stages up to ``until`` (inclusive) under ``out``; returns ``{stage: result}``.
+
+    ``parallel`` (:class:`empirical.parallel.Parallel`) runs the independent units of each stage in worker
+    processes or cluster jobs; the default runs them one after another in this process.
 
     One trait: each result has the single-trait shape of ``results/e2e``. Many traits: ``{"traits": {name:
     result}, "shared": {...}}``. Refuses up front (nothing written) an unwritable ``out``, an ``out`` that is an
     input, a concurrent run on the same ``out`` and finished steps made with other settings (unless ``overwrite``).
     """
-    from lls_common.io import OutputLock, atomic_write_json, cached_json, check_output
+    from empirical.parallel import Parallel, run_units
+    from lls_common.io import OutputLock, atomic_write_json, check_output
 
     if until not in STAGES:
         raise LLSError(f"unknown stage {until!r}; one of {', '.join(STAGES)}")
@@ -792,7 +806,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, until: str = "report"
             for u in todo:
                 if u.stage == "report":  # re-drawn whenever an earlier step ran
                     u.marker.unlink(missing_ok=True)
-                done[u.label] = cached_json(u.marker, u.key, u.compute, u.outputs)
+            done.update(run_units(run, todo, parallel or Parallel()))
             ran_before = ran_before or bool(todo)
             results[stage] = _record_stage(run, stage, done)
     return results

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from empirical.config import CorrelateConfig, EvalConfig, ModelArgs, ScoreConfig, TraitConfig, TrainConfig
 from empirical.experiment import STAGES, toml_keys
+from empirical.parallel import EXECUTORS
 from lls_cli.args import add_common_args, add_output_args, positive_int
 from lls_common.config import add_arguments, from_namespace
 from lls_common.errors import first_line
@@ -86,6 +88,24 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"stop after this stage: {', '.join(STAGES)}")
     add_output_args(x, default_out=None, seed=None)
     add_common_args(x, json=False)
+    x.add_argument("--plan", action="store_true",
+                   help="list the units, which are done, and the estimated remaining time on this machine (from "
+                        "token counts and measured rates; the first plan times each model for a few seconds); "
+                        "runs nothing")
+    par = x.add_argument_group("parallel units (results are the same as one after another)")
+    par.add_argument("--jobs", type=int, default=1, metavar="N",
+                     help="run up to N independent units (trainings of different traits/students, correlations, "
+                          "evaluations) at once in worker processes; each gets cores/N torch threads (default 1)")
+    par.add_argument("--devices", default=None, metavar="LIST",
+                     help="one unit per device, e.g. cuda:0,cuda:1 (or 'all' visible GPUs); implies --jobs = count")
+    par.add_argument("--threads", type=int, default=None, metavar="T",
+                     help="torch threads per worker (default: this machine's cores shared evenly)")
+    par.add_argument("--executor", default="local", choices=EXECUTORS,
+                     help="local: worker processes here; slurm: one submitit job per unit (pip install "
+                          "'lls-toolkit[cluster]'); submitit-local: the submitit path as local processes")
+    par.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
+                     help="a submitit/slurm parameter for --executor slurm, e.g. slurm_partition=gpu, "
+                          "gpus_per_node=1, timeout_min=240 (repeatable)")
     x.formatter_class = argparse.RawDescriptionHelpFormatter
     x.epilog = "TOML keys (same names and defaults as the flags of score/select/train/correlate/eval):\n" + \
         toml_keys()
@@ -263,15 +283,51 @@ def _eval_summary(res: dict, target: str) -> tuple[dict, str]:
     return summary, "; ".join(parts)
 
 
+def _parallel(args: argparse.Namespace) -> Any:
+    """The --jobs/--devices/--threads/--executor/--slurm options as one checked :class:`Parallel`."""
+    import ast
+
+    from empirical.parallel import Parallel
+
+    devices: tuple[str, ...] = ()
+    if args.devices == "all":
+        import torch
+
+        devices = tuple(f"cuda:{i}" for i in range(torch.cuda.device_count()))
+        if not devices:
+            raise LLSError("--devices all: no GPU is visible")
+    elif args.devices:
+        devices = tuple(d.strip() for d in args.devices.split(",") if d.strip())
+    slurm = {}
+    for item in args.slurm:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise LLSError(f"--slurm {item!r}: give KEY=VALUE, e.g. slurm_partition=gpu")
+        try:
+            slurm[key.strip()] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            slurm[key.strip()] = value
+    return Parallel(jobs=len(devices) or args.jobs, executor=args.executor, devices=devices, threads=args.threads,
+                    slurm=slurm)
+
+
 def _run_experiment(args: argparse.Namespace) -> int:
     import sys
 
     from empirical.experiment import load_config, run_experiment
 
     cfg = load_config(args.config)
+    parallel = _parallel(args)
+    if args.plan:
+        from empirical.plan import plan_experiment, plan_text
+
+        log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+        p = plan_experiment(cfg, args.out, until=args.until, log=log)
+        emit_summary(p, args.json, plan_text(p))
+        return 0
     log = lambda m: print(m, file=sys.stderr if args.json else sys.stdout, flush=True)  # noqa: E731
     try:
-        res = run_experiment(cfg, args.out, until=args.until, log=log, overwrite=args.overwrite)
+        res = run_experiment(cfg, args.out, until=args.until, log=log, overwrite=args.overwrite, parallel=parallel)
     except (ValueError, FileNotFoundError, OSError) as exc:
         raise LLSError(first_line(exc)) from None
     out = args.out
