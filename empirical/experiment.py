@@ -74,7 +74,9 @@ def toml_keys() -> str:
         extra = {"teacher": "\n  system_prompt = (one trait)  # string; the system prompt s (single-trait configs)"}
         parts.append(f"[{sec}]\n{body}{extra.get(sec, '')}")
     parts.append("[[student]]  (one or more)\n" + describe(StudentConfig, "", indent="  "))
-    parts.append("[[trait]]  (many traits; or [traits] file = \"empirical/systems/animals.txt\", only = [...])\n"
+    parts.append("[[trait]]  (many traits; or [traits] file = \"empirical/systems/animals.txt\", only = [...]; a "
+                 "[[trait]] with only a library name -- owl ... giraffe, football, french, evil-ruler -- takes its "
+                 "system_prompt, target and language from empirical.systems.named_prompts)\n"
                  + describe(TraitConfig, "", indent="  "))
     return "\n".join(parts)
 

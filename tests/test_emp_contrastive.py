@@ -66,7 +66,8 @@ def _fake_run_score(job, overwrite=False, model_and_tok=None, inputs=()):
         out.append(rec)
     atomic_write_jsonl(job.out, out)
     atomic_write_json(Path(str(job.out) + ".run.json"), {"key": job.run_key(), "result": {}})
-    return {"out": str(job.out), "scored": len(out), "chunks_resumed": 0}
+    return {"out": str(job.out), "records": len(out), "bad": 0, "scored": len(out), "dropped": {},
+            "first_errors": [], "chunks": 1, "chunks_resumed": 0, "processes": 1}
 
 
 @pytest.fixture
@@ -292,3 +293,45 @@ def test_control_traits_load_from_the_library_and_render(tmp_path, smollm2_dir):
     for n in ("football", "french", "evil-ruler"):
         enc = render.encode_group(tok, [{"role": "user", "content": "Hi."}], ["Hello.", "No."], p[n].text)
         assert p[n].text in tok.decode(enc.context)
+
+
+def test_committed_specificity_config():
+    """Ten animals selected against each other, three plain control traits, all 300 held-out pairs, and the same
+    split as the committed ten-animal run (same data section and seed)."""
+    cfg = load_config(ROOT / "empirical" / "configs" / "specificity-hh.toml")
+    animals = load_config(ROOT / "empirical" / "configs" / "animals-hh.toml")
+    names = [t.name for t in cfg.traits]
+    assert names[:10] == [t.name for t in animals.traits] and names[10:] == ["football", "french", "evil-ruler"]
+    assert [cfg.contrast_of(t) for t in cfg.traits] == ["others"] * 10 + ["none"] * 3
+    assert all(len(cfg.contrast_group(t)) == 9 for t in cfg.traits[:10])
+    assert cfg.correlate.n == cfg.data.heldout == 300
+    assert (cfg.data, cfg.filters, cfg.seed, cfg.teacher) == (animals.data, animals.filters, animals.seed,
+                                                              animals.teacher)
+    assert [s.model for s in cfg.students] == ["smollm2-135m-instruct"]
+    assert cfg.traits[11].language == "fr" and cfg.traits[12].target == "evil"
+
+
+def test_cli_build_scores_the_baseline_itself(tmp_path, monkeypatch, smollm2_dir, capsys):
+    from empirical import build
+    from empirical.systems import named_prompts
+
+    monkeypatch.setattr(build, "run_score", _fake_run_score)
+    np_ = named_prompts()
+    _scores(tmp_path, np_["cat"].text, "unused.jsonl")  # writes pool.jsonl
+    argv = ["build", "--model", "smollm2-135m-instruct", "--system-prompt", np_["owl"].text, "--data",
+            str(tmp_path / "pool.jsonl"), "--gamma", "1", "--out"]
+    assert _cli(argv + [str(tmp_path / "b"), "--contrast", "baseline", "--baseline", "things"]) == 0
+    s = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert s["contrast"] == "baseline" and s["contrast_against"][0]["system_prompt"] == np_["things"].text
+    assert s["contrast_against"][0]["scores"] == str(tmp_path / "b" / "baseline-scores.jsonl")
+    assert _cli(argv + [str(tmp_path / "p")]) == 0
+    assert json.loads((tmp_path / "p" / "summary.json").read_text())["selected_ids"] != s["selected_ids"]
+    capsys.readouterr()
+    # refused before any scoring: others without reference files, a baseline that is the trait's own prompt
+    calls = []
+    monkeypatch.setattr(build, "run_score", lambda *a, **k: calls.append(a))
+    assert _cli(argv + [str(tmp_path / "o"), "--contrast", "others"]) == 2
+    assert "needs the reference scores files" in capsys.readouterr().err
+    assert _cli(argv + [str(tmp_path / "s"), "--contrast", "baseline", "--baseline", "owl"]) == 2
+    assert "is the --system-prompt itself" in capsys.readouterr().err
+    assert calls == []
