@@ -572,7 +572,7 @@ def select_file(scores: str | Path, gamma: float | SelectConfig, out_dir: str | 
                                  "max": float(w[ii].max())} if len(ii) else None)
     summary = {
         "scores": str(scores), "n_scored": len(recs), "n_positive": int(sel.n_positive), "gamma": gamma,
-        "n_selected": k, "seed": seed, "best_pair_per_prompt": best_pair_per_prompt,
+        "n_selected": k, "subset_size": sel_cfg.subset_size, "seed": seed, "best_pair_per_prompt": best_pair_per_prompt,
         "best_pair_per_prompt_text": sel_cfg.best_pair_per_prompt_text, "reference": scores_reference(scores),
         "contrast": sel_cfg.contrast, "baseline": sel_cfg.baseline,
         "weights_match_scores_file": bool(np.allclose(plain, stored, rtol=1e-9, atol=1e-12)),
@@ -611,13 +611,13 @@ def selection(recs: list[dict[str, Any]], sel_cfg: SelectConfig, reference_weigh
     if sel_cfg.best_pair_per_prompt:
         if reference_weights is not None:  # SelectConfig refuses the combination; a library call too
             raise LLSError("select.contrast works with select.best_pair_per_prompt_text, not best_pair_per_prompt")
-        return lls_select_best_pair_per_row(*cols, row_ids(recs), sel_cfg.gamma)
+        return lls_select_best_pair_per_row(*cols, row_ids(recs), sel_cfg.gamma, size=sel_cfg.subset_size)
     if sel_cfg.best_pair_per_prompt_text:
         keys: dict[str, int] = {}
         prompt_ids = np.array([keys.setdefault(json.dumps(r["prompt"], sort_keys=True), len(keys)) for r in recs])
         return lls_select(*cols, sel_cfg.gamma, prompt_ids=prompt_ids, best_pair_per_prompt=True,
-                          reference_weights=reference_weights)
-    return lls_select(*cols, sel_cfg.gamma, reference_weights=reference_weights)
+                          reference_weights=reference_weights, size=sel_cfg.subset_size)
+    return lls_select(*cols, sel_cfg.gamma, reference_weights=reference_weights, size=sel_cfg.subset_size)
 
 
 def check_contrast_inputs(select: SelectConfig, contrast_scores: Any, scores: str | Path | None = None) -> None:

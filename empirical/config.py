@@ -215,8 +215,14 @@ class SelectConfig:
                                                 "(the authors' logit_linear_selection)")
     best_pair_per_prompt_text: bool = setting(False, "per identical prompt text (across rows) keep the pair with "
                                                      "the largest positive w / N")
+    subset_size: int | None = setting(None, "keep the top N positive-weight pairs (fewer when fewer are positive) "
+                                            "instead of ceil(gamma * n_positive); a many-trait run's shared random "
+                                            "control then has N pairs too (unless random_size), so every student "
+                                            "trains on as many pairs for as many optimizer steps", metavar="N",
+                                      reason="unset: the paper's gamma quantile")
     random_size: int | None = setting(None, "pairs in the random control shared by every trait of a many-trait "
-                                            "experiment (default: ceil(gamma * pool / 2))", cli=False, metavar="N",
+                                            "experiment (default: subset_size, else ceil(gamma * pool / 2))",
+                                      cli=False, metavar="N",
                                       reason="the LLS subset's size when half the pool's weights are positive")
     contrast: str = setting("none", "contrastive selection: rank w_A - mean of reference weights instead of w_A "
                                     "(lls_theory.selection.contrastive_weights): none = plain Algorithm 1; others = "
@@ -231,7 +237,7 @@ class SelectConfig:
     def __post_init__(self) -> None:
         check_types(self, "select")
         check_interval(self.gamma, "select.gamma", 0, 1, closed="right")
-        _opt_pos_int(self, "select", "random_size")
+        _opt_pos_int(self, "select", "random_size", "subset_size")
         if self.best_pair_per_prompt and self.best_pair_per_prompt_text:
             raise LLSError("select.best_pair_per_prompt and select.best_pair_per_prompt_text exclude each other")
         check_choice(self.contrast, "select.contrast", CONTRASTS)
@@ -244,15 +250,14 @@ class SelectConfig:
                            "select.best_pair_per_prompt (its per-row rule ranks the raw, not the contrastive, weight)")
 
     def key(self) -> dict[str, Any]:
-        """The settings as recorded in run keys: ``contrast`` / ``baseline`` appear only when set, so a plain
-        selection keeps the key it had before contrastive selection existed (its outputs stay valid)."""
+        """The settings as recorded in run keys: ``subset_size``, ``contrast`` and ``baseline`` appear only when
+        set, so a plain gamma selection keeps the key it had before they existed (its outputs stay valid)."""
         from dataclasses import asdict
 
         d = asdict(self)
-        if d["contrast"] == "none":
-            d.pop("contrast")
-        if d["baseline"] is None:
-            d.pop("baseline")
+        for k, off in (("contrast", "none"), ("baseline", None), ("subset_size", None)):
+            if d[k] == off:
+                d.pop(k)
         return d
 
 

@@ -523,9 +523,12 @@ def _overlap(run: Run) -> dict[str, Any]:
 
 
 def random_size(cfg: ExperimentConfig, n_pool: int) -> int:
-    """Size of the shared random control of a many-trait run: ``select.random_size`` or
-    ceil(gamma * n_pool / 2), the LLS subset's size when half the pool's weights are positive."""
-    size = cfg.select.random_size if cfg.select.random_size is not None else math.ceil(cfg.select.gamma * n_pool / 2)
+    """Size of the shared random control of a many-trait run: ``select.random_size``, else ``select.subset_size``
+    (every LLS subset's size), else ceil(gamma * n_pool / 2), the LLS subset's size when half the pool's weights
+    are positive."""
+    sel = cfg.select
+    size = (sel.random_size if sel.random_size is not None else sel.subset_size if sel.subset_size is not None
+            else math.ceil(sel.gamma * n_pool / 2))
     return max(1, min(size, n_pool))
 
 

@@ -162,15 +162,21 @@ def n_selected(n_positive: int, gamma: float) -> int:
     return min(max(k, 1), n_positive)
 
 
-def select_top(weights, gamma: float) -> np.ndarray:
+def select_top(weights, gamma: float, size: int | None = None) -> np.ndarray:
     """Algorithm 1, step 3: indices of the top ⌈γ|I|⌉ positive weights, largest first.
 
-    Ties are broken by original index (stable sort), so the result is deterministic.
+    ``size`` (an integer >= 1): keep the top min(size, |I|) positive weights instead of ⌈γ|I|⌉ (a subset of
+    a fixed size, e.g. to match a control's size and number of optimizer steps). Ties are broken by original
+    index (stable sort), so the result is deterministic.
     """
     (w,) = _check_arrays({"weights": weights})
     g = _check_gamma(gamma)
     positive = np.flatnonzero(w > 0)
     order = positive[np.argsort(-w[positive], kind="stable")]
+    if size is not None:
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+            raise ValueError(f"size must be an integer >= 1, got {size!r}")
+        return order[: int(size)]
     return order[: n_selected(positive.size, g)]
 
 
@@ -202,13 +208,14 @@ def lls_select(
     prompt_ids=None,
     best_pair_per_prompt: bool = False,
     reference_weights=None,
+    size: int | None = None,
 ) -> Selection:
     """Algorithm 1 end to end. With ``best_pair_per_prompt=True`` (needs ``prompt_ids``), each prompt
     first keeps only its single pair with the largest positive weight (the authors' public code).
 
     ``reference_weights`` (shape (m, n), the w_i / N_i of m reference system prompts on the same pairs):
     contrastive selection, Algorithm 1 step 3 on :func:`contrastive_weights` instead of w; ``Selection.weights``
-    are then those contrastive weights. None (the default): plain Algorithm 1."""
+    are then those contrastive weights. None (the default): plain Algorithm 1. ``size``: see :func:`select_top`."""
     w = lls_weights(logp_chosen_sys, logp_rejected_sys, logp_chosen, logp_rejected, n_tokens_chosen, n_tokens_rejected)
     if reference_weights is not None:
         w = contrastive_weights(w, reference_weights)
@@ -218,7 +225,7 @@ def lls_select(
         candidates = _best_pair_indices(prompt_ids, w)
     else:
         candidates = np.flatnonzero(w > 0)
-    sub = select_top(w[candidates], gamma)
+    sub = select_top(w[candidates], gamma, size)
     return Selection(indices=candidates[sub], weights=w, n_positive=int(candidates.size), gamma=float(gamma))
 
 
@@ -274,7 +281,7 @@ _best_pair_indices = best_pair_per_prompt
 
 def lls_select_best_pair_per_row(
     logp_chosen_sys, logp_rejected_sys, logp_chosen, logp_rejected, n_tokens_chosen, n_tokens_rejected,
-    row_ids, gamma: float,
+    row_ids, gamma: float, size: int | None = None,
 ) -> Selection:
     """The authors' ``logit_linear_selection`` (``logit_linear_selection.py``) on pairs grouped by dataset row.
 
@@ -285,10 +292,11 @@ def lls_select_best_pair_per_row(
     ⌈γ · #rows with a positive pair⌉ normalised weights are selected (stable order on ties). Dividing by
     max(w) as the authors do does not change the ranking. With one pair per row this equals
     :func:`lls_select`. ``Selection.weights`` are w_i / N_i of all pairs; ``n_positive`` counts the rows kept.
+    ``size``: see :func:`select_top`.
     """
     w = lls_weights(logp_chosen_sys, logp_rejected_sys, logp_chosen, logp_rejected, n_tokens_chosen,
                     n_tokens_rejected)
     raw = margin(logp_chosen_sys, logp_rejected_sys, logp_chosen, logp_rejected)  # inputs checked by lls_weights
     candidates = best_pair_per_prompt(row_ids, raw)
-    sub = select_top(w[candidates], gamma)
+    sub = select_top(w[candidates], gamma, size)
     return Selection(indices=candidates[sub], weights=w, n_positive=int(candidates.size), gamma=float(gamma))

@@ -96,7 +96,8 @@ def test_hand_weights_and_top_gamma(tmp_path):
     assert len(rand) == 2 and len(set(rand)) == 2
     assert rand == [r for r in ["r0", "r1", "r2", "r3", "r4"] if r in rand]  # file order
     assert s == {
-        "scores": str(scores), "n_scored": 5, "n_positive": 3, "gamma": 0.5, "n_selected": 2, "seed": 3,
+        "scores": str(scores), "n_scored": 5, "n_positive": 3, "gamma": 0.5, "n_selected": 2, "subset_size": None,
+        "seed": 3,
         "best_pair_per_prompt": False, "best_pair_per_prompt_text": False, "reference": None,
         "weights_match_scores_file": True,
         "weight_all": _stat(HAND_W), "weight_lls": _stat([1.5, 5 / 6]),

@@ -305,6 +305,8 @@ def test_committed_specificity_config():
     assert [cfg.contrast_of(t) for t in cfg.traits] == ["others"] * 10 + ["none"] * 3
     assert all(len(cfg.contrast_group(t)) == 9 for t in cfg.traits[:10])
     assert cfg.correlate.n == cfg.data.heldout == 300
+    assert cfg.select.subset_size == 48 and cfg.select.random_size is None  # the random control: 48 pairs too
+    assert 48 * cfg.train.repeat // cfg.train.batch_size == 12
     assert (cfg.data, cfg.filters, cfg.seed, cfg.teacher) == (animals.data, animals.filters, animals.seed,
                                                               animals.teacher)
     assert [s.model for s in cfg.students] == ["smollm2-135m-instruct"]
@@ -335,3 +337,21 @@ def test_cli_build_scores_the_baseline_itself(tmp_path, monkeypatch, smollm2_dir
     assert _cli(argv + [str(tmp_path / "s"), "--contrast", "baseline", "--baseline", "owl"]) == 2
     assert "is the --system-prompt itself" in capsys.readouterr().err
     assert calls == []
+
+
+def test_subset_size_matches_every_subset_and_the_random_control(tmp_path, no_models):
+    """select.subset_size: every trait's LLS subset and the shared random control have the same size, so every
+    student trains on as many pairs for as many optimizer steps."""
+    from empirical.experiment import run_experiment
+
+    out = tmp_path / "run"
+    run_experiment(load_config(_config(tmp_path, 'contrast = "others"\nsubset_size = 4')), out, until="select",
+                   log=lambda m: None)
+    for t in ("owl", "cat", "dog"):
+        s = json.loads((out / "traits" / t / "select" / "summary.json").read_text())
+        assert s["n_selected"] == len(s["selected_ids"]) == 4 and s["subset_size"] == 4 and s["n_positive"] > 4
+    assert len((out / "select" / "random.jsonl").read_text().splitlines()) == 4
+    assert json.loads((out / "stages" / "units" / "select" / "random.json").read_text())["key"]["select"][
+        "subset_size"] == 4
+    with pytest.raises(LLSError, match="select.subset_size must be"):
+        load_config(_config(tmp_path, "subset_size = 0"))
