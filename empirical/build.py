@@ -58,7 +58,7 @@ from empirical.data import DataError, LoadReport, PrefPair, check_pairs, iter_js
 
 __all__ = ["ScoreJob", "ScoreConfig", "ScoreResult", "score_file", "select_file", "read_scores", "SCORE_FIELDS",
            "BASE_FIELDS", "run_score", "run_select", "score_summary", "SELECT_FILES", "selection", "contrast_weights",
-           "check_contrast_inputs", "scores_system_prompt"]
+           "check_contrast_inputs", "scores_system_prompt", "score_columns"]
 
 SCORE_FIELDS = (
     "id", "prompt", "chosen", "rejected", "logp_chosen_sys", "logp_rejected_sys", "logp_chosen",
@@ -485,7 +485,7 @@ def row_ids(recs: list[dict[str, Any]]) -> list[str]:
     return [str(r["row"]) if r.get("row") is not None else str(r["id"]) for r in recs]
 
 
-def _columns(recs: list[dict[str, Any]]) -> tuple[np.ndarray, ...]:
+def score_columns(recs: list[dict[str, Any]]) -> tuple[np.ndarray, ...]:
     """The six arrays of :func:`lls_theory.selection.lls_weights` from scored records, each shape (n,)."""
     col = lambda f, t=np.float64: np.array([r[f] for r in recs], dtype=t)  # noqa: E731
     return (col("logp_chosen_sys"), col("logp_rejected_sys"), col("logp_chosen"), col("logp_rejected"),
@@ -520,7 +520,7 @@ def contrast_weights(recs: list[dict[str, Any]], files: list[str | Path] | tuple
         if not same:
             raise DataError(f"contrast scores {f}: not the pairs of {where} (ids, replies or token counts differ); "
                             "score the same pairs with the same teacher and truncation")
-        rows.append(lls_weights(*_columns(other)))
+        rows.append(lls_weights(*score_columns(other)))
     return np.stack(rows)
 
 
@@ -551,7 +551,7 @@ def select_file(scores: str | Path, gamma: float | SelectConfig, out_dir: str | 
     gamma, best_pair_per_prompt = sel_cfg.gamma, sel_cfg.best_pair_per_prompt
     check_contrast_inputs(sel_cfg, contrast_scores, scores)
     recs = read_scores(scores)
-    cols = _columns(recs)
+    cols = score_columns(recs)
     refs = contrast_weights(recs, contrast_scores, str(scores)) if sel_cfg.contrast != "none" else None
     sel = selection(recs, sel_cfg, refs)
     idx = [int(i) for i in np.asarray(sel.indices)]
@@ -607,7 +607,7 @@ def selection(recs: list[dict[str, Any]], sel_cfg: SelectConfig, reference_weigh
     :class:`lls_theory.selection.Selection`."""
     from lls_theory.selection import lls_select, lls_select_best_pair_per_row
 
-    cols = _columns(recs)
+    cols = score_columns(recs)
     if sel_cfg.best_pair_per_prompt:
         if reference_weights is not None:  # SelectConfig refuses the combination; a library call too
             raise LLSError("select.contrast works with select.best_pair_per_prompt_text, not best_pair_per_prompt")

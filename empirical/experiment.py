@@ -267,7 +267,7 @@ def unit_key(cfg: ExperimentConfig, stage: str, trait: TraitConfig | None = None
                   "tokenizer": _plain(cfg.teacher, ("dtype", "device"))},
         "score": {"teacher": _plain(cfg.teacher), "score": _plain(cfg.score, ("progress",))}
         | ({"system_prompt": trait.system_prompt} if trait else {}),
-        "select": {"select": cfg.select.key()} | (_contrast_key(cfg, trait) if trait else {}),
+        "select": _select_key(cfg, trait),
         "train": {"train": _plain(cfg.train)} | ({"student": _plain(student)} if student else {}),
         "correlate": {"correlate": _plain(cfg.correlate)},
         "eval": {"eval": _plain(cfg.eval, ("target", "language"))}
@@ -278,6 +278,16 @@ def unit_key(cfg: ExperimentConfig, stage: str, trait: TraitConfig | None = None
     for s in STAGES[:STAGES.index(stage) + 1]:
         key.update(groups[s])
     return key
+
+
+def _select_key(cfg: ExperimentConfig, trait: TraitConfig | None) -> dict[str, Any]:
+    """The select settings of one trait's steps (its own contrast and what it is contrasted with), or of the
+    shared steps (trait None: the random control does not depend on the contrast settings)."""
+    if trait is None:
+        return {"select": replace(cfg.select, contrast="none", baseline=None).key()}
+    mode = cfg.contrast_of(trait)
+    sel = replace(cfg.select, contrast=mode, baseline=cfg.select.baseline if mode == "baseline" else None)
+    return {"select": sel.key()} | _contrast_key(cfg, trait)
 
 
 def _contrast_key(cfg: ExperimentConfig, trait: TraitConfig) -> dict[str, Any]:
@@ -493,7 +503,7 @@ def _overlap(run: Run) -> dict[str, Any]:
     traits of the run (:func:`lls_theory.selection.subset_overlap`)."""
     import numpy as np
 
-    from empirical.build import _columns, read_scores, selection
+    from empirical.build import read_scores, score_columns, selection
     from lls_common.io import atomic_write_json
     from lls_theory.selection import lls_weights, subset_overlap
 
@@ -504,14 +514,14 @@ def _overlap(run: Run) -> dict[str, Any]:
     first = cfg.traits[0].name
     if any(v != ids[first] for v in ids.values()):
         raise LLSError(f"{run.root}: the traits' pool scores hold different pairs; score them again")
-    selected = {t.name: [json.loads(line)["id"] for line in
+    selected = {t.name: [str(json.loads(line)["id"]) for line in
                          (run.tdir(t) / "select" / "lls.jsonl").read_text().splitlines() if line.strip()]
                 for t in cfg.traits}
     forms = {"selected": subset_overlap(selected),
              "plain": subset_overlap({n: [ids[n][i] for i in selection(rs, plain_cfg).indices]
                                       for n, rs in recs.items()})}
     if len(cfg.traits) >= 2 and not cfg.select.best_pair_per_prompt:  # the per-row rule has no contrastive form
-        w = np.stack([lls_weights(*_columns(rs)) for rs in recs.values()])  # (K, n): every trait's w / N
+        w = np.stack([lls_weights(*score_columns(rs)) for rs in recs.values()])  # (K, n): every trait's w / N
         forms["contrast_others_all"] = subset_overlap(
             {n: [ids[n][i] for i in selection(recs[n], plain_cfg, np.delete(w, a, axis=0)).indices]
              for a, n in enumerate(recs)})
@@ -889,13 +899,16 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, until: str = "report"
             todo = []
             for u in plan[stage]:
                 rec = _finished(u)
-                if rec is not None and not (stage == "report" and ran_before):
+                # reports are re-drawn whenever an earlier step ran; summaries of a stage (redraw) whenever a
+                # step before them ran, in their stage too
+                redraw = (stage == "report" and ran_before) or (u.redraw and (ran_before or bool(todo)))
+                if rec is not None and not redraw:
                     done[u.label] = rec
                 else:
                     todo.append(u)
             log(f"[{stage}] running" if todo else f"[{stage}] done earlier, skipped")
             for u in todo:
-                if u.stage == "report":  # re-drawn whenever an earlier step ran
+                if u.stage == "report" or u.redraw:
                     u.marker.unlink(missing_ok=True)
                 done[u.label] = cached_json(u.marker, u.key, u.compute, u.outputs)
             ran_before = ran_before or bool(todo)

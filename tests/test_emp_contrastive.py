@@ -355,3 +355,44 @@ def test_subset_size_matches_every_subset_and_the_random_control(tmp_path, no_mo
         "subset_size"] == 4
     with pytest.raises(LLSError, match="select.subset_size must be"):
         load_config(_config(tmp_path, "subset_size = 0"))
+
+
+def test_added_traits_with_a_contrast_group(tmp_path, no_models):
+    """A plain trait added later runs only its own steps (and select/overlap.json is re-drawn); an animal added to
+    the contrast group changes every member's contrast, which is refused unless overwrite."""
+    from empirical.experiment import run_experiment
+
+    out = tmp_path / "run"
+    first = TRAITS + '[[trait]]\nname = "football"\ncontrast = "none"\n'
+    run_experiment(load_config(_config(tmp_path, 'contrast = "others"', first)), out, until="select",
+                   log=lambda m: None)
+    kept = [out / "traits" / t / "select" / "summary.json" for t in ("owl", "cat", "dog", "football")]
+    kept += [out / "select" / "random.jsonl", out / "score" / "pool-base.jsonl"]
+    before = {p: p.stat().st_mtime_ns for p in kept}
+    run_experiment(load_config(_config(tmp_path, 'contrast = "others"', first + '[[trait]]\nname = "french"\n'
+                                       'contrast = "none"\n')), out, until="select", log=lambda m: None)
+    assert {p: p.stat().st_mtime_ns for p in kept} == before
+    assert json.loads((out / "select" / "overlap.json").read_text())["traits"][-1] == "french"
+    grown = first + '[[trait]]\nname = "french"\ncontrast = "none"\n[[trait]]\nname = "lion"\n'
+    with pytest.raises(LLSError, match="other settings"):
+        run_experiment(load_config(_config(tmp_path, 'contrast = "others"', grown)), out, until="select",
+                       log=lambda m: None)
+    res = run_experiment(load_config(_config(tmp_path, 'contrast = "others"', grown)), out, until="select",
+                         log=lambda m: None, overwrite=True)
+    assert [a["name"] for a in res["select"]["traits"]["owl"]["contrast_against"]] == ["cat", "dog", "lion"]
+    assert (out / "traits" / "football" / "select" / "summary.json").stat().st_mtime_ns == before[kept[3]]
+
+
+def test_overlap_redrawn_when_a_selection_changes(tmp_path, no_models):
+    from empirical.experiment import run_experiment
+
+    out = tmp_path / "run"
+    run_experiment(load_config(_config(tmp_path, 'contrast = "baseline"\nbaseline = "things"')), out,
+                   until="select", log=lambda m: None)
+    a = json.loads((out / "select" / "overlap.json").read_text())
+    run_experiment(load_config(_config(tmp_path, 'contrast = "baseline"\nbaseline = "animals"')), out,
+                   until="select", log=lambda m: None, overwrite=True)
+    b = json.loads((out / "select" / "overlap.json").read_text())
+    assert a["baseline"] == "things" and b["baseline"] == "animals" and a["selected"] != b["selected"]
+    s = json.loads((out / "traits" / "owl" / "select" / "summary.json").read_text())
+    assert s["baseline"] == "animals" and b["selected"]["sizes"][0] == len(s["selected_ids"])
