@@ -591,6 +591,10 @@ def _train(run: Run, student: StudentConfig, data: Path, out: Path,
     cfg = run.cfg
     card = {"teacher": cfg.teacher.model, "gamma": cfg.select.gamma, "data": _rel(data, run.root)} | (
         {"system_prompt": trait.system_prompt} if trait is not None else {})
+    if trait is not None and cfg.contrast_of(trait) != "none":  # the card only: not part of the run key
+        card["contrast"] = cfg.contrast_of(trait) + ": " + ", ".join(_contrast_inputs(run, trait)[1])
+    if cfg.select.subset_size is not None:
+        card["subset_size"] = cfg.select.subset_size
     tc = cfg.train.job(student, data, out, cfg.seed, progress=cfg.score.progress, reference=cfg.score.reference,
                        card=card)
     old = out / "run.json"
