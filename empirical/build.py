@@ -57,7 +57,8 @@ from empirical.config import ScoreConfig as ScoreSettings
 from empirical.data import DataError, LoadReport, PrefPair, check_pairs, iter_json_objects, load_pairs
 
 __all__ = ["ScoreJob", "ScoreConfig", "ScoreResult", "score_file", "select_file", "read_scores", "SCORE_FIELDS",
-           "BASE_FIELDS", "run_score", "run_select", "score_summary", "SELECT_FILES"]
+           "BASE_FIELDS", "run_score", "run_select", "score_summary", "SELECT_FILES", "selection", "contrast_weights",
+           "check_contrast_inputs", "scores_system_prompt", "score_columns"]
 
 SCORE_FIELDS = (
     "id", "prompt", "chosen", "rejected", "logp_chosen_sys", "logp_rejected_sys", "logp_chosen",
@@ -484,8 +485,49 @@ def row_ids(recs: list[dict[str, Any]]) -> list[str]:
     return [str(r["row"]) if r.get("row") is not None else str(r["id"]) for r in recs]
 
 
+def score_columns(recs: list[dict[str, Any]]) -> tuple[np.ndarray, ...]:
+    """The six arrays of :func:`lls_theory.selection.lls_weights` from scored records, each shape (n,)."""
+    col = lambda f, t=np.float64: np.array([r[f] for r in recs], dtype=t)  # noqa: E731
+    return (col("logp_chosen_sys"), col("logp_rejected_sys"), col("logp_chosen"), col("logp_rejected"),
+            col("n_tokens_chosen", np.int64), col("n_tokens_rejected", np.int64))
+
+
+def scores_system_prompt(scores: str | Path) -> str | None:
+    """The system prompt a scores file was made with (its ``<scores>.run.json``), None if unknown."""
+    try:
+        rec = json.loads(Path(str(scores) + ".run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    sp = rec.get("key", {}).get("system_prompt") if isinstance(rec, dict) and isinstance(rec.get("key"), dict) \
+        else None
+    return sp if isinstance(sp, str) else None
+
+
+def contrast_weights(recs: list[dict[str, Any]], files: list[str | Path] | tuple[str | Path, ...],
+                     where: str) -> np.ndarray:
+    """The reference weights w_i / N_i of contrastive selection, shape (m, n): one row per scores file in
+    ``files``, each scored on the same pairs as ``recs`` (same ids in the same order, same replies and token
+    counts; else a :class:`DataError` naming the file). ``where`` names the trait's scores file in messages."""
+    from lls_theory.selection import lls_weights
+
+    rows = []
+    for f in files:
+        other = read_scores(f)
+        same = len(other) == len(recs) and all(
+            (a["id"], a["chosen"], a["rejected"], a["n_tokens_chosen"], a["n_tokens_rejected"])
+            == (b["id"], b["chosen"], b["rejected"], b["n_tokens_chosen"], b["n_tokens_rejected"])
+            for a, b in zip(other, recs))
+        if not same:
+            raise DataError(f"contrast scores {f}: not the pairs of {where} (ids, replies or token counts differ); "
+                            "score the same pairs with the same teacher and truncation")
+        rows.append(lls_weights(*score_columns(other)))
+    return np.stack(rows)
+
+
 def select_file(scores: str | Path, gamma: float | SelectConfig, out_dir: str | Path, seed: int = 0,
-                best_pair_per_prompt: bool = False, key: dict[str, Any] | None = None) -> dict[str, Any]:
+                best_pair_per_prompt: bool = False, key: dict[str, Any] | None = None,
+                contrast_scores: list[str | Path] | tuple[str | Path, ...] = (),
+                contrast_names: list[str] | None = None) -> dict[str, Any]:
     """Algorithm 1 on a scores file; writes lls/random/bottom.jsonl and summary.json; returns the summary.
 
     ``gamma``: a :class:`empirical.config.SelectConfig` (validated when it was built; its
@@ -495,27 +537,27 @@ def select_file(scores: str | Path, gamma: float | SelectConfig, out_dir: str | 
     ``best_pair_per_prompt_text``: per identical prompt text across rows, largest positive w / N.
     ``key`` (settings + input fingerprint, from :func:`run_select`) is recorded in summary.json, with the
     scores file's reference rendering (``reference``, from ``<scores>.run.json``) when known.
+
+    Contrastive selection (``select.contrast`` others / baseline): ``contrast_scores`` are the scores files of
+    the reference system prompts on the same pairs (the other traits, or the baseline prompt); Algorithm 1
+    step 3 then ranks w − mean of their weights (:func:`lls_theory.selection.contrastive_weights`), and the
+    bottom control takes the lowest contrastive weights. ``contrast_names`` (one per file) label them in
+    summary.json. Every summary records ``selected_ids`` (the LLS subset's pair ids, highest weight first).
     """
     from lls_common.io import RunDir
-    from lls_theory.selection import lls_select, lls_select_best_pair_per_row
+    from lls_theory.selection import lls_weights
 
     sel_cfg = gamma if isinstance(gamma, SelectConfig) else SelectConfig(gamma, best_pair_per_prompt)
     gamma, best_pair_per_prompt = sel_cfg.gamma, sel_cfg.best_pair_per_prompt
+    check_contrast_inputs(sel_cfg, contrast_scores, scores)
     recs = read_scores(scores)
-    col = lambda f, t=np.float64: np.array([r[f] for r in recs], dtype=t)  # noqa: E731
-    cols = (col("logp_chosen_sys"), col("logp_rejected_sys"), col("logp_chosen"), col("logp_rejected"),
-            col("n_tokens_chosen", np.int64), col("n_tokens_rejected", np.int64))
-    if best_pair_per_prompt:
-        sel = lls_select_best_pair_per_row(*cols, row_ids(recs), gamma)
-    elif sel_cfg.best_pair_per_prompt_text:
-        keys: dict[str, int] = {}
-        prompt_ids = np.array([keys.setdefault(json.dumps(r["prompt"], sort_keys=True), len(keys)) for r in recs])
-        sel = lls_select(*cols, gamma, prompt_ids=prompt_ids, best_pair_per_prompt=True)
-    else:
-        sel = lls_select(*cols, gamma)
+    cols = score_columns(recs)
+    refs = contrast_weights(recs, contrast_scores, str(scores)) if sel_cfg.contrast != "none" else None
+    sel = selection(recs, sel_cfg, refs)
     idx = [int(i) for i in np.asarray(sel.indices)]
-    weights = np.asarray(sel.weights, dtype=np.float64)
-    stored = col("weight")
+    plain = lls_weights(*cols)
+    weights = np.asarray(sel.weights, dtype=np.float64)  # the ranked weights: contrastive ones when contrastive
+    stored = np.array([r["weight"] for r in recs], dtype=np.float64)
     k = len(idx)
     rng = np.random.default_rng(seed)
     rand = sorted(int(i) for i in rng.choice(len(recs), size=k, replace=False)) if k else []
@@ -526,17 +568,30 @@ def select_file(scores: str | Path, gamma: float | SelectConfig, out_dir: str | 
     atomic_write_jsonl(run.path("lls.jsonl"), [_trl(recs[i]) for i in idx])
     atomic_write_jsonl(run.path("random.jsonl"), [_trl(recs[i]) for i in rand])
     atomic_write_jsonl(run.path("bottom.jsonl"), [_trl(recs[i]) for i in bottom])
-    stat = lambda ii: ({"mean": float(weights[ii].mean()), "min": float(weights[ii].min()),  # noqa: E731
-                        "max": float(weights[ii].max())} if len(ii) else None)
+    stat = lambda ii, w=plain: ({"mean": float(w[ii].mean()), "min": float(w[ii].min()),  # noqa: E731
+                                 "max": float(w[ii].max())} if len(ii) else None)
     summary = {
         "scores": str(scores), "n_scored": len(recs), "n_positive": int(sel.n_positive), "gamma": gamma,
-        "n_selected": k, "seed": seed, "best_pair_per_prompt": best_pair_per_prompt,
+        "n_selected": k, "subset_size": sel_cfg.subset_size, "seed": seed, "best_pair_per_prompt": best_pair_per_prompt,
         "best_pair_per_prompt_text": sel_cfg.best_pair_per_prompt_text, "reference": scores_reference(scores),
-        "weights_match_scores_file": bool(np.allclose(weights, stored, rtol=1e-9, atol=1e-12)),
+        "contrast": sel_cfg.contrast, "baseline": sel_cfg.baseline,
+        "weights_match_scores_file": bool(np.allclose(plain, stored, rtol=1e-9, atol=1e-12)),
         "weight_all": stat(np.arange(len(recs))), "weight_lls": stat(np.array(idx, dtype=int)),
         "weight_random": stat(np.array(rand, dtype=int)), "weight_bottom": stat(np.array(bottom, dtype=int)),
+        "selected_ids": [str(recs[i]["id"]) for i in idx],
         "files": {"lls": "lls.jsonl", "random": "random.jsonl", "bottom": "bottom.jsonl"},
     }
+    if refs is not None:
+        from lls_common.io import fingerprint
+
+        names = list(contrast_names) if contrast_names is not None else [Path(f).name for f in contrast_scores]
+        summary["contrast_against"] = [{"name": n, "scores": str(f), "fingerprint": fingerprint(f),
+                                        "system_prompt": scores_system_prompt(f)}
+                                       for n, f in zip(names, contrast_scores)]
+        cstat = lambda ii: stat(ii, weights)  # noqa: E731
+        summary["contrast_weight_all"] = cstat(np.arange(len(recs)))
+        summary["contrast_weight_lls"] = cstat(np.array(idx, dtype=int))
+        summary["contrast_weight_bottom"] = cstat(np.array(bottom, dtype=int))
     if key is not None:
         summary["key"] = key
     run.write_json("summary.json", summary)
@@ -544,6 +599,58 @@ def select_file(scores: str | Path, gamma: float | SelectConfig, out_dir: str | 
 
 
 SELECT_FILES = ("lls.jsonl", "random.jsonl", "bottom.jsonl", "summary.json")
+
+
+def selection(recs: list[dict[str, Any]], sel_cfg: SelectConfig, reference_weights: np.ndarray | None = None) -> Any:
+    """Algorithm 1 on scored records under ``sel_cfg``'s rule (plain, per row, per prompt text), on the
+    contrastive weights when ``reference_weights`` (shape (m, n)) are given; a
+    :class:`lls_theory.selection.Selection`."""
+    from lls_theory.selection import lls_select, lls_select_best_pair_per_row
+
+    cols = score_columns(recs)
+    if sel_cfg.best_pair_per_prompt:
+        if reference_weights is not None:  # SelectConfig refuses the combination; a library call too
+            raise LLSError("select.contrast works with select.best_pair_per_prompt_text, not best_pair_per_prompt")
+        return lls_select_best_pair_per_row(*cols, row_ids(recs), sel_cfg.gamma, size=sel_cfg.subset_size)
+    if sel_cfg.best_pair_per_prompt_text:
+        keys: dict[str, int] = {}
+        prompt_ids = np.array([keys.setdefault(json.dumps(r["prompt"], sort_keys=True), len(keys)) for r in recs])
+        return lls_select(*cols, sel_cfg.gamma, prompt_ids=prompt_ids, best_pair_per_prompt=True,
+                          reference_weights=reference_weights, size=sel_cfg.subset_size)
+    return lls_select(*cols, sel_cfg.gamma, reference_weights=reference_weights, size=sel_cfg.subset_size)
+
+
+def check_contrast_inputs(select: SelectConfig, contrast_scores: Any, scores: str | Path | None = None) -> None:
+    """Before any work: contrastive selection has its reference scores files (others: at least one; baseline:
+    exactly one, made with the baseline prompt when its ``.run.json`` says), plain selection none; the trait's
+    own scores are not among them. One-line :class:`LLSError` naming the setting."""
+    from empirical.config import baseline_text
+
+    files = [Path(f) for f in contrast_scores]
+    if select.contrast == "none":
+        if files:
+            raise LLSError("contrast scores given but select.contrast is none; set --contrast others or baseline")
+        return
+    if not files:
+        raise LLSError(f"select.contrast = {select.contrast!r} needs the reference scores files "
+                       "(--contrast-scores FILE ...: " + ("the other traits' scores of the same pairs)"
+                                                          if select.contrast == "others" else
+                                                          "the baseline prompt's scores of the same pairs)"))
+    if select.contrast == "baseline" and len(files) != 1:
+        raise LLSError(f"select.contrast = 'baseline' takes one scores file (the baseline's), got {len(files)}")
+    for f in files:
+        if not f.is_file():
+            raise LLSError(f"contrast scores {f}: no such file")
+        if scores is not None and f.resolve() == Path(scores).resolve():
+            raise LLSError(f"contrast scores {f}: the trait's own scores (its contrast would be zero)")
+    if select.contrast == "baseline":
+        want, got = baseline_text(select.baseline, "select.baseline"), scores_system_prompt(files[0])
+        if got is not None and got != want:
+            raise LLSError(f"contrast scores {files[0]}: scored with another system prompt than select.baseline = "
+                           f"{select.baseline!r}")
+        if scores is not None and scores_system_prompt(scores) == want:
+            raise LLSError(f"select.baseline = {select.baseline!r} is the system prompt of {scores} itself (its "
+                           "contrast would be zero); name another baseline")
 
 
 def scores_reference(scores: str | Path) -> str | None:
@@ -580,7 +687,8 @@ def pairs_reference(data: str | Path) -> str | None:
 
 
 def run_select(scores: str | Path, select: SelectConfig, out_dir: str | Path, seed: int = 0, *,
-               overwrite: bool = False) -> dict[str, Any]:
+               overwrite: bool = False, contrast_scores: list[str | Path] | tuple[str | Path, ...] = ()
+               ) -> dict[str, Any]:
     """:func:`select_file` behind the output guards (see :func:`run_score`); ``out_dir`` is a folder.
 
     A finished selection with the same settings and the same scores file is kept (its summary returned); one
@@ -590,10 +698,12 @@ def run_select(scores: str | Path, select: SelectConfig, out_dir: str | Path, se
     from lls_common.validate import check_seed
 
     check_seed(seed, "seed")
-    out = check_output(out_dir, inputs=(scores,), kind="dir", name="out")
+    out = check_output(out_dir, inputs=(scores, *contrast_scores), kind="dir", name="out")
     if not Path(scores).is_file():
         raise LLSError(f"scores {scores}: no such file")
-    key = json_key({"select": asdict(select), "seed": seed, "scores": fingerprint(scores)})
+    check_contrast_inputs(select, contrast_scores, scores)
+    key = json_key({"select": select.key(), "seed": seed, "scores": fingerprint(scores)}
+                   | ({"contrast_scores": [fingerprint(f) for f in contrast_scores]} if contrast_scores else {}))
     present = [f for f in SELECT_FILES if (out / f).exists()]
     if present:
         try:
@@ -607,4 +717,4 @@ def run_select(scores: str | Path, select: SelectConfig, out_dir: str | Path, se
                    if "key" in old else f"holds {present[0]}, not written by lls select")
             raise LLSError(f"out {out}: {why}; give overwrite (--overwrite) to replace it, or another out")
     with OutputLock(out, kind="dir", name="out"):
-        return select_file(scores, select, out, seed=seed, key=key)
+        return select_file(scores, select, out, seed=seed, key=key, contrast_scores=contrast_scores)

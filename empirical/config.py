@@ -42,7 +42,7 @@ from lls_common.validate import (
 )
 
 __all__ = [
-    "BETA", "DTYPES", "REFERENCES", "ModelArgs", "DataConfig", "Filters", "ScoreConfig", "SelectConfig",
+    "BETA", "DTYPES", "REFERENCES", "CONTRASTS", "ModelArgs", "DataConfig", "Filters", "ScoreConfig", "SelectConfig",
     "TrainConfig", "CorrelateConfig", "EvalConfig", "StudentConfig", "TraitConfig", "ExperimentConfig",
     "validate_seed",
 ]
@@ -59,6 +59,9 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 #: system turn, for templates without a system role, ``"auto"`` = ``"empty"`` where the template has a
 #: system role, else ``"none"`` (the default: the authors' convention).
 REFERENCES = ("auto", "empty", "default", "none")
+
+#: ``select.contrast``: plain Algorithm 1, or contrastive selection against the run's other traits / a baseline.
+CONTRASTS = ("none", "others", "baseline")
 
 
 def _opt_pos_int(obj: Any, section: str, *names: str) -> None:
@@ -213,16 +216,58 @@ class SelectConfig:
                                                 "(the authors' logit_linear_selection)")
     best_pair_per_prompt_text: bool = setting(False, "per identical prompt text (across rows) keep the pair with "
                                                      "the largest positive w / N")
+    subset_size: int | None = setting(None, "keep the top N positive-weight pairs (fewer when fewer are positive) "
+                                            "instead of ceil(gamma * n_positive); a many-trait run's shared random "
+                                            "control then has N pairs too (unless random_size), so every student "
+                                            "trains on as many pairs for as many optimizer steps", metavar="N",
+                                      reason="unset: the paper's gamma quantile")
     random_size: int | None = setting(None, "pairs in the random control shared by every trait of a many-trait "
-                                            "experiment (default: ceil(gamma * pool / 2))", cli=False, metavar="N",
+                                            "experiment (default: subset_size, else ceil(gamma * pool / 2))",
+                                      cli=False, metavar="N",
                                       reason="the LLS subset's size when half the pool's weights are positive")
+    contrast: str = setting("none", "contrastive selection: rank w_A - mean of reference weights instead of w_A "
+                                    "(lls_theory.selection.contrastive_weights): none = plain Algorithm 1; others = "
+                                    "the other traits of the run (lls experiment; lls select / build: their scores "
+                                    "files via --contrast-scores); baseline = the library prompt named by "
+                                    "select.baseline", choices=CONTRASTS,
+                            reason="none: the paper's Algorithm 1")
+    baseline: str | None = setting(None, "name of a library system prompt (empirical.systems.named_prompts, e.g. "
+                                         "things) whose weights select.contrast = baseline subtracts",
+                                   metavar="NAME")
 
     def __post_init__(self) -> None:
         check_types(self, "select")
         check_interval(self.gamma, "select.gamma", 0, 1, closed="right")
-        _opt_pos_int(self, "select", "random_size")
+        _opt_pos_int(self, "select", "random_size", "subset_size")
         if self.best_pair_per_prompt and self.best_pair_per_prompt_text:
             raise LLSError("select.best_pair_per_prompt and select.best_pair_per_prompt_text exclude each other")
+        check_choice(self.contrast, "select.contrast", CONTRASTS)
+        if self.baseline is not None:
+            baseline_text(self.baseline, "select.baseline")
+        if self.contrast == "baseline" and self.baseline is None:
+            raise LLSError("select.contrast = 'baseline' needs select.baseline (a library prompt name, e.g. things)")
+        if self.contrast != "none" and self.best_pair_per_prompt:
+            raise LLSError("select.contrast works with select.best_pair_per_prompt_text, not with "
+                           "select.best_pair_per_prompt (its per-row rule ranks the raw, not the contrastive, weight)")
+
+    def key(self) -> dict[str, Any]:
+        """The settings as recorded in run keys: ``subset_size``, ``contrast`` and ``baseline`` appear only when
+        set, so a plain gamma selection keeps the key it had before they existed (its outputs stay valid)."""
+        from dataclasses import asdict
+
+        d = asdict(self)
+        for k, off in (("contrast", "none"), ("baseline", None), ("subset_size", None)):
+            if d[k] == off:
+                d.pop(k)
+        return d
+
+
+def baseline_text(name: Any, key: str) -> str:
+    """The text of the library prompt ``name`` (:func:`empirical.systems.named_prompt`); LLSError naming ``key``."""
+    check_nonempty_str(name, key)
+    from empirical.systems import named_prompt  # no torch; a plain module
+
+    return named_prompt(name, key).text
 
 
 @dataclass
@@ -370,9 +415,13 @@ class TraitConfig:
     system_prompt: str = setting(help="the system prompt s of Algorithm 1")
     target: str | None = setting(None, "target word for the probe / mention rate (default: none)")
     language: str | None = setting(None, "ISO 639-1 language whose share is measured (default: none)")
+    contrast: str | None = setting(None, "this trait's select.contrast (none, others, baseline; default: the "
+                                         "[select] value); others = the other traits whose contrast is others")
 
     def __post_init__(self) -> None:
         check_types(self, "trait")
+        if self.contrast is not None:
+            check_choice(self.contrast, "trait.contrast", CONTRASTS)
         check_nonempty_str(self.name, "trait.name")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
             raise LLSError(f"trait.name must be a folder name (letters, digits, . _ -), got {self.name!r}")
@@ -421,11 +470,38 @@ class ExperimentConfig:
             raise LLSError(f"trait names must be unique, got {tn}")
         if self.correlate.n is not None and self.correlate.n > self.data.heldout:
             raise LLSError(f"correlate.n must be in [3, data.heldout = {self.data.heldout}], got {self.correlate.n}")
+        self._check_contrast()
         if self.eval.mention or self.eval.probe:
             missing = [t.name for t in self.traits if not t.target]
             if missing:
                 raise LLSError(f"eval needs a target word for trait(s) {', '.join(missing)} "
                                "(set [eval] target or the trait's target, or turn eval.probe and eval.mention off)")
+
+    def contrast_of(self, trait: TraitConfig) -> str:
+        """The trait's ``select.contrast``: its own ``contrast`` or the ``[select]`` value."""
+        return trait.contrast if trait.contrast is not None else self.select.contrast
+
+    def contrast_group(self, trait: TraitConfig) -> list[TraitConfig]:
+        """The traits whose weights trait's contrastive weight subtracts: for ``others``, the other traits of
+        the run whose contrast is ``others``; empty for ``none`` and ``baseline``."""
+        if self.contrast_of(trait) != "others":
+            return []
+        return [t for t in self.traits if t.name != trait.name and self.contrast_of(t) == "others"]
+
+    def _check_contrast(self) -> None:
+        """A contrast over one trait, a baseline without a name or equal to a trait's own prompt: refused."""
+        for t in self.traits:
+            mode = self.contrast_of(t)
+            key = "select.contrast" if t.contrast is None else f"trait {t.name}: trait.contrast"
+            if mode == "others" and not self.contrast_group(t):
+                raise LLSError(f"{key} = 'others' needs at least two traits with contrast 'others' (trait "
+                               f"{t.name} has none to be contrasted with)")
+            if mode == "baseline":
+                if self.select.baseline is None:
+                    raise LLSError(f"{key} = 'baseline' needs select.baseline (a library prompt name, e.g. things)")
+                if baseline_text(self.select.baseline, "select.baseline") == t.system_prompt:
+                    raise LLSError(f"select.baseline = {self.select.baseline!r} is trait {t.name}'s own system "
+                                   "prompt (its contrast would be zero); name another baseline")
 
     def stage_key(self, stage: str) -> dict[str, Any]:
         """The settings a whole stage depends on (cumulative over the stages before it)."""

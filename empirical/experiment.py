@@ -74,7 +74,9 @@ def toml_keys() -> str:
         extra = {"teacher": "\n  system_prompt = (one trait)  # string; the system prompt s (single-trait configs)"}
         parts.append(f"[{sec}]\n{body}{extra.get(sec, '')}")
     parts.append("[[student]]  (one or more)\n" + describe(StudentConfig, "", indent="  "))
-    parts.append("[[trait]]  (many traits; or [traits] file = \"empirical/systems/animals.txt\", only = [...])\n"
+    parts.append("[[trait]]  (many traits; or [traits] file = \"empirical/systems/animals.txt\", only = [...]; a "
+                 "[[trait]] with only a library name -- owl ... giraffe, football, french, evil-ruler -- takes its "
+                 "system_prompt, target and language from empirical.systems.named_prompts)\n"
                  + describe(TraitConfig, "", indent="  "))
     return "\n".join(parts)
 
@@ -118,10 +120,11 @@ def _resolve_data_path(path: Path, table: dict[str, Any]) -> None:
 def _traits_from_file(path: Path, table: dict[str, Any]) -> list[TraitConfig]:
     """``[traits] file = "..."`` (``category<TAB>text`` lines, ``#`` comments), optional ``only = [names]``.
 
-    The paper's animal prompts are recognised (name and target = the animal); other lines are named
-    ``s001``, ``s002``, ... and have no target word.
+    The library's named prompts are recognised (:func:`empirical.systems.named_prompts`: the paper's animal
+    prompts with name and target = the animal, the control traits with their target and language); other
+    lines are named ``s001``, ``s002``, ... and have no target word.
     """
-    from empirical.systems import ANIMALS, animal_prompt
+    from empirical.systems import named_prompts
 
     unknown = set(table) - {"file", "only"}
     if unknown:
@@ -134,15 +137,16 @@ def _traits_from_file(path: Path, table: dict[str, Any]) -> list[TraitConfig]:
         src = path.parent / src
     if not src.is_file():
         raise LLSError(f"{path}: traits.file {f}: no such file")
-    known = {animal_prompt(a): a for a in ANIMALS}
+    known = {p.text: p for p in named_prompts().values()}
     out = []
     for lineno, line in enumerate(src.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         text = line.split("\t", 1)[1].strip() if "\t" in line else line.strip()
-        name = known.get(text)
+        named = known.get(text)
         try:
-            out.append(TraitConfig(name=name or f"s{len(out) + 1:03d}", system_prompt=text, target=name))
+            out.append(TraitConfig(name=named.name, system_prompt=text, target=named.target, language=named.language)
+                       if named is not None else TraitConfig(name=f"s{len(out) + 1:03d}", system_prompt=text))
         except LLSError as exc:
             raise LLSError(f"{src}:{lineno}: {exc}") from None
     only = table.get("only")
@@ -220,11 +224,27 @@ def _traits(path: Path, raw: dict[str, Any], ev: EvalConfig, tables: Any, file_t
     if tables is not None:
         if not isinstance(tables, list):
             raise LLSError(f"{path}: trait must be an array of tables ([[trait]])")
-        out += [from_table(TraitConfig, t if isinstance(t, dict) else {}, str(path), f"trait[{k}]")
+        out += [from_table(TraitConfig, _library_trait(path, t, k), str(path), f"trait[{k}]")
                 for k, t in enumerate(tables)]
     if not out:
         raise LLSError(f"{path}: no traits listed")
     return out, True
+
+
+def _library_trait(path: Path, table: Any, k: int) -> dict[str, Any]:
+    """A ``[[trait]]`` table; without ``system_prompt`` its ``name`` must be a library prompt
+    (:func:`empirical.systems.named_prompts`), whose text, target word and language fill what the table leaves out."""
+    if not isinstance(table, dict):
+        return {}
+    if "system_prompt" in table or not isinstance(table.get("name"), str):
+        return table
+    from empirical.systems import named_prompt
+
+    try:
+        p = named_prompt(table["name"], f"trait[{k}].name")
+    except LLSError as exc:
+        raise LLSError(f"{path}: {exc} (or give trait[{k}].system_prompt)") from None
+    return {"system_prompt": p.text, "target": p.target, "language": p.language} | table
 
 
 # ------------------------------------------------------------------------------------------------- keys
@@ -247,7 +267,7 @@ def unit_key(cfg: ExperimentConfig, stage: str, trait: TraitConfig | None = None
                   "tokenizer": _plain(cfg.teacher, ("dtype", "device"))},
         "score": {"teacher": _plain(cfg.teacher), "score": _plain(cfg.score, ("progress",))}
         | ({"system_prompt": trait.system_prompt} if trait else {}),
-        "select": {"select": _plain(cfg.select)},
+        "select": _select_key(cfg, trait),
         "train": {"train": _plain(cfg.train)} | ({"student": _plain(student)} if student else {}),
         "correlate": {"correlate": _plain(cfg.correlate)},
         "eval": {"eval": _plain(cfg.eval, ("target", "language"))}
@@ -258,6 +278,35 @@ def unit_key(cfg: ExperimentConfig, stage: str, trait: TraitConfig | None = None
     for s in STAGES[:STAGES.index(stage) + 1]:
         key.update(groups[s])
     return key
+
+
+def _select_key(cfg: ExperimentConfig, trait: TraitConfig | None) -> dict[str, Any]:
+    """The select settings of one trait's steps (its own contrast and what it is contrasted with), or of the
+    shared steps (trait None: the random control does not depend on the contrast settings)."""
+    if trait is None:
+        return {"select": replace(cfg.select, contrast="none", baseline=None).key()}
+    mode = cfg.contrast_of(trait)
+    sel = replace(cfg.select, contrast=mode, baseline=cfg.select.baseline if mode == "baseline" else None)
+    return {"select": sel.key()} | _contrast_key(cfg, trait)
+
+
+def _contrast_key(cfg: ExperimentConfig, trait: TraitConfig) -> dict[str, Any]:
+    """What a trait's contrastive selection depends on beyond its own scores: the reference system prompts
+    (the other traits of its contrast group, or the baseline); empty for plain selection (the key it always had)."""
+    mode = cfg.contrast_of(trait)
+    if mode == "none":
+        return {}
+    against = ([t.system_prompt for t in cfg.contrast_group(trait)] if mode == "others"
+               else [_baseline_trait(cfg).system_prompt])
+    return {"contrast": {"mode": mode, "against": against}}
+
+
+def _baseline_trait(cfg: ExperimentConfig) -> TraitConfig:
+    """The ``select.baseline`` library prompt as the system prompt of one shared scoring unit."""
+    from empirical.config import baseline_text
+
+    return TraitConfig(name=f"baseline-{cfg.select.baseline}",
+                       system_prompt=baseline_text(cfg.select.baseline, "select.baseline"))
 
 
 def stage_key(cfg: ExperimentConfig, stage: str) -> dict[str, Any]:
@@ -284,6 +333,7 @@ class Unit:
     clear: tuple[Path, ...] = ()  # removed before a recompute with other settings
     trait: str | None = None
     wave: int = 0  # within a stage, a unit runs after every unit of a lower wave (it reads their outputs)
+    redraw: bool = False  # a summary of other units' outputs: recomputed, without asking, when its key changes
 
 
 class Run:
@@ -299,6 +349,10 @@ class Run:
 
     def random_pairs(self) -> Path:
         return self.root / "select" / "random.jsonl"
+
+    def baseline_scores(self) -> Path:
+        """The teacher's scores of the pool under the ``select.baseline`` prompt (one shared unit)."""
+        return self.root / "score" / f"pool-baseline-{self.cfg.select.baseline}.jsonl"
 
     def arm_dir(self, trait: TraitConfig, student: StudentConfig, arm: str) -> Path:
         base = self.tdir(trait) if arm == "lls" else self.root
@@ -419,24 +473,81 @@ def units_score(run: Run) -> list[Unit]:
             units.append(Unit("score", f"{tr.name}/{part}", run.marker("score", f"{tr.name}/{part}"),
                               unit_key(cfg, "score", tr), lambda job=job2: _score(run, job), (out,), (out,), tr.name,
                               wave=1))
+    if any(cfg.contrast_of(tr) == "baseline" for tr in cfg.traits):  # the baseline prompt on the pool, once
+        bt, out = _baseline_trait(cfg), run.baseline_scores()
+        job = _score_job(run, t, root / "data" / "pool.jsonl", out, bt, root / "score" / "pool-base.jsonl")
+        units.append(Unit("score", "baseline-pool", run.marker("score", "baseline-pool"), unit_key(cfg, "score", bt),
+                          lambda job=job: _score(run, job), (out,), (out,), wave=1))
     return units
 
 
 # ---------------------------------------------------------------------------------------------- select
+def _contrast_inputs(run: Run, trait: TraitConfig) -> tuple[list[Path], list[str]]:
+    """The reference scores files of a trait's contrastive selection and their names (none when plain)."""
+    mode = run.cfg.contrast_of(trait)
+    if mode == "others":
+        group = run.cfg.contrast_group(trait)
+        return [run.tdir(t) / "score" / "pool.jsonl" for t in group], [t.name for t in group]
+    if mode == "baseline":
+        return [run.baseline_scores()], [str(run.cfg.select.baseline)]
+    return [], []
+
+
 def _select(run: Run, trait: TraitConfig) -> dict[str, Any]:
     from empirical.build import select_file
 
     d = run.tdir(trait)
-    s = select_file(d / "score" / "pool.jsonl", run.cfg.select, d / "select", seed=run.cfg.seed)
+    files, names = _contrast_inputs(run, trait)
+    s = select_file(d / "score" / "pool.jsonl", replace(run.cfg.select, contrast=run.cfg.contrast_of(trait)),
+                    d / "select", seed=run.cfg.seed, contrast_scores=files, contrast_names=names)
     if s["n_selected"] == 0:
-        raise LLSError(f"{d}/score/pool.jsonl: zero pairs selected (no positive LLS weight)")
+        why = "no positive contrastive weight" if files else "no positive LLS weight"
+        raise LLSError(f"{d}/score/pool.jsonl: zero pairs selected ({why})")
     return s
 
 
+def _overlap(run: Run) -> dict[str, Any]:
+    """``select/overlap.json``: the overlap of the traits' LLS subsets as selected, and, computed from the same
+    pool scores for comparison, of the plain Algorithm-1 subsets and of the subsets contrasted against all other
+    traits of the run (:func:`lls_theory.selection.subset_overlap`)."""
+    import numpy as np
+
+    from empirical.build import read_scores, score_columns, selection
+    from lls_common.io import atomic_write_json
+    from lls_theory.selection import lls_weights, subset_overlap
+
+    cfg = run.cfg
+    plain_cfg = replace(cfg.select, contrast="none")
+    recs = {t.name: read_scores(run.tdir(t) / "score" / "pool.jsonl") for t in cfg.traits}
+    ids = {n: [str(r["id"]) for r in rs] for n, rs in recs.items()}
+    first = cfg.traits[0].name
+    if any(v != ids[first] for v in ids.values()):
+        raise LLSError(f"{run.root}: the traits' pool scores hold different pairs; score them again")
+    selected = {t.name: [str(json.loads(line)["id"]) for line in
+                         (run.tdir(t) / "select" / "lls.jsonl").read_text().splitlines() if line.strip()]
+                for t in cfg.traits}
+    forms = {"selected": subset_overlap(selected),
+             "plain": subset_overlap({n: [ids[n][i] for i in selection(rs, plain_cfg).indices]
+                                      for n, rs in recs.items()})}
+    if len(cfg.traits) >= 2 and not cfg.select.best_pair_per_prompt:  # the per-row rule has no contrastive form
+        w = np.stack([lls_weights(*score_columns(rs)) for rs in recs.values()])  # (K, n): every trait's w / N
+        forms["contrast_others_all"] = subset_overlap(
+            {n: [ids[n][i] for i in selection(recs[n], plain_cfg, np.delete(w, a, axis=0)).indices]
+             for a, n in enumerate(recs)})
+    res = {"traits": [t.name for t in cfg.traits], "contrast": {t.name: cfg.contrast_of(t) for t in cfg.traits},
+           "baseline": cfg.select.baseline, "gamma": cfg.select.gamma, "n_pool": len(ids[first]), **forms}
+    atomic_write_json(run.root / "select" / "overlap.json", res)
+    return {k: {"mean_offdiag_overlap": v["mean_offdiag_overlap"], "common_to_all": v["common_to_all"],
+                "union": v["union"]} for k, v in forms.items()}
+
+
 def random_size(cfg: ExperimentConfig, n_pool: int) -> int:
-    """Size of the shared random control of a many-trait run: ``select.random_size`` or
-    ceil(gamma * n_pool / 2), the LLS subset's size when half the pool's weights are positive."""
-    size = cfg.select.random_size if cfg.select.random_size is not None else math.ceil(cfg.select.gamma * n_pool / 2)
+    """Size of the shared random control of a many-trait run: ``select.random_size``, else ``select.subset_size``
+    (every LLS subset's size), else ceil(gamma * n_pool / 2), the LLS subset's size when half the pool's weights
+    are positive."""
+    sel = cfg.select
+    size = (sel.random_size if sel.random_size is not None else sel.subset_size if sel.subset_size is not None
+            else math.ceil(sel.gamma * n_pool / 2))
     return max(1, min(size, n_pool))
 
 
@@ -466,6 +577,10 @@ def units_select(run: Run) -> list[Unit]:
         key = unit_key(cfg, "select") | {"random_size": cfg.select.random_size}
         units.append(Unit("select", "random", run.marker("select", "random"), key, lambda: _shared_random(run),
                           (run.random_pairs(),), (run.random_pairs(),)))
+        ov = run.root / "select" / "overlap.json"
+        key = unit_key(cfg, "select") | {"traits": [[t.name, t.system_prompt, cfg.contrast_of(t)] for t in cfg.traits]}
+        units.append(Unit("select", "overlap", run.marker("select", "overlap"), key, lambda: _overlap(run), (ov,),
+                          (ov,), redraw=True, wave=1))
     return units
 
 
@@ -485,6 +600,10 @@ def _train(run: Run, student: StudentConfig, data: Path, out: Path,
     cfg = run.cfg
     card = {"teacher": cfg.teacher.model, "gamma": cfg.select.gamma, "data": _rel(data, run.root)} | (
         {"system_prompt": trait.system_prompt} if trait is not None else {})
+    if trait is not None and cfg.contrast_of(trait) != "none":  # the card only: not part of the run key
+        card["contrast"] = cfg.contrast_of(trait) + ": " + ", ".join(_contrast_inputs(run, trait)[1])
+    if cfg.select.subset_size is not None:
+        card["subset_size"] = cfg.select.subset_size
     tc = cfg.train.job(student, data, out, cfg.seed, progress=cfg.score.progress, reference=cfg.score.reference,
                        card=card)
     old = out / "run.json"
@@ -779,7 +898,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, until: str = "report"
     plan = {s: _UNITS[s](run) for s in stages}
     # reports are drawn from the stored JSON and re-drawn whenever a step before them ran: a report made with
     # other settings (a trait or a student added to the config) is replaced without asking
-    _check_overwrite(run, [u for s, us in plan.items() if s != "report" for u in us], overwrite)
+    _check_overwrite(run, [u for s, us in plan.items() if s != "report" for u in us if not u.redraw], overwrite)
     check_reference_support(cfg, stages)
     if _finished(plan["split"][0]) is None:  # a damaged input fails here, before any model loads
         from empirical.data import check_pairs
@@ -798,13 +917,16 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, until: str = "report"
             todo = []
             for u in plan[stage]:
                 rec = _finished(u)
-                if rec is not None and not (stage == "report" and ran_before):
+                # reports are re-drawn whenever an earlier step ran; summaries of a stage (redraw) whenever a
+                # step before them ran, in their stage too
+                redraw = (stage == "report" and ran_before) or (u.redraw and (ran_before or bool(todo)))
+                if rec is not None and not redraw:
                     done[u.label] = rec
                 else:
                     todo.append(u)
             log(f"[{stage}] running" if todo else f"[{stage}] done earlier, skipped")
             for u in todo:
-                if u.stage == "report":  # re-drawn whenever an earlier step ran
+                if u.stage == "report" or u.redraw:
                     u.marker.unlink(missing_ok=True)
             done.update(run_units(run, todo, parallel or Parallel()))
             ran_before = ran_before or bool(todo)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -97,12 +96,14 @@ def test_hand_weights_and_top_gamma(tmp_path):
     assert len(rand) == 2 and len(set(rand)) == 2
     assert rand == [r for r in ["r0", "r1", "r2", "r3", "r4"] if r in rand]  # file order
     assert s == {
-        "scores": str(scores), "n_scored": 5, "n_positive": 3, "gamma": 0.5, "n_selected": 2, "seed": 3,
+        "scores": str(scores), "n_scored": 5, "n_positive": 3, "gamma": 0.5, "n_selected": 2, "subset_size": None,
+        "seed": 3,
         "best_pair_per_prompt": False, "best_pair_per_prompt_text": False, "reference": None,
         "weights_match_scores_file": True,
         "weight_all": _stat(HAND_W), "weight_lls": _stat([1.5, 5 / 6]),
         "weight_random": _stat([HAND_W[["r0", "r1", "r2", "r3", "r4"].index(r)] for r in rand]),
         "weight_bottom": _stat([-2.0, 0.0]),
+        "contrast": "none", "baseline": None, "selected_ids": ["r4", "r2"],
         "files": {"lls": "lls.jsonl", "random": "random.jsonl", "bottom": "bottom.jsonl"},
     }
     assert "key" not in s
@@ -476,7 +477,9 @@ def test_run_select_writes_and_records_key(tmp_path):
     sel = SelectConfig(gamma=0.5)
     out = tmp_path / "sel"
     s = B.run_select(scores, sel, out, seed=4)
-    assert s["key"] == {"select": json_key(asdict(sel)), "seed": 4, "scores": json_key(fingerprint(scores))}
+    assert s["key"] == {"select": json_key(sel.key()), "seed": 4, "scores": json_key(fingerprint(scores))}
+    # a plain selection's key holds the settings it held before contrastive selection existed
+    assert set(s["key"]["select"]) == {"gamma", "best_pair_per_prompt", "best_pair_per_prompt_text", "random_size"}
     assert s["seed"] == 4 and s["gamma"] == 0.5 and _ids(out / "lls.jsonl") == ["r4", "r2"]
     assert json.loads((out / "summary.json").read_text()) == s
     assert not list(out.glob("*.lock")) and not list(tmp_path.glob("*.lock"))

@@ -50,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         description="Select the top gamma fraction of positive weights (Algorithm 1 step 3).")
     pe.add_argument("--scores", type=Path, required=True, help="scores file from `lls score`")
     add_arguments(pe, SelectConfig, required=("gamma",))
+    _contrast_arg(pe, "")
     add_output_args(pe, default_out=None)
     add_common_args(pe, json=False)
     pe.set_defaults(func=_run_select)
@@ -58,9 +59,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                         description="Score pairs (resumable) into DIR/scores.jsonl, then select into DIR.")
     _score_args(pb)
     add_arguments(pb, SelectConfig, required=("gamma",))
+    _contrast_arg(pb, " (--contrast baseline without it: build scores the baseline prompt itself into "
+                      "DIR/baseline-scores.jsonl)")
     add_output_args(pb, default_out=None)
     add_common_args(pb, json=False)
     pb.set_defaults(func=_run_build)
+
+
+def _contrast_arg(p: argparse.ArgumentParser, extra: str) -> None:
+    p.add_argument("--contrast-scores", type=Path, nargs="+", default=[], metavar="FILE",
+                   help="reference scores files of contrastive selection, scored on the same pairs by the same "
+                        "teacher (lls score): with --contrast others the other traits' files (one or more), with "
+                        "--contrast baseline the baseline prompt's (one)" + extra)
 
 
 def _score_args(p: argparse.ArgumentParser) -> None:
@@ -113,7 +123,7 @@ def _run_select(args: argparse.Namespace) -> int:
     fresh = not Path(args.out).exists()
     try:
         s = run_select(args.scores, from_namespace(SelectConfig, args), args.out, seed=args.seed,
-                       overwrite=args.overwrite)
+                       overwrite=args.overwrite, contrast_scores=args.contrast_scores)
     except BaseException:  # a refused score file: no empty --out folder left behind (the lock made it)
         remove_if_empty(args.out, fresh)
         raise
@@ -124,12 +134,33 @@ def _run_select(args: argparse.Namespace) -> int:
 def _run_build(args: argparse.Namespace) -> int:
     from empirical.build import run_score, run_select
 
+    from dataclasses import replace
+
+    from empirical.build import check_contrast_inputs
+    from empirical.config import baseline_text
+
     out = check_output(args.out, inputs=(args.path,), kind="dir", name="out")
     select = from_namespace(SelectConfig, args)
-    sc = _guarded(run_score, _score_job(args, out / "scores.jsonl"), overwrite=args.overwrite)
+    job = _score_job(args, out / "scores.jsonl")
+    contrast = list(args.contrast_scores)
+    base_job = None
+    if select.contrast == "baseline" and not contrast:  # score the baseline prompt too (reference read back)
+        text = baseline_text(select.baseline, "select.baseline")
+        if text == job.system_prompt:
+            raise LLSError(f"select.baseline = {select.baseline!r} is the --system-prompt itself (its contrast "
+                           "would be zero); name another baseline")
+        base_job = replace(job, trait=TraitConfig(name="baseline", system_prompt=text),
+                           out=out / "baseline-scores.jsonl", base=out / "scores.jsonl")
+        contrast = [base_job.out]
+    else:
+        check_contrast_inputs(select, contrast)  # before any model work
+    sc = _guarded(run_score, job, overwrite=args.overwrite)
+    if base_job is not None:
+        _guarded(run_score, base_job, overwrite=args.overwrite)
     if _rank() != 0:
         return 0
-    sel = run_select(out / "scores.jsonl", select, out, seed=args.seed, overwrite=args.overwrite)
+    sel = run_select(out / "scores.jsonl", select, out, seed=args.seed, overwrite=args.overwrite,
+                     contrast_scores=contrast)
     emit_summary({"score": sc, "select": sel}, args.json, _score_human(sc) + "\n" + _select_human(sel, out))
     return 0
 
