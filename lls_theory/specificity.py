@@ -42,7 +42,7 @@ from scipy import stats as _st
 
 __all__ = ["cross_correlation", "trait_centre", "diagonal_stats", "permutation_test", "gap_bootstrap",
            "specific_gain", "effective_cells", "cell_replicates", "minimum_detectable_effect",
-           "specificity_test", "overlap_matrix", "behaviour_specificity", "PermutationResult",
+           "specificity_test", "behaviour_specificity", "PermutationResult",
            "MAX_EXACT_PERMUTATIONS"]
 
 MAX_EXACT_PERMUTATIONS = 40_320
@@ -303,27 +303,6 @@ def specificity_test(Z: Any, R: Any, n_perm: int = 9_999, n_boot: int = 2000, se
     out["settings"] = {"n_perm": int(n_perm), "n_boot": int(n_boot), "seed": int(seed),
                        "max_exact": int(max_exact)}
     return out
-
-
-def overlap_matrix(subsets: dict[str, Any]) -> dict[str, Any]:
-    """Pairwise overlap of K selected subsets (each an iterable of pair ids).
-
-    O[a, b] = |S_a ∩ S_b| / min(|S_a|, |S_b|) (1 on the diagonal; 0 where a subset is empty). Returns
-    ``{"names", "sizes", "overlap": O, "mean_pairwise": mean over a ≠ b, "common": |∩ S|, "union": |∪ S|}``.
-    """
-    names = list(subsets)
-    sets = [set(subsets[k]) for k in names]
-    K = len(sets)
-    O = np.zeros((K, K))
-    for a in range(K):
-        for b in range(K):
-            lo = min(len(sets[a]), len(sets[b]))
-            O[a, b] = len(sets[a] & sets[b]) / lo if lo else 0.0
-    off = O[~np.eye(K, dtype=bool)]
-    return {"names": names, "sizes": [len(s) for s in sets], "overlap": O.tolist(),
-            "mean_pairwise": float(off.mean()) if off.size else float("nan"),
-            "common": len(set.intersection(*sets)) if sets else 0,
-            "union": len(set.union(*sets)) if sets else 0}
 
 
 def behaviour_specificity(P: Any, n_perm: int = 9_999, seed: int = 0,

@@ -78,7 +78,7 @@ def test_a_planted_specific_effect_is_found(tmp_path, capsys):
         assert v["behaviour_centred_p"] == pytest.approx(1 / 720)
     spec = json.loads((root / "specificity.json").read_text())
     assert spec["students"]["same"]["cells"]["control_shared"] is True
-    assert spec["overlap"]["available"] and spec["overlap"]["common"] == 5 and spec["overlap"]["union"] == 15
+    assert spec["overlap"]["available"] and spec["overlap"]["common_to_all"] == 5 and spec["overlap"]["union"] == 15
     assert set(spec["provenance"]["inputs"]) >= {"traits/owl/students/same/correlate.json",
                                                  "traits/owl/select/summary.json"}
     assert (root / "specificity-same.png").is_file() and (root / "specificity-other.png").is_file()
@@ -147,3 +147,20 @@ def test_committed_ten_animal_run_matches_an_independent_computation(tmp_path, c
         assert v["K"] == 10 and v["n"] == 200
         assert v["permutation"] == {"method": "monte-carlo", "n_permutations": 9999}
     assert out["students"]["smollm2"]["positive_control"]["source"] == "gemma3's own z_s vs the teacher's z_T"
+
+
+def test_the_runs_overlap_json_is_read_with_every_form(tmp_path):
+    from empirical.report.specificity import specificity_markdown
+    from lls_theory.selection import subset_overlap
+
+    root = _run(tmp_path / "run")
+    sets = {t: [f"p{i}" for i in range(k, k + 10)] for k, t in enumerate(("owl", "dog", "cat", "lion", "tiger", "bear"))}
+    plain = {t: [f"p{i}" for i in range(10)] for t in sets}
+    (root / "select").mkdir()
+    (root / "select" / "overlap.json").write_text(json.dumps(
+        {"forms": {"selected": subset_overlap(sets), "plain": subset_overlap(plain)}}))
+    spec = run_specificity(root, n_boot=20)
+    assert spec["overlap"]["source"] == "select/overlap.json" and spec["overlap"]["common_to_all"] == 5
+    assert spec["overlap"]["forms"]["plain"]["mean_offdiag_overlap"] == 1.0
+    md = "\n".join(specificity_markdown(spec))
+    assert "- `plain`: mean pairwise overlap 1.00, common to all 10, union 10." in md

@@ -12,8 +12,7 @@ from hypothesis import strategies as st
 from scipy import stats as sst
 
 from lls_theory.specificity import (behaviour_specificity, cell_replicates, cross_correlation, diagonal_stats,
-                                    effective_cells, gap_bootstrap, minimum_detectable_effect, overlap_matrix,
-                                    permutation_test, specific_gain, specificity_test, trait_centre)
+                                    effective_cells, gap_bootstrap, minimum_detectable_effect, permutation_test, specific_gain, specificity_test, trait_centre)
 from lls_theory.stats import pearson
 
 seeds = st.integers(0, 2**32 - 1)
@@ -179,13 +178,6 @@ def test_shared_control_makes_cells_dependent():
 
 def test_minimum_detectable_effect():
     assert minimum_detectable_effect(0.1) == pytest.approx((1.6448536 + 0.8416212) * 0.1, rel=1e-6)
-
-
-def test_overlap_matrix():
-    o = overlap_matrix({"a": [1, 2, 3, 4], "b": [3, 4, 5, 6], "c": [1, 2, 3, 4]})
-    assert o["overlap"][0][1] == 0.5 and o["overlap"][0][2] == 1.0 and o["overlap"][1][1] == 1.0
-    assert o["common"] == 2 and o["union"] == 6 and o["sizes"] == [4, 4, 4]
-    assert o["mean_pairwise"] == pytest.approx((0.5 + 1.0 + 0.5) / 3)
 
 
 def test_behaviour_specificity_finds_a_planted_diagonal():

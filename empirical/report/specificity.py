@@ -97,15 +97,22 @@ def student_vectors(run: RunData, student: str) -> dict[str, Any]:
 
 
 def _overlap(run: RunData) -> dict[str, Any]:
-    from lls_theory.specificity import overlap_matrix
+    """The traits' training-subset overlap: the run's ``select/overlap.json`` (the subsets as selected, and the
+    plain and contrastive forms from the same scores), else computed from each trait's recorded
+    ``selected_ids`` (:func:`lls_theory.selection.subset_overlap`)."""
+    from lls_theory.selection import subset_overlap
 
+    f = run.root / "select" / "overlap.json"
+    if f.is_file():
+        forms = json.loads(f.read_text()).get("forms")
+        if isinstance(forms, dict) and "selected" in forms:
+            return {"available": True, "source": "select/overlap.json", **forms["selected"],
+                    "forms": {k: {x: v[x] for x in ("mean_offdiag_overlap", "common_to_all", "union")}
+                              for k, v in forms.items()}}
     subsets, missing = {}, []
     for t in run.traits:
         f = run.root / "traits" / t / "select" / "summary.json"
-        if len(run.traits) == 1 or not f.is_file():
-            missing.append(t)
-            continue
-        ids = json.loads(f.read_text()).get("selected_ids")
+        ids = json.loads(f.read_text()).get("selected_ids") if f.is_file() else None
         if ids is None:
             missing.append(t)
         else:
@@ -113,7 +120,7 @@ def _overlap(run: RunData) -> dict[str, Any]:
     if missing:
         return {"available": False, "reason": "the select stage did not record the selected pair ids "
                 "(`selected_ids` in traits/<name>/select/summary.json) for " + ", ".join(missing)}
-    return {"available": True, **overlap_matrix(subsets)}
+    return {"available": True, "source": "selected_ids", **subset_overlap(subsets)}
 
 
 def _behaviour(run: RunData, student: str, settings: dict[str, Any]) -> dict[str, Any]:
@@ -243,9 +250,12 @@ def specificity_markdown(spec: dict[str, Any], figures: dict[str, str] | None = 
     o = spec["overlap"]
     L += ["", "### Training subsets", ""]
     if o["available"]:
-        L.append(f"Mean pairwise overlap |S_a ∩ S_b| / min(|S_a|, |S_b|) = {o['mean_pairwise']:.2f}; {o['common']} "
-                 f"pairs are in every trait's subset, {o['union']} in at least one (sizes "
+        L.append(f"Mean pairwise overlap |S_a ∩ S_b| / min(|S_a|, |S_b|) = {o['mean_offdiag_overlap']:.2f}; "
+                 f"{o['common_to_all']} pairs are in every trait's subset, {o['union']} in at least one (sizes "
                  f"{min(o['sizes'])}–{max(o['sizes'])}).")
+        for form, v in (o.get("forms") or {}).items():
+            L.append(f"- `{form}`: mean pairwise overlap {v['mean_offdiag_overlap']:.2f}, common to all "
+                     f"{v['common_to_all']}, union {v['union']}.")
     else:
         L.append(f"Subset overlap: not available — {o['reason']}.")
     return L

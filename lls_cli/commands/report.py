@@ -107,7 +107,8 @@ def _run_specificity(args: argparse.Namespace) -> int:
     spec = write_specificity(args.run, out, n_perm=cfg.n_perm, n_boot=cfg.n_boot, seed=cfg.seed)
     summary = {"run": str(args.run), "out": str(out), "traits": spec["traits"], "settings": spec["settings"],
                "students": specificity_summary(spec), "overlap": {k: spec["overlap"].get(k) for k in
-                                                                  ("available", "mean_pairwise", "common", "union")},
+                                                                  ("available", "mean_offdiag_overlap", "common_to_all",
+                                                                   "union")},
                "files": spec["files"]}
     L = [f"trait specificity of {args.run} ({len(spec['traits'])} traits; written to {out}/specificity.json)",
          f"{'student':<10} {'r':<4} {'raw diag/off':>14} {'raw p':>7} {'centred diag/off':>17} {'cen. p':>7} "
