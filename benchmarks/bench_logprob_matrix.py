@@ -49,10 +49,7 @@ def main() -> None:
     import torch
 
     from empirical import models
-    try:
-        from empirical.lowrank import library_inputs, load_data
-    except ImportError:  # before the move out of the CLI layer
-        from lls_cli.commands.lowrank import library_inputs, load_data
+    from empirical.lowrank import library_inputs, load_data
     from empirical.logprob_matrix import _encode_row, logprob_row, logprob_row_naive, logprob_row_recompute
 
     torch.set_num_threads(args.threads)

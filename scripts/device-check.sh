@@ -15,4 +15,4 @@ if [ -z "$PY" ]; then
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export TQDM_DISABLE=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-exec "$PY" -m lls_cli.device_check "$@"
+exec "$PY" scripts/device_check.py "$@"

@@ -2,7 +2,7 @@
 does the arithmetic hold there? Needs nothing but the repository (a tiny random model and a byte-level
 tokenizer are built offline from the text below).
 
-    python -m lls_cli.device_check [--cpu] [--out FILE.json] [--keep DIR]
+    python scripts/device_check.py [--cpu] [--out FILE.json] [--keep DIR]
     scripts/device-check.sh [--cpu] ...           (the same, with the repository on PYTHONPATH)
 
 Default: the CUDA device (``auto``: ``cuda:0``), where ``--dtype auto`` must give bfloat16; ``--cpu``: the
