@@ -23,8 +23,9 @@ TIMING = re.compile(r"(^|_)(wall|seconds|elapsed|per_s)(_|$)")
 
 
 def _normalise(obj, root: str, tmp: str):
-    if isinstance(obj, dict):
-        return {k: _normalise(v, root, tmp) for k, v in obj.items() if not TIMING.search(k)}
+    if isinstance(obj, dict):  # PEFT writes target_modules from a set: its order follows the hash seed
+        return {k: sorted(v) if k == "target_modules" and isinstance(v, list) else _normalise(v, root, tmp)
+                for k, v in obj.items() if not TIMING.search(k)}
     if isinstance(obj, list):
         return [_normalise(v, root, tmp) for v in obj]
     if isinstance(obj, str):
