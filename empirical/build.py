@@ -103,7 +103,16 @@ class ScoreJob:
             data.pop(k)
         score = asdict(self.score)
         score.pop("progress")
-        key = {"model": asdict(self.model), "system_prompt": self.system_prompt, "data": data,
+        from empirical import models
+
+        model = asdict(self.model)
+        if model["model"] not in models.REGISTRY and Path(model["model"]).expanduser().exists():
+            model["model"] = str(Path(model["model"]).expanduser().resolve())
+        try:  # the model by content: another model at the same path is another run
+            model_fp = models.model_fingerprint(self.model.model, self.model.revision)
+        except (ValueError, OSError):  # an unknown model is refused when it loads
+            model_fp = None
+        key = {"model": model, "model_fingerprint": model_fp, "system_prompt": self.system_prompt, "data": data,
                "filters": asdict(self.filters), "score": score, "input": fingerprint(self.data.path)}
         if self.base is not None:
             key["base"] = fingerprint(self.base)
@@ -346,7 +355,7 @@ def score_file(cfg: ScoreJob, *, model_and_tok: tuple[Any, Any] | None = None,
 
     Raises :class:`empirical.data.DataError` on bad input unless ``cfg.data.skip_bad``.
     """
-    from empirical import models
+    from empirical import models, render
     from lls_common.io import atomic_write_json
 
     d = cfg.data
@@ -391,7 +400,8 @@ def score_file(cfg: ScoreJob, *, model_and_tok: tuple[Any, Any] | None = None,
     return ScoreResult(
         out=cfg.out, n_records=report.n_records, n_bad=report.n_bad + len(errors_all), n_scored=len(records),
         dropped=report.dropped, first_errors=(report.first_errors + errors_all)[:5],
-        chunks_total=len(chunks), chunks_resumed=len(done), world_size=world, placement=models.placement(model),
+        chunks_total=len(chunks), chunks_resumed=len(done), world_size=world,
+        placement={**models.placement(model), "reference_resolved": render.resolve_reference(tok, cfg.score.reference)},
     )
 
 

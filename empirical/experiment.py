@@ -235,20 +235,62 @@ def _plain(obj: Any, drop: tuple[str, ...] = ()) -> dict[str, Any]:
     return d
 
 
+def _model_plain(m: ModelArgs, drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``m``'s settings with a local model path resolved (a relative and an absolute spelling of one folder
+    are the same setting)."""
+    from empirical import models
+
+    d = _plain(m, drop)
+    spec = d.get("model")
+    if isinstance(spec, str) and spec not in models.REGISTRY and Path(spec).expanduser().exists():
+        d["model"] = str(Path(spec).expanduser().resolve())
+    return d
+
+
+def model_fp(m: ModelArgs) -> Any:
+    """:func:`empirical.models.model_fingerprint` of ``m`` (None when it cannot be resolved: the up-front model
+    check names that problem)."""
+    from empirical import models
+
+    try:
+        return models.model_fingerprint(m.model, m.revision)
+    except (ValueError, OSError):
+        return None
+
+
+#: Key entries that older run folders lack: a recorded key without them still matches (the model check of
+#: :func:`check_model_record` covers those folders).
+_NEW_KEY_ENTRIES = ("teacher_fingerprint", "student_fingerprint")
+
+
+def same_key(recorded: Any, current: Any) -> bool:
+    """True when a unit's recorded key equals ``current`` (entries of :data:`_NEW_KEY_ENTRIES` missing from the
+    recorded key are not compared)."""
+    from lls_common.io import json_key
+
+    current = json_key(current)
+    if isinstance(recorded, dict) and isinstance(current, dict):
+        current = {k: v for k, v in current.items() if k in recorded or k not in _NEW_KEY_ENTRIES}
+    return recorded == current
+
+
 def unit_key(cfg: ExperimentConfig, stage: str, trait: TraitConfig | None = None,
              student: StudentConfig | None = None) -> dict[str, Any]:
     """The settings a step of ``stage`` depends on: cumulative over the stages up to it, restricted to one trait
-    and one student where given (a shared step passes neither)."""
+    and one student where given (a shared step passes neither). Models are identified by their content too
+    (``teacher_fingerprint``, ``student_fingerprint``: :func:`empirical.models.model_fingerprint`)."""
     from lls_common.io import fingerprint
 
     groups: dict[str, dict[str, Any]] = {
         "split": {"seed": cfg.seed, "data": {**_plain(cfg.data), "path": fingerprint(cfg.data.path)},
                   "filters": _plain(cfg.filters),
-                  "tokenizer": _plain(cfg.teacher, ("dtype", "device"))},
-        "score": {"teacher": _plain(cfg.teacher), "score": _plain(cfg.score, ("progress",))}
+                  "tokenizer": _model_plain(cfg.teacher, ("dtype", "device")),
+                  "teacher_fingerprint": model_fp(cfg.teacher)},
+        "score": {"teacher": _model_plain(cfg.teacher), "score": _plain(cfg.score, ("progress",))}
         | ({"system_prompt": trait.system_prompt} if trait else {}),
         "select": {"select": _plain(cfg.select)},
-        "train": {"train": _plain(cfg.train)} | ({"student": _plain(student)} if student else {}),
+        "train": {"train": _plain(cfg.train)}
+        | ({"student": _model_plain(student), "student_fingerprint": model_fp(student)} if student else {}),
         "correlate": {"correlate": _plain(cfg.correlate)},
         "eval": {"eval": _plain(cfg.eval, ("target", "language"))}
         | ({"target": trait.target, "language": trait.language} if trait else {}),
@@ -283,6 +325,7 @@ class Unit:
     outputs: tuple[Path, ...] = ()
     clear: tuple[Path, ...] = ()  # removed before a recompute with other settings
     trait: str | None = None
+    inputs: tuple[Path, ...] = ()  # files / folders of the run it reads (their digests are recorded)
 
 
 class Run:
@@ -305,6 +348,12 @@ class Run:
 
     def marker(self, stage: str, label: str) -> Path:
         return self.root / "stages" / "units" / stage / f"{label.replace('/', '--')}.json"
+
+    def model_spec(self, role: str) -> str:
+        """The model spec of ``role`` ("teacher" or "student <name>") in the current config."""
+        if role == "teacher":
+            return self.cfg.teacher.model
+        return next((s.model for s in self.cfg.students if f"student {s.name}" == role), role)
 
     def release(self) -> None:
         self._models.clear()
@@ -404,12 +453,14 @@ def units_score(run: Run) -> list[Unit]:
         base = root / "score" / f"{part}-base.jsonl"
         job = _score_job(run, t, root / "data" / f"{part}.jsonl", base, None)
         units.append(Unit("score", f"base-{part}", run.marker("score", f"base-{part}"), unit_key(cfg, "score"),
-                          lambda job=job: _score(run, job), (base,), (base,)))
+                          lambda job=job: _score(run, job), (base,), (base,),
+                          inputs=(root / "data" / f"{part}.jsonl",)))
         for tr in cfg.traits:
             out = run.tdir(tr) / "score" / f"{part}.jsonl"
             job2 = _score_job(run, t, root / "data" / f"{part}.jsonl", out, tr, base)
             units.append(Unit("score", f"{tr.name}/{part}", run.marker("score", f"{tr.name}/{part}"),
-                              unit_key(cfg, "score", tr), lambda job=job2: _score(run, job), (out,), (out,), tr.name))
+                              unit_key(cfg, "score", tr), lambda job=job2: _score(run, job), (out,), (out,), tr.name,
+                              inputs=(root / "data" / f"{part}.jsonl", base)))
     return units
 
 
@@ -452,11 +503,13 @@ def units_select(run: Run) -> list[Unit]:
         sel = run.tdir(tr) / "select"
         outs = tuple(sel / f for f in ("lls.jsonl", "random.jsonl", "bottom.jsonl", "summary.json"))
         units.append(Unit("select", tr.name, run.marker("select", tr.name), unit_key(cfg, "select", tr),
-                          lambda tr=tr: _select(run, tr), outs, outs, tr.name))
+                          lambda tr=tr: _select(run, tr), outs, outs, tr.name,
+                          inputs=(run.tdir(tr) / "score" / "pool.jsonl",)))
     if cfg.multi:
         key = unit_key(cfg, "select") | {"random_size": cfg.select.random_size}
         units.append(Unit("select", "random", run.marker("select", "random"), key, lambda: _shared_random(run),
-                          (run.random_pairs(),), (run.random_pairs(),)))
+                          (run.random_pairs(),), (run.random_pairs(),),
+                          inputs=(run.root / "score" / "pool-base.jsonl",)))
     return units
 
 
@@ -496,14 +549,16 @@ def units_train(run: Run) -> list[Unit]:
         key = unit_key(cfg, "train", None, s) | ({"random_size": cfg.select.random_size} if cfg.multi else
                                                 {"select_of": cfg.traits[0].system_prompt})
         units.append(Unit("train", f"{s.name}/random", run.marker("train", f"{s.name}/random"), key,
-                          lambda s=s, rnd=rnd: _train(run, s, run.random_pairs(), rnd), (rnd / "train.json",), (rnd,)))
+                          lambda s=s, rnd=rnd: _train(run, s, run.random_pairs(), rnd), (rnd / "train.json", rnd),
+                          (rnd,), inputs=(run.random_pairs(),)))
         for tr in cfg.traits:
             out = run.arm_dir(tr, s, "lls")
             units.append(Unit("train", f"{tr.name}/{s.name}/lls", run.marker("train", f"{tr.name}/{s.name}/lls"),
                               unit_key(cfg, "train", tr, s),
                               lambda s=s, tr=tr, out=out: _train(run, s, run.tdir(tr) / "select" / "lls.jsonl", out,
                                                                  tr),
-                              (out / "train.json",), (out,), tr.name))
+                              (out / "train.json", out), (out,), tr.name,
+                              inputs=(run.tdir(tr) / "select" / "lls.jsonl",)))
     return units
 
 
@@ -592,7 +647,8 @@ def units_correlate(run: Run) -> list[Unit]:
         if other:
             job = _score_job(run, s, run.root / "data" / "heldout.jsonl", base, None, limit=n)
             units.append(Unit("correlate", f"{s.name}/base", run.marker("correlate", f"{s.name}/base"),
-                              unit_key(cfg, "correlate", None, s), lambda job=job: _score(run, job), (base,), (base,)))
+                              unit_key(cfg, "correlate", None, s), lambda job=job: _score(run, job), (base,), (base,),
+                              inputs=(run.root / "data" / "heldout.jsonl",)))
         for tr in cfg.traits:
             sdir = run.tdir(tr) / "students" / s.name
             if other:
@@ -601,10 +657,13 @@ def units_correlate(run: Run) -> list[Unit]:
                 units.append(Unit("correlate", f"{tr.name}/{s.name}/scores",
                                   run.marker("correlate", f"{tr.name}/{s.name}/scores"),
                                   unit_key(cfg, "correlate", tr, s), lambda job=job: _score(run, job), (f,), (f,),
-                                  tr.name))
+                                  tr.name, inputs=(run.root / "data" / "heldout.jsonl", base)))
+            arms = tuple(run.arm_dir(tr, s, a) for a in ARMS)
+            scores = (run.tdir(tr) / "score" / "heldout.jsonl",) + ((sdir / "heldout-initial.jsonl",) if other else ())
             units.append(Unit("correlate", f"{tr.name}/{s.name}", run.marker("correlate", f"{tr.name}/{s.name}"),
                               unit_key(cfg, "correlate", tr, s), lambda tr=tr, s=s: _correlate(run, tr, s),
-                              (sdir / "correlate.json",), (sdir / "correlate.json",), tr.name))
+                              (sdir / "correlate.json",), (sdir / "correlate.json", sdir / "heldout-cache"), tr.name,
+                              inputs=scores + arms))
     return units
 
 
@@ -644,8 +703,10 @@ def units_eval(run: Run) -> list[Unit]:
     for tr in cfg.traits:
         for s in cfg.students:
             f = run.tdir(tr) / "students" / s.name / "eval.json"
+            arms = tuple(run.arm_dir(tr, s, a) for a in ARMS)
             units.append(Unit("eval", f"{tr.name}/{s.name}", run.marker("eval", f"{tr.name}/{s.name}"),
-                              unit_key(cfg, "eval", tr, s), lambda tr=tr, s=s: _eval(run, tr, s), (f,), (f,), tr.name))
+                              unit_key(cfg, "eval", tr, s), lambda tr=tr, s=s: _eval(run, tr, s), (f,),
+                              (f, f.parent / "eval-cache"), tr.name, inputs=arms))
     return units
 
 
@@ -705,7 +766,7 @@ def _check_overwrite(run: Run, units: list[Unit], overwrite: bool) -> None:
     changed = []
     for u in units:
         rec = read_record(u.marker)
-        if rec is not None and rec["key"] != json_key(u.key):
+        if rec is not None and not same_key(rec["key"], u.key):
             changed.append((u, key_diff(rec["key"], json_key(u.key))))
     if changed and not overwrite:
         u, diff = changed[0]
@@ -713,8 +774,82 @@ def _check_overwrite(run: Run, units: list[Unit], overwrite: bool) -> None:
                        f"{u.stage} {u.label}: {', '.join(diff[:4])}); give overwrite (--overwrite) to redo them, "
                        "or another out")
     for u, _ in changed:
-        for p in u.clear:
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        _clear(u)
+
+
+def _clear(u: Unit) -> None:
+    """Remove what a step left (its outputs and caches) and its marker, before it is computed again."""
+    for p in u.clear:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    u.marker.unlink(missing_ok=True)
+
+
+def _owners(run: Run) -> dict[str, Path]:
+    """``{output name relative to the run folder: marker}`` for every finished step recorded in the folder
+    (markers that record their outputs' digests)."""
+    from lls_common.io import read_record
+
+    owners: dict[str, Path] = {}
+    units_dir = run.root / "stages" / "units"
+    for m in sorted(units_dir.rglob("*.json")) if units_dir.is_dir() else []:
+        rec = read_record(m)
+        outs = rec.get("outputs") if rec is not None else None
+        if isinstance(outs, dict):
+            for name in outs:
+                owners.setdefault(name, m)
+    return owners
+
+
+def check_shared_outputs(run: Run, units: list[Unit]) -> None:
+    """Refuse, before any work, a step that would write a file another configuration's finished step wrote
+    and recorded (e.g. a single-trait config of the same name run on a many-trait folder would replace the
+    shared random control ``select/random.jsonl``)."""
+    owners = _owners(run)
+    if not owners:
+        return
+    mine = {u.marker.resolve() for u in units}
+    for u in units:
+        for o in u.outputs:
+            name = _relname(run.root, o)
+            m = owners.get(name)
+            if m is not None and m.resolve() not in mine:
+                other = m.relative_to(run.root / "stages" / "units").with_suffix("").as_posix().replace("--", "/")
+                raise LLSError(f"out {run.root}: {name} belongs to the finished step {other} of another "
+                               f"configuration (step {u.stage} {u.label} of this one would replace it); use "
+                               "another out for this configuration")
+
+
+def _relname(root: Path, p: Path) -> str:
+    try:
+        return p.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(p.resolve())
+
+
+def check_model_record(run: Run, current: dict[str, Any], overwrite: bool) -> None:
+    """Refuse to resume a run folder whose recorded model fingerprints (``config.json``'s ``models``) differ from
+    the models the config names now (one line naming both), unless ``overwrite``."""
+    from empirical.models import fingerprint_mismatch, short_fingerprint
+
+    f = run.root / "config.json"
+    recorded = run_record(f).get("models") if f.exists() else None
+    if overwrite or not isinstance(recorded, dict):
+        return
+    for role, fp in current.items():
+        old = recorded.get(role)
+        if isinstance(old, dict) and fingerprint_mismatch(old.get("fingerprint"), fp):
+            raise LLSError(f"out {run.root}: made with {role} {old.get('model')} "
+                           f"({short_fingerprint(old.get('fingerprint'))}), but {run.model_spec(role)} is now "
+                           f"{short_fingerprint(fp)}; give overwrite (--overwrite) to redo the steps that used it, "
+                           "or another out")
+
+
+def run_record(path: Path) -> dict[str, Any]:
+    """A run folder's ``config.json`` through :func:`empirical.report.read_json` (a damaged one is a user
+    error naming the file)."""
+    from empirical.report import read_json
+
+    return read_json(path, dict)
 
 
 def check_split_sizes(d: DataConfig, n: int, what: str = "pairs") -> None:
@@ -754,20 +889,24 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, until: str = "report"
     result}, "shared": {...}}``. Refuses up front (nothing written) an unwritable ``out``, an ``out`` that is an
     input, a concurrent run on the same ``out`` and finished steps made with other settings (unless ``overwrite``).
     """
-    from lls_common.io import OutputLock, atomic_write_json, cached_json, check_output
+    from lls_common.io import OutputLock, atomic_write_json, check_output
 
     if until not in STAGES:
         raise LLSError(f"unknown stage {until!r}; one of {', '.join(STAGES)}")
     inputs = [p for p in (cfg.data.path, cfg.source) if p]
-    root = check_output(out, inputs=inputs, kind="dir", name="out")
+    root = check_output(out, inputs=inputs, kind="dir", name="out").resolve()
+    cfg = _absolute_paths(cfg)
     run = Run(cfg, root, log)
     stages = STAGES[:STAGES.index(until) + 1]
     plan = {s: _UNITS[s](run) for s in stages}
+    fps = {"teacher": model_fp(cfg.teacher)} | {f"student {s.name}": model_fp(s) for s in cfg.students}
+    check_model_record(run, {k: v for k, v in fps.items() if v is not None}, overwrite)
+    check_shared_outputs(run, [u for us in plan.values() for u in us])
     # reports are drawn from the stored JSON and re-drawn whenever a step before them ran: a report made with
     # other settings (a trait or a student added to the config) is replaced without asking
     _check_overwrite(run, [u for s, us in plan.items() if s != "report" for u in us], overwrite)
     check_reference_support(cfg, stages)
-    if _finished(plan["split"][0]) is None:  # a damaged input fails here, before any model loads
+    if _finished(run, plan["split"][0]) is None:  # a damaged input fails here, before any model loads
         from empirical.data import check_pairs
 
         d = cfg.data
@@ -777,13 +916,14 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, until: str = "report"
     check_models(cfg, stages)
     results: dict[str, Any] = {}
     with OutputLock(root, kind="dir", name="out"):
-        atomic_write_json(root / "config.json", asdict(cfg))
+        atomic_write_json(root / "config.json", asdict(cfg) | {"models": _model_record(cfg, fps),
+                                                              "versions": package_versions()})
         ran_before = False
         for stage in stages:
             done: dict[str, Any] = {}
             todo = []
             for u in plan[stage]:
-                rec = _finished(u)
+                rec = _finished(run, u)
                 if rec is not None and not (stage == "report" and ran_before):
                     done[u.label] = rec
                 else:
@@ -792,16 +932,73 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, until: str = "report"
             for u in todo:
                 if u.stage == "report":  # re-drawn whenever an earlier step ran
                     u.marker.unlink(missing_ok=True)
-                done[u.label] = cached_json(u.marker, u.key, u.compute, u.outputs)
+                done[u.label] = _compute(run, u)
             ran_before = ran_before or bool(todo)
             results[stage] = _record_stage(run, stage, done)
     return results
 
 
-def _finished(u: Unit) -> Any:
-    from lls_common.io import cached_result
+def _absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg`` with its local file paths (data, config file, local model folders) made absolute, so that the run
+    folder records paths that work from any folder."""
+    from empirical import models
 
-    return cached_result(u.marker, u.key, u.outputs)
+    def absolute(p: Any) -> Any:
+        return str(Path(p).expanduser().resolve()) if isinstance(p, str) and p and Path(p).expanduser().exists() \
+            else p
+
+    def model(m: Any) -> Any:
+        return m if m.model in models.REGISTRY else replace(m, model=absolute(m.model))
+
+    return replace(cfg, data=replace(cfg.data, path=absolute(cfg.data.path)), source=absolute(cfg.source),
+                   teacher=model(cfg.teacher), students=[model(s) for s in cfg.students])
+
+
+def _model_record(cfg: ExperimentConfig, fps: dict[str, Any]) -> dict[str, Any]:
+    """``{role: {"model", "fingerprint"}}`` of the teacher and each student (``config.json``'s ``models``)."""
+    specs = {"teacher": cfg.teacher.model} | {f"student {s.name}": s.model for s in cfg.students}
+    return {role: {"model": specs[role], "fingerprint": fp} for role, fp in fps.items()}
+
+
+def package_versions() -> dict[str, str | None]:
+    """Versions of the packages that produce the numbers (recorded in ``config.json``)."""
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for pkg in ("lls-toolkit", "numpy", "scipy", "torch", "transformers", "trl", "peft", "tokenizers",
+                "safetensors"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _finished(run: Run, u: Unit) -> Any:
+    """The saved result of ``u`` when its marker holds its key, every output exists and -- where the marker
+    recorded them -- the digests of its outputs and inputs are unchanged; else None."""
+    from lls_common.io import outputs_fingerprint, read_record
+
+    rec = read_record(u.marker)
+    if rec is None or not same_key(rec["key"], u.key) or not all(o.exists() for o in u.outputs):
+        return None
+    for part, paths in (("outputs", u.outputs), ("inputs", u.inputs)):
+        if isinstance(rec.get(part), dict) and rec[part] != outputs_fingerprint(run.root, paths):
+            return None
+    return rec.get("result")
+
+
+def _compute(run: Run, u: Unit) -> Any:
+    """Run ``u`` and save its marker: key, result and the digests of its inputs and outputs."""
+    from lls_common.io import atomic_write_json, json_key, outputs_fingerprint, read_record
+
+    if u.stage != "report" and read_record(u.marker) is not None:  # finished, but an input or output changed
+        run.log(f"{u.stage} {u.label}: its inputs or outputs changed since it finished; computing it again")
+        _clear(u)
+    result = json_key(u.compute())
+    atomic_write_json(u.marker, {"key": u.key, "result": result, "inputs": outputs_fingerprint(run.root, u.inputs),
+                                 "outputs": outputs_fingerprint(run.root, u.outputs)})
+    return result
 
 
 def _record_stage(run: Run, stage: str, done: dict[str, Any]) -> dict[str, Any]:
