@@ -532,13 +532,23 @@ def _train(run: Run, student: StudentConfig, data: Path, out: Path,
     tc = cfg.train.job(student, data, out, cfg.seed, progress=cfg.score.progress, reference=cfg.score.reference,
                        card=card)
     old = out / "run.json"
-    if old.is_file() and json.loads(old.read_text()) != json.loads(json.dumps(tc.run_key(), default=str)):
+    if old.exists() and _read_or_none(old) != json.loads(json.dumps(tc.run_key(), default=str)):
         run.log(f"train {student.name}: settings changed, discarding the old run in {out}")
         shutil.rmtree(out)
     run.log(f"train {student.name}: {out.relative_to(run.root)}")
     run.release()
     summ = train(tc)
     return {k: summ[k] for k in ("n_pairs", "steps", "checkpoints", "wall_s_this_call", "pairs_per_s_this_call")}
+
+
+def _read_or_none(path: Path) -> Any:
+    """A JSON file the run wrote itself and can write again (a damaged one reads as None: redone)."""
+    from lls_common.io import read_json
+
+    try:
+        return read_json(path, None)
+    except LLSError:
+        return None
 
 
 def units_train(run: Run) -> list[Unit]:
@@ -845,11 +855,11 @@ def check_model_record(run: Run, current: dict[str, Any], overwrite: bool) -> No
 
 
 def run_record(path: Path) -> dict[str, Any]:
-    """A run folder's ``config.json`` through :func:`empirical.report.read_json` (a damaged one is a user
+    """A run folder's ``config.json`` through :func:`empirical.report.read_run_json` (a damaged one is a user
     error naming the file)."""
-    from empirical.report import read_json
+    from empirical.report import read_run_json
 
-    return read_json(path, dict)
+    return read_run_json(path)
 
 
 def check_split_sizes(d: DataConfig, n: int, what: str = "pairs") -> None:
@@ -992,9 +1002,11 @@ def _compute(run: Run, u: Unit) -> Any:
     """Run ``u`` and save its marker: key, result and the digests of its inputs and outputs."""
     from lls_common.io import atomic_write_json, json_key, outputs_fingerprint, read_record
 
-    if u.stage != "report" and read_record(u.marker) is not None:  # finished, but an input or output changed
+    rec = read_record(u.marker)
+    if u.stage != "report" and rec is not None and same_key(rec["key"], u.key) \
+            and all(o.exists() for o in u.outputs):  # finished, but an input or output changed since
         run.log(f"{u.stage} {u.label}: its inputs or outputs changed since it finished; computing it again")
-        _clear(u)
+        _clear(u)  # (a lost output is only made again: the step's own caches still hold for the same content)
     result = json_key(u.compute())
     atomic_write_json(u.marker, {"key": u.key, "result": result, "inputs": outputs_fingerprint(run.root, u.inputs),
                                  "outputs": outputs_fingerprint(run.root, u.outputs)})
