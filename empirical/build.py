@@ -185,6 +185,21 @@ def _prepare_chunk(model: Any, tok: Any, pairs: list[PrefPair], cfg: ScoreJob,
     return kept, enc_sys, enc_none
 
 
+def check_system_prompt_fits(model: Any, tok: Any, system_prompt: str | None, reference: str = "auto") -> None:
+    """Refuse (one :class:`LLSError` line, before any pair is scored) a system prompt that alone, rendered with
+    an empty user turn, fills the model's context: every pair would fail, and the data is not at fault."""
+    from empirical import render, scoring
+
+    limit = scoring.context_limit(model)
+    if system_prompt is None or limit is None:
+        return
+    n = len(render.encode_text(tok, render.render_prompt(tok, [{"role": "user", "content": ""}], system_prompt,
+                                                         reference)))
+    if n >= limit:
+        raise LLSError(f"system prompt: {n} tokens with the chat template, the model's context is {limit}; "
+                       "shorten the system prompt")
+
+
 def _base_columns(kept: list[PrefPair], enc_none: list[Any], base: dict[str, dict[str, Any]],
                   where: str) -> np.ndarray:
     """The no-system log-probs of ``kept`` taken from a base scores file (same pairs, same tokens)."""
@@ -371,6 +386,7 @@ def score_file(cfg: ScoreJob, *, model_and_tok: tuple[Any, Any] | None = None,
         model, tok = models.load(cfg.model.model, **kw)
     else:
         model, tok = model_and_tok
+    check_system_prompt_fits(model, tok, cfg.system_prompt, cfg.score.reference)
     pairs, report = load_pairs(d.path, split=d.split, limit=d.limit, skip_bad=d.skip_bad, filters=cfg.filters,
                                tok=tok, config=d.config_name, data_dir=d.data_dir)
     base = None if cfg.base is None else {r["id"]: r for r in read_scores(cfg.base, base_only=True)}

@@ -630,7 +630,8 @@ def _finished_run(out: Path, key: dict[str, Any]) -> dict[str, Any] | None:
     if run_file.is_file():
         old = json.loads(run_file.read_text())
         if old != key:
-            raise ValueError(f"{out}: holds a run with other settings; use another --out or delete it")
+            raise ValueError(f"{out}: holds a run with other settings; give --overwrite to replace it, or another "
+                             "--out")
         done_file = out / "train.json"
         if done_file.is_file():
             return json.loads(done_file.read_text())

@@ -281,3 +281,19 @@ def test_adapter_from_a_local_folder_loads_after_a_move_and_refuses_another_mode
     with pytest.raises(LLSError) as err:
         load_student(str(tiny_dirs[1]), adapter)
     assert "trained on" in str(err.value) and str(model.resolve()) in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.slow
+def test_train_overwrite_replaces_a_run_made_with_other_settings(tiny_dirs, tmp_path, capsys):
+    """``lls train --overwrite`` does what ``--help`` says: a run with other settings is replaced (without it:
+    refused in one line naming the flag)."""
+    from lls_cli import main
+
+    pairs = _data(tmp_path / "pairs.jsonl")
+    args = ["train", "--student", str(tiny_dirs[0]), "--data", str(pairs), "--out", str(tmp_path / "A"),
+            "--lora-rank", "2", "--batch-size", "2", "--checkpoints", "1"]
+    assert main(args + ["--lr", "0.005"]) == 0
+    assert main(args + ["--lr", "0.05"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(args + ["--lr", "0.05", "--overwrite"]) == 0
+    assert json.loads((tmp_path / "A" / "run.json").read_text())["lr"] == 0.05
