@@ -44,6 +44,7 @@ import json
 import math
 import os
 import shutil
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -261,6 +262,22 @@ def _read_chunk(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     return obj["records"], obj["errors"]
 
 
+def _valid_chunk(path: Path) -> bool:
+    """Whether a saved chunk of a resumed run is readable; a damaged one (truncated by a crash or a full disk)
+    is removed, with a note, and scored again -- before any scoring, not after the rest ran."""
+    if not path.exists():
+        return False
+    try:
+        recs, errs = _read_chunk(path)
+        if isinstance(recs, list) and isinstance(errs, list) and all(isinstance(r, dict) for r in recs):
+            return True
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    print(f"note: {path}: damaged saved chunk, scoring it again", file=sys.stderr)
+    path.unlink(missing_ok=True)
+    return False
+
+
 def _distributed_state() -> Any:
     """accelerate's PartialState when launched by torchrun/accelerate (WORLD_SIZE > 1), else None."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
@@ -395,7 +412,7 @@ def score_file(cfg: ScoreJob, *, model_and_tok: tuple[Any, Any] | None = None,
     parts = _parts_dir(cfg.out)
     _open_parts(parts, cfg.run_key(), rank, state)
 
-    done = {k for k in range(len(chunks)) if (parts / f"chunk-{k:06d}.json").exists()}
+    done = {k for k in range(len(chunks)) if _valid_chunk(parts / f"chunk-{k:06d}.json")}
     mine = [k for k in range(len(chunks)) if k % world == rank and k not in done]
     bar = None
     if cfg.score.progress and rank == 0:  # per batch, with pairs/s; plain lines when stderr is not a terminal

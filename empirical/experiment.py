@@ -889,6 +889,23 @@ def check_models(cfg: ExperimentConfig, stages: tuple[str, ...] | list[str]) -> 
     for key, m in todo:
         models.check_model_setting(m.model, f"{where}{key}", revision=m.revision,
                                    trust_remote_code=m.trust_remote_code, require_installed=True)
+        check_placement(m, f"{where}{key.split(' ')[0].rsplit('.', 1)[0]}")
+
+
+def check_placement(m: ModelArgs, section: str) -> None:
+    """Refuse, before any work, a ``device`` / ``dtype`` this machine cannot give (one line naming the TOML key
+    ``<section>.device`` / ``<section>.dtype``, not a command-line flag)."""
+    from empirical import models
+
+    try:
+        dev = models.resolve_device(m.device)
+    except ValueError as exc:
+        msg = str(exc).replace("(use --device cpu)", f'(set {section}.device = "cpu" or "auto")')
+        raise LLSError(f"{section}.device: {msg}") from None
+    try:
+        models.resolve_dtype(m.dtype, dev)
+    except (ValueError, TypeError) as exc:
+        raise LLSError(f"{section}.dtype: {exc}") from None
 
 
 def run_experiment(cfg: ExperimentConfig, out: str | Path, until: str = "report",

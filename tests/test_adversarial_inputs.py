@@ -883,3 +883,32 @@ def test_full_disk_lock_and_write_are_one_line_and_leave_nothing_blocking(tmp_pa
         assert out.read_bytes() == b"ok"
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+# ------------------------------------------------------------------------------ smaller one-line errors
+@pytest.mark.parametrize("row,count", [([["q"], "a"], "2 items"), (["q", "a", "b", "c"], "4 items"), ([], "0 items"),
+                                       (["q"], "1 item")])
+def test_triple_rows_of_the_wrong_length_name_the_length(tmp_path, row, count):
+    f = tmp_path / "t.json"
+    f.write_text(json.dumps([["Hi?", "Hello.", "Go away."], row]))
+    with pytest.raises(data.DataError) as err:
+        data.load_pairs(f)
+    msg = str(err.value)
+    assert "record 1" in msg and "[prompt, chosen, rejected] triple" in msg and count in msg and "got list" not in msg
+
+
+@pytest.mark.parametrize("text", ["\u3164", "\u3164\u3164 \u3164", "\u2800\u2800", "\uffa0", "\u115f\u1160",
+                                  "\u200b\u3164\u2800"])
+def test_blank_looking_system_prompts_are_refused_like_zero_width_ones(text):
+    from empirical.config import TraitConfig
+
+    with pytest.raises(LLSError, match="must not be empty"):
+        TraitConfig(name="x", system_prompt=text)
+    assert not data.has_text(text)
+
+
+def test_visible_text_next_to_blank_lookalikes_is_accepted():
+    from empirical.config import TraitConfig
+
+    assert TraitConfig(name="x", system_prompt="\u3164 You love owls.").system_prompt
+    assert data.has_text("\u2800a")
