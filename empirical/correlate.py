@@ -297,6 +297,10 @@ def correlate_arms(model_and_tok: tuple[Any, Any], student_base: Any, student_sy
                  student_base.logp_rejected)
     refs = {"z_s": z_s}
     res: dict[str, Any] = {"n": len(recs), "z_s": [float(v) for v in z_s], "ids": [p.id for p in pairs]}
+    if hasattr(tok, "apply_chat_template"):  # the rendering "auto" resolved to for this tokenizer
+        from empirical import render
+
+        res["reference_resolved"] = render.resolve_reference(tok, reference)
     if hasattr(model, "parameters"):  # where the checkpoints are scored (the JSON every command writes)
         res.update(_placement(model))
     if teacher is not None:

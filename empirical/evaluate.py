@@ -305,7 +305,11 @@ def evaluate_conditions(spec: str, conditions: dict[str, tuple[Any, str | None]]
             log(f"eval condition {name}")
         model, tok = load_student(spec, adapter, **load_kw)
         p = next(model.parameters())
+        from empirical import render
+
         r: dict[str, Any] = {"adapter": str(adapter) if adapter else None, "adapter_sha256": key["adapter"],
+                             "reference_resolved": render.resolve_reference(tok, reference)
+                             if hasattr(tok, "apply_chat_template") else None,
                              "system_prompt": system_prompt, "device": str(p.device),
                              "dtype": str(p.dtype).replace("torch.", "")}
         if probe:

@@ -600,12 +600,15 @@ def _same_model(a: ModelArgs, b: ModelArgs) -> bool:
 
 
 def _share_cache(src: Path, dst: Path) -> None:
-    """Copy the random arm's per-checkpoint held-out scores between the shared and a trait's cache folder."""
+    """Copy the random arm's per-checkpoint held-out scores between the shared and a trait's cache folder (a
+    newer file replaces an older one; each file holds its key -- the adapter's content among it -- so a copy
+    made for other weights is only a cache miss)."""
     if src.is_dir():
         dst.mkdir(parents=True, exist_ok=True)
         for f in src.glob("random-step*.json"):
-            if not (dst / f.name).exists():
-                shutil.copy2(f, dst / f.name)
+            d = dst / f.name
+            if not d.exists() or f.stat().st_mtime_ns > d.stat().st_mtime_ns:
+                shutil.copy2(f, d)
 
 
 def _correlate(run: Run, trait: TraitConfig, s: StudentConfig) -> dict[str, Any]:

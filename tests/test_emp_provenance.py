@@ -172,6 +172,12 @@ def test_standalone_eval_and_correlate_after_a_retrain_at_the_same_path(tiny_dir
     assert e_new == evaluate(tmp_path / "E-fresh") and c_new == correlate(tmp_path / "C-fresh")
     assert e_new["lls"] != e_old["lls"] and c_new != c_old
     assert e_new["base"] == e_old["base"]  # the unchanged base condition is still reused
+    # the outputs name what produced them: the model by content, the adapter by content, the resolved rendering
+    ev, co = (json.loads((tmp_path / d / f).read_text()) for d, f in (("E", "eval.json"), ("C", "correlate.json")))
+    fp = ev["model_fingerprint"]["folder_sha256"]
+    assert fp and co["student_fingerprint"]["folder_sha256"] == fp
+    assert {c["reference_resolved"] for c in ev["conditions"].values()} == {co["reference_resolved"]} == {"empty"}
+    assert ev["conditions"]["lls"]["adapter_sha256"] and ev["conditions"]["base"]["adapter_sha256"] is None
 
 
 @pytest.mark.slow
