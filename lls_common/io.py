@@ -76,9 +76,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:  # name the output (a full disk says nothing)
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
     return path
 

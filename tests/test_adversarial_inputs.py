@@ -912,3 +912,60 @@ def test_visible_text_next_to_blank_lookalikes_is_accepted():
 
     assert TraitConfig(name="x", system_prompt="\u3164 You love owls.").system_prompt
     assert data.has_text("\u2800a")
+
+
+def _scores_file(path: Path, n: int = 300) -> Path:
+    """A valid scores file of ``n`` pairs with long prompts (the selection outputs span several pages)."""
+    rng = __import__("numpy").random.default_rng(0)
+    lines = []
+    for i in range(n):
+        lcs, lrs, lc, lr = (float(-1 - 5 * x) for x in rng.random(4))
+        lines.append(json.dumps({"id": f"p{i}", "prompt": [{"role": "user", "content": f"question {i} " + "x" * 200}],
+                                 "chosen": f"good {i}", "rejected": f"bad {i}", "logp_chosen_sys": lcs,
+                                 "logp_rejected_sys": lrs, "logp_chosen": lc, "logp_rejected": lr,
+                                 "n_tokens_chosen": 2, "n_tokens_rejected": 3,
+                                 "weight": ((lcs - lrs) - (lc - lr)) / 5}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _fill(disk: Path, leave: int) -> Path:
+    """Fill the tmpfs at ``disk``, then give back ``leave`` bytes."""
+    filler = disk / "filler"
+    with pytest.raises(OSError):
+        with open(filler, "wb") as fh:
+            while True:
+                fh.write(b"\0" * 4096)
+                fh.flush()
+    size = filler.stat().st_size
+    with open(filler, "r+b") as fh:
+        fh.truncate(max(size - leave, 0))
+    return filler
+
+
+@pytest.mark.parametrize("leave", [0, 12_288])
+def test_select_on_a_full_disk_is_one_line_and_leaves_nothing_blocking(tmp_path, capsys, leave):
+    """``lls select`` onto a full disk (no room for the lock, or room for the lock but not the outputs): exit 2,
+    one line naming the folder and the lack of space, no lock or temporary file left; with space freed the same
+    command succeeds."""
+    import subprocess
+
+    from lls_cli import main
+
+    disk = tmp_path / "disk"
+    if not _small_tmpfs(disk, "256k"):
+        pytest.skip("cannot mount a small tmpfs here (needs root and mount rights)")
+    try:
+        scores = _scores_file(tmp_path / "scores.jsonl")
+        filler = _fill(disk, leave)
+        args = ["select", "--scores", str(scores), "--out", str(disk / "sel"), "--gamma", "0.5"]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "no space left" in err and str(disk) in err and "Traceback" not in err, err
+        left = [p.name for p in disk.rglob("*") if p.is_file() and p != filler]
+        assert not any(n.endswith((".lock", ".tmp")) for n in left), left
+        filler.unlink()
+        assert main(args) == 0
+        assert (disk / "sel" / "lls.jsonl").is_file()
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
