@@ -482,8 +482,8 @@ def record_to_pair(rec: Any, where: str, default_id: str) -> PrefPair:
         raise rec
     rec = _as_record(rec)
     if isinstance(rec, (list, tuple)):
-        raise DataError(f"{where}: a list record must be a [prompt, chosen, rejected] triple, got a list of "
-                        f"{len(rec)} item{'s' if len(rec) != 1 else ''}")
+        raise DataError(f"{where}: record must be a JSON object or a [prompt, chosen, rejected] triple, got a list "
+                        f"of {len(rec)} item{'s' if len(rec) != 1 else ''}")
     if not isinstance(rec, dict):
         raise DataError(f"{where}: record must be a JSON object or a [prompt, chosen, rejected] list, "
                         f"got {type(rec).__name__}")

@@ -457,7 +457,8 @@ def selection_settings(data: str | Path) -> dict[str, Any]:
     key = summ.get("key") if isinstance(summ.get("key"), dict) else {}
     sel = key.get("select") if isinstance(key.get("select"), dict) else {}
     out = {k: v for k, v in sel.items() if v is not None}
-    for k in ("seed", "reference", "n_selected", "n_pool", "system_prompt"):
+    for k in ("gamma", "seed", "best_pair_per_prompt", "best_pair_per_prompt_text", "reference", "n_scored",
+              "n_positive", "n_selected", "system_prompt"):
         if summ.get(k) is not None:
             out.setdefault(k, summ[k])
     if isinstance(key.get("scores"), dict) and key["scores"].get("sha256"):

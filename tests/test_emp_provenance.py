@@ -178,6 +178,8 @@ def test_standalone_eval_and_correlate_after_a_retrain_at_the_same_path(tiny_dir
     assert fp and co["student_fingerprint"]["folder_sha256"] == fp
     assert {c["reference_resolved"] for c in ev["conditions"].values()} == {co["reference_resolved"]} == {"empty"}
     assert ev["conditions"]["lls"]["adapter_sha256"] and ev["conditions"]["base"]["adapter_sha256"] is None
+    card = (tmp_path / "A" / "README.md").read_text()  # the selection settings from summary.json beside the pairs
+    assert "not recorded" not in card and "summary.json beside the pairs" in card and '"gamma": 1.0' in card
 
 
 @pytest.mark.slow
