@@ -263,15 +263,20 @@ def model_fp(m: ModelArgs) -> Any:
 _NEW_KEY_ENTRIES = ("teacher_fingerprint", "student_fingerprint")
 
 
-def same_key(recorded: Any, current: Any) -> bool:
-    """True when a unit's recorded key equals ``current`` (entries of :data:`_NEW_KEY_ENTRIES` missing from the
-    recorded key are not compared)."""
+def _comparable(recorded: Any, current: Any) -> Any:
+    """``current`` as a plain JSON value, less the :data:`_NEW_KEY_ENTRIES` a recorded key lacks."""
     from lls_common.io import json_key
 
     current = json_key(current)
     if isinstance(recorded, dict) and isinstance(current, dict):
         current = {k: v for k, v in current.items() if k in recorded or k not in _NEW_KEY_ENTRIES}
-    return recorded == current
+    return current
+
+
+def same_key(recorded: Any, current: Any) -> bool:
+    """True when a unit's recorded key equals ``current`` (entries of :data:`_NEW_KEY_ENTRIES` missing from the
+    recorded key are not compared)."""
+    return recorded == _comparable(recorded, current)
 
 
 def unit_key(cfg: ExperimentConfig, stage: str, trait: TraitConfig | None = None,
@@ -774,13 +779,13 @@ def _stage_result(run: Run, stage: str, results: dict[str, Any], trait: TraitCon
 
 def _check_overwrite(run: Run, units: list[Unit], overwrite: bool) -> None:
     """Refuse, before any work, to redo finished steps made with other settings (unless ``overwrite``)."""
-    from lls_common.io import json_key, key_diff, read_record
+    from lls_common.io import key_diff, read_record
 
     changed = []
     for u in units:
         rec = read_record(u.marker)
         if rec is not None and not same_key(rec["key"], u.key):
-            changed.append((u, key_diff(rec["key"], json_key(u.key))))
+            changed.append((u, key_diff(rec["key"], _comparable(rec["key"], u.key))))
     if changed and not overwrite:
         u, diff = changed[0]
         raise LLSError(f"out {run.root}: {len(changed)} finished step(s) were made with other settings (first: "

@@ -627,15 +627,18 @@ def train(cfg: TrainConfig, *, model_and_tok: tuple[Any, Any] | None = None,
 def _finished_run(out: Path, key: dict[str, Any]) -> dict[str, Any] | None:
     """The summary (``train.json``) of the finished run in ``out`` with these settings; None when the run is
     new or unfinished; ``ValueError`` when ``out`` holds a run with other settings (``run.json``)."""
+    from lls_common.io import read_json
+
     run_file = out / "run.json"
+    fix = "give --overwrite to train it again, or another --out"
     if run_file.is_file():
-        old = json.loads(run_file.read_text())
+        old = read_json(run_file, dict, fix=fix)
         if old != key:
             raise ValueError(f"{out}: holds a run with other settings; give --overwrite to replace it, or another "
                              "--out")
         done_file = out / "train.json"
         if done_file.is_file():
-            return json.loads(done_file.read_text())
+            return read_json(done_file, dict, fix=fix)
     return None
 
 
