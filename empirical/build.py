@@ -472,6 +472,8 @@ def run_score(job: ScoreJob, *, overwrite: bool = False, model_and_tok: tuple[An
         if not overwrite:
             why = ("made with other settings (" + ", ".join(key_diff(old["key"], key)[:6]) + ")"
                    if old is not None else "exists and was not written by lls score")
+            if old is not None and isinstance(old["key"], dict):
+                why = _model_changed(old["key"].get("model_fingerprint"), key.get("model_fingerprint"), why)
             raise LLSError(f"out {out}: {why}; give overwrite (--overwrite) to replace it, or another out")
     if overwrite:
         shutil.rmtree(_parts_dir(out), ignore_errors=True)
@@ -482,6 +484,17 @@ def run_score(job: ScoreJob, *, overwrite: bool = False, model_and_tok: tuple[An
     with OutputLock(out, name="out"):
         res = cached_json(record, key, compute)  # key = every setting + the input's fingerprint
     return {**res, "reference": job.score.reference}  # the no-system rendering (score.reference)
+
+
+def _model_changed(recorded: Any, current: Any, why: str) -> str:
+    """``why``, or -- when the recorded model fingerprint names other content than the current one -- a reason
+    naming both fingerprints."""
+    from empirical import models
+
+    if models.fingerprint_mismatch(recorded, current or {}):
+        return (f"made with a model of {models.short_fingerprint(recorded)}, but the model is now "
+                f"{models.short_fingerprint(current)}")
+    return why
 
 
 # ------------------------------------------------------------------------------------------- selection

@@ -634,7 +634,13 @@ def _finished_run(out: Path, key: dict[str, Any]) -> dict[str, Any] | None:
     if run_file.is_file():
         old = read_json(run_file, dict, fix=fix)
         if old != key:
-            raise ValueError(f"{out}: holds a run with other settings; give --overwrite to replace it, or another "
+            from empirical import models
+
+            what = "other settings"
+            if models.fingerprint_mismatch(old.get("student_fingerprint"), key.get("student_fingerprint") or {}):
+                what = (f"a student of {models.short_fingerprint(old['student_fingerprint'])}, but the student is "
+                        f"now {models.short_fingerprint(key['student_fingerprint'])}")
+            raise ValueError(f"{out}: holds a run made with {what}; give --overwrite to replace it, or another "
                              "--out")
         done_file = out / "train.json"
         if done_file.is_file():

@@ -305,3 +305,33 @@ def test_train_overwrite_replaces_a_run_made_with_other_settings(tiny_dirs, tmp_
     assert "--overwrite" in capsys.readouterr().err
     assert main(args + ["--lr", "0.05", "--overwrite"]) == 0
     assert json.loads((tmp_path / "A" / "run.json").read_text())["lr"] == 0.05
+
+
+def test_score_of_a_changed_local_model_refuses_naming_both(tiny_dirs, tmp_path):
+    """``lls score`` into a finished output: same model content -> kept; one changed byte of the weights -> refused
+    in one line naming both fingerprints (the scores file names its model in ``<out>.run.json``)."""
+    from lls_cli import main
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_dirs[0], model)
+    data = _data(tmp_path / "d.jsonl")
+    args = ["score", "--model", str(model), "--data", str(data), "--system-prompt", OWL, "--out",
+            str(tmp_path / "s.jsonl")]
+    assert main(args) == 0
+    rec = json.loads((tmp_path / "s.jsonl.run.json").read_text())
+    assert rec["key"]["model_fingerprint"]["folder_sha256"] and rec["result"]["reference_resolved"] == "empty"
+    before = (tmp_path / "s.jsonl").read_bytes()
+    assert main(args) == 0 and (tmp_path / "s.jsonl").read_bytes() == before
+    w = model / "model.safetensors"
+    b = bytearray(w.read_bytes())
+    b[-1] ^= 1
+    w.write_bytes(bytes(b))
+    with pytest.raises(LLSError) as err:
+        from empirical.build import ScoreJob, run_score
+        from empirical.config import DataConfig, ModelArgs, TraitConfig
+
+        run_score(ScoreJob(model=ModelArgs(model=str(model)), data=DataConfig(path=str(data)),
+                           trait=TraitConfig(name="owl", system_prompt=OWL), out=tmp_path / "s.jsonl"))
+    msg = str(err.value)
+    assert msg.count("folder sha256") == 2 and "--overwrite" in msg and "\n" not in msg
+    assert (tmp_path / "s.jsonl").read_bytes() == before
