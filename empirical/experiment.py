@@ -849,8 +849,8 @@ def check_model_record(run: Run, current: dict[str, Any], overwrite: bool) -> No
     the models the config names now (one line naming both), unless ``overwrite``."""
     from empirical.models import fingerprint_mismatch, short_fingerprint
 
-    f = run.root / "config.json"
-    recorded = run_record(f).get("models") if f.exists() else None
+    rec = _read_or_none(run.root / "config.json")  # damaged: rewritten by this run (unit keys hold the models too)
+    recorded = rec.get("models") if isinstance(rec, dict) else None
     if overwrite or not isinstance(recorded, dict):
         return
     for role, fp in current.items():
@@ -862,12 +862,6 @@ def check_model_record(run: Run, current: dict[str, Any], overwrite: bool) -> No
                            "or another out")
 
 
-def run_record(path: Path) -> dict[str, Any]:
-    """A run folder's ``config.json`` through :func:`empirical.report.read_run_json` (a damaged one is a user
-    error naming the file)."""
-    from empirical.report import read_run_json
-
-    return read_run_json(path)
 
 
 def check_split_sizes(d: DataConfig, n: int, what: str = "pairs") -> None:
