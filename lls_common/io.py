@@ -192,11 +192,16 @@ def fingerprint(path: str | os.PathLike) -> dict[str, Any]:
     return {"size": st.st_size, "sha256": h.hexdigest()}
 
 
-_DIGESTS: dict[tuple[str, int, int], str] = {}
+_DIGESTS: dict[tuple[str, int, int, int], str] = {}
+
+
+#: Files from this size on are memoised per process by (path, size, mtime, inode); smaller ones are always
+#: hashed (a same-size rewrite within one clock tick keeps the mtime of a small file).
+MEMO_MIN = 16 * 2**20
 
 
 def content_digest(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes, whatever its size (memoised per process by path, size and mtime).
+    """SHA-256 of a file's bytes, whatever its size (large files memoised, see :data:`MEMO_MIN`).
 
     Unlike :func:`fingerprint`, large files are hashed too: this is what a model's weights and an adapter
     are identified by, so one changed byte gives another digest."""
@@ -204,14 +209,16 @@ def content_digest(path: str | os.PathLike) -> str:
 
     p = Path(path)
     st = p.stat()
-    memo = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if memo not in _DIGESTS:
-        h = hashlib.sha256()
-        with open(p, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                h.update(block)
+    memo = (str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    if memo in _DIGESTS:
+        return _DIGESTS[memo]
+    h = hashlib.sha256()
+    with open(p, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    if st.st_size >= MEMO_MIN:
         _DIGESTS[memo] = h.hexdigest()
-    return _DIGESTS[memo]
+    return h.hexdigest()
 
 
 def folder_digest(folder: str | os.PathLike, patterns: Iterable[str] = ("*",)) -> str:
