@@ -278,6 +278,7 @@ def test_adapter_from_a_local_folder_loads_after_a_move_and_refuses_another_mode
     train(cfg)
     rec = json.loads((tmp_path / "run" / "run.json").read_text())
     assert rec["data_sha256"] and "data_stat" not in rec and rec["student_fingerprint"]["folder_sha256"]
+    assert rec["data"] == str(pairs.resolve())  # readable from any folder (lls correlate finds the pairs)
     adapter = require_checkpoints(tmp_path / "run")[-1][1]
     base = json.loads((adapter / BASE_RECORD).read_text())
     assert base["path"] == str(model.resolve()) and base["folder_sha256"]
