@@ -336,3 +336,39 @@ def test_score_of_a_changed_local_model_refuses_naming_both(tiny_dirs, tmp_path)
     msg = str(err.value)
     assert msg.count("folder sha256") == 2 and "--overwrite" in msg and "\n" not in msg
     assert (tmp_path / "s.jsonl").read_bytes() == before
+
+
+@pytest.mark.parametrize("leave", [0, 8192])
+def test_experiment_on_a_full_disk_is_one_line_and_leaves_no_lock(tiny_dirs, tmp_path, capsys, leave):
+    """``lls experiment`` writing onto a full disk (a small tmpfs): exit 2, one line naming the folder and the
+    lack of space, no lock left; with space freed the same command runs. Skipped where no tmpfs can be mounted."""
+    import subprocess
+
+    from lls_cli import main
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(disk)], check=True,
+                       capture_output=True)
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("cannot mount a small tmpfs here (needs root and mount rights)")
+    try:
+        filler = disk / "filler"
+        with pytest.raises(OSError):
+            with open(filler, "wb") as fh:
+                while True:
+                    fh.write(b"\0" * 4096)
+                    fh.flush()
+        with open(filler, "r+b") as fh:
+            fh.truncate(max(filler.stat().st_size - leave, 0))
+        args = ["experiment", "--config", str(_config(tmp_path, tiny_dirs[0])), "--out", str(disk / "run"),
+                "--until", "split"]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "no space left" in err and str(disk) in err and "Traceback" not in err, err
+        assert not (disk / "run" / ".lock").exists()
+        filler.unlink()
+        assert main(args) == 0 and (disk / "run" / "data" / "pool.jsonl").is_file()
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
