@@ -44,6 +44,7 @@ import json
 import math
 import os
 import shutil
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -104,7 +105,16 @@ class ScoreJob:
             data.pop(k)
         score = asdict(self.score)
         score.pop("progress")
-        key = {"model": asdict(self.model), "system_prompt": self.system_prompt, "data": data,
+        from empirical import models
+
+        model = asdict(self.model)
+        if model["model"] not in models.REGISTRY and Path(model["model"]).expanduser().exists():
+            model["model"] = str(Path(model["model"]).expanduser().resolve())
+        try:  # the model by content: another model at the same path is another run
+            model_fp = models.model_fingerprint(self.model.model, self.model.revision)
+        except (ValueError, OSError):  # an unknown model is refused when it loads
+            model_fp = None
+        key = {"model": model, "model_fingerprint": model_fp, "system_prompt": self.system_prompt, "data": data,
                "filters": asdict(self.filters), "score": score, "input": fingerprint(self.data.path)}
         if self.base is not None:
             key["base"] = fingerprint(self.base)
@@ -177,6 +187,21 @@ def _prepare_chunk(model: Any, tok: Any, pairs: list[PrefPair], cfg: ScoreJob,
     return kept, enc_sys, enc_none
 
 
+def check_system_prompt_fits(model: Any, tok: Any, system_prompt: str | None, reference: str = "auto") -> None:
+    """Refuse (one :class:`LLSError` line, before any pair is scored) a system prompt that alone, rendered with
+    an empty user turn, fills the model's context: every pair would fail, and the data is not at fault."""
+    from empirical import render, scoring
+
+    limit = scoring.context_limit(model)
+    if system_prompt is None or limit is None:
+        return
+    n = len(render.encode_text(tok, render.render_prompt(tok, [{"role": "user", "content": ""}], system_prompt,
+                                                         reference)))
+    if n >= limit:
+        raise LLSError(f"system prompt: {n} tokens with the chat template, the model's context is {limit}; "
+                       "shorten the system prompt")
+
+
 def _base_columns(kept: list[PrefPair], enc_none: list[Any], base: dict[str, dict[str, Any]],
                   where: str) -> np.ndarray:
     """The no-system log-probs of ``kept`` taken from a base scores file (same pairs, same tokens)."""
@@ -236,6 +261,22 @@ def _score_chunk(model: Any, tok: Any, pairs: list[PrefPair], cfg: ScoreJob,
 def _read_chunk(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     obj = json.loads(path.read_text())
     return obj["records"], obj["errors"]
+
+
+def _valid_chunk(path: Path) -> bool:
+    """Whether a saved chunk of a resumed run is readable; a damaged one (truncated by a crash or a full disk)
+    is removed, with a note, and scored again -- before any scoring, not after the rest ran."""
+    if not path.exists():
+        return False
+    try:
+        recs, errs = _read_chunk(path)
+        if isinstance(recs, list) and isinstance(errs, list) and all(isinstance(r, dict) for r in recs):
+            return True
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    print(f"note: {path}: damaged saved chunk, scoring it again", file=sys.stderr)
+    path.unlink(missing_ok=True)
+    return False
 
 
 def _distributed_state() -> Any:
@@ -347,7 +388,7 @@ def score_file(cfg: ScoreJob, *, model_and_tok: tuple[Any, Any] | None = None,
 
     Raises :class:`empirical.data.DataError` on bad input unless ``cfg.data.skip_bad``.
     """
-    from empirical import models
+    from empirical import models, render
     from lls_common.io import atomic_write_json
 
     d = cfg.data
@@ -363,6 +404,7 @@ def score_file(cfg: ScoreJob, *, model_and_tok: tuple[Any, Any] | None = None,
         model, tok = models.load(cfg.model.model, **kw)
     else:
         model, tok = model_and_tok
+    check_system_prompt_fits(model, tok, cfg.system_prompt, cfg.score.reference)
     pairs, report = load_pairs(d.path, split=d.split, limit=d.limit, skip_bad=d.skip_bad, filters=cfg.filters,
                                tok=tok, config=d.config_name, data_dir=d.data_dir)
     base = None if cfg.base is None else {r["id"]: r for r in read_scores(cfg.base, base_only=True)}
@@ -371,7 +413,7 @@ def score_file(cfg: ScoreJob, *, model_and_tok: tuple[Any, Any] | None = None,
     parts = _parts_dir(cfg.out)
     _open_parts(parts, cfg.run_key(), rank, state)
 
-    done = {k for k in range(len(chunks)) if (parts / f"chunk-{k:06d}.json").exists()}
+    done = {k for k in range(len(chunks)) if _valid_chunk(parts / f"chunk-{k:06d}.json")}
     mine = [k for k in range(len(chunks)) if k % world == rank and k not in done]
     bar = None
     if cfg.score.progress and rank == 0:  # per batch, with pairs/s; plain lines when stderr is not a terminal
@@ -392,7 +434,8 @@ def score_file(cfg: ScoreJob, *, model_and_tok: tuple[Any, Any] | None = None,
     return ScoreResult(
         out=cfg.out, n_records=report.n_records, n_bad=report.n_bad + len(errors_all), n_scored=len(records),
         dropped=report.dropped, first_errors=(report.first_errors + errors_all)[:5],
-        chunks_total=len(chunks), chunks_resumed=len(done), world_size=world, placement=models.placement(model),
+        chunks_total=len(chunks), chunks_resumed=len(done), world_size=world,
+        placement={**models.placement(model), "reference_resolved": render.resolve_reference(tok, cfg.score.reference)},
     )
 
 
@@ -430,6 +473,8 @@ def run_score(job: ScoreJob, *, overwrite: bool = False, model_and_tok: tuple[An
         if not overwrite:
             why = ("made with other settings (" + ", ".join(key_diff(old["key"], key)[:6]) + ")"
                    if old is not None else "exists and was not written by lls score")
+            if old is not None and isinstance(old["key"], dict):
+                why = _model_changed(old["key"].get("model_fingerprint"), key.get("model_fingerprint"), why)
             raise LLSError(f"out {out}: {why}; give overwrite (--overwrite) to replace it, or another out")
     if overwrite:
         shutil.rmtree(_parts_dir(out), ignore_errors=True)
@@ -440,6 +485,17 @@ def run_score(job: ScoreJob, *, overwrite: bool = False, model_and_tok: tuple[An
     with OutputLock(out, name="out"):
         res = cached_json(record, key, compute)  # key = every setting + the input's fingerprint
     return {**res, "reference": job.score.reference}  # the no-system rendering (score.reference)
+
+
+def _model_changed(recorded: Any, current: Any, why: str) -> str:
+    """``why``, or -- when the recorded model fingerprint names other content than the current one -- a reason
+    naming both fingerprints."""
+    from empirical import models
+
+    if models.fingerprint_mismatch(recorded, current or {}):
+        return (f"made with a model of {models.short_fingerprint(recorded)}, but the model is now "
+                f"{models.short_fingerprint(current)}")
+    return why
 
 
 # ------------------------------------------------------------------------------------------- selection

@@ -161,7 +161,10 @@ def checkpoint_margins(model: Any, tok: Any, recs: list[dict[str, Any]], base: A
 
     ``base`` = :class:`empirical.scoring.PairScores` of the initial student without system prompt on
     ``recs``. ``model`` is wrapped by PEFT in place and unwrapped before returning (pass a private copy).
-    With ``cache_dir`` each checkpoint's log-probs are saved (atomically) and reused on a re-run.
+    With ``cache_dir`` each checkpoint's log-probs are saved (atomically) with their key and reused on a
+    re-run only for the same key: the pairs and reference rendering, the content of the adapter
+    (:func:`adapter_digest`) and the base model (:func:`model_identity`) -- a retrained adapter or another
+    model never returns old log-probs.
     ``progress``: a :class:`Progress` that gets one stage per checkpoint.
     """
     import hashlib
@@ -175,20 +178,21 @@ def checkpoint_margins(model: Any, tok: Any, recs: list[dict[str, Any]], base: A
     from lls_theory.margins import margin
 
     cks = require_checkpoints(run)
-    digest = hashlib.sha256(json.dumps(recs if reference == "default" else [reference, recs],  # old caches valid
-                                       sort_keys=True).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(json.dumps([reference, recs], sort_keys=True, default=str).encode()).hexdigest()
+    base_id = model_identity(model)
     out: dict[int, Any] = {}
     peft_model = None
     try:
         for step, path in cks:
             cache = Path(cache_dir) / f"{Path(run).name}-step{step}.json" if cache_dir is not None else None
             label = f"arm {arm}, " if arm else ""
+            key = {"recs": digest, "adapter": adapter_digest(path), "model": base_id}
             if cache is not None and cache.is_file():
                 try:
                     saved = json.loads(cache.read_text())
                 except (OSError, ValueError):
                     saved = {}
-                if isinstance(saved, dict) and saved.get("recs") == digest:
+                if isinstance(saved, dict) and saved.get("key") == key:
                     try:
                         lc, lr = _vec(saved["logp_chosen"]), _vec(saved["logp_rejected"])
                         if lc.shape != (len(recs),) or lr.shape != (len(recs),) \
@@ -202,6 +206,11 @@ def checkpoint_margins(model: Any, tok: Any, recs: list[dict[str, Any]], base: A
                             progress.stage(f"{label}checkpoint step {step}: saved log-probs reused")
                         continue
             name = f"step{step}"
+            src = getattr(model, "_lls_source", None)
+            if isinstance(src, dict) and src.get("spec"):  # an adapter of another base model is refused
+                from empirical.train import check_adapter_base
+
+                check_adapter_base(path, src["spec"], src.get("revision"))
             if peft_model is None:
                 peft_model = PeftModel.from_pretrained(model, str(path), adapter_name=name)
             else:
@@ -213,7 +222,7 @@ def checkpoint_margins(model: Any, tok: Any, recs: list[dict[str, Any]], base: A
             tr = scoring.score_pairs(peft_model, tok, recs, None, progress=progress is not None and progress.bar,
                                      reference=reference)
             if cache is not None:
-                atomic_write_json(cache, {"recs": digest, "adapter": str(path),
+                atomic_write_json(cache, {"key": key, "adapter_path": str(path),
                                           "logp_chosen": [float(v) for v in tr.logp_chosen],
                                           "logp_rejected": [float(v) for v in tr.logp_rejected]})
             out[step] = margin(tr.logp_chosen, tr.logp_rejected, base.logp_chosen, base.logp_rejected)
@@ -221,6 +230,27 @@ def checkpoint_margins(model: Any, tok: Any, recs: list[dict[str, Any]], base: A
         if peft_model is not None:
             peft_model.unload()
     return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+
+
+def adapter_digest(folder: str | Path) -> str:
+    """SHA-256 over a LoRA adapter folder's weights and configuration (what a cached score depends on)."""
+    from lls_common.io import folder_digest
+
+    return folder_digest(folder, ("adapter_model.*", "adapter_config.json"))
+
+
+def model_identity(model: Any) -> Any:
+    """The fingerprint of the model a loaded ``model`` came from (:func:`empirical.models.model_fingerprint`
+    of the spec :func:`empirical.models.load` recorded on it); None for a model built in memory."""
+    from empirical import models
+
+    src = getattr(model, "_lls_source", None)
+    if not isinstance(src, dict) or not src.get("spec"):
+        return None
+    try:
+        return models.model_fingerprint(src["spec"], src.get("revision"))
+    except (ValueError, OSError):
+        return {"spec": src["spec"]}
 
 
 def arm_report(refs: dict[str, Any], z_m: dict[int, Any], n_boot: int = 2000, n_perm: int = 2000,
@@ -267,6 +297,10 @@ def correlate_arms(model_and_tok: tuple[Any, Any], student_base: Any, student_sy
                  student_base.logp_rejected)
     refs = {"z_s": z_s}
     res: dict[str, Any] = {"n": len(recs), "z_s": [float(v) for v in z_s], "ids": [p.id for p in pairs]}
+    if hasattr(tok, "apply_chat_template"):  # the rendering "auto" resolved to for this tokenizer
+        from empirical import render
+
+        res["reference_resolved"] = render.resolve_reference(tok, reference)
     if hasattr(model, "parameters"):  # where the checkpoints are scored (the JSON every command writes)
         res.update(_placement(model))
     if teacher is not None:
@@ -440,6 +474,7 @@ def correlate_run(student: str, run: str | Path, system_prompt: str, heldout: st
     if len(recs) < n < sys.maxsize:
         res["warnings"].append(f"{heldout}: {len(recs)} usable held-out pairs, fewer than the {n} asked for")
     prog.note(f"done in {time.time() - prog.t0:.0f} s")
+    res["student_fingerprint"] = model_identity(model)
     res.update({"student": student, "teacher": teacher or student, "heldout": str(heldout),
                 "system_prompt": system_prompt, "seed": seed, "n_boot": n_boot, "n_perm": n_perm,
                 "device": place["device"], "dtype": place["dtype"]})

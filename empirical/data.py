@@ -135,7 +135,13 @@ def has_text(s: str) -> bool:
     Whitespace, control and format characters (zero-width space/joiners, BOM, soft hyphen, bidi marks),
     unassigned code points and lone combining marks do not count.
     """
-    return any(not ch.isspace() and unicodedata.category(ch) not in _INVISIBLE_CATEGORIES for ch in s)
+    return any(not ch.isspace() and unicodedata.category(ch) not in _INVISIBLE_CATEGORIES
+               and ch not in BLANK_LOOKALIKES for ch in s)
+
+
+#: Characters that are letters or symbols to Unicode but render as blank space: the Hangul fillers
+#: (U+115F, U+1160, U+3164, U+FFA0) and the blank Braille pattern (U+2800). A text made of them is invisible.
+BLANK_LOOKALIKES = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 
 def _check_encodable(s: str, what: str) -> None:
@@ -475,6 +481,9 @@ def record_to_pair(rec: Any, where: str, default_id: str) -> PrefPair:
     if isinstance(rec, DataError):
         raise rec
     rec = _as_record(rec)
+    if isinstance(rec, (list, tuple)):
+        raise DataError(f"{where}: record must be a JSON object or a [prompt, chosen, rejected] triple, got a list "
+                        f"of {len(rec)} item{'s' if len(rec) != 1 else ''}")
     if not isinstance(rec, dict):
         raise DataError(f"{where}: record must be a JSON object or a [prompt, chosen, rejected] list, "
                         f"got {type(rec).__name__}")

@@ -60,6 +60,7 @@ than ``REFERENCE_RATIO`` times the suspect size, or the reference has fewer dist
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -165,17 +166,23 @@ class Detection:
         return [r["candidate"] for r in self.table if r["significant_specific"]]
 
 
-def _one_sided(x: np.ndarray, nulls: np.ndarray, alpha: float) -> list[dict]:
-    """z, Monte-Carlo and normal p, Holm for observed ``x`` (K,) against ``nulls`` (K, B)."""
+def _one_sided(x: np.ndarray, nulls: np.ndarray, alpha: float, n_subsets: int | None = None) -> list[dict]:
+    """z, Monte-Carlo and normal p, Holm for observed ``x`` (K,) against ``nulls`` (K, B).
+
+    p_mc = (1 + #{b: null_b >= x}) / (1 + B), and never below 1 / (1 + ``n_subsets``): with only
+    ``n_subsets`` distinct reference subsets (fewer than the B draws) the null has that many values, so the
+    observed statistic can be rarer than at most all of them -- more draws cannot make it rarer."""
     from scipy.stats import norm
 
+    floor = 1.0 / (1 + n_subsets) if n_subsets is not None and n_subsets < nulls.shape[1] else 0.0
     out = []
     for k in range(x.size):
         null = nulls[k]
         mu, sd = float(null.mean()), float(null.std(ddof=1))
         z = (x[k] - mu) / sd if sd > 0 else (np.inf if x[k] > mu else 0.0)
+        p_mc = max(float((1 + np.sum(null >= x[k])) / (1 + null.size)), floor)
         out.append({"T": float(x[k]), "null_mean": mu, "null_sd": sd, "z": float(z),
-                    "p_mc": float((1 + np.sum(null >= x[k])) / (1 + null.size)), "p_normal": float(norm.sf(z))})
+                    "p_mc": p_mc, "p_normal": float(norm.sf(z))})
     for r, a in zip(out, holm([r["p_mc"] for r in out])):
         r["p_holm"] = float(a)
         r["significant"] = bool(a < alpha)
@@ -213,8 +220,9 @@ def detect_trait(suspect: np.ndarray, reference: np.ndarray, names: Sequence[str
         b = min(n_draws, a + chunk)
         idx = np.argsort(rng.random((b - a, N)), axis=1)[:, :n]  # first n of a random permutation
         nulls[:, a:b] = both[:, idx].mean(axis=2)
-    raw = _one_sided(S.mean(axis=1), nulls[:K], alpha)
-    spec = _one_sided(S_res.mean(axis=1), nulls[K:], alpha) if K >= 2 else None
+    n_subsets = math.comb(N, n)
+    raw = _one_sided(S.mean(axis=1), nulls[:K], alpha, n_subsets)
+    spec = _one_sided(S_res.mean(axis=1), nulls[K:], alpha, n_subsets) if K >= 2 else None
     gate = any(r["significant"] for r in raw)
     keys = ("T", "null_mean", "null_sd", "z", "p_mc", "p_normal", "p_holm", "significant")
     new = ("T_specific", "null_specific_mean", "null_specific_sd", "z_specific", "p_specific_mc",

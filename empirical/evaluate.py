@@ -256,7 +256,8 @@ def evaluate_conditions(spec: str, conditions: dict[str, tuple[Any, str | None]]
     ``language``, the language share) on or off. Each condition loads ``spec`` afresh (merging the adapter
     when given) with ``dtype`` / ``device`` / ``revision`` / ``trust_remote_code`` (:func:`empirical.models.load`)
     and records the device and dtype it ran in. With ``cache_dir`` each condition's result is saved
-    (atomically) and reused when the settings are unchanged, so an interrupted evaluation resumes at the
+    (atomically) and reused when the settings and the content of the model and the adapter are unchanged
+    (a retrained adapter at the same path is evaluated again), so an interrupted evaluation resumes at the
     condition it stopped in. Same sampling seed for every condition. Arguments are checked first
     (:func:`check_eval_args`). Returns ``{"settings", "conditions": {name: {probe?, mention?, language?,
     answers?, device, dtype}}, "vs_base"?, "warnings"}``.
@@ -277,16 +278,22 @@ def evaluate_conditions(spec: str, conditions: dict[str, tuple[Any, str | None]]
                  ("probe", probe), ("mention", mention), ("reference", reference)):
         if v is not None and v != {"probe": True, "mention": True, "reference": "default"}.get(k, False):  # old cache keys stay valid
             settings[k] = v
+    from empirical.correlate import adapter_digest
+
+    model_fp = models.model_fingerprint(spec, revision)
     n_answers = len(prompts) * samples
     warnings = sample_warnings(n_answers, language=bool(language)) if mention else []
-    res: dict[str, Any] = {"settings": settings, "conditions": {}, "warnings": warnings}
+    res: dict[str, Any] = {"settings": settings, "conditions": {}, "warnings": warnings,
+                           "model_fingerprint": model_fp}
     for w in warnings:  # on stderr (or the caller's log) as well as in the JSON
         (log if log is not None else _stderr)(f"eval: warning: {w}")
     load_kw: dict[str, Any] = {"dtype": dtype}
     load_kw.update({k: v for k, v in (("device", device), ("revision", revision),
                                       ("trust_remote_code", trust_remote_code)) if v})
     for name, (adapter, system_prompt) in conditions.items():
-        key = dict(settings, adapter=str(adapter) if adapter else None, system_prompt=system_prompt)
+        # the cache is valid for the content it was made from: the adapter's and the model's, not their paths
+        key = dict(settings, adapter=adapter_digest(adapter) if adapter else None, model=model_fp,
+                   system_prompt=system_prompt)
         cache = Path(cache_dir) / f"{name}.json" if cache_dir is not None else None
         if cache is not None and cache.is_file():
             try:
@@ -300,7 +307,12 @@ def evaluate_conditions(spec: str, conditions: dict[str, tuple[Any, str | None]]
             log(f"eval condition {name}")
         model, tok = load_student(spec, adapter, **load_kw)
         p = next(model.parameters())
-        r: dict[str, Any] = {"adapter": key["adapter"], "system_prompt": system_prompt, "device": str(p.device),
+        from empirical import render
+
+        r: dict[str, Any] = {"adapter": str(adapter) if adapter else None, "adapter_sha256": key["adapter"],
+                             "reference_resolved": render.resolve_reference(tok, reference)
+                             if hasattr(tok, "apply_chat_template") else None,
+                             "system_prompt": system_prompt, "device": str(p.device),
                              "dtype": str(p.dtype).replace("torch.", "")}
         if probe:
             r["probe"] = _probe(model, tok, target, system_prompt=system_prompt, reference=reference)

@@ -255,20 +255,67 @@ def _plain(obj: Any, drop: tuple[str, ...] = ()) -> dict[str, Any]:
     return d
 
 
+def _model_plain(m: ModelArgs, drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``m``'s settings with a local model path resolved (a relative and an absolute spelling of one folder
+    are the same setting)."""
+    from empirical import models
+
+    d = _plain(m, drop)
+    spec = d.get("model")
+    if isinstance(spec, str) and spec not in models.REGISTRY and Path(spec).expanduser().exists():
+        d["model"] = str(Path(spec).expanduser().resolve())
+    return d
+
+
+def model_fp(m: ModelArgs) -> Any:
+    """:func:`empirical.models.model_fingerprint` of ``m`` (None when it cannot be resolved: the up-front model
+    check names that problem)."""
+    from empirical import models
+
+    try:
+        return models.model_fingerprint(m.model, m.revision)
+    except (ValueError, OSError):
+        return None
+
+
+#: Key entries that older run folders lack: a recorded key without them still matches (the model check of
+#: :func:`check_model_record` covers those folders).
+_NEW_KEY_ENTRIES = ("teacher_fingerprint", "student_fingerprint")
+
+
+def _comparable(recorded: Any, current: Any) -> Any:
+    """``current`` as a plain JSON value, less the :data:`_NEW_KEY_ENTRIES` a recorded key lacks."""
+    from lls_common.io import json_key
+
+    current = json_key(current)
+    if isinstance(recorded, dict) and isinstance(current, dict):
+        current = {k: v for k, v in current.items() if k in recorded or k not in _NEW_KEY_ENTRIES}
+    return current
+
+
+def same_key(recorded: Any, current: Any) -> bool:
+    """True when a unit's recorded key equals ``current`` (entries of :data:`_NEW_KEY_ENTRIES` missing from the
+    recorded key are not compared)."""
+    return recorded == _comparable(recorded, current)
+
+
 def unit_key(cfg: ExperimentConfig, stage: str, trait: TraitConfig | None = None,
              student: StudentConfig | None = None) -> dict[str, Any]:
     """The settings a step of ``stage`` depends on: cumulative over the stages up to it, restricted to one trait
-    and one student where given (a shared step passes neither)."""
+    and one student where given (a shared step passes neither). Models are identified by their content too
+    (``teacher_fingerprint``, ``student_fingerprint``: :func:`empirical.models.model_fingerprint`)."""
     from lls_common.io import fingerprint
 
     groups: dict[str, dict[str, Any]] = {
         "split": {"seed": cfg.seed, "data": {**_plain(cfg.data), "path": fingerprint(cfg.data.path)},
                   "filters": _plain(cfg.filters),
-                  "tokenizer": _plain(cfg.teacher, ("dtype", "device"))},
-        "score": {"teacher": _plain(cfg.teacher), "score": _plain(cfg.score, ("progress",))}
+                  "tokenizer": _model_plain(cfg.teacher, ("dtype", "device")),
+                  "teacher_fingerprint": model_fp(cfg.teacher)},
+        "score": {"teacher": _model_plain(cfg.teacher), "score": _plain(cfg.score, ("progress",))}
         | ({"system_prompt": trait.system_prompt} if trait else {}),
         "select": _select_key(cfg, trait),
-        "train": {"train": _plain(cfg.train)} | ({"student": _plain(student)} if student else {}),
+        "train": {"train": _plain(cfg.train)}
+        | ({"student": _model_plain(student), "student_fingerprint": model_fp(student)} if student else {}),
         "correlate": {"correlate": _plain(cfg.correlate)},
         "eval": {"eval": _plain(cfg.eval, ("target", "language"))}
         | ({"target": trait.target, "language": trait.language} if trait else {}),
@@ -332,6 +379,7 @@ class Unit:
     outputs: tuple[Path, ...] = ()
     clear: tuple[Path, ...] = ()  # removed before a recompute with other settings
     trait: str | None = None
+    inputs: tuple[Path, ...] = ()  # files / folders of the run it reads (their digests are recorded)
     wave: int = 0  # within a stage, a unit runs after every unit of a lower wave (it reads their outputs)
     redraw: bool = False  # a summary of other units' outputs: recomputed, without asking, when its key changes
 
@@ -360,6 +408,12 @@ class Run:
 
     def marker(self, stage: str, label: str) -> Path:
         return self.root / "stages" / "units" / stage / f"{label.replace('/', '--')}.json"
+
+    def model_spec(self, role: str) -> str:
+        """The model spec of ``role`` ("teacher" or "student <name>") in the current config."""
+        if role == "teacher":
+            return self.cfg.teacher.model
+        return next((s.model for s in self.cfg.students if f"student {s.name}" == role), role)
 
     def release(self) -> None:
         self._models.clear()
@@ -466,18 +520,21 @@ def units_score(run: Run) -> list[Unit]:
         base = root / "score" / f"{part}-base.jsonl"
         job = _score_job(run, t, root / "data" / f"{part}.jsonl", base, None)
         units.append(Unit("score", f"base-{part}", run.marker("score", f"base-{part}"), unit_key(cfg, "score"),
-                          lambda job=job: _score(run, job), (base,), (base,)))
+                          lambda job=job: _score(run, job), (base,), (base,),
+                          inputs=(root / "data" / f"{part}.jsonl",)))
         for tr in cfg.traits:
             out = run.tdir(tr) / "score" / f"{part}.jsonl"
             job2 = _score_job(run, t, root / "data" / f"{part}.jsonl", out, tr, base)
             units.append(Unit("score", f"{tr.name}/{part}", run.marker("score", f"{tr.name}/{part}"),
                               unit_key(cfg, "score", tr), lambda job=job2: _score(run, job), (out,), (out,), tr.name,
-                              wave=1))
+                              inputs=(root / "data" / f"{part}.jsonl", base), wave=1))
     if any(cfg.contrast_of(tr) == "baseline" for tr in cfg.traits):  # the baseline prompt on the pool, once
         bt, out = _baseline_trait(cfg), run.baseline_scores()
-        job = _score_job(run, t, root / "data" / "pool.jsonl", out, bt, root / "score" / "pool-base.jsonl")
+        base = root / "score" / "pool-base.jsonl"
+        job = _score_job(run, t, root / "data" / "pool.jsonl", out, bt, base)
         units.append(Unit("score", "baseline-pool", run.marker("score", "baseline-pool"), unit_key(cfg, "score", bt),
-                          lambda job=job: _score(run, job), (out,), (out,), wave=1))
+                          lambda job=job: _score(run, job), (out,), (out,),
+                          inputs=(root / "data" / "pool.jsonl", base), wave=1))
     return units
 
 
@@ -572,11 +629,13 @@ def units_select(run: Run) -> list[Unit]:
         sel = run.tdir(tr) / "select"
         outs = tuple(sel / f for f in ("lls.jsonl", "random.jsonl", "bottom.jsonl", "summary.json"))
         units.append(Unit("select", tr.name, run.marker("select", tr.name), unit_key(cfg, "select", tr),
-                          lambda tr=tr: _select(run, tr), outs, outs, tr.name))
+                          lambda tr=tr: _select(run, tr), outs, outs, tr.name,
+                          inputs=(run.tdir(tr) / "score" / "pool.jsonl",)))
     if cfg.multi:
         key = unit_key(cfg, "select") | {"random_size": cfg.select.random_size}
         units.append(Unit("select", "random", run.marker("select", "random"), key, lambda: _shared_random(run),
-                          (run.random_pairs(),), (run.random_pairs(),)))
+                          (run.random_pairs(),), (run.random_pairs(),),
+                          inputs=(run.root / "score" / "pool-base.jsonl",)))
         ov = run.root / "select" / "overlap.json"
         key = unit_key(cfg, "select") | {"traits": [[t.name, t.system_prompt, cfg.contrast_of(t)] for t in cfg.traits]}
         units.append(Unit("select", "overlap", run.marker("select", "overlap"), key, lambda: _overlap(run), (ov,),
@@ -607,13 +666,23 @@ def _train(run: Run, student: StudentConfig, data: Path, out: Path,
     tc = cfg.train.job(student, data, out, cfg.seed, progress=cfg.score.progress, reference=cfg.score.reference,
                        card=card)
     old = out / "run.json"
-    if old.is_file() and json.loads(old.read_text()) != json.loads(json.dumps(tc.run_key(), default=str)):
+    if old.exists() and _read_or_none(old) != json.loads(json.dumps(tc.run_key(), default=str)):
         run.log(f"train {student.name}: settings changed, discarding the old run in {out}")
         shutil.rmtree(out)
     run.log(f"train {student.name}: {out.relative_to(run.root)}")
     run.release()
     summ = train(tc)
     return {k: summ[k] for k in ("n_pairs", "steps", "checkpoints", "wall_s_this_call", "pairs_per_s_this_call")}
+
+
+def _read_or_none(path: Path) -> Any:
+    """A JSON file the run wrote itself and can write again (a damaged one reads as None: redone)."""
+    from lls_common.io import read_json
+
+    try:
+        return read_json(path, None)
+    except LLSError:
+        return None
 
 
 def units_train(run: Run) -> list[Unit]:
@@ -624,14 +693,16 @@ def units_train(run: Run) -> list[Unit]:
         key = unit_key(cfg, "train", None, s) | ({"random_size": cfg.select.random_size} if cfg.multi else
                                                 {"select_of": cfg.traits[0].system_prompt})
         units.append(Unit("train", f"{s.name}/random", run.marker("train", f"{s.name}/random"), key,
-                          lambda s=s, rnd=rnd: _train(run, s, run.random_pairs(), rnd), (rnd / "train.json",), (rnd,)))
+                          lambda s=s, rnd=rnd: _train(run, s, run.random_pairs(), rnd), (rnd / "train.json", rnd),
+                          (rnd,), inputs=(run.random_pairs(),)))
         for tr in cfg.traits:
             out = run.arm_dir(tr, s, "lls")
             units.append(Unit("train", f"{tr.name}/{s.name}/lls", run.marker("train", f"{tr.name}/{s.name}/lls"),
                               unit_key(cfg, "train", tr, s),
                               lambda s=s, tr=tr, out=out: _train(run, s, run.tdir(tr) / "select" / "lls.jsonl", out,
                                                                  tr),
-                              (out / "train.json",), (out,), tr.name))
+                              (out / "train.json", out), (out,), tr.name,
+                              inputs=(run.tdir(tr) / "select" / "lls.jsonl",)))
     return units
 
 
@@ -663,12 +734,15 @@ def _same_model(a: ModelArgs, b: ModelArgs) -> bool:
 
 
 def _share_cache(src: Path, dst: Path) -> None:
-    """Copy the random arm's per-checkpoint held-out scores between the shared and a trait's cache folder."""
+    """Copy the random arm's per-checkpoint held-out scores between the shared and a trait's cache folder (a
+    newer file replaces an older one; each file holds its key -- the adapter's content among it -- so a copy
+    made for other weights is only a cache miss)."""
     if src.is_dir():
         dst.mkdir(parents=True, exist_ok=True)
         for f in src.glob("random-step*.json"):
-            if not (dst / f.name).exists():
-                shutil.copy2(f, dst / f.name)
+            d = dst / f.name
+            if not d.exists() or f.stat().st_mtime_ns > d.stat().st_mtime_ns:
+                shutil.copy2(f, d)
 
 
 def _correlate(run: Run, trait: TraitConfig, s: StudentConfig) -> dict[str, Any]:
@@ -720,7 +794,8 @@ def units_correlate(run: Run) -> list[Unit]:
         if other:
             job = _score_job(run, s, run.root / "data" / "heldout.jsonl", base, None, limit=n)
             units.append(Unit("correlate", f"{s.name}/base", run.marker("correlate", f"{s.name}/base"),
-                              unit_key(cfg, "correlate", None, s), lambda job=job: _score(run, job), (base,), (base,)))
+                              unit_key(cfg, "correlate", None, s), lambda job=job: _score(run, job), (base,), (base,),
+                              inputs=(run.root / "data" / "heldout.jsonl",)))
         for tr in cfg.traits:
             sdir = run.tdir(tr) / "students" / s.name
             if other:
@@ -729,10 +804,13 @@ def units_correlate(run: Run) -> list[Unit]:
                 units.append(Unit("correlate", f"{tr.name}/{s.name}/scores",
                                   run.marker("correlate", f"{tr.name}/{s.name}/scores"),
                                   unit_key(cfg, "correlate", tr, s), lambda job=job: _score(run, job), (f,), (f,),
-                                  tr.name, wave=1))
+                                  tr.name, inputs=(run.root / "data" / "heldout.jsonl", base), wave=1))
+            arms = tuple(run.arm_dir(tr, s, a) for a in ARMS)
+            scores = (run.tdir(tr) / "score" / "heldout.jsonl",) + ((sdir / "heldout-initial.jsonl",) if other else ())
             units.append(Unit("correlate", f"{tr.name}/{s.name}", run.marker("correlate", f"{tr.name}/{s.name}"),
                               unit_key(cfg, "correlate", tr, s), lambda tr=tr, s=s: _correlate(run, tr, s),
-                              (sdir / "correlate.json",), (sdir / "correlate.json",), tr.name, wave=2))
+                              (sdir / "correlate.json",), (sdir / "correlate.json", sdir / "heldout-cache"), tr.name,
+                              inputs=scores + arms, wave=2))
     return units
 
 
@@ -772,8 +850,10 @@ def units_eval(run: Run) -> list[Unit]:
     for tr in cfg.traits:
         for s in cfg.students:
             f = run.tdir(tr) / "students" / s.name / "eval.json"
+            arms = tuple(run.arm_dir(tr, s, a) for a in ARMS)
             units.append(Unit("eval", f"{tr.name}/{s.name}", run.marker("eval", f"{tr.name}/{s.name}"),
-                              unit_key(cfg, "eval", tr, s), lambda tr=tr, s=s: _eval(run, tr, s), (f,), (f,), tr.name))
+                              unit_key(cfg, "eval", tr, s), lambda tr=tr, s=s: _eval(run, tr, s), (f,),
+                              (f, f.parent / "eval-cache"), tr.name, inputs=arms))
     return units
 
 
@@ -828,21 +908,89 @@ def _stage_result(run: Run, stage: str, results: dict[str, Any], trait: TraitCon
 
 def _check_overwrite(run: Run, units: list[Unit], overwrite: bool) -> None:
     """Refuse, before any work, to redo finished steps made with other settings (unless ``overwrite``)."""
-    from lls_common.io import json_key, key_diff, read_record
+    from lls_common.io import key_diff, read_record
 
     changed = []
     for u in units:
         rec = read_record(u.marker)
-        if rec is not None and rec["key"] != json_key(u.key):
-            changed.append((u, key_diff(rec["key"], json_key(u.key))))
+        if rec is not None and not same_key(rec["key"], u.key):
+            changed.append((u, key_diff(rec["key"], _comparable(rec["key"], u.key))))
     if changed and not overwrite:
         u, diff = changed[0]
         raise LLSError(f"out {run.root}: {len(changed)} finished step(s) were made with other settings (first: "
                        f"{u.stage} {u.label}: {', '.join(diff[:4])}); give overwrite (--overwrite) to redo them, "
                        "or another out")
     for u, _ in changed:
-        for p in u.clear:
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        _clear(u)
+
+
+def _clear(u: Unit) -> None:
+    """Remove what a step left (its outputs and caches) and its marker, before it is computed again."""
+    for p in u.clear:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    u.marker.unlink(missing_ok=True)
+
+
+def _owners(run: Run) -> dict[str, Path]:
+    """``{output name relative to the run folder: marker}`` for every finished step recorded in the folder
+    (markers that record their outputs' digests)."""
+    from lls_common.io import read_record
+
+    owners: dict[str, Path] = {}
+    units_dir = run.root / "stages" / "units"
+    for m in sorted(units_dir.rglob("*.json")) if units_dir.is_dir() else []:
+        rec = read_record(m)
+        outs = rec.get("outputs") if rec is not None else None
+        if isinstance(outs, dict):
+            for name in outs:
+                owners.setdefault(name, m)
+    return owners
+
+
+def check_shared_outputs(run: Run, units: list[Unit]) -> None:
+    """Refuse, before any work, a step that would write a file another configuration's finished step wrote
+    and recorded (e.g. a single-trait config of the same name run on a many-trait folder would replace the
+    shared random control ``select/random.jsonl``)."""
+    owners = _owners(run)
+    if not owners:
+        return
+    mine = {u.marker.resolve() for u in units}
+    for u in units:
+        for o in u.outputs:
+            name = _relname(run.root, o)
+            m = owners.get(name)
+            if m is not None and m.resolve() not in mine:
+                other = m.relative_to(run.root / "stages" / "units").with_suffix("").as_posix().replace("--", "/")
+                raise LLSError(f"out {run.root}: {name} belongs to the finished step {other} of another "
+                               f"configuration (step {u.stage} {u.label} of this one would replace it); use "
+                               "another out for this configuration")
+
+
+def _relname(root: Path, p: Path) -> str:
+    try:
+        return p.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(p.resolve())
+
+
+def check_model_record(run: Run, current: dict[str, Any], overwrite: bool) -> None:
+    """Refuse to resume a run folder whose recorded model fingerprints (``config.json``'s ``models``) differ from
+    the models the config names now (one line naming both), unless ``overwrite``."""
+    from empirical.models import fingerprint_mismatch, short_fingerprint
+
+    rec = _read_or_none(run.root / "config.json")  # damaged: rewritten by this run (unit keys hold the models too)
+    recorded = rec.get("models") if isinstance(rec, dict) else None
+    if overwrite or not isinstance(recorded, dict):
+        return
+    for role, fp in current.items():
+        old = recorded.get(role)
+        if isinstance(old, dict) and fingerprint_mismatch(old.get("fingerprint"), fp):
+            raise LLSError(f"out {run.root}: made with {role} {old.get('model')} "
+                           f"({short_fingerprint(old.get('fingerprint'))}), but {run.model_spec(role)} is now "
+                           f"{short_fingerprint(fp)}; give overwrite (--overwrite) to redo the steps that used it, "
+                           "or another out")
+
+
 
 
 def check_split_sizes(d: DataConfig, n: int, what: str = "pairs") -> None:
@@ -872,6 +1020,23 @@ def check_models(cfg: ExperimentConfig, stages: tuple[str, ...] | list[str]) -> 
     for key, m in todo:
         models.check_model_setting(m.model, f"{where}{key}", revision=m.revision,
                                    trust_remote_code=m.trust_remote_code, require_installed=True)
+        check_placement(m, f"{where}{key.split(' ')[0].rsplit('.', 1)[0]}")
+
+
+def check_placement(m: ModelArgs, section: str) -> None:
+    """Refuse, before any work, a ``device`` / ``dtype`` this machine cannot give (one line naming the TOML key
+    ``<section>.device`` / ``<section>.dtype``, not a command-line flag)."""
+    from empirical import models
+
+    try:
+        dev = models.resolve_device(m.device)
+    except ValueError as exc:
+        msg = str(exc).replace("(use --device cpu)", f'(set {section}.device = "cpu" or "auto")')
+        raise LLSError(f"{section}.device: {msg}") from None
+    try:
+        models.resolve_dtype(m.dtype, dev)
+    except (ValueError, TypeError) as exc:
+        raise LLSError(f"{section}.dtype: {exc}") from None
 
 
 def run_experiment(cfg: ExperimentConfig, out: str | Path, until: str = "report",
@@ -892,15 +1057,19 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, until: str = "report"
     if until not in STAGES:
         raise LLSError(f"unknown stage {until!r}; one of {', '.join(STAGES)}")
     inputs = [p for p in (cfg.data.path, cfg.source) if p]
-    root = check_output(out, inputs=inputs, kind="dir", name="out")
+    root = check_output(out, inputs=inputs, kind="dir", name="out").resolve()
+    cfg = _absolute_paths(cfg)
     run = Run(cfg, root, log)
     stages = STAGES[:STAGES.index(until) + 1]
     plan = {s: _UNITS[s](run) for s in stages}
+    fps = {"teacher": model_fp(cfg.teacher)} | {f"student {s.name}": model_fp(s) for s in cfg.students}
+    check_model_record(run, {k: v for k, v in fps.items() if v is not None}, overwrite)
+    check_shared_outputs(run, [u for us in plan.values() for u in us])
     # reports are drawn from the stored JSON and re-drawn whenever a step before them ran: a report made with
     # other settings (a trait or a student added to the config) is replaced without asking
     _check_overwrite(run, [u for s, us in plan.items() if s != "report" for u in us if not u.redraw], overwrite)
     check_reference_support(cfg, stages)
-    if _finished(plan["split"][0]) is None:  # a damaged input fails here, before any model loads
+    if _finished(run, plan["split"][0]) is None:  # a damaged input fails here, before any model loads
         from empirical.data import check_pairs
 
         d = cfg.data
@@ -910,13 +1079,14 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, until: str = "report"
     check_models(cfg, stages)
     results: dict[str, Any] = {}
     with OutputLock(root, kind="dir", name="out"):
-        atomic_write_json(root / "config.json", asdict(cfg))
+        atomic_write_json(root / "config.json", asdict(cfg) | {"models": _model_record(cfg, fps),
+                                                              "versions": package_versions()})
         ran_before = False
         for stage in stages:
             done: dict[str, Any] = {}
             todo = []
             for u in plan[stage]:
-                rec = _finished(u)
+                rec = _finished(run, u)
                 # reports are re-drawn whenever an earlier step ran; summaries of a stage (redraw) whenever a
                 # step before them ran, in their stage too
                 redraw = (stage == "report" and ran_before) or (u.redraw and (ran_before or bool(todo)))
@@ -928,16 +1098,92 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, until: str = "report"
             for u in todo:
                 if u.stage == "report" or u.redraw:
                     u.marker.unlink(missing_ok=True)
-            done.update(run_units(run, todo, parallel or Parallel()))
+            done.update(run_units(run, todo, parallel or Parallel(), lambda u: _compute(run, u), run_unit))
             ran_before = ran_before or bool(todo)
             results[stage] = _record_stage(run, stage, done)
     return results
 
 
-def _finished(u: Unit) -> Any:
-    from lls_common.io import cached_result
+def _absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg`` with its local file paths (data, config file, local model folders) made absolute, so that the run
+    folder records paths that work from any folder."""
+    from empirical import models
 
-    return cached_result(u.marker, u.key, u.outputs)
+    def absolute(p: Any) -> Any:
+        return str(Path(p).expanduser().resolve()) if isinstance(p, str) and p and Path(p).expanduser().exists() \
+            else p
+
+    def model(m: Any) -> Any:
+        return m if m.model in models.REGISTRY else replace(m, model=absolute(m.model))
+
+    return replace(cfg, data=replace(cfg.data, path=absolute(cfg.data.path)), source=absolute(cfg.source),
+                   teacher=model(cfg.teacher), students=[model(s) for s in cfg.students])
+
+
+def _model_record(cfg: ExperimentConfig, fps: dict[str, Any]) -> dict[str, Any]:
+    """``{role: {"model", "fingerprint"}}`` of the teacher and each student (``config.json``'s ``models``)."""
+    specs = {"teacher": cfg.teacher.model} | {f"student {s.name}": s.model for s in cfg.students}
+    return {role: {"model": specs[role], "fingerprint": fp} for role, fp in fps.items()}
+
+
+def package_versions() -> dict[str, str | None]:
+    """Versions of the packages that produce the numbers (recorded in ``config.json``)."""
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for pkg in ("lls-toolkit", "numpy", "scipy", "torch", "transformers", "trl", "peft", "tokenizers",
+                "safetensors"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _finished(run: Run, u: Unit) -> Any:
+    """The saved result of ``u`` when its marker holds its key, every output exists and -- where the marker
+    recorded them -- the digests of its outputs and inputs are unchanged; else None."""
+    from lls_common.io import outputs_fingerprint, read_record
+
+    rec = read_record(u.marker)
+    if rec is None or not same_key(rec["key"], u.key) or not all(o.exists() for o in u.outputs):
+        return None
+    for part, paths in (("outputs", u.outputs), ("inputs", u.inputs)):
+        if isinstance(rec.get(part), dict) and rec[part] != outputs_fingerprint(run.root, paths):
+            return None
+    return rec.get("result")
+
+
+def _compute(run: Run, u: Unit) -> Any:
+    """Run ``u`` and save its marker: key, result and the digests of its inputs and outputs."""
+    from lls_common.io import atomic_write_json, json_key, outputs_fingerprint, read_record
+
+    rec = read_record(u.marker)
+    if u.stage != "report" and rec is not None and same_key(rec["key"], u.key) \
+            and all(o.exists() for o in u.outputs):  # finished, but an input or output changed since
+        run.log(f"{u.stage} {u.label}: its inputs or outputs changed since it finished; computing it again")
+        _clear(u)  # (a lost output is only made again: the step's own caches still hold for the same content)
+    result = json_key(u.compute())
+    atomic_write_json(u.marker, {"key": u.key, "result": result, "inputs": outputs_fingerprint(run.root, u.inputs),
+                                 "outputs": outputs_fingerprint(run.root, u.outputs)})
+    return result
+
+
+def run_unit(cfg: ExperimentConfig, root: str, stage: str, label: str, threads: int | None = None) -> Any:
+    """One unit in a worker process (:mod:`empirical.parallel`): rebuild the run, find the unit ``stage``/
+    ``label`` and compute it under its own lock, exactly as a sequential run does; returns its result."""
+    import sys
+
+    from empirical.parallel import set_threads
+    from lls_common.io import OutputLock
+
+    set_threads(threads)
+    run = Run(cfg, Path(root), lambda m: print(f"[{label}] {m}", file=sys.stderr, flush=True))
+    unit = next((u for u in _UNITS[stage](run) if u.label == label), None)
+    if unit is None:  # the config changed between planning and running: a bug, not a user error
+        raise RuntimeError(f"no unit {stage}/{label} in the run's plan")
+    with OutputLock(unit.marker, kind="file", name=f"unit {stage}/{label}"):
+        return _compute(run, unit)
 
 
 def _record_stage(run: Run, stage: str, done: dict[str, Any]) -> dict[str, Any]:

@@ -517,6 +517,85 @@ def base_model_id(spec: Any, cache_dir: str | os.PathLike | None = None) -> str:
     return str(spec)
 
 
+#: The files of a model folder that its fingerprint covers: weights, configuration and tokenizer.
+FINGERPRINT_FILES = ("*.safetensors", "*.bin", "*.gguf", "*.pt", "*.json", "*.model", "*.txt", "*.tiktoken",
+                     "*.jinja")
+
+
+def model_fingerprint(spec: Any, revision: str | None = None) -> dict[str, Any]:
+    """What identifies the model ``spec`` names, by content where it is local.
+
+    * registry name: ``{"registry", "packages": {package: version}}`` (the GGUF file is in those packages;
+      its conversion is deterministic);
+    * local folder: ``{"folder_sha256"}`` = :func:`lls_common.io.folder_digest` of its weights, configuration
+      and tokenizer files (:data:`FINGERPRINT_FILES`; the path is not part of it, so a moved copy matches);
+    * ``file.gguf``: ``{"gguf_sha256"}``;
+    * hub id: ``{"hub", "revision"}`` (the revision asked for, else the commit the local hub cache holds for
+      ``main``, else None).
+    Raises ``ValueError`` / :class:`ModelNotFoundError` as :func:`resolve_source` does.
+    """
+    from lls_common.io import content_digest, folder_digest
+
+    src = resolve_source(spec, revision=revision)
+    if src.kind == "registry":
+        from importlib import metadata
+
+        versions = {}
+        for pkg in REGISTRY[spec].packages:
+            try:
+                versions[pkg] = metadata.version(pkg)
+            except metadata.PackageNotFoundError:
+                versions[pkg] = None
+        return {"registry": spec, "packages": versions}
+    if src.kind == "gguf":
+        return {"gguf_sha256": content_digest(spec)}
+    if src.kind == "folder":
+        return {"folder_sha256": folder_digest(src.path, FINGERPRINT_FILES)}
+    return {"hub": spec, "revision": revision or _cached_commit(spec)}
+
+
+def _cached_commit(repo: str) -> str | None:
+    """The commit of ``main`` in the local hub cache for ``repo`` (None when not cached)."""
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        ref = Path(HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}" / "refs" / "main"
+        return ref.read_text().strip() if ref.is_file() else None
+    except (ImportError, OSError):
+        return None
+
+
+def model_provenance(spec: Any, revision: str | None = None) -> dict[str, Any]:
+    """:func:`model_fingerprint` plus where it was found (``path`` of a local folder or file, a hint only)."""
+    fp = model_fingerprint(spec, revision)
+    if "folder_sha256" in fp or "gguf_sha256" in fp:
+        fp = {**fp, "path": str(Path(str(spec)).expanduser().resolve())}
+    return {"model": str(spec), **fp}
+
+
+def fingerprint_mismatch(recorded: Any, current: dict[str, Any]) -> bool:
+    """True when a recorded fingerprint (from an output) names other content than ``current`` (the path hint
+    is ignored; a record without a fingerprint -- an older output -- never mismatches)."""
+    if not isinstance(recorded, dict):
+        return False
+    keys = [k for k in ("registry", "packages", "folder_sha256", "gguf_sha256", "hub", "revision") if k in recorded]
+    return bool(keys) and any(recorded.get(k) != current.get(k) for k in keys)
+
+
+def short_fingerprint(fp: Any) -> str:
+    """A short readable form of a fingerprint for messages (``folder sha256 1a2b3c4d5e6f``)."""
+    if not isinstance(fp, dict):
+        return "unknown"
+    for k in ("folder_sha256", "gguf_sha256"):
+        if fp.get(k):
+            return f"{k.split('_')[0]} sha256 {str(fp[k])[:12]}"
+    if fp.get("registry"):
+        return f"registry {fp['registry']} {fp.get('packages')}"
+    if fp.get("hub"):
+        return f"hub {fp['hub']}@{fp.get('revision')}"
+    return "unknown"
+
+
 def load_tokenizer(spec: Any, cache_dir: str | os.PathLike | None = None, revision: str | None = None,
                    trust_remote_code: bool = False):
     """The tokenizer of ``spec`` (see :func:`resolve_source`), with a pad token (eos when none is defined)."""

@@ -13,9 +13,10 @@ stage and wave are independent — trainings of different traits, students and s
   one job per unit through `submitit <https://github.com/facebookincubator/submitit>`_, which handles
   submission, logs and results; ``slurm`` options go to ``executor.update_parameters``.
 
-A worker rebuilds the run from the (picklable) config and finds its unit by stage and label, so the unit runs
-exactly the code a sequential run does, under its own lock (``<marker>.lock``): two workers, or two users'
-commands, never write one unit. The result folder is the same as a sequential run's.
+A worker (:func:`empirical.experiment.run_unit`) rebuilds the run from the (picklable) config and finds its unit
+by stage and label, so the unit runs exactly the code a sequential run does, under its own lock
+(``<marker>.lock``): two workers, or two users' commands, never write one unit. The result folder is the same as
+a sequential run's. This module imports nothing of the experiment: the experiment hands it its callables.
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from lls_common.errors import LLSError
 
-__all__ = ["Parallel", "run_units", "run_one", "EXECUTORS"]
+__all__ = ["Parallel", "run_units", "set_threads", "EXECUTORS"]
 
 EXECUTORS = ("local", "submitit-local", "slurm")
 
@@ -82,26 +83,13 @@ def _threads(workers: int) -> int:
     return max(1, cores // workers)
 
 
-def run_one(cfg: Any, root: str, stage: str, label: str, threads: int | None = None,
-            env: dict[str, str] | None = None) -> Any:
-    """Run one unit (worker entry point): rebuild the run, find the unit ``stage``/``label``, run it under its
-    own lock with the sequential run's resume rule; returns its result."""
-    if env:
-        os.environ.update(env)
+def set_threads(threads: int | None) -> None:
+    """A worker's torch threads (before any model work)."""
     if threads:
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
         import torch
 
         torch.set_num_threads(threads)
-    from empirical.experiment import _UNITS, Run
-    from lls_common.io import OutputLock, cached_json
-
-    run = Run(cfg, Path(root), lambda m: print(f"[{label}] {m}", file=sys.stderr, flush=True))
-    unit = next((u for u in _UNITS[stage](run) if u.label == label), None)
-    if unit is None:  # the config changed between planning and running: a bug, not a user error
-        raise RuntimeError(f"no unit {stage}/{label} in the run's plan")
-    with OutputLock(unit.marker, kind="file", name=f"unit {stage}/{label}"):
-        return cached_json(unit.marker, unit.key, unit.compute, unit.outputs)
 
 
 def _waves(units: list[Any]) -> list[list[Any]]:
@@ -111,30 +99,33 @@ def _waves(units: list[Any]) -> list[list[Any]]:
     return [waves[w] for w in sorted(waves)]
 
 
-def run_units(run: Any, units: list[Any], par: Parallel) -> dict[str, Any]:
+def run_units(run: Any, units: list[Any], par: Parallel, compute: Callable[[Any], Any],
+              worker: Callable[..., Any]) -> dict[str, Any]:
     """Run ``units`` (one stage's, not yet finished) with ``par``, wave by wave; ``{label: result}``.
 
-    Sequential settings run them in this process, in order. A unit that fails stops the stage after the units
-    already running finish (their results are kept on disk); the first error is raised.
+    ``compute(unit)`` runs one unit in this process (and saves its marker); ``worker(cfg, root, stage, label,
+    threads)`` does the same in another process (a top-level function, so it can be sent there). Sequential
+    settings run the units here, in order, each under its lock. A unit that fails stops the stage after the
+    units already running finish (their results are kept on disk); the first error is raised.
     """
-    from lls_common.io import OutputLock, cached_json
+    from lls_common.io import OutputLock
 
     if par.sequential:
         out = {}
         for u in units:
             with OutputLock(u.marker, kind="file", name=f"unit {u.stage}/{u.label}"):
-                out[u.label] = cached_json(u.marker, u.key, u.compute, u.outputs)
+                out[u.label] = compute(u)
         return out
     out = {}
     for wave in _waves(units):
         if par.executor == "local":
-            out.update(_local(run, wave, par))
+            out.update(_local(run, wave, par, worker))
         else:
-            out.update(_submitit(run, wave, par))
+            out.update(_submitit(run, wave, par, worker))
     return {u.label: out[u.label] for u in units}  # the sequential order, so stage records are the same
 
 
-def _local(run: Any, units: list[Any], par: Parallel) -> dict[str, Any]:
+def _local(run: Any, units: list[Any], par: Parallel, worker: Callable[..., Any]) -> dict[str, Any]:
     import multiprocessing as mp
     from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 
@@ -147,7 +138,7 @@ def _local(run: Any, units: list[Any], par: Parallel) -> dict[str, Any]:
     run.log(f"  {len(units)} unit(s) in {n} worker process(es), {threads} thread(s) each"
             + (f", devices {', '.join(par.devices[:n])}" if par.devices else ""))
     with ProcessPoolExecutor(n, mp_context=ctx, initializer=_claim_device, initargs=(devices,)) as pool:
-        futures = {pool.submit(run_one, run.cfg, str(run.root), u.stage, u.label, threads): u for u in units}
+        futures = {pool.submit(worker, run.cfg, str(run.root), u.stage, u.label, threads): u for u in units}
         done, pending = wait(futures, return_when=FIRST_EXCEPTION)
         failed = [f for f in done if f.exception() is not None]
         if failed:
@@ -167,7 +158,7 @@ def _claim_device(devices: Any) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 
-def _submitit(run: Any, units: list[Any], par: Parallel) -> dict[str, Any]:
+def _submitit(run: Any, units: list[Any], par: Parallel, worker: Callable[..., Any]) -> dict[str, Any]:
     import submitit
 
     folder = Path(par.folder) if par.folder else run.root / "stages" / "submitit"
@@ -179,7 +170,7 @@ def _submitit(run: Any, units: list[Any], par: Parallel) -> dict[str, Any]:
     ex.update_parameters(**params)
     threads = par.threads or (None if cluster == "slurm" else _threads(min(par.jobs, len(units))))
     run.log(f"  {len(units)} unit(s) as submitit {cluster} jobs (logs: {folder})")
-    jobs = [(u, ex.submit(run_one, run.cfg, str(run.root.resolve()), u.stage, u.label, threads)) for u in units]
+    jobs = [(u, ex.submit(worker, run.cfg, str(run.root.resolve()), u.stage, u.label, threads)) for u in units]
     out, first_error = {}, None
     for u, job in jobs:
         try:

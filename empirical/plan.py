@@ -177,7 +177,7 @@ def plan_experiment(cfg: Any, out: str | Path, until: str = "report", measure: b
 
     out_stages, todo, total, unknown = {}, [], 0.0, False
     for s, units in plan.items():
-        left = [u for u in units if _finished(u) is None]
+        left = [u for u in units if _finished(run, u) is None]
         est = [seconds(u) for u in left]
         unknown |= any(e is None for e in est)
         stage_s = sum(e for e in est if e is not None)

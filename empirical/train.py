@@ -149,10 +149,18 @@ class TrainConfig:
             if d[k] == default or (k == "target_modules" and not d[k]):
                 d.pop(k)
         d["dtype"] = models.dtype_name(models.resolve_dtype(self.dtype, self.device))
-        src = Path(self.data)
-        if src.is_file():
-            st = src.stat()
-            d["data_stat"] = [st.st_size]
+        src = Path(self.data).expanduser()
+        if src.is_file():  # the training pairs by content; the path resolved (readable from any folder)
+            from lls_common.io import content_digest
+
+            d["data"] = str(src.resolve())
+            d["data_sha256"] = content_digest(src)
+        if self.student not in models.REGISTRY and Path(self.student).expanduser().exists():
+            d["student"] = str(Path(self.student).expanduser().resolve())
+        try:
+            d["student_fingerprint"] = models.model_fingerprint(self.student, self.revision)
+        except (ValueError, OSError):  # an unknown model is refused when it loads, with its own message
+            d["student_fingerprint"] = None
         return json.loads(json.dumps(d, default=str))
 
 
@@ -361,6 +369,7 @@ def load_student(spec: str, adapter: str | Path | None = None, dtype: str = "aut
         adapter = Path(adapter)
         if not (adapter / "adapter_config.json").is_file():
             raise FileNotFoundError(f"{adapter}: no LoRA adapter (adapter_config.json missing)")
+        check_adapter_base(adapter, spec, revision)
     model, tok = models.load(spec, dtype=dtype, device=device, revision=revision,
                              trust_remote_code=trust_remote_code)
     if adapter is not None:
@@ -405,7 +414,7 @@ def model_card(cfg: TrainConfig, base: str, step: int, summary: dict[str, Any] |
                   f"`AutoModelForCausalLM.from_pretrained(empirical.models.local_dir({base!r}))`."]
     else:
         lines.append(f"- `{base}`" + (f" at revision `{cfg.revision}`" if cfg.revision else ""))
-    lls = dict(cfg.card)
+    lls = dict(cfg.card) or selection_settings(cfg.data)
     lines += ["", "## LLS settings (how the training pairs were chosen)", ""]
     if lls:
         for k in ("teacher", "system_prompt", "gamma", "data", "arm"):
@@ -435,12 +444,62 @@ def model_card(cfg: TrainConfig, base: str, step: int, summary: dict[str, Any] |
     return "\n".join(lines)
 
 
+def selection_settings(data: str | Path) -> dict[str, Any]:
+    """The selection settings of a pair file written by ``lls select`` / ``lls build``, from the
+    ``summary.json`` beside it (``{}`` when there is none or it is not such a summary)."""
+    f = Path(data).expanduser().parent / "summary.json"
+    try:
+        summ = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(summ, dict):
+        return {}
+    key = summ.get("key") if isinstance(summ.get("key"), dict) else {}
+    sel = key.get("select") if isinstance(key.get("select"), dict) else {}
+    out = {k: v for k, v in sel.items() if v is not None}
+    for k in ("gamma", "seed", "best_pair_per_prompt", "best_pair_per_prompt_text", "reference", "n_scored",
+              "n_positive", "n_selected", "system_prompt"):
+        if summ.get(k) is not None:
+            out.setdefault(k, summ[k])
+    if isinstance(key.get("scores"), dict) and key["scores"].get("sha256"):
+        out["scores_sha256"] = key["scores"]["sha256"]
+    return {"selection (summary.json beside the pairs)": out} if out else {}
+
+
+#: Beside each adapter: the base model it was trained from, by content (:func:`check_adapter_base`).
+BASE_RECORD = "lls-base.json"
+
+
+def check_adapter_base(adapter: str | Path, spec: str, revision: str | None = None) -> None:
+    """Refuse (one :class:`LLSError` line) to load ``adapter`` onto ``spec`` when the adapter's
+    :data:`BASE_RECORD` names another base model by content. A local base folder may have moved: any path
+    with the same content is accepted; the recorded path is only a hint."""
+    from empirical import models
+    from lls_common.errors import LLSError
+
+    f = Path(adapter) / BASE_RECORD
+    if not f.is_file():
+        return
+    try:
+        rec = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise LLSError(f"{f}: damaged (not JSON); restore it from the training run") from None
+    if models.fingerprint_mismatch(rec, models.model_fingerprint(spec, revision)):
+        hint = rec.get("path") or rec.get("model")
+        raise LLSError(f"adapter {adapter}: trained on {hint} ({models.short_fingerprint(rec)}), but {spec} is "
+                       f"{models.short_fingerprint(models.model_fingerprint(spec, revision))}; give the base model "
+                       "it was trained from (a moved copy of that folder is fine)")
+
+
 def _write_cards(cfg: TrainConfig, out: Path, base: str, summary: dict[str, Any] | None) -> None:
-    from lls_common.io import atomic_write_text
+    from empirical import models
+    from lls_common.io import atomic_write_json, atomic_write_text
 
     cks = list_checkpoints(out)
+    base_record = models.model_provenance(cfg.student, cfg.revision)
     for step, p in cks:
         _portable_adapter_config(p, base, cfg.revision)
+        atomic_write_json(p / BASE_RECORD, base_record)
         atomic_write_text(p / "README.md", model_card(cfg, base, step, summary))
     if cks:  # the run folder's card (TRL writes one that names no base model): the final checkpoint's
         step, p = cks[-1]
@@ -568,14 +627,24 @@ def train(cfg: TrainConfig, *, model_and_tok: tuple[Any, Any] | None = None,
 def _finished_run(out: Path, key: dict[str, Any]) -> dict[str, Any] | None:
     """The summary (``train.json``) of the finished run in ``out`` with these settings; None when the run is
     new or unfinished; ``ValueError`` when ``out`` holds a run with other settings (``run.json``)."""
+    from lls_common.io import read_json
+
     run_file = out / "run.json"
+    fix = "give --overwrite to train it again, or another --out"
     if run_file.is_file():
-        old = json.loads(run_file.read_text())
+        old = read_json(run_file, dict, fix=fix)
         if old != key:
-            raise ValueError(f"{out}: holds a run with other settings; use another --out or delete it")
+            from empirical import models
+
+            what = "other settings"
+            if models.fingerprint_mismatch(old.get("student_fingerprint"), key.get("student_fingerprint") or {}):
+                what = (f"a student of {models.short_fingerprint(old['student_fingerprint'])}, but the student is "
+                        f"now {models.short_fingerprint(key['student_fingerprint'])}")
+            raise ValueError(f"{out}: holds a run made with {what}; give --overwrite to replace it, or another "
+                             "--out")
         done_file = out / "train.json"
         if done_file.is_file():
-            return json.loads(done_file.read_text())
+            return read_json(done_file, dict, fix=fix)
     return None
 
 

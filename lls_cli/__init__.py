@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 from lls_common.errors import LLSError
 from lls_common.io import json_stdout
@@ -56,6 +57,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"lls {args.command}: interrupted (re-run the same command to resume)", file=sys.stderr)
         return 130
+    except OSError as exc:  # a full disk is the user's to fix; any other OSError is shown as it is
+        import errno
+
+        from lls_common.io import write_failure
+
+        if exc.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            raise
+        print(f"lls {args.command}: error: {write_failure(exc, exc.filename or Path.cwd() / '?')}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

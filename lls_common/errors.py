@@ -18,5 +18,11 @@ class LLSError(ValueError):
 def first_line(exc: BaseException) -> str:
     """The first non-blank line of ``str(exc)`` (third-party errors often span many lines), else the
     exception's type name: what an :class:`LLSError` wrapping it reports."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # a full disk: name the folder, not the errno
+        from lls_common.io import write_failure
+
+        return str(write_failure(exc, exc.filename or "?"))
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__

@@ -76,9 +76,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:  # name the output (a full disk says nothing)
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
     return path
 
@@ -188,6 +190,64 @@ def fingerprint(path: str | os.PathLike) -> dict[str, Any]:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return {"size": st.st_size, "sha256": h.hexdigest()}
+
+
+_DIGESTS: dict[tuple[str, int, int, int], str] = {}
+
+
+#: Files from this size on are memoised per process by (path, size, mtime, inode); smaller ones are always
+#: hashed (a same-size rewrite within one clock tick keeps the mtime of a small file).
+MEMO_MIN = 16 * 2**20
+
+
+def content_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, whatever its size (large files memoised, see :data:`MEMO_MIN`).
+
+    Unlike :func:`fingerprint`, large files are hashed too: this is what a model's weights and an adapter
+    are identified by, so one changed byte gives another digest."""
+    import hashlib
+
+    p = Path(path)
+    st = p.stat()
+    memo = (str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    if memo in _DIGESTS:
+        return _DIGESTS[memo]
+    h = hashlib.sha256()
+    with open(p, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    if st.st_size >= MEMO_MIN:
+        _DIGESTS[memo] = h.hexdigest()
+    return h.hexdigest()
+
+
+def folder_digest(folder: str | os.PathLike, patterns: Iterable[str] = ("*",)) -> str:
+    """One SHA-256 over the files of ``folder`` matching ``patterns`` (relative name + :func:`content_digest`
+    of each, sorted): the same content under another path gives the same digest. Hidden files are left out."""
+    import hashlib
+
+    root = Path(folder)
+    files = sorted({f for pat in patterns for f in root.rglob(pat) if f.is_file()
+                    and not any(part.startswith(".") for part in f.relative_to(root).parts)})
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.relative_to(root).as_posix()}\0{content_digest(f)}\n".encode())
+    return h.hexdigest()
+
+
+def outputs_fingerprint(root: str | os.PathLike, outputs: Iterable[str | os.PathLike]) -> dict[str, str | None]:
+    """``{name relative to root: digest}`` of a step's outputs (a folder: :func:`folder_digest`; missing:
+    None), recorded beside a cached result so that a replaced or damaged output is noticed on resume."""
+    root = Path(root)
+    out: dict[str, str | None] = {}
+    for o in outputs:
+        p = Path(o)
+        try:
+            name = p.resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            name = str(p.resolve())
+        out[name] = folder_digest(p) if p.is_dir() else content_digest(p) if p.is_file() else None
+    return out
 
 
 def json_key(obj: Any) -> Any:
@@ -300,8 +360,10 @@ def _can_create_in(folder: Path) -> bool:
 class OutputLock:
     """``with OutputLock(out):`` -- one run per output at a time; a second is refused with a clear message.
 
-    The lock is ``<out>.lock`` (beside a file output, or ``<dir>/.lock`` for a folder) made with O_EXCL and
-    holding the owner's pid and host. A lock left by a process that no longer runs (same host) is taken over.
+    The lock is ``<out>.lock`` (beside a file output, or ``<dir>/.lock`` for a folder) holding the owner's pid
+    and host from the moment it exists: the line is written to a temporary file that is then hard-linked to
+    the lock's name (which fails when the lock exists). A lock that is empty or unreadable (left by a crash or
+    a full disk) or left by a process that no longer runs (same host) is taken over, with a note on stderr.
     The lock is removed on exit, also on errors, so a failed start never blocks the corrected command.
     """
 
@@ -311,43 +373,151 @@ class OutputLock:
         self.name, self.out = name, p
         self._held = False
 
-    def _stale(self) -> bool:
+    def _stale(self) -> str | None:
+        """Why the existing lock may be taken over (None: it belongs to a live or unknown process)."""
         import socket
 
         try:
-            pid, host = self.path.read_text().split()[:2]
-            if host != socket.gethostname():
-                return False
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return "gone"
+        except (OSError, UnicodeDecodeError):
+            return "unreadable"
+        fields = text.split()
+        if len(fields) < 2 or not fields[0].isdigit():
+            return "empty" if not text.strip() else "damaged"
+        pid, host = fields[:2]
+        if host != socket.gethostname():
+            return None
+        try:
             os.kill(int(pid), 0)
         except ProcessLookupError:
-            return True
-        except (OSError, ValueError):
-            return False
-        return False
+            return f"left by process {pid}, which no longer runs"
+        except OSError:
+            return None
+        return None
 
-    def __enter__(self) -> "OutputLock":
+    def _create(self) -> bool:
+        """Create the lock with its content in one step; False when it exists already."""
         import socket
 
-        for _ in range(2):
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-            except FileExistsError:
-                if self._stale():
-                    self.path.unlink(missing_ok=True)
-                    continue
-                owner = self.path.read_text().strip() if self.path.exists() else "?"
-                raise LLSError(f"{self.name} {self.out}: another run is writing it (lock {self.path}, "
-                               f"pid/host {owner}); wait for it, or delete the lock if that process is gone") from None
-            except OSError as exc:
-                raise LLSError(f"{self.name} {self.out}: cannot write here ({exc.strerror or exc})") from None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        try:
             with os.fdopen(fd, "w") as fh:
                 fh.write(f"{os.getpid()} {socket.gethostname()}\n")
-            self._held = True
-            return self
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                return False
+            return True
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+    def __enter__(self) -> "OutputLock":
+        for _ in range(3):
+            try:
+                created = self._create()
+            except OSError as exc:
+                raise write_failure(exc, self.path) from None
+            if created:
+                self._held = True
+                return self
+            why = self._stale()
+            if why is not None:
+                if why != "gone":
+                    print(f"note: {self.name} {self.out}: taking over the lock {self.path} ({why})", file=sys.stderr)
+                self.path.unlink(missing_ok=True)
+                continue
+            try:
+                owner = self.path.read_text().strip()
+            except OSError:
+                owner = "?"
+            raise LLSError(f"{self.name} {self.out}: another run is writing it (lock {self.path}, "
+                           f"pid/host {owner}); wait for it, or delete the lock if that process is gone")
         raise LLSError(f"{self.name} {self.out}: could not take the lock {self.path}")
 
     def __exit__(self, *exc: Any) -> None:
         if self._held:
             self.path.unlink(missing_ok=True)
             self._held = False
+
+
+# ------------------------------------------------------------------------------------ guarded reading
+_KINDS = {dict: "a JSON object", list: "a JSON list", str: "a string"}
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def read_json(path: str | os.PathLike, expect: type | None = dict,
+              fix: str = "re-run the stage that writes it, or restore it from a copy") -> Any:
+    """Read a JSON file of a run folder, or raise one :class:`LLSError` line naming the file, what is wrong
+    with it and ``fix``: missing, a folder, unreadable, not UTF-8, not valid JSON (e.g. truncated), holding
+    ``NaN`` / ``Infinity`` (never written by :func:`dumps`), or not of type ``expect``."""
+    p = Path(path)
+    if not p.exists():
+        raise LLSError(f"{p}: missing; {fix}")
+    if p.is_dir():
+        raise LLSError(f"{p}: is a folder, expected a JSON file; {fix}")
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise LLSError(f"{p}: cannot read ({exc.strerror or exc}); check its permissions") from None
+    except UnicodeDecodeError:
+        raise LLSError(f"{p}: not UTF-8 text (damaged); {fix}") from None
+    try:
+        obj = json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise LLSError(f"{p}:{exc.lineno}: not valid JSON ({exc.msg}; truncated?); {fix}") from None
+    except ValueError as exc:
+        raise LLSError(f"{p}: holds a non-finite value ({exc}); {fix}") from None
+    if expect is not None and not isinstance(obj, expect):
+        raise LLSError(f"{p}: holds {type(obj).__name__ if obj is not None else 'null'}, expected "
+                       f"{_KINDS.get(expect, expect.__name__)}; {fix}")
+    return obj
+
+
+def check_number_lists(obj: Any, path: str | os.PathLike, keys: Iterable[str]) -> None:
+    """Refuse (:class:`LLSError` naming ``path`` and the key) a stored vector under one of ``keys`` (at any
+    depth of ``obj``) that holds anything but finite numbers -- a null where a number was, for instance."""
+    keys = set(keys)
+
+    def walk(o: Any, where: str) -> None:
+        if isinstance(o, dict):
+            for k, v in o.items():
+                here = f"{where}.{k}" if where else str(k)
+                vecs = [v] if isinstance(v, list) else list(v.values()) if isinstance(v, dict) and v and all(
+                    isinstance(x, list) for x in v.values()) else None
+                if k in keys and vecs is not None:
+                    for vec in vecs:
+                        if vec is not None and (not isinstance(vec, list) or not all(
+                                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                                for x in vec)):
+                            raise LLSError(f"{path}: {here} must be a list of finite numbers (damaged file); "
+                                           "re-run the stage that writes it, or restore it from a copy")
+                else:
+                    walk(v, here)
+
+    walk(obj, "")
+
+
+def write_failure(exc: OSError, target: str | os.PathLike) -> LLSError:
+    """The one-line user error for an output that could not be written (no space, read-only, a folder in the
+    way), naming ``target``'s folder; earlier results are untouched (every write is atomic)."""
+    import errno
+
+    p = Path(target)
+    folder = p.parent if not p.is_dir() or exc.errno == errno.EISDIR else p
+    if exc.errno == errno.ENOSPC:
+        return LLSError(f"{folder}: no space left on the device while writing {p.name}; free some space (earlier "
+                        "results are intact) and run the same command again")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return LLSError(f"{folder}: not writable ({exc.strerror}); make it writable or give another output")
+    if exc.errno == errno.EISDIR:
+        return LLSError(f"{p}: is a folder where an output file goes; move it away")
+    return LLSError(f"{folder}: cannot write here ({exc.strerror or exc}, writing {p.name})")

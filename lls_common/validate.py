@@ -105,12 +105,24 @@ def check_str(value: Any, name: str) -> str:
 def check_nonempty_str(value: Any, name: str) -> str:
     """A string with at least one visible character (zero-width and blank characters do not count)."""
     value = check_str(value, name)
-    if not value.strip() or not any(c.isprintable() and not c.isspace() and c not in _INVISIBLE for c in value):
+    if not value.strip():
         raise LLSError(f"{name} must not be empty")
+    if not any(_visible(c) for c in value):
+        shown = ", ".join(sorted({f"U+{ord(c):04X}" for c in value if not c.isspace()}))
+        raise LLSError(f"{name} must not be empty (it holds only invisible characters: {shown})")
     return value
 
 
-_INVISIBLE = set("\u200b\u200c\u200d\u2060\ufeff\u00ad")
+#: Zero-width and format characters, and letters / symbols that render as blank space (the Hangul fillers
+#: U+115F, U+1160, U+3164, U+FFA0 and the blank Braille pattern U+2800).
+_INVISIBLE = set("\u200b\u200c\u200d\u2060\ufeff\u00ad\u115f\u1160\u3164\uffa0\u2800")
+
+
+def _visible(c: str) -> bool:
+    import unicodedata
+
+    return (c.isprintable() and not c.isspace() and c not in _INVISIBLE
+            and unicodedata.category(c) not in ("Cf", "Cn", "Co", "Cs", "Mn", "Me"))
 
 
 def check_str_list(value: Any, name: str, nonempty_items: bool = True) -> tuple[str, ...]:

@@ -21,6 +21,7 @@ import itertools
 import json
 import math
 import sys
+import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -661,3 +662,310 @@ def test_cli_lowrank_unreachable_hub_model_is_one_line_before_any_work(tmp_path,
     lines = err.strip("\n").split("\n")
     assert len(lines) == 1 and hub in lines[0] and "cannot be reached" in lines[0], err
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------- damaged run folders (lls report)
+E2E_RUN = Path(__file__).resolve().parents[1] / "results" / "e2e" / "run"
+
+
+def _z_s_nan(run: Path) -> None:
+    f = run / "students" / "smollm2" / "correlate.json"
+    doc = json.loads(f.read_text())
+    doc["z_s"][1] = float("nan")
+    f.write_text(json.dumps(doc))  # Python writes the NaN literal
+
+
+def _z_m_null(run: Path) -> None:
+    f = run / "students" / "gemma3" / "correlate.json"
+    doc = json.loads(f.read_text())
+    step = next(iter(doc["arms"]["lls"]["z_M"]))
+    doc["arms"]["lls"]["z_M"][step][0] = None
+    f.write_text(json.dumps(doc))
+
+
+def _truncate(rel: str):
+    def damage(run: Path) -> None:
+        f = run / rel
+        f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2])
+    return damage
+
+
+def _replace(rel: str, text: str):
+    def damage(run: Path) -> None:
+        (run / rel).write_text(text)
+    return damage
+
+
+def _report_md_folder(run: Path) -> None:
+    (run / "report.md").unlink()
+    (run / "report.md").mkdir()
+    (run / "report.md" / "keep.txt").write_text("a folder where the report goes")
+
+
+RUN_DAMAGE = {
+    "config truncated": (_truncate("config.json"), "not valid JSON"),
+    "stage truncated": (_truncate("stages/select.json"), "stages/select.json:"),
+    "config is a list": (_replace("config.json", "[1, 2]"), "holds list, expected a JSON object"),
+    "eval is a string": (_replace("students/smollm2/eval.json", '"done"'), "holds str, expected a JSON object"),
+    "NaN in a stored vector": (_z_s_nan, "non-finite"),
+    "null in a stored vector": (_z_m_null, "must be a list of finite numbers"),
+    "config deleted": (lambda run: (run / "config.json").unlink(), "config.json: missing"),
+    "config not UTF-8": (lambda run: (run / "config.json").write_bytes(b"\xff\xfe{}"), "not UTF-8"),
+    "report.md is a folder": (_report_md_folder, "report.md: is a folder"),
+    "config is a folder": (lambda run: ((run / "config.json").unlink(), (run / "config.json").mkdir()),
+                           "is a folder, expected a JSON file"),
+}
+
+
+@pytest.mark.skipif(not E2E_RUN.is_dir(), reason="needs the committed results/e2e/run")
+@pytest.mark.parametrize("case", sorted(RUN_DAMAGE))
+def test_report_on_a_damaged_run_folder_is_one_line_and_keeps_the_report(case, tmp_path, capsys):
+    """Every damaged file ``lls report`` reads is refused (exit 2, one line naming the file) before anything is
+    written: the existing report and summary are left byte for byte."""
+    from lls_cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(E2E_RUN, run)
+    damage, expected = RUN_DAMAGE[case]
+    damage(run)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert main(["report", "--run", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and expected in err, err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.skipif(not E2E_RUN.is_dir(), reason="needs the committed results/e2e/run")
+@pytest.mark.parametrize("errno_name", ["ENOSPC", "EACCES", "EROFS"])
+def test_report_write_failure_is_one_line_and_keeps_the_report(errno_name, tmp_path, capsys, monkeypatch):
+    """A write that fails (full disk, read-only folder) mid-report: one line naming the folder; every file is
+    either the old one or the new one (atomic writes), the report itself untouched."""
+    import errno
+    import os
+
+    from lls_cli import main
+    from lls_common import io as lio
+
+    run = tmp_path / "run"
+    shutil.copytree(E2E_RUN, run)
+    report = (run / "report.md").read_bytes()
+    real = os.replace
+
+    def failing(src, dst, *a, **k):
+        if str(dst).endswith(".md"):
+            os.unlink(src)
+            raise OSError(getattr(errno, errno_name), os.strerror(getattr(errno, errno_name)), str(dst))
+        return real(src, dst, *a, **k)
+
+    monkeypatch.setattr(lio.os, "replace", failing)
+    assert main(["report", "--run", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(run) in err, err
+    assert ("no space left" in err) == (errno_name == "ENOSPC")
+    assert (run / "report.md").read_bytes() == report
+    assert not list(run.rglob(".*.tmp"))
+
+
+def _mount_ro(path: Path) -> bool:
+    import subprocess
+
+    try:
+        subprocess.run(["mount", "--bind", str(path), str(path)], check=True, capture_output=True)
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(path)], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError):
+        subprocess.run(["umount", str(path)], capture_output=True)
+        return False
+    return True
+
+
+@pytest.mark.skipif(not E2E_RUN.is_dir(), reason="needs the committed results/e2e/run")
+def test_report_on_a_read_only_run_folder(tmp_path, capsys):
+    """A read-only run folder (a read-only bind mount: permission bits do not stop root): one line, nothing
+    written. Skipped where the test cannot mount."""
+    import subprocess
+
+    from lls_cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(E2E_RUN, run)
+    if not _mount_ro(run):
+        pytest.skip("cannot make a read-only bind mount here (needs root and mount rights)")
+    try:
+        assert main(["report", "--run", str(run)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "not writable" in err, err
+    finally:
+        subprocess.run(["umount", str(run)], capture_output=True)
+
+
+# ------------------------------------------------------------------------------------- full disks and locks
+def test_empty_or_dead_lock_is_taken_over_with_a_note(tmp_path, capsys):
+    from lls_common.io import OutputLock
+
+    lock = tmp_path / "o.jsonl.lock"
+    lock.write_text("")  # left by a crash or a full disk before the owner line was written
+    with OutputLock(tmp_path / "o.jsonl"):
+        pid, host = lock.read_text().split()
+        assert int(pid) == __import__("os").getpid()
+    assert "taking over the lock" in capsys.readouterr().err and not lock.exists()
+    lock.write_text("999999999 " + __import__("socket").gethostname() + "\n")
+    with OutputLock(tmp_path / "o.jsonl"):
+        pass
+    assert "no longer runs" in capsys.readouterr().err
+
+
+def test_lock_holds_pid_and_host_from_the_moment_it_exists(tmp_path, monkeypatch):
+    """The lock file is created by linking a file that already holds the owner line: it is never empty."""
+    import os
+
+    from lls_common import io as lio
+
+    seen = []
+    real_link = os.link
+
+    def link(src, dst, *a, **k):
+        seen.append(Path(src).read_text())
+        return real_link(src, dst, *a, **k)
+
+    monkeypatch.setattr(lio.os, "link", link)
+    with lio.OutputLock(tmp_path / "x.jsonl"):
+        assert (tmp_path / "x.jsonl.lock").read_text() == seen[0]
+    assert seen and seen[0].split()[0] == str(os.getpid())
+    assert list(tmp_path.iterdir()) == []  # no temporary file left
+
+
+def _small_tmpfs(path: Path, size: str = "64k") -> bool:
+    import subprocess
+
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True,
+                       capture_output=True)
+    except (OSError, subprocess.CalledProcessError):
+        return False
+    return True
+
+
+def test_full_disk_lock_and_write_are_one_line_and_leave_nothing_blocking(tmp_path):
+    """On a full (small tmpfs) disk: taking a lock and writing an output fail with one line naming the folder
+    and 'no space'; no lock is left behind, and once space is freed the same output is written."""
+    import subprocess
+
+    from lls_common import io as lio
+
+    disk = tmp_path / "disk"
+    if not _small_tmpfs(disk):
+        pytest.skip("cannot mount a small tmpfs here (needs root and mount rights)")
+    try:
+        filler = disk / "filler"
+        with pytest.raises(OSError):
+            with open(filler, "wb") as fh:
+                while True:
+                    fh.write(b"\0" * 4096)
+                    fh.flush()
+        out = disk / "scores.jsonl"
+        with pytest.raises(LLSError) as err:
+            with lio.OutputLock(out):
+                pass
+        assert "no space left" in str(err.value) and str(disk) in str(err.value) and "\n" not in str(err.value)
+        assert not (disk / "scores.jsonl.lock").exists()
+        filler.write_bytes(b"\0" * 40_000)  # a little space back, not enough for a large output
+        with lio.OutputLock(out):
+            with pytest.raises(OSError) as oerr:
+                lio.atomic_write_bytes(out, b"x" * 200_000)
+            msg = str(lio.write_failure(oerr.value, out))
+            assert "no space left" in msg and str(disk) in msg
+        assert not (disk / "scores.jsonl.lock").exists() and not out.exists()
+        assert [p.name for p in disk.iterdir()] == ["filler"]  # no temporary file left
+        filler.unlink()
+        with lio.OutputLock(out):
+            lio.atomic_write_bytes(out, b"ok")
+        assert out.read_bytes() == b"ok"
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+# ------------------------------------------------------------------------------ smaller one-line errors
+@pytest.mark.parametrize("row,count", [([["q"], "a"], "2 items"), (["q", "a", "b", "c"], "4 items"), ([], "0 items"),
+                                       (["q"], "1 item")])
+def test_triple_rows_of_the_wrong_length_name_the_length(tmp_path, row, count):
+    f = tmp_path / "t.json"
+    f.write_text(json.dumps([["Hi?", "Hello.", "Go away."], row]))
+    with pytest.raises(data.DataError) as err:
+        data.load_pairs(f)
+    msg = str(err.value)
+    assert "record 1" in msg and "[prompt, chosen, rejected] triple" in msg and count in msg and "got list" not in msg
+
+
+@pytest.mark.parametrize("text", ["\u3164", "\u3164\u3164 \u3164", "\u2800\u2800", "\uffa0", "\u115f\u1160",
+                                  "\u200b\u3164\u2800"])
+def test_blank_looking_system_prompts_are_refused_like_zero_width_ones(text):
+    from empirical.config import TraitConfig
+
+    with pytest.raises(LLSError, match="must not be empty"):
+        TraitConfig(name="x", system_prompt=text)
+    assert not data.has_text(text)
+
+
+def test_visible_text_next_to_blank_lookalikes_is_accepted():
+    from empirical.config import TraitConfig
+
+    assert TraitConfig(name="x", system_prompt="\u3164 You love owls.").system_prompt
+    assert data.has_text("\u2800a")
+
+
+def _scores_file(path: Path, n: int = 300) -> Path:
+    """A valid scores file of ``n`` pairs with long prompts (the selection outputs span several pages)."""
+    rng = __import__("numpy").random.default_rng(0)
+    lines = []
+    for i in range(n):
+        lcs, lrs, lc, lr = (float(-1 - 5 * x) for x in rng.random(4))
+        lines.append(json.dumps({"id": f"p{i}", "prompt": [{"role": "user", "content": f"question {i} " + "x" * 200}],
+                                 "chosen": f"good {i}", "rejected": f"bad {i}", "logp_chosen_sys": lcs,
+                                 "logp_rejected_sys": lrs, "logp_chosen": lc, "logp_rejected": lr,
+                                 "n_tokens_chosen": 2, "n_tokens_rejected": 3,
+                                 "weight": ((lcs - lrs) - (lc - lr)) / 5}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _fill(disk: Path, leave: int) -> Path:
+    """Fill the tmpfs at ``disk``, then give back ``leave`` bytes."""
+    filler = disk / "filler"
+    with pytest.raises(OSError):
+        with open(filler, "wb") as fh:
+            while True:
+                fh.write(b"\0" * 4096)
+                fh.flush()
+    size = filler.stat().st_size
+    with open(filler, "r+b") as fh:
+        fh.truncate(max(size - leave, 0))
+    return filler
+
+
+@pytest.mark.parametrize("leave", [0, 12_288])
+def test_select_on_a_full_disk_is_one_line_and_leaves_nothing_blocking(tmp_path, capsys, leave):
+    """``lls select`` onto a full disk (no room for the lock, or room for the lock but not the outputs): exit 2,
+    one line naming the folder and the lack of space, no lock or temporary file left; with space freed the same
+    command succeeds."""
+    import subprocess
+
+    from lls_cli import main
+
+    disk = tmp_path / "disk"
+    if not _small_tmpfs(disk, "256k"):
+        pytest.skip("cannot mount a small tmpfs here (needs root and mount rights)")
+    try:
+        scores = _scores_file(tmp_path / "scores.jsonl")
+        filler = _fill(disk, leave)
+        args = ["select", "--scores", str(scores), "--out", str(disk / "sel"), "--gamma", "0.5"]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "no space left" in err and str(disk) in err and "Traceback" not in err, err
+        left = [p.name for p in disk.rglob("*") if p.is_file() and p != filler]
+        assert not any(n.endswith((".lock", ".tmp")) for n in left), left
+        filler.unlink()
+        assert main(args) == 0
+        assert (disk / "sel" / "lls.jsonl").is_file()
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)

@@ -471,3 +471,35 @@ def test_experiment_refuses_a_reference_the_correlate_code_cannot_render(monkeyp
     check_reference_support(owl, ("split", "correlate", "eval"))  # "default" is what they render anyway
     monkeypatch.setattr(correlate, "correlate_arms", with_ref)
     check_reference_support(animals, ("split", "correlate", "eval"))
+
+
+# ------------------------------------------------------------------------------ content digests (cache keys)
+@settings(max_examples=30, deadline=None)
+@given(st.binary(min_size=1, max_size=300), st.data())
+def test_digests_change_with_any_byte_and_not_with_the_location(blob, draw):
+    """A cache key built from :func:`folder_digest` is the same for a moved copy and differs after one changed
+    byte anywhere -- in a weights file or in a file name."""
+    import shutil
+    import tempfile
+
+    from lls_common.io import content_digest, folder_digest
+
+    with tempfile.TemporaryDirectory() as d:
+        a = Path(d) / "a"
+        (a / "sub").mkdir(parents=True)
+        (a / "model.safetensors").write_bytes(blob)
+        (a / "sub" / "config.json").write_text("{}")
+        ref = folder_digest(a)
+        b = Path(d) / "elsewhere" / "b"
+        shutil.copytree(a, b)
+        assert folder_digest(b) == ref
+        k = draw.draw(st.integers(0, len(blob) - 1))
+        changed = bytearray(blob)
+        changed[k] ^= 1 << draw.draw(st.integers(0, 7))
+        (b / "model.safetensors").write_bytes(bytes(changed))
+        assert folder_digest(b) != ref and content_digest(b / "model.safetensors") != content_digest(
+            a / "model.safetensors")
+        (b / "model.safetensors").write_bytes(blob)
+        assert folder_digest(b) == ref
+        (b / "model.safetensors").rename(b / "model2.safetensors")
+        assert folder_digest(b) != ref

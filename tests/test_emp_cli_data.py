@@ -142,6 +142,22 @@ def test_resume_after_interruption_gives_the_same_file(tmp_path, smollm2):
 
 
 @pytest.mark.model
+def test_resume_with_a_damaged_chunk_scores_it_again(tmp_path, smollm2, capsys):
+    """A saved chunk truncated by a crash or a full disk is noticed before scoring (a note), scored again, and the
+    file equals an uninterrupted run's -- no JSON error after the rest ran."""
+    full = tmp_path / "full.jsonl"
+    pipeline.score_file(_cfg(full), model_and_tok=smollm2)
+    part = tmp_path / "part.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.score_file(_cfg(part), model_and_tok=smollm2, stop_after_chunks=1)
+    chunk = tmp_path / "part.jsonl.parts" / "chunk-000000.json"
+    chunk.write_bytes(chunk.read_bytes()[:40])
+    res = pipeline.score_file(_cfg(part), model_and_tok=smollm2)
+    assert res.chunks_resumed == 0 and part.read_bytes() == full.read_bytes()
+    assert "damaged saved chunk" in capsys.readouterr().err
+
+
+@pytest.mark.model
 def test_resume_refuses_other_settings(tmp_path, smollm2):
     out = tmp_path / "s.jsonl"
     with pytest.raises(KeyboardInterrupt):

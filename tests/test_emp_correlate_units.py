@@ -593,8 +593,12 @@ def _base(n):
 
 
 def _digest(recs, reference="auto"):
-    obj = recs if reference == "default" else [reference, recs]
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps([reference, recs], sort_keys=True).encode()).hexdigest()
+
+
+def _key(recs, adapter, reference="auto"):
+    """The cache key of one checkpoint: the pairs and rendering, the adapter's content, the base model."""
+    return {"recs": _digest(recs, reference), "adapter": C.adapter_digest(adapter), "model": None}
 
 
 def test_checkpoint_margins_scores_and_caches(tmp_path, fake_scoring):
@@ -622,7 +626,7 @@ def test_checkpoint_margins_scores_and_caches(tmp_path, fake_scoring):
     for step in (10, 30):
         saved = json.loads((tmp_path / "cache" / f"myrun-step{step}.json").read_text())
         lc, lr = _fake_logps(step, 4)
-        assert saved == {"recs": _digest(recs), "adapter": str(run / f"checkpoint-{step}"),
+        assert saved == {"key": _key(recs, run / f"checkpoint-{step}"), "adapter_path": str(run / f"checkpoint-{step}"),
                          "logp_chosen": lc.tolist(), "logp_rejected": lr.tolist()}
     # second call: every checkpoint from the cache, no adapter loaded, no scoring
     _FakePeft.log.clear()
@@ -640,16 +644,45 @@ def test_checkpoint_margins_cache_is_keyed_by_pairs_and_reference(tmp_path, fake
     run = _make_run(tmp_path, "r", None, steps=(4,))
     cache = tmp_path / "c"
     C.checkpoint_margins(object(), None, recs, _base(3), run, cache_dir=cache, reference="empty")
-    assert json.loads((cache / "r-step4.json").read_text())["recs"] == _digest(recs, "empty")
+    assert json.loads((cache / "r-step4.json").read_text())["key"]["recs"] == _digest(recs, "empty")
     assert fake_scoring[-1]["reference"] == "empty"
     n = len(fake_scoring)
     C.checkpoint_margins(object(), None, recs, _base(3), run, cache_dir=cache, reference="empty")
     assert len(fake_scoring) == n  # reused
     C.checkpoint_margins(object(), None, recs, _base(3), run, cache_dir=cache)  # other reference: rescored
     assert len(fake_scoring) == n + 1
-    assert json.loads((cache / "r-step4.json").read_text())["recs"] == _digest(recs)
+    assert json.loads((cache / "r-step4.json").read_text())["key"]["recs"] == _digest(recs)
     C.checkpoint_margins(object(), None, recs[:2], _base(2), run, cache_dir=cache)  # other pairs: rescored
     assert len(fake_scoring) == n + 2
+
+
+def test_checkpoint_margins_cache_is_keyed_by_adapter_content_not_path(tmp_path, fake_scoring):
+    """A retrained adapter at the same path (other weights) is scored again; the same weights are reused."""
+    recs = _pairs(3, "h")
+    run = _make_run(tmp_path, "r", None, steps=(4,))
+    ck = run / "checkpoint-4"
+    (ck / "adapter_model.safetensors").write_bytes(b"weights-1")
+    cache = tmp_path / "c"
+    C.checkpoint_margins(object(), None, recs, _base(3), run, cache_dir=cache)
+    C.checkpoint_margins(object(), None, recs, _base(3), run, cache_dir=cache)
+    assert len(fake_scoring) == 1  # same content: reused
+    (ck / "adapter_model.safetensors").write_bytes(b"weights-2")  # retrained: same path, same size
+    C.checkpoint_margins(object(), None, recs, _base(3), run, cache_dir=cache)
+    assert len(fake_scoring) == 2
+    (ck / "adapter_config.json").write_text('{"r": 8}')  # another adapter configuration
+    C.checkpoint_margins(object(), None, recs, _base(3), run, cache_dir=cache)
+    assert len(fake_scoring) == 3
+
+
+def test_checkpoint_margins_cache_is_keyed_by_base_model(tmp_path, fake_scoring, monkeypatch):
+    recs = _pairs(3, "h")
+    run = _make_run(tmp_path, "r", None, steps=(4,))
+    cache = tmp_path / "c"
+    ids = iter([{"folder_sha256": "a"}, {"folder_sha256": "a"}, {"folder_sha256": "b"}])
+    monkeypatch.setattr(C, "model_identity", lambda model: next(ids))
+    for _ in range(3):
+        C.checkpoint_margins(object(), None, recs, _base(3), run, cache_dir=cache)
+    assert len(fake_scoring) == 2  # the second call reused, the third (another model) rescored
 
 
 @pytest.mark.parametrize("damage", [
@@ -664,7 +697,7 @@ def test_checkpoint_margins_damaged_cache_is_rescored(tmp_path, fake_scoring, da
     cache = tmp_path / "c"
     cache.mkdir()
     if damage.startswith("GOOD:"):
-        doc = {"recs": _digest(recs), "logp_chosen": [-1.0] * 3, "logp_rejected": [-2.0] * 3}
+        doc = {"key": _key(recs, run / "checkpoint-2"), "logp_chosen": [-1.0] * 3, "logp_rejected": [-2.0] * 3}
         edit = damage[len("GOOD:"):]
         if edit.startswith("-"):
             del doc[edit[1:]]
@@ -686,8 +719,8 @@ def test_checkpoint_margins_good_cache_is_exact(tmp_path, fake_scoring):
     run = _make_run(tmp_path, "r", None, steps=(2,))
     cache = tmp_path / "c"
     cache.mkdir()
-    (cache / "r-step2.json").write_text(json.dumps({"recs": _digest(recs), "logp_chosen": [-1, -2, -3],
-                                                    "logp_rejected": [-4, -4, -4]}))
+    (cache / "r-step2.json").write_text(json.dumps({"key": _key(recs, run / "checkpoint-2"),
+                                                    "logp_chosen": [-1, -2, -3], "logp_rejected": [-4, -4, -4]}))
     out = C.checkpoint_margins(object(), None, recs, _base(3), run, cache_dir=cache)
     assert fake_scoring == [] and _FakePeft.log == []
     assert out[2].dtype == np.float64

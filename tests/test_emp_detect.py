@@ -338,3 +338,31 @@ def test_validation_protocols_on_a_synthetic_pool():
         assert run.random_any_significant <= 3
         assert run.top1_correct_specific >= 3
         assert DetectorRun.from_json(run.to_json()) == run
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(2, 4), st.integers(3, 9), st.integers(1, 3), st.integers(0, 2**16), st.floats(0.0, 5.0))
+def test_p_values_never_below_the_discrete_null_floor(K, N, n, seed, shift):
+    """With only C(N, n) distinct reference subsets (fewer than the draws), no p-value -- Monte-Carlo or Holm,
+    raw or specific -- goes below 1 / (1 + C(N, n)), the floor the small-sample warning states; so a planted
+    shift, however large, is never flagged below it."""
+    import math
+
+    assume(n <= N)
+    rng = np.random.default_rng(seed)
+    R = rng.normal(size=(K, N))
+    S = rng.normal(size=(K, n)) + shift
+    det = detect_trait(S, R, [f"c{k}" for k in range(K)], n_draws=2000, seed=seed)
+    floor = 1.0 / (1 + math.comb(N, n))
+    assert math.comb(N, n) < 2000
+    for r in det.table:
+        for key in ("p_mc", "p_holm") + (("p_specific_mc", "p_specific_holm") if K >= 2 else ()):
+            assert r[key] >= floor - 1e-15, (key, r[key], floor)
+    assert any("discrete null" in w for w in det.warnings)
+
+
+def test_small_reference_flag_respects_the_floor():
+    """N = 8 reference pairs, n = 2 suspect: 28 subsets, floor 1/29 > alpha / K for K = 2: never significant."""
+    rng = np.random.default_rng(0)
+    det = detect_trait(rng.normal(size=(2, 2)) + 10, rng.normal(size=(2, 8)), ["a", "b"], n_draws=20000)
+    assert min(r["p_holm"] for r in det.table) >= 1 / 29 and not det.significant

@@ -370,6 +370,33 @@ def test_experiment_resolves_every_model_before_any_work(tmp_path, monkeypatch, 
     assert not out.exists() or not any(out.iterdir())
 
 
+@pytest.mark.parametrize("section,table,value", [("teacher", "[teacher]", "cuda:63"), ("student[1]", "OTHER", "cuda:63"),
+                                                  ("teacher", "[teacher]", "mps")])
+def test_experiment_refuses_an_unavailable_device_naming_the_toml_key(tmp_path, monkeypatch, section, table, value):
+    """A device this machine lacks is refused before any work, naming the TOML key (not a command-line flag)."""
+    import torch
+
+    from empirical.experiment import run_experiment
+
+    if value == "mps" and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    _no_model_load(monkeypatch)
+    fake = _fake_model_folder(tmp_path)
+    f = _config(tmp_path, teacher=fake, other=fake)
+    text = f.read_text()
+    if table == "OTHER":
+        text = text.replace('name = "other"\n', f'name = "other"\ndevice = "{value}"\n')
+    else:
+        text = text.replace("[teacher]\n", f'[teacher]\ndevice = "{value}"\n')
+    f.write_text(text)
+    out = tmp_path / "run"
+    with pytest.raises(LLSError) as err:
+        run_experiment(load_config(f), out, log=lambda m: None)
+    msg = str(err.value)
+    assert f"{section}.device" in msg and "--device" not in msg and "\n" not in msg
+    assert not out.exists() or not any(out.iterdir())
+
+
 def test_experiment_refuses_heldout_larger_than_the_data_before_any_model(tmp_path, monkeypatch):
     from empirical.experiment import run_experiment
 

@@ -16,7 +16,6 @@ The paper's numbers come from :mod:`empirical.report.paper`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -60,7 +59,7 @@ def collect_rows(root: Path, students: list[Any]) -> list[dict[str, Any]]:
         f = Path(root) / "students" / _sname(s) / "correlate.json"
         if not f.is_file():
             continue
-        res = json.loads(f.read_text())
+        res = read_run_json(f)
         for arm, rep in res["arms"].items():
             for ref, r in rep["final"].items():
                 rows.append({"student": _sname(s), "arm": arm, "ref": ref, "report": r,
@@ -95,12 +94,23 @@ def config_view(config: dict[str, Any], trait: str | None = None) -> SimpleNames
     return SimpleNamespace(**flat)
 
 
+def read_run_json(path: Path, expect: type = dict) -> Any:
+    """Every JSON file a report reads goes through here: :func:`lls_common.io.read_json` (a damaged file is one
+    :class:`LLSError` line naming it) and, for stored vectors (``z_s``, ``z_T``, ``z_M``), finite numbers only."""
+    from lls_common.io import check_number_lists, read_json
+
+    obj = read_json(path, expect, fix="re-run `lls experiment` with the run's config to rewrite it, or restore it "
+                                      "from a copy")
+    check_number_lists(obj, path, ("z_s", "z_T", "z_M"))
+    return obj
+
+
 def _stage(root: Path, name: str) -> dict[str, Any] | None:
     f = root / "stages" / f"{name}.json"
-    if not f.is_file():
+    if not f.exists():
         return None
-    rec = json.loads(f.read_text())
-    return rec.get("result", rec) if isinstance(rec, dict) else None
+    rec = read_run_json(f)
+    return rec.get("result", rec)
 
 
 def _g(cfg: Any, name: str, default: Any = "?") -> Any:
@@ -408,20 +418,32 @@ def write_run_report(root: str | Path) -> dict[str, Any]:
     ``traits/<name>/`` that has correlate output, then :func:`write_many_trait_report`. Returns
     ``{"reports": [...], "figures": [...]}`` (paths relative to ``root``).
     """
+    from lls_common.io import write_failure
+
     root = Path(root)
-    cfg_file = root / "config.json"
-    config = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
+    if not (root / "config.json").exists():  # never a report from a partial configuration
+        from empirical.report.table1 import load_run
+
+        load_run(root)  # a folder with no results at all says so first
+        raise LLSError(f"{root / 'config.json'}: missing, so the report would lack the run's settings; restore it "
+                       "(re-running `lls experiment` with the run's config and out rewrites it)")
+    config = read_run_json(root / "config.json")
     traits = _trait_dirs(root)
-    if not traits:
-        out = write_report(root, config_view(config))
-        return {"reports": ["report.md"], "figures": out["figures"]}
-    reports, figures = [], []
-    for name, tdir in traits.items():
-        if any((tdir / "students").glob("*/correlate.json")):
-            out = write_report(tdir, config_view(config, name))
-            reports.append(f"traits/{name}/report.md")
-            figures += [f"traits/{name}/{f}" for f in out["figures"]]
-    out = write_many_trait_report(root)
+    for folder in [root, *traits.values()]:
+        check_report_outputs(folder)
+    try:
+        if not traits:
+            out = write_report(root, config_view(config))
+            return {"reports": ["report.md"], "figures": out["figures"]}
+        reports, figures = [], []
+        for name, tdir in traits.items():
+            if any((tdir / "students").glob("*/correlate.json")):
+                out = write_report(tdir, config_view(config, name))
+                reports.append(f"traits/{name}/report.md")
+                figures += [f"traits/{name}/{f}" for f in out["figures"]]
+        out = write_many_trait_report(root)
+    except OSError as exc:  # no space, a read-only folder: the earlier files are intact (atomic writes)
+        raise write_failure(exc, exc.filename or root / "report.md") from None
     return {"reports": reports + out["reports"], "figures": figures + out["figures"]}
 
 
@@ -438,6 +460,24 @@ def _specificity(root: Path, run: Any) -> tuple[dict[str, Any] | None, str | Non
         return None, str(exc)
 
 
+#: The files a report writes into a run (or trait) folder, besides ``trajectory-<student>.png``.
+REPORT_FILES = ("report.md", "summary.json", "table1.json", "table1.png", "fig19.png", "mention.png",
+                "specificity.json")
+
+
+def check_report_outputs(folder: Path) -> None:
+    """Refuse, before anything is written, a report output that is a folder, or a folder where nothing can be
+    created (read-only)."""
+    from lls_common.io import _can_create_in
+
+    for p in [folder / n for n in REPORT_FILES] + sorted(folder.glob("trajectory-*.png")) \
+            + sorted(folder.glob("specificity-*.png")):
+        if p.is_dir():
+            raise LLSError(f"{p}: is a folder where the report writes a file; move it away and run again")
+    if not _can_create_in(folder):
+        raise LLSError(f"{folder}: not writable; make it writable (the report is written there) and run again")
+
+
 def write_many_trait_report(root: str | Path) -> dict[str, Any]:
     """The run-level outputs of a many-trait run (``traits/<name>/students/<s>/correlate.json``): Table 1 (one
     row per student, one column per trait; ``table1.png``), the Figure-19 view (``fig19.png``), one trajectory
@@ -450,8 +490,7 @@ def write_many_trait_report(root: str | Path) -> dict[str, Any]:
     from lls_common.io import atomic_write_json, atomic_write_text
 
     root = Path(root)
-    cfg_file = root / "config.json"
-    config = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
+    config = read_run_json(root / "config.json")
     run = load_run(root)
     tab, f19 = table1(run), fig19(run)
     spec, spec_missing = _specificity(root, run)

@@ -29,7 +29,6 @@ each scaled to unit length, projected on their top-2 right singular vectors
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,12 +65,10 @@ class RunData:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise LLSError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}); re-run the stage that wrote it") from None
-    except OSError as exc:
-        raise LLSError(f"{path}: cannot read ({exc.strerror})") from None
+    """:func:`empirical.report.read_run_json`: a JSON object, or one line naming the damaged file."""
+    from empirical.report import read_run_json
+
+    return read_run_json(path)
 
 
 def _single_trait_name(config: dict[str, Any]) -> str:
@@ -116,7 +113,7 @@ def load_run(root: str | Path, trait: str | None = None) -> RunData:
     root = Path(root)
     if not root.is_dir():
         raise LLSError(f"--run {root}: no such folder")
-    config = _read_json(root / "config.json") if (root / "config.json").is_file() else {}
+    config = _read_json(root / "config.json") if (root / "config.json").exists() else {}
     default_trait = trait or _single_trait_name(config)
     corr: dict[tuple[str, str], dict] = {}
     paths: dict[tuple[str, str], Path] = {}
@@ -139,7 +136,7 @@ def load_run(root: str | Path, trait: str | None = None) -> RunData:
                            f"(first: {paths[key]})")
         corr[key], paths[key] = data, f
         ev = f.parent / "eval.json"
-        if ev.is_file():
+        if ev.exists():
             evals[key] = _read_json(ev)
         info.setdefault(trait, {"system_prompt": data.get("system_prompt"),
                                 "target": data.get("target") or (config.get("target") if trait == default_trait

@@ -154,6 +154,27 @@ def _check_hub_data(path: str) -> None:
         data.check_hub_dataset(path)
 
 
+def _clear_other_run(out: Path, key: dict) -> None:
+    """``--overwrite``: empty ``out`` (the lock kept) when it holds an ``lls train`` run made with other settings
+    (its ``run.json`` differs from ``key``); a run with the same settings is resumed or kept as it is."""
+    import shutil
+
+    from lls_common.io import json_key, read_json
+
+    run_file = out / "run.json"
+    if not run_file.exists():
+        return
+    try:
+        same = read_json(run_file, dict) == json_key(key)
+    except LLSError:  # a damaged record: the run cannot be resumed anyway
+        same = False
+    if same:
+        return
+    for p in out.iterdir():
+        if p.name != ".lock":
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+
+
 def _run_train(args: argparse.Namespace) -> int:
     from empirical.build import pairs_reference
     from empirical.train import train
@@ -170,6 +191,8 @@ def _run_train(args: argparse.Namespace) -> int:
     try:
         cfg.validate()
         with OutputLock(args.out, kind="dir", name="out"):
+            if args.overwrite:
+                _clear_other_run(Path(args.out), cfg.run_key())
             summary = train(cfg)
     except (ValueError, FileNotFoundError, OSError) as exc:
         remove_if_empty(args.out, fresh)
