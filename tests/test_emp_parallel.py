@@ -44,7 +44,10 @@ def _folder(root: Path) -> dict[str, object]:
         if p.suffix == ".json":
             if p.name in ("trainer_state.json",):  # TRL's own log: wall times
                 continue
-            out[rel] = _normalise(json.loads(p.read_text()), str(root), str(root.parent))
+            rec = _normalise(json.loads(p.read_text()), str(root), str(root.parent))
+            if rel.startswith("stages/units/"):  # digests of input folders cover their logs (wall times)
+                rec = {k: v for k, v in rec.items() if k not in ("inputs", "outputs")}
+            out[rel] = rec
         elif p.suffix in (".jsonl", ".safetensors"):
             out[rel] = p.read_bytes()
     return out

@@ -127,8 +127,8 @@ def _shared_control(trait_root: Path) -> dict[str, Any] | None:
     sel = units / "select" / "random.json"
     if not sel.is_file():
         return None
-    out = dict(json.loads(sel.read_text()).get("result") or {})
-    out["steps"] = {f.name[: -len("--random.json")]: (json.loads(f.read_text()).get("result") or {}).get("steps")
+    out = dict(read_run_json(sel).get("result") or {})
+    out["steps"] = {f.name[: -len("--random.json")]: (read_run_json(f).get("result") or {}).get("steps")
                     for f in sorted((units / "train").glob("*--random.json"))}
     return out
 

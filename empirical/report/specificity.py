@@ -22,7 +22,6 @@ over candidates, the same K×K test on behaviour (:func:`lls_theory.specificity.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -102,9 +101,11 @@ def _overlap(run: RunData) -> dict[str, Any]:
     ``selected_ids`` (:func:`lls_theory.selection.subset_overlap`)."""
     from lls_theory.selection import subset_overlap
 
+    from empirical.report import read_run_json
+
     f = run.root / "select" / "overlap.json"
     if f.is_file():
-        forms = json.loads(f.read_text()).get("forms")
+        forms = read_run_json(f).get("forms")
         if isinstance(forms, dict) and "selected" in forms:
             return {"available": True, "source": "select/overlap.json", **forms["selected"],
                     "forms": {k: {x: v[x] for x in ("mean_offdiag_overlap", "common_to_all", "union")}
@@ -112,7 +113,7 @@ def _overlap(run: RunData) -> dict[str, Any]:
     subsets, missing = {}, []
     for t in run.traits:
         f = run.root / "traits" / t / "select" / "summary.json"
-        ids = json.loads(f.read_text()).get("selected_ids") if f.is_file() else None
+        ids = read_run_json(f).get("selected_ids") if f.is_file() else None
         if ids is None:
             missing.append(t)
         else:
