@@ -248,7 +248,9 @@ def unit_key(cfg: ExperimentConfig, stage: str, trait: TraitConfig | None = None
         "score": {"teacher": _plain(cfg.teacher), "score": _plain(cfg.score, ("progress",))}
         | ({"system_prompt": trait.system_prompt} if trait else {}),
         "select": {"select": _plain(cfg.select)},
-        "train": {"train": _plain(cfg.train)} | ({"student": _plain(student)} if student else {}),
+        # packed is in the key only when off (same numbers either way): runs made before it existed keep resuming
+        "train": {"train": _plain(cfg.train, ("packed",) if cfg.train.packed else ())}
+        | ({"student": _plain(student)} if student else {}),
         "correlate": {"correlate": _plain(cfg.correlate)},
         "eval": {"eval": _plain(cfg.eval, ("target", "language"))}
         | ({"target": trait.target, "language": trait.language} if trait else {}),

@@ -241,6 +241,21 @@ def test_run_key_records_only_a_non_default_packed_setting(tmp_path):
     assert TrainConfig(**base, packed=False).run_key()["packed"] is False
 
 
+def test_experiment_unit_keys_name_packed_only_when_off():
+    """``lls experiment`` unit keys (train, correlate, eval, report) are unchanged by the setting at its default,
+    so experiment folders made before it existed resume; ``packed = false`` is another key."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from empirical import experiment
+
+    cfg = experiment.load_config(Path(__file__).resolve().parents[1] / "empirical" / "configs" / "owl-hh.toml")
+    for stage in ("train", "correlate", "eval"):
+        assert "packed" not in experiment.unit_key(cfg, stage)["train"]
+        off = replace(cfg, train=replace(cfg.train, packed=False))
+        assert experiment.unit_key(off, stage)["train"]["packed"] is False
+
+
 def test_cli_no_packed_reaches_the_trainer(tmp_path):
     import argparse
 
