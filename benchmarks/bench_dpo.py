@@ -40,8 +40,10 @@ must give the same numbers are compared with ``base`` (max |difference|, fp32 to
 each reply once, ``sum_i (|p_i| + |c_i| + |r_i| - 2)`` over the step's pairs -- divided by the measured token
 rate of a dense step: forward + backward + optimizer step of the same LoRA model on a block of real tokens
 with no padding and no mask (rows of 128 tokens, as many as the step's real tokens fill), LM head at as many
-positions as the step has reply tokens; best of 2 after a warm-up. Printed beside each variant: its s/step,
-the bound in s/step and the share of it reached (bound / s/step). The tokens each layout runs per step
+positions as the step has reply tokens; best of 2 after a warm-up, measured before and after the variants and
+the faster taken. Printed beside each variant: its s/step, the bound in s/step and the share of it reached
+(bound / s/step), each also in CPU time of the process (with 1 thread, equal to wall time on an idle machine;
+the figure to read under load). The tokens each layout runs per step
 (TRL's ``2B x T`` padded, packed rows x longest row) are printed per workload.
 
 Breakdown of one ``base`` step (``--breakdown``): collate (padding), policy forward (loss), backward,
@@ -124,10 +126,11 @@ def _run(model_dir: str, recs: list[dict], name: str, a) -> dict:
 
     class LoopTimer(TrainerCallback):
         def on_train_begin(self, *_, **__):
-            self.t0 = time.perf_counter()
+            self.t0, self.c0 = time.perf_counter(), time.process_time()
 
         def on_train_end(self, *_, **__):
             self.loop_s = time.perf_counter() - self.t0
+            self.loop_cpu_s = time.process_time() - self.c0
 
     t0 = time.perf_counter()
     trainer = _trainer(model_dir, recs, a, VARIANTS[name])
@@ -139,7 +142,8 @@ def _run(model_dir: str, recs: list[dict], name: str, a) -> dict:
     t_call = time.perf_counter() - t1
     hist = [h for h in trainer.state.log_history if "loss" in h]
     return {"variant": name, "options": VARIANTS[name], "setup_s": t_init + (t_call - timer.loop_s),
-            "loop_s": timer.loop_s, "s_per_step": timer.loop_s / a.steps, "forward": trainer._bench_forward.record(),
+            "loop_s": timer.loop_s, "s_per_step": timer.loop_s / a.steps, "cpu_s_per_step": timer.loop_cpu_s / a.steps,
+            "forward": trainer._bench_forward.record(),
             "loss": [h["loss"] for h in hist], "margins": [h.get("rewards/margins") for h in hist]}
 
 
@@ -148,7 +152,6 @@ def _step_tokens(model_dir: str, recs: list[dict], a) -> dict:
     tokens, the packed rows' tokens (rows x longest row, spare columns included), the least a step must run
     (each prompt once, each reply once) and the reply tokens (LM-head positions)."""
     from empirical import packed_dpo
-    from empirical.batching import make_rows, pack_rows
 
     trainer = _trainer(model_dir, recs, a, {})
     inner = trainer.model.get_base_model()
@@ -158,20 +161,17 @@ def _step_tokens(model_dir: str, recs: list[dict], a) -> dict:
             break
         labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
         pairs, _ = packed_dpo.unpack_pairs(batch["input_ids"], batch["attention_mask"], labels)
-        B = len(pairs)
-        longest = max(len(p.context) + len(p.completions[0]) + len(p.completions[1]) - 2 for p in pairs)
-        rows = make_rows(pairs, 0, "packed", max(256, longest))
-        pk = pack_rows(inner, pairs, rows, 0, 0, True, {(g, j): g + j * B for g in range(B) for j in range(2)},
-                       spare=[len(r) for r in rows])
+        pk = packed_dpo.step_rows(inner, pairs, 0, packed_dpo.PackedState().pack_tokens)
         out.append({"trl_padded": int(batch["input_ids"].numel()), "trl_real": int(batch["attention_mask"].sum()),
                     "packed_rows": int(pk.ids.numel()), "least": sum(pk.lens),
                     "reply_tokens": int((labels[:, 1:] != -100).sum())})
     return {k: sum(o[k] for o in out) / len(out) for k in out[0]}
 
 
-def _token_rate(model_dir: str, recs: list[dict], a, tokens: float, heads: float) -> float:
-    """Tokens/s of a dense step (module doc, work bound): forward + backward + optimizer step of the LoRA model
-    on rows of 128 real tokens (no padding, causal mask only), fused LM head at ``heads`` positions."""
+def _token_rate(model_dir: str, recs: list[dict], a, tokens: float, heads: float) -> tuple[float, float]:
+    """Tokens per wall second and per CPU second of a dense step (module doc, work bound): forward + backward +
+    optimizer step of the LoRA model on rows of 128 real tokens (no padding, causal mask only), fused LM head
+    at ``heads`` positions; best of 2 after a warm-up."""
     import torch
 
     trainer = _trainer(model_dir, recs, a, {})
@@ -188,16 +188,17 @@ def _token_rate(model_dir: str, recs: list[dict], a, tokens: float, heads: float
     flat = torch.linspace(1, R * L - 1, steps=max(1, min(int(heads), R * L - R))).long()  # spread over the block
     labels.view(-1)[flat] = ids.view(-1)[flat]
     labels[:, 0] = -100
-    times = []
+    times, cpu = [], []
     for _ in range(3):  # the first warms up
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         out = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels, fused_lm_head=True,
                     use_cache=False)
         (-out.log_probs.sum()).backward()
         opt.step()
         opt.zero_grad()
         times.append(time.perf_counter() - t)
-    return R * L / min(times[1:])
+        cpu.append(time.process_time() - c)
+    return R * L / min(times[1:]), R * L / min(cpu[1:])
 
 
 def _breakdown(model_dir: str, recs: list[dict], a) -> dict:
@@ -267,19 +268,26 @@ def main() -> None:
     for w in loads:
         recs = _pairs(a.steps * a.batch_size, tok, truncate=WORKLOADS[w])
         tk = _step_tokens(model_dir, recs, a)
-        rate = _token_rate(model_dir, recs, a, tk["least"], tk["reply_tokens"])
-        bound = tk["least"] / rate
         print(f"[{w}] replies {'cut to ' + str(WORKLOADS[w]) + ' tokens' if WORKLOADS[w] else 'full'}; tokens per "
               f"step: least {tk['least']:.0f} (each prompt once), TRL {tk['trl_real']:.0f} real of "
-              f"{tk['trl_padded']:.0f} padded, packed rows {tk['packed_rows']:.0f}; dense rate {rate:.0f} tok/s "
-              f"-> work bound {bound:.2f} s/step", flush=True)
+              f"{tk['trl_padded']:.0f} padded, packed rows {tk['packed_rows']:.0f}", flush=True)
+        rates = [_token_rate(model_dir, recs, a, tk["least"], tk["reply_tokens"])]
         runs = {}
         for v in names:
-            r = _run(model_dir, recs, v, a)
+            runs[v] = _run(model_dir, recs, v, a)
+        rates.append(_token_rate(model_dir, recs, a, tk["least"], tk["reply_tokens"]))  # before and after: best
+        rate, cpu_rate = max(r[0] for r in rates), max(r[1] for r in rates)
+        bound, cpu_bound = tk["least"] / rate, tk["least"] / cpu_rate
+        print(f"  dense step: {rate:.0f} tok/s wall, {cpu_rate:.0f} tok/CPU-s (best of before/after: "
+              f"{', '.join(f'{r[0]:.0f}' for r in rates)} wall) -> work bound {bound:.2f} s/step "
+              f"({cpu_bound:.2f} CPU s/step)", flush=True)
+        for v in names:
+            r = runs[v]
             r["work_bound_s_per_step"], r["share_of_bound"] = bound, bound / r["s_per_step"]
-            runs[v] = r
-            line = (f"  {v:14s} set-up {r['setup_s']:6.1f} s   {r['s_per_step']:6.2f} s/step   bound {bound:5.2f} "
-                    f"s/step ({r['share_of_bound']:.0%} of it)   forward {r['forward']['forward']}")
+            r["cpu_work_bound_s_per_step"], r["cpu_share_of_bound"] = cpu_bound, cpu_bound / r["cpu_s_per_step"]
+            line = (f"  {v:14s} set-up {r['setup_s']:6.1f} s   {r['s_per_step']:6.2f} s/step ({r['cpu_s_per_step']:.2f} "
+                    f"CPU)   bound {bound:5.2f} s/step: {r['share_of_bound']:.0%} of it ({r['cpu_share_of_bound']:.0%} "
+                    f"in CPU time)   forward {r['forward']['forward']}")
             if v in SAME_NUMBERS and "base" in runs:
                 d = max(abs(x - y) for x, y in zip(r["loss"], runs["base"]["loss"]))
                 dm = max(abs(x - y) for x, y in zip(r["margins"], runs["base"]["margins"]))
@@ -287,10 +295,11 @@ def main() -> None:
                 line += (f"   |loss - base| <= {d:.2e}, |margin - base| <= {dm:.2e} "
                          f"({'same' if max(d, dm) <= 1e-4 else 'DIFFERENT'})")
             if "base" in runs and v != "base":
-                line += f"   {runs['base']['s_per_step'] / r['s_per_step']:.2f}x base speed"
+                line += (f"   {runs['base']['s_per_step'] / r['s_per_step']:.2f}x base speed "
+                         f"({runs['base']['cpu_s_per_step'] / r['cpu_s_per_step']:.2f}x in CPU time)")
             print(line, flush=True)
-        results[w] = {"tokens_per_step": tk, "dense_tokens_per_s": rate, "work_bound_s_per_step": bound,
-                      "runs": runs}
+        results[w] = {"tokens_per_step": tk, "dense_tokens_per_s": rate, "dense_tokens_per_cpu_s": cpu_rate,
+                      "work_bound_s_per_step": bound, "cpu_work_bound_s_per_step": cpu_bound, "runs": runs}
     bd = None
     if a.breakdown:
         recs = _pairs(a.steps * a.batch_size, tok)

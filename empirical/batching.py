@@ -297,12 +297,25 @@ def _row_len(encs: Sequence[Any], K: int, row: Row) -> int:
 
 def _rows(encs: Sequence[Any], K: int, layout: str, pack_tokens: int = 256) -> list[Row]:
     """Rows: ``tree`` = one group (all its replies) per row; ``linear`` = one reply per row; ``packed`` = tree
-    segments packed first-fit-decreasing into rows of at most ``pack_tokens`` tokens (longer groups alone)."""
+    segments packed first-fit-decreasing into rows of at most ``pack_tokens`` tokens (longer groups alone);
+    ``balanced`` = tree segments spread over ``R = ceil(total / pack_tokens)`` rows, longest first onto the
+    shortest row (rows of near-equal length, so one batch of them has little padding; the longest row is at
+    most ``total / R + the longest segment``)."""
     if layout == "linear":
         return [[(g, [j])] for g, e in enumerate(encs) for j in range(len(e.completions))]
     segs = [(g, list(range(len(e.completions)))) for g, e in enumerate(encs)]
     if layout == "tree":
         return [[sg] for sg in segs]
+    if layout == "balanced":
+        lengths = [_seg_len(encs[g], K, reps) for g, reps in segs]
+        n_rows = max(1, min(len(segs), -(-sum(lengths) // pack_tokens)))
+        out: list[Row] = [[] for _ in range(n_rows)]
+        load = [0] * n_rows
+        for k in sorted(range(len(segs)), key=lambda k: (-lengths[k], k)):
+            r = min(range(n_rows), key=lambda r: (load[r], r))
+            out[r].append(segs[k])
+            load[r] += lengths[k]
+        return out
     rows: list[Row] = []
     room: list[int] = []
     for sg in sorted(segs, key=lambda sg: (-_seg_len(encs[sg[0]], K, sg[1]), sg[0])):
@@ -355,7 +368,7 @@ def supports_4d_mask(model: Any) -> bool:
 
 
 def make_rows(encs: Sequence[Any], K: int, layout: str, pack_tokens: int = 256) -> list[Row]:
-    """The rows of ``layout`` (``tree``, ``packed`` or ``linear``) for groups ``encs`` after a shared prefix of
+    """The rows of ``layout`` (``tree``, ``packed``, ``balanced`` or ``linear``) for groups ``encs`` after a shared prefix of
     ``K`` tokens: a list of rows, each a list of ``(group, [reply indices])`` segments (see :func:`_rows`)."""
     return _rows(encs, K, layout, pack_tokens)
 

@@ -36,7 +36,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["PackedState", "PackedForward", "Pair", "unpack_pairs", "fused_protocol", "trainer_class",
+__all__ = ["PackedState", "PackedForward", "Pair", "step_rows", "unpack_pairs", "fused_protocol", "trainer_class",
            "make_trainer", "unavailable_reason"]
 
 #: The model-call keywords TRL's fused-head DPO forward passes; any other (vision, MoE) keeps TRL's forward.
@@ -63,7 +63,7 @@ class PackedState:
     packed_calls: int = 0
     trl_batches: int = 0
     checked: dict[str, float] | None = None
-    pack_tokens: int = 256
+    pack_tokens: int = 512
     said: set = field(default_factory=set)
 
     @property
@@ -153,6 +153,19 @@ def unpack_pairs(input_ids: Any, attention_mask: Any, labels: Any) -> tuple[list
     return pairs, plens
 
 
+def step_rows(model: Any, pairs: list[Pair], pad_id: int, pack_tokens: int) -> Any:
+    """The rows of one step (:class:`empirical.batching.PackedRows`): each pair one segment (prompt, chosen,
+    rejected), segments spread evenly over ``ceil(total / pack_tokens)`` rows (``balanced`` layout: one batch,
+    little padding), one spare column per pair; sequence ``g + j * B`` = reply ``j`` of pair ``g`` (TRL's
+    row order)."""
+    from empirical.batching import make_rows, pack_rows
+
+    B = len(pairs)
+    rows = make_rows(pairs, 0, "balanced", pack_tokens)
+    seq_index = {(g, j): g + j * B for g in range(B) for j in range(2)}
+    return pack_rows(model, pairs, rows, 0, pad_id, True, seq_index, spare=[len(row) for row in rows])
+
+
 class PackedForward:
     """Callable in place of the model in TRL's ``_compute_loss`` / ``compute_ref_log_probs``: takes TRL's
     padded keywords and returns TRL's ``FusedCausalLMOutput`` fields in TRL's layout ``(2B, T - 1)``, computed
@@ -215,21 +228,15 @@ class PackedForward:
         whose hidden state a forward hook on the decoder sets to that of the prompt's last token."""
         import torch
 
-        from empirical.batching import make_rows, pack_rows
-
         B = len(pairs)
         T = kw["input_ids"].shape[1]
         device = kw["input_ids"].device
-        seq_index = {(g, j): g + j * B for g in range(B) for j in range(2)}  # TRL's row of reply j of pair g
-        longest = max(len(p.context) + len(p.completions[0]) + len(p.completions[1]) - 2 for p in pairs)
-        rows = make_rows(pairs, 0, "packed", max(self.state.pack_tokens, longest))
         inner = _unwrap(self.model)
-        spare = [len(row) for row in rows]  # one per pair (segment) of the row
-        pk = pack_rows(inner, pairs, rows, 0, self.pad_id, True, seq_index, spare=spare)
+        pk = step_rows(inner, pairs, self.pad_id, self.state.pack_tokens)
         lens = pk.lens
         sel_c = list(pk.sel_c)
         src_r, src_c, dst_c = [], [], []
-        used = [0] * len(rows)
+        used = [0] * len(lens)
         dest_c, count = [], {}
         for i, s in enumerate(pk.seq):
             t = count.get(s, 0)

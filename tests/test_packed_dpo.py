@@ -115,7 +115,6 @@ def test_packed_rows_hold_each_prompt_once(base_tok):
     import torch
 
     from empirical import packed_dpo
-    from empirical.batching import make_rows, pack_rows
 
     model, tok = _tiny("llama", base_tok)
     from trl.trainer.dpo_trainer import DataCollatorForPreference
@@ -131,11 +130,12 @@ def test_packed_rows_hold_each_prompt_once(base_tok):
     pairs, plens = packed_dpo.unpack_pairs(batch["input_ids"], batch["attention_mask"], labels)
     assert [p.context for p in pairs] == [tuple(e.context) for e in encs]
     assert [p.completions for p in pairs] == [tuple(map(tuple, e.completions)) for e in encs]
-    rows = make_rows(pairs, 0, "packed", 256)
-    pk = pack_rows(model, pairs, rows, 0, 0, True, {(g, j): g + j * 4 for g in range(4) for j in range(2)})
+    pk = packed_dpo.step_rows(model, pairs, 0, 512)
     need = sum(len(p.context) + len(p.completions[0]) + len(p.completions[1]) - 2 for p in pairs)
     assert sum(pk.lens) == need
+    assert pk.ids.numel() == need + len(pairs)  # one row (need < 512): no padding but the spare columns
     assert need < int(batch["attention_mask"].sum()) < batch["input_ids"].numel()
+    assert sorted(pk.seq) == sorted(s for s in range(8) for _ in range(len(encs[s % 4].completions[s // 4])))
     del torch
 
 
@@ -173,6 +173,25 @@ def test_unpack_pairs_inverts_trls_collator(pairs):
     for i, (p, c, r) in enumerate(pairs):
         assert shift[i].nonzero().flatten().tolist() == list(range(len(p) - 1, len(p) - 1 + len(c)))
         assert shift[B + i].nonzero().flatten().tolist() == list(range(len(p) - 1, len(p) - 1 + len(r)))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 40), st.integers(1, 30), st.integers(1, 30)), min_size=1, max_size=12),
+       st.integers(8, 300))
+def test_balanced_rows_partition_the_pairs_evenly(sizes, pack_tokens):
+    """``balanced`` rows hold every pair exactly once, in ``R = min(pairs, ceil(total / pack_tokens))`` rows,
+    the longest row at most ``total / R + the longest segment`` (longest-first onto the shortest row)."""
+    from empirical.batching import make_rows
+    from empirical.packed_dpo import Pair
+
+    pairs = [Pair(tuple(range(p)), (tuple(range(c)), tuple(range(r)))) for p, c, r in sizes]
+    seg = [p + c + r - 2 for p, c, r in sizes]
+    rows = make_rows(pairs, 0, "balanced", pack_tokens)
+    assert sorted(g for row in rows for g, _ in row) == list(range(len(pairs)))
+    assert all(reps == [0, 1] for row in rows for _, reps in row)
+    total = sum(seg)
+    assert len(rows) == min(len(pairs), -(-total // pack_tokens))
+    assert max(sum(seg[g] for g, _ in row) for row in rows) <= total / len(rows) + max(seg)
 
 
 def test_unpack_pairs_names_batches_it_cannot_pack():
