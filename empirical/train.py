@@ -498,6 +498,13 @@ def _dataset(trl_recs: list[dict[str, Any]], out: Path, ws: int):
         return ds.map(lambda x: x, cache_file_name=str(folder / "records.arrow"), load_from_cache_file=True)
 
 
+def _threads() -> dict[str, Any]:
+    """The CPU thread setting in force (:func:`empirical.threads.record`)."""
+    from empirical import threads
+
+    return threads.record()
+
+
 def _versions() -> dict[str, str]:
     import peft
     import torch
@@ -690,7 +697,7 @@ def _summary(cfg: TrainConfig, out: Path, *, base: str, n_pairs: int, total: int
                      if k in h} for h in history],
         "wall_s_this_call": wall,
         "pairs_per_s_this_call": (step - step0) * per_step / wall if wall > 0 else None,
-        "device": where["device"], "dtype": where["dtype"], "versions": _versions(),
+        "device": where["device"], "dtype": where["dtype"], "threads": _threads(), "versions": _versions(),
     }
 
 

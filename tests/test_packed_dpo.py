@@ -245,6 +245,9 @@ def test_lls_train_uses_the_packed_forward_by_default(base_tok, tmp_path, capsys
     assert s_packed["forward"]["packed_calls"] >= 3  # the reference pass and two steps
     assert s_trl["forward"]["forward"] == "trl" and "--no-packed" in s_trl["forward"]["reason"]
     assert json.loads((tmp_path / "packed" / "train.json").read_text())["forward"]["forward"] == "packed"
+    import torch
+
+    assert s_packed["threads"]["threads"] == torch.get_num_threads()  # the CPU thread setting is recorded
     assert abs(s_packed["history"][0]["loss"] - math.log(2)) <= 1e-6
     _same_runs(s_trl, s_packed, tmp_path, "trl", "packed")
     assert OFF_LINE not in capsys.readouterr().err  # nothing said when nothing falls back
