@@ -62,7 +62,7 @@ def _score(n: int, threads: int | None, a, tmp: Path) -> tuple[float, dict]:
     wall = time.perf_counter() - t
     if res.returncode != 0:
         sys.exit(f"lls score failed ({' '.join(cmd)}):\n{res.stderr[-2000:]}")
-    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    summary = json.loads(res.stdout[res.stdout.index("{"):])  # the --json summary (indented)
     for p in tmp.glob(out.name + "*"):
         p.unlink() if p.is_file() else None
     return wall, summary
