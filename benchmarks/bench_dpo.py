@@ -285,8 +285,8 @@ def main() -> None:
             r = runs[v]
             r["work_bound_s_per_step"], r["share_of_bound"] = bound, bound / r["s_per_step"]
             r["cpu_work_bound_s_per_step"], r["cpu_share_of_bound"] = cpu_bound, cpu_bound / r["cpu_s_per_step"]
-            line = (f"  {v:14s} set-up {r['setup_s']:6.1f} s   {r['s_per_step']:6.2f} s/step ({r['cpu_s_per_step']:.2f} "
-                    f"CPU)   bound {bound:5.2f} s/step: {r['share_of_bound']:.0%} of it ({r['cpu_share_of_bound']:.0%} "
+            line = (f"  {v:14s} set-up {r['setup_s']:6.1f} s   {r['s_per_step']:6.2f} s/step "
+                    f"({r['cpu_s_per_step']:.2f} CPU)   bound {bound:5.2f} s/step: {r['share_of_bound']:.0%} of it ({r['cpu_share_of_bound']:.0%} "
                     f"in CPU time)   forward {r['forward']['forward']}")
             if v in SAME_NUMBERS and "base" in runs:
                 d = max(abs(x - y) for x, y in zip(r["loss"], runs["base"]["loss"]))

@@ -368,8 +368,9 @@ def supports_4d_mask(model: Any) -> bool:
 
 
 def make_rows(encs: Sequence[Any], K: int, layout: str, pack_tokens: int = 256) -> list[Row]:
-    """The rows of ``layout`` (``tree``, ``packed``, ``balanced`` or ``linear``) for groups ``encs`` after a shared prefix of
-    ``K`` tokens: a list of rows, each a list of ``(group, [reply indices])`` segments (see :func:`_rows`)."""
+    """The rows of ``layout`` (``tree``, ``packed``, ``balanced`` or ``linear``) for groups ``encs`` after a
+    shared prefix of ``K`` tokens: a list of rows, each a list of ``(group, [reply indices])`` segments (see
+    :func:`_rows`)."""
     return _rows(encs, K, layout, pack_tokens)
 
 
