@@ -112,14 +112,11 @@ def test_packed_rows_hold_each_prompt_once(base_tok):
     """The packed rows carry each prompt once and no padding row: real tokens = sum(|p| + |c| + |r| - 2) (+ one
     spare column per pair), fewer than TRL's 2B x T padded batch."""
     _need_fused()
-    import torch
-
-    from empirical import packed_dpo
-
-    model, tok = _tiny("llama", base_tok)
     from trl.trainer.dpo_trainer import DataCollatorForPreference
 
-    from empirical import render
+    from empirical import packed_dpo, render
+
+    model, tok = _tiny("llama", base_tok)
 
     encs = [render.encode_group(tok, render.as_messages(p["prompt"]), [p["chosen"], p["rejected"]], None)
             for p in PAIRS]
@@ -136,19 +133,14 @@ def test_packed_rows_hold_each_prompt_once(base_tok):
     assert pk.ids.numel() == need + len(pairs)  # one row (need < 512): no padding but the spare columns
     assert need < int(batch["attention_mask"].sum()) < batch["input_ids"].numel()
     assert sorted(pk.seq) == sorted(s for s in range(8) for _ in range(len(encs[s % 4].completions[s // 4])))
-    del torch
 
 
 def _collated(pairs):
-    import torch
-
     from trl.trainer.dpo_trainer import DataCollatorForPreference
 
     feats = [{"prompt_ids": p, "chosen_ids": c, "rejected_ids": r} for p, c, r in pairs]
     b = DataCollatorForPreference(pad_token_id=0)(feats)
-    labels = b["input_ids"].masked_fill(b["completion_mask"] == 0, -100)
-    del torch
-    return b, labels
+    return b, b["input_ids"].masked_fill(b["completion_mask"] == 0, -100)
 
 
 _ids = st.lists(st.integers(1, 50), min_size=1, max_size=12)
