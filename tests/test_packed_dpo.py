@@ -108,6 +108,29 @@ def test_packed_step_equals_trls_forward(arch, base_tok, tmp_path):
     _assert_same_step(trl_step, packed_step, arch)
 
 
+def test_packed_step_equals_trls_forward_with_a_binding_sliding_window(base_tok, tmp_path, monkeypatch):
+    """Gemma3 with an 8-token sliding window on one of its two layers (rows are far longer): the packed rows
+    take the per-layer-type mask (window in positions, as the model's own mask); numbers equal TRL's."""
+    _need_fused()
+    import test_archs
+
+    config = test_archs._config
+
+    def windowed(arch, tok):
+        c = config(arch, tok)
+        c.sliding_window, c.layer_types = 8, ["sliding_attention", "full_attention"]
+        return c
+
+    monkeypatch.setattr(test_archs, "_config", windowed)
+    model, tok = _tiny("gemma3_text", base_tok)
+    assert model.config.sliding_window == 8
+    recs = _records(tok)
+    trl_step = _step(model, tok, recs, False, tmp_path, batch=4)
+    packed_step = _step(model, tok, recs, True, tmp_path, batch=4)
+    assert packed_step[-1].record()["forward"] == "packed"
+    _assert_same_step(trl_step, packed_step, "gemma3 sliding 8")
+
+
 def test_packed_rows_hold_each_prompt_once(base_tok):
     """The packed rows carry each prompt once and no padding row: real tokens = sum(|p| + |c| + |r| - 2) (+ one
     spare column per pair), fewer than TRL's 2B x T padded batch."""
