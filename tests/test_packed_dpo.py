@@ -131,6 +131,18 @@ def test_packed_step_equals_trls_forward_with_a_binding_sliding_window(base_tok,
     _assert_same_step(trl_step, packed_step, "gemma3 sliding 8")
 
 
+def test_packed_step_equals_trls_forward_with_eager_attention(base_tok, tmp_path):
+    """The eager attention implementation takes the rows' mask as an additive float mask: numbers equal TRL's."""
+    _need_fused()
+    model, tok = _tiny("llama", base_tok)
+    model.set_attn_implementation("eager")
+    recs = _records(tok)
+    trl_step = _step(model, tok, recs, False, tmp_path, batch=4)
+    packed_step = _step(model, tok, recs, True, tmp_path, batch=4)
+    assert packed_step[-1].record()["forward"] == "packed"
+    _assert_same_step(trl_step, packed_step, "llama eager")
+
+
 def test_packed_rows_hold_each_prompt_once(base_tok):
     """The packed rows carry each prompt once and no padding row: real tokens = sum(|p| + |c| + |r| - 2) (+ one
     spare column per pair), fewer than TRL's 2B x T padded batch."""
