@@ -55,11 +55,15 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 __all__ = [
+    "PackedRows",
     "ScoreStats",
     "cache_keyword",
     "head_logprobs",
     "lcp_length",
     "length_batches",
+    "pack_rows",
+    "make_rows",
+    "supports_4d_mask",
     "Progress",
     "run_prefix",
     "score_groups",
@@ -293,12 +297,25 @@ def _row_len(encs: Sequence[Any], K: int, row: Row) -> int:
 
 def _rows(encs: Sequence[Any], K: int, layout: str, pack_tokens: int = 256) -> list[Row]:
     """Rows: ``tree`` = one group (all its replies) per row; ``linear`` = one reply per row; ``packed`` = tree
-    segments packed first-fit-decreasing into rows of at most ``pack_tokens`` tokens (longer groups alone)."""
+    segments packed first-fit-decreasing into rows of at most ``pack_tokens`` tokens (longer groups alone);
+    ``balanced`` = tree segments spread over ``R = ceil(total / pack_tokens)`` rows, longest first onto the
+    shortest row (rows of near-equal length, so one batch of them has little padding; the longest row is at
+    most ``total / R + the longest segment``)."""
     if layout == "linear":
         return [[(g, [j])] for g, e in enumerate(encs) for j in range(len(e.completions))]
     segs = [(g, list(range(len(e.completions)))) for g, e in enumerate(encs)]
     if layout == "tree":
         return [[sg] for sg in segs]
+    if layout == "balanced":
+        lengths = [_seg_len(encs[g], K, reps) for g, reps in segs]
+        n_rows = max(1, min(len(segs), -(-sum(lengths) // pack_tokens)))
+        out: list[Row] = [[] for _ in range(n_rows)]
+        load = [0] * n_rows
+        for k in sorted(range(len(segs)), key=lambda k: (-lengths[k], k)):
+            r = min(range(n_rows), key=lambda r: (load[r], r))
+            out[r].append(segs[k])
+            load[r] += lengths[k]
+        return out
     rows: list[Row] = []
     room: list[int] = []
     for sg in sorted(segs, key=lambda sg: (-_seg_len(encs[sg[0]], K, sg[1]), sg[0])):
@@ -344,21 +361,58 @@ def _supports_4d(model: Any) -> bool:
     return impl in ("sdpa", "eager")
 
 
-def _score_batch(model: Any, encs: Sequence[Any], rows: list[Row], K: int, cache: Any,
-                 pad_id: int, tree: bool, head_chunk: int | None, totals: Any, seq_index: dict) -> tuple[int, int, int]:
-    """Run one batch of rows; adds each scored sequence's log-prob (float64) into ``totals[seq_index[(g, j)]]``.
-    Returns (real tokens, padded tokens, head positions)."""
+def supports_4d_mask(model: Any) -> bool:
+    """Whether the model's attention implementation takes an arbitrary 4-D mask (sdpa, eager): what tree and
+    packed rows need; flash-attention and flex do not."""
+    return _supports_4d(model)
+
+
+def make_rows(encs: Sequence[Any], K: int, layout: str, pack_tokens: int = 256) -> list[Row]:
+    """The rows of ``layout`` (``tree``, ``packed``, ``balanced`` or ``linear``) for groups ``encs`` after a
+    shared prefix of ``K`` tokens: a list of rows, each a list of ``(group, [reply indices])`` segments (see
+    :func:`_rows`)."""
+    return _rows(encs, K, layout, pack_tokens)
+
+
+@dataclass
+class PackedRows:
+    """One batch of rows as the model takes it: ``ids``/``pos`` (B, T) long (CPU), ``mask`` (on the model's
+    device: a 4-D (B, 1, T, K + T) mask in the implementation's form, a dict of them per layer type, or a 2-D
+    (B, K + T) padding mask for linear rows), and the scored positions in sequence order: hidden state
+    ``(sel_r[i], sel_c[i])`` predicts token ``tgt[i]`` of sequence ``seq[i]`` (a completion's tokens in order,
+    its first from the last context token). ``lens``: real tokens per row."""
+
+    ids: Any
+    pos: Any
+    mask: Any
+    sel_r: list[int]
+    sel_c: list[int]
+    tgt: list[int]
+    seq: list[int]
+    lens: list[int]
+
+
+def pack_rows(model: Any, encs: Sequence[Any], rows: list[Row], K: int, pad_id: int, tree: bool,
+              seq_index: dict, spare: Sequence[int] | None = None) -> PackedRows:
+    """Lay out ``rows`` (from :func:`_rows`) after a shared prefix of ``K`` tokens: token ids, explicit
+    positions, the attention mask (module doc, steps 2-3) and the positions that predict completion tokens.
+    ``seq_index[(g, j)]`` numbers completion ``j`` of group ``g``; ``spare[b]``: padding columns kept free
+    at the end of row ``b`` (they see only themselves, like all padding). The one place rows are built: the
+    scorer (:func:`score_groups`) and the packed DPO forward (:mod:`empirical.packed_dpo`) both use it."""
     import torch
 
     device = _device(model)
     B = len(rows)
     lens = [_row_len(encs, K, row) for row in rows]
-    T = max(lens)
+    T = max(n + (spare[b] if spare is not None else 0) for b, n in enumerate(lens))
     ids = torch.full((B, T), pad_id, dtype=torch.long)
     pos = torch.zeros((B, T), dtype=torch.long)
     grp = torch.full((B, T), -1, dtype=torch.long)  # reply ids: -1 padding, 0 context, j+1 reply j
     slot = torch.full((B, T), -1, dtype=torch.long)  # which segment (group) of the row a token belongs to
-    sel_r, sel_c, tgt, seq = [], [], [], []
+    sel_r: list[int] = []
+    sel_c: list[int] = []
+    tgt: list[int] = []
+    seq: list[int] = []
     for b, row in enumerate(rows):
         o = 0
         for k, (g, reps) in enumerate(row):
@@ -386,11 +440,6 @@ def _score_batch(model: Any, encs: Sequence[Any], rows: list[Row], K: int, cache
                     tgt += c[1:]
                     seq += [s] * n
                 o += n
-    kw: dict[str, Any] = {}
-    if cache is not None:
-        c = copy.deepcopy(cache)
-        c.batch_repeat_interleave(B)
-        kw = {cache_keyword(model): c, "use_cache": True}
     real = grp >= 0
     if tree:
         # allowed[b, i, j]: query i may see row key j (earlier or same, same group, context or own reply)
@@ -411,12 +460,29 @@ def _score_batch(model: Any, encs: Sequence[Any], rows: list[Row], K: int, cache
             mask = _mask_value(full.to(device), model)
     else:
         mask = torch.cat([torch.ones((B, K), dtype=torch.long), real.long()], dim=1).to(device)
-    out = _decoder(model)(input_ids=ids.to(device), attention_mask=mask, position_ids=pos.to(device), **kw)
+    return PackedRows(ids=ids, pos=pos, mask=mask, sel_r=sel_r, sel_c=sel_c, tgt=tgt, seq=seq, lens=lens)
+
+
+def _score_batch(model: Any, encs: Sequence[Any], rows: list[Row], K: int, cache: Any,
+                 pad_id: int, tree: bool, head_chunk: int | None, totals: Any, seq_index: dict) -> tuple[int, int, int]:
+    """Run one batch of rows; adds each scored sequence's log-prob (float64) into ``totals[seq_index[(g, j)]]``.
+    Returns (real tokens, padded tokens, head positions)."""
+    import torch
+
+    device = _device(model)
+    pk = pack_rows(model, encs, rows, K, pad_id, tree, seq_index)
+    B, T = pk.ids.shape
+    kw: dict[str, Any] = {}
+    if cache is not None:
+        c = copy.deepcopy(cache)
+        c.batch_repeat_interleave(B)
+        kw = {cache_keyword(model): c, "use_cache": True}
+    out = _decoder(model)(input_ids=pk.ids.to(device), attention_mask=pk.mask, position_ids=pk.pos.to(device), **kw)
     hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-    h = hidden[torch.tensor(sel_r, device=device), torch.tensor(sel_c, device=device)]
-    lp = head_logprobs(model, h, torch.tensor(tgt, device=device), head_chunk)
-    totals.index_add_(0, torch.tensor(seq, device=device), lp)
-    return sum(lens), B * T, len(tgt)
+    h = hidden[torch.tensor(pk.sel_r, device=device), torch.tensor(pk.sel_c, device=device)]
+    lp = head_logprobs(model, h, torch.tensor(pk.tgt, device=device), head_chunk)
+    totals.index_add_(0, torch.tensor(pk.seq, device=device), lp)
+    return sum(pk.lens), B * T, len(pk.tgt)
 
 
 def score_groups(model: Any, encs: Sequence[Any], *, pad_id: int = 0, batch_tokens: int = 2048,

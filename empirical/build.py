@@ -445,9 +445,12 @@ def _rank() -> int:
 
 def score_summary(res: ScoreResult) -> dict[str, Any]:
     """The JSON summary of a scoring run (what ``lls score --json`` prints)."""
+    from empirical import threads
+
     return {"out": str(res.out), "records": res.n_records, "bad": res.n_bad, "scored": res.n_scored,
             "dropped": res.dropped, "first_errors": res.first_errors, "chunks": res.chunks_total,
-            "chunks_resumed": res.chunks_resumed, "processes": res.world_size, **res.placement}
+            "chunks_resumed": res.chunks_resumed, "processes": res.world_size, **res.placement,
+            "threads": threads.record()}
 
 
 def run_score(job: ScoreJob, *, overwrite: bool = False, model_and_tok: tuple[Any, Any] | None = None,

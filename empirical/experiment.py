@@ -314,7 +314,8 @@ def unit_key(cfg: ExperimentConfig, stage: str, trait: TraitConfig | None = None
         "score": {"teacher": _model_plain(cfg.teacher), "score": _plain(cfg.score, ("progress",))}
         | ({"system_prompt": trait.system_prompt} if trait else {}),
         "select": _select_key(cfg, trait),
-        "train": {"train": _plain(cfg.train)}
+        # packed is in the key only when off (same numbers either way): runs made before it existed keep resuming
+        "train": {"train": _plain(cfg.train, ("packed",) if cfg.train.packed else ())}
         | ({"student": _model_plain(student), "student_fingerprint": model_fp(student)} if student else {}),
         "correlate": {"correlate": _plain(cfg.correlate)},
         "eval": {"eval": _plain(cfg.eval, ("target", "language"))}

@@ -642,6 +642,10 @@ def load(spec: Any, dtype: Any = "auto", device: Any = "auto", cache_dir: str | 
     src = resolve_source(spec, cache_dir, revision, trust_remote_code)
     if src.kind == "folder":
         check_model_folder(src.path, spec)
+    if dev.type == "cpu":
+        from empirical import threads
+
+        threads.configure()  # as many compute threads as free cores, unless OMP_NUM_THREADS is set
     tok = AutoTokenizer.from_pretrained(src.path, **src.kwargs)
     kwargs = dict(src.kwargs)
     if dev.type != "cpu":

@@ -71,7 +71,8 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 # Fields added after the first release: left out of the resume key while at their default, so runs started
 # before they existed keep resuming.
 _NEW_DEFAULTS: dict[str, Any] = {"target_modules": (), "gradient_checkpointing": False, "report_to": "none",
-                                 "reference": "default", "revision": None, "trust_remote_code": False}
+                                 "reference": "default", "revision": None, "trust_remote_code": False,
+                                 "packed": True}
 # DPOConfig fields that train() sets itself from TrainConfig (a pass-through may not override them).
 _OWN_ARGS = ("output_dir", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps",
              "save_strategy", "save_steps", "logging_steps", "seed", "data_seed", "use_cpu", "beta",
@@ -87,6 +88,8 @@ class TrainConfig:
     PEFT's ``"all-linear"``. ``reference``: the no-system rendering of the prompts
     (:mod:`empirical.render`; must match the one the pairs were scored with). ``extra``: further
     ``DPOConfig`` fields. ``card``: LLS settings for the model card (teacher, system_prompt, gamma, data, ...).
+    ``packed``: the policy and reference forward in packed rows (:mod:`empirical.packed_dpo`; same numbers as
+    TRL's forward to float tolerance, less work); off = TRL's own forward.
     """
 
     student: str
@@ -115,6 +118,7 @@ class TrainConfig:
     reference: str = "auto"
     revision: str | None = None
     trust_remote_code: bool = False
+    packed: bool = True
     card: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -553,6 +557,13 @@ def _dataset(trl_recs: list[dict[str, Any]], out: Path, ws: int):
         return ds.map(lambda x: x, cache_file_name=str(folder / "records.arrow"), load_from_cache_file=True)
 
 
+def _threads() -> dict[str, Any]:
+    """The CPU thread setting in force (:func:`empirical.threads.record`)."""
+    from empirical import threads
+
+    return threads.record()
+
+
 def _versions() -> dict[str, str]:
     import peft
     import torch
@@ -577,9 +588,9 @@ def train(cfg: TrainConfig, *, model_and_tok: tuple[Any, Any] | None = None,
     summary (:func:`_summary`, :func:`_finish`).
     """
     import torch
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOConfig
 
-    from empirical import models
+    from empirical import models, packed_dpo
     from lls_common.io import atomic_write_json
 
     cfg.validate()
@@ -602,8 +613,9 @@ def train(cfg: TrainConfig, *, model_and_tok: tuple[Any, Any] | None = None,
     model.train()
     trl_recs = to_trl_records(tok, recs, cfg.reference)
     args = DPOConfig(**_dpo_args(cfg, out, ws, where))  # under torchrun this sets up the process group
-    trainer = DPOTrainer(model=model, args=args, train_dataset=_dataset(trl_recs, out, ws), processing_class=tok,
-                         peft_config=_lora_config(cfg))
+    trainer, forward = packed_dpo.make_trainer(cfg.packed, model=model, args=args,
+                                               train_dataset=_dataset(trl_recs, out, ws), processing_class=tok,
+                                               peft_config=_lora_config(cfg))
     total = _total_steps(trainer, cfg)
     for cb in _callbacks(set(checkpoint_steps(total, cfg.checkpoints)), out, base, cfg.revision):
         trainer.add_callback(cb)
@@ -620,6 +632,7 @@ def train(cfg: TrainConfig, *, model_and_tok: tuple[Any, Any] | None = None,
         trainer.save_model(str(out / f"checkpoint-{step}"))  # every process calls it (DeepSpeed/FSDP gather)
     summary = _summary(cfg, out, base=base, n_pairs=len(trl_recs), total=total, step=step, step0=step0, ws=ws,
                        where=where, log_history=trainer.state.log_history, wall=wall)
+    summary["forward"] = forward.record()
     _finish(cfg, out, base, summary, ws)
     return summary
 
@@ -753,7 +766,7 @@ def _summary(cfg: TrainConfig, out: Path, *, base: str, n_pairs: int, total: int
                      if k in h} for h in history],
         "wall_s_this_call": wall,
         "pairs_per_s_this_call": (step - step0) * per_step / wall if wall > 0 else None,
-        "device": where["device"], "dtype": where["dtype"], "versions": _versions(),
+        "device": where["device"], "dtype": where["dtype"], "threads": _threads(), "versions": _versions(),
     }
 
 

@@ -719,10 +719,12 @@ def test_score_summary():
     res = B.ScoreResult(out=Path("/x/s.jsonl"), n_records=10, n_bad=2, n_scored=7, dropped={"long": 1},
                         first_errors=["f:3: bad"], chunks_total=3, chunks_resumed=1, world_size=2,
                         placement={"device": "cpu", "dtype": "float32"})
+    from empirical import threads
+
     assert B.score_summary(res) == {
         "out": "/x/s.jsonl", "records": 10, "bad": 2, "scored": 7, "dropped": {"long": 1},
         "first_errors": ["f:3: bad"], "chunks": 3, "chunks_resumed": 1, "processes": 2, "device": "cpu",
-        "dtype": "float32"}
+        "dtype": "float32", "threads": threads.record()}  # the CPU thread setting in force
     res.placement = {}
     assert "device" not in B.score_summary(res)
 

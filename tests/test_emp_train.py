@@ -279,6 +279,10 @@ def test_two_processes_train_like_one(smollm2_dir, tmp_path):
     assert s2["world_size"] == 2 and s2["per_device_batch_size"] == 2 and s1["per_device_batch_size"] == 4
     assert s1["pairs_per_step"] == s2["pairs_per_step"] == 4
     assert s1["steps"] == s2["steps"] == 4
+    from empirical import packed_dpo
+
+    if packed_dpo.fused_protocol():  # the packed forward (the default) ran in both, through DDP in the second
+        assert s1["forward"]["forward"] == s2["forward"]["forward"] == "packed", (s1["forward"], s2["forward"])
     assert [c["step"] for c in s1["checkpoints"]] == [c["step"] for c in s2["checkpoints"]] == [2, 4]
     for c in s1["checkpoints"]:
         w1 = load_file(tmp_path / "one" / c["path"] / "adapter_model.safetensors")
