@@ -41,13 +41,26 @@ from lls_common.validate import (
 )
 
 __all__ = [
-    "BETA", "DTYPES", "REFERENCES", "ModelArgs", "DataConfig", "Filters", "ScoreConfig", "SelectConfig",
+    "BETA", "TINY_SUBSET", "tiny_subset_warning", "DTYPES", "REFERENCES", "ModelArgs", "DataConfig", "Filters", "ScoreConfig", "SelectConfig",
     "TrainConfig", "CorrelateConfig", "EvalConfig", "StudentConfig", "TraitConfig", "ExperimentConfig",
     "validate_seed",
 ]
 
 #: The DPO temperature beta: the paper's public example and TRL's default. Written here only.
 BETA = 0.1
+
+#: A training subset with fewer pairs than this is warned about (select, build, train, experiment): DPO on a
+#: handful of pairs takes a step or two, and a correlation measured after it says little.
+TINY_SUBSET = 32
+
+
+def tiny_subset_warning(n: int, what: str) -> str | None:
+    """The warning for a training subset of ``n`` pairs (``what`` says how it was made), None when it has at
+    least :data:`TINY_SUBSET` pairs."""
+    if n >= TINY_SUBSET:
+        return None
+    return (f"warning: {what} has only {n} pair(s) (fewer than {TINY_SUBSET}); DPO on it takes a step or two and "
+            "moves the student little: score more pairs (a larger --data / --limit) or raise --gamma")
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -244,6 +257,9 @@ class TrainConfig:
                                reason="enough for a trajectory, cheap to store")
     gradient_checkpointing: bool = setting(False, "recompute activations in the backward pass (less memory)")
     max_length: int | None = setting(None, "truncate prompt + reply to this many tokens", metavar="N")
+    max_steps: int | None = setting(None, "stop after N optimizer steps (a short trial run; the data repeats if N "
+                                          "is more than epochs * repeat passes)", metavar="N",
+                                    reason="unset = epochs * repeat passes over the data")
     report_to: str = setting("none", "Trainer logging integration (none, tensorboard, wandb, ...)",
                              reason="none: no network, no extra packages")
     dpo_args: dict[str, Any] = setting(help="extra TRL DPOConfig arguments (KEY=VALUE), passed through",
@@ -255,7 +271,7 @@ class TrainConfig:
         check_positive(self.lr, "train.lr")
         for n in ("lora_rank", "epochs", "repeat", "batch_size", "grad_accum", "checkpoints"):
             check_positive_int(getattr(self, n), f"train.{n}")
-        _opt_pos_int(self, "train", "lora_alpha", "max_length")
+        _opt_pos_int(self, "train", "lora_alpha", "max_length", "max_steps")
         check_interval(self.lora_dropout, "train.lora_dropout", 0, 1, closed="left")
         for k, m in enumerate(self.target_modules):
             check_nonempty_str(m, f"train.target_modules[{k}]")
@@ -263,6 +279,8 @@ class TrainConfig:
         for k in self.dpo_args:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):
                 raise LLSError(f"train.dpo_args: {k!r} is not a DPOConfig argument name")
+        if "max_steps" in self.dpo_args:
+            raise LLSError("train.dpo_args: max_steps is an lls setting; use --max-steps N (train.max_steps)")
 
     def job(self, student: ModelArgs, data: str | Path, out: str | Path, seed: int, **extra: Any) -> Any:
         """The :class:`empirical.train.TrainConfig` of one DPO run of ``student`` on the pair file ``data``.

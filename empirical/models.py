@@ -546,6 +546,15 @@ def dtype_kwarg(torch_dtype: Any) -> dict[str, Any]:
     return {"dtype": torch_dtype} if (major, minor) >= (4, 56) else {"torch_dtype": torch_dtype}
 
 
+def silence_library_deprecations() -> None:
+    """Hide the one deprecation warning TRL triggers in transformers >= 5.x on every DPO run and every
+    adapter load (called by :func:`load`) (TRL reads ``model.is_gradient_checkpointing``, renamed ``is_activation_checkpointing``):
+    a message about library internals the user can do nothing about. Other warnings are left alone."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+
+
 def load(spec: Any, dtype: Any = "auto", device: Any = "auto", cache_dir: str | os.PathLike | None = None,
          revision: str | None = None, trust_remote_code: bool = False):
     """Load ``(model, tokenizer)``; ``spec`` = registry name | local folder | ``file.gguf`` | hub id.
@@ -558,6 +567,7 @@ def load(spec: Any, dtype: Any = "auto", device: Any = "auto", cache_dir: str | 
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    silence_library_deprecations()
     dev = resolve_device("cpu" if device is None else device)
     torch_dtype = resolve_dtype(dtype, dev)
     src = resolve_source(spec, cache_dir, revision, trust_remote_code)

@@ -61,6 +61,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from lls_common.errors import LLSError
+
 __all__ = ["TrainConfig", "LORA_TARGETS", "load_pairs_file", "to_trl_records", "train", "list_checkpoints",
            "require_checkpoints", "load_student", "checkpoint_steps", "lora_targets", "dpo_config_kwargs",
            "world_size", "is_main_process", "model_card"]
@@ -71,11 +73,26 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 # Fields added after the first release: left out of the resume key while at their default, so runs started
 # before they existed keep resuming.
 _NEW_DEFAULTS: dict[str, Any] = {"target_modules": (), "gradient_checkpointing": False, "report_to": "none",
-                                 "reference": "default", "revision": None, "trust_remote_code": False}
+                                 "reference": "default", "revision": None, "trust_remote_code": False,
+                                 "max_steps": None}
 # DPOConfig fields that train() sets itself from TrainConfig (a pass-through may not override them).
 _OWN_ARGS = ("output_dir", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps",
              "save_strategy", "save_steps", "logging_steps", "seed", "data_seed", "use_cpu", "beta",
              "learning_rate", "max_length", "report_to", "gradient_checkpointing", "max_steps")
+#: The lls option (flag / TOML key) that sets each of :data:`_OWN_ARGS`, named when a pass-through asks for it.
+_OWN_ARG_OPTIONS = {"num_train_epochs": "--epochs / --repeat (train.epochs, train.repeat)",
+                    "per_device_train_batch_size": "--batch-size (train.batch_size)",
+                    "gradient_accumulation_steps": "--grad-accum (train.grad_accum)", "seed": "--seed",
+                    "data_seed": "--seed", "output_dir": "--out", "beta": "--beta (train.beta)",
+                    "learning_rate": "--lr (train.lr)", "max_length": "--max-length (train.max_length)",
+                    "report_to": "--report-to (train.report_to)", "use_cpu": "--device",
+                    "gradient_checkpointing": "--gradient-checkpointing (train.gradient_checkpointing)",
+                    "max_steps": "--max-steps (train.max_steps)",
+                    "save_strategy": "--checkpoints (train.checkpoints)",
+                    "save_steps": "--checkpoints (train.checkpoints)"}
+#: Where the Trainer's per-step log records (loss, margins, learning rate ...) go, one JSON object a line,
+#: inside the run folder; the terminal shows the progress bar and lls's own summary only.
+LOG_FILE = "log.jsonl"
 
 
 @dataclass
@@ -106,6 +123,7 @@ class TrainConfig:
     limit: int | None = None
     dtype: str = "auto"
     max_length: int | None = None
+    max_steps: int | None = None  # stop after this many optimizer steps (None: epochs * repeat passes)
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
     target_modules: tuple[str, ...] | list[str] = ()
@@ -129,6 +147,8 @@ class TrainConfig:
             raise ValueError("lora_alpha must be >= 1")
         if self.max_length is not None and self.max_length < 2:
             raise ValueError("max_length must be >= 2")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError("max_steps must be >= 1")
         if isinstance(self.target_modules, str) or not all(isinstance(m, str) and m for m in self.target_modules):
             raise ValueError("target_modules must be a list of module names (empty = all-linear)")
         from empirical.render import REFERENCES
@@ -213,7 +233,8 @@ def dpo_config_kwargs(extra: dict[str, Any]) -> dict[str, Any]:
     names = {f.name for f in fields(DPOConfig)}
     for k in extra:
         if k in _OWN_ARGS:
-            raise ValueError(f"DPOConfig argument {k!r} is set by lls train itself; use its own option")
+            raise LLSError(f"DPOConfig argument {k!r} is set by lls train itself; use "
+                           f"{_OWN_ARG_OPTIONS.get(k, 'its own option')}")
         if k not in names:
             close = difflib.get_close_matches(k, sorted(names), n=3)
             raise ValueError(f"{k!r} is not a TRL DPOConfig field" + (f" (did you mean {', '.join(close)}?)"
@@ -286,7 +307,7 @@ def load_pairs_file(path: str | Path, limit: int | None = None) -> list[dict[str
 
     pairs, _ = load_pairs(path, limit=limit)
     if not pairs:
-        raise ValueError(f"{path}: zero pairs (nothing was selected?)")
+        raise LLSError(f"{path}: zero pairs (nothing was selected?)")
     return [{"prompt": p.messages, "chosen": p.chosen, "rejected": p.rejected, "id": p.id, "_where": p.where}
             for p in pairs]
 
@@ -473,6 +494,35 @@ def _callbacks(save_at: set[int], out: Path, base: str, revision: str | None):
     return [SaveAt()]
 
 
+def quiet_trainer_logs(trainer: Any, log_file: Path, progress: bool) -> None:
+    """Send the Trainer's per-step log records to ``log_file`` (JSON lines, numbers as numbers) instead of the
+    terminal: transformers prints each one as a Python dict with quoted numbers on stdout, between the
+    progress bar's lines. The progress bar stays (when ``progress``); stdout keeps lls's own summary only."""
+    from transformers import PrinterCallback, ProgressCallback, TrainerCallback
+
+    class LogFile(TrainerCallback):
+        """Append each log record of the main process to ``log_file``."""
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if state.is_world_process_zero and logs:
+                rec = {"step": state.global_step, **{k: v for k, v in logs.items() if k != "total_flos"}}
+                with open(log_file, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(rec, default=str) + "\n")
+            return control
+
+    class Bar(ProgressCallback):
+        """transformers' progress bar without its log lines."""
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            return control
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    if progress:
+        trainer.add_callback(Bar())
+    trainer.add_callback(LogFile())
+
+
 _SHARED_CACHE = ".datasets-cache"
 
 
@@ -524,6 +574,7 @@ def train(cfg: TrainConfig, *, model_and_tok: tuple[Any, Any] | None = None,
     from lls_common.io import atomic_write_json
 
     cfg.validate()
+    models.silence_library_deprecations()
     out = Path(cfg.out)
     ws = world_size()
     if cfg.batch_size % ws:
@@ -548,6 +599,7 @@ def train(cfg: TrainConfig, *, model_and_tok: tuple[Any, Any] | None = None,
     total = _total_steps(trainer, cfg)
     for cb in _callbacks(set(checkpoint_steps(total, cfg.checkpoints)), out, base, cfg.revision):
         trainer.add_callback(cb)
+    quiet_trainer_logs(trainer, out / LOG_FILE, cfg.progress)
     if stop_after_steps is not None:
         trainer.add_callback(_stop_after(stop_after_steps))
     resume_from, step0 = _resume_point(out)
@@ -609,6 +661,8 @@ def _dpo_args(cfg: TrainConfig, out: Path, ws: int, where: dict[str, Any]) -> di
         dataloader_num_workers=0, lr_scheduler_type="linear", warmup_steps=0, save_only_model=False,
     )
     kwargs[dpo_checkpointing_field()] = cfg.gradient_checkpointing
+    if cfg.max_steps is not None:
+        kwargs["max_steps"] = cfg.max_steps
     if ws > 1 and use_cpu:
         kwargs["ddp_backend"] = "gloo"
     kwargs.update(dpo_config_kwargs(cfg.extra))
@@ -636,7 +690,10 @@ def _lora_config(cfg: TrainConfig):
 
 
 def _total_steps(trainer: Any, cfg: TrainConfig) -> int:
-    """The optimizer-step count as the Trainer computes it (per-process batches, accumulation, epochs)."""
+    """The optimizer-step count as the Trainer computes it (per-process batches, accumulation, epochs), or
+    ``cfg.max_steps`` when set (the Trainer then stops there, repeating the data if it runs out)."""
+    if cfg.max_steps is not None:
+        return cfg.max_steps
     n_batches = len(trainer.get_train_dataloader())
     steps_per_epoch = max(n_batches // cfg.grad_accum + int(n_batches % cfg.grad_accum > 0), 1)
     return steps_per_epoch * cfg.epochs * cfg.repeat

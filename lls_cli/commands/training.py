@@ -135,6 +135,8 @@ def _check_hub_data(path: str) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    import sys
+
     from empirical.build import pairs_reference
     from empirical.train import train
 
@@ -146,6 +148,9 @@ def _run_train(args: argparse.Namespace) -> int:
     check_output(args.out, inputs=(args.data,), kind="dir", name="out", inputs_inside=False)
     _check_model(from_namespace(ModelArgs, args), "--student")
     _check_hub_data(args.data)
+    warnings = _train_warnings(args.data, args.limit)
+    for line in warnings:
+        print(line, file=sys.stderr)
     fresh = not Path(args.out).exists()
     try:
         cfg.validate()
@@ -157,10 +162,35 @@ def _run_train(args: argparse.Namespace) -> int:
     except BaseException:
         remove_if_empty(args.out, fresh)
         raise
-    human = (f"trained {summary['n_pairs']} pairs, {summary['steps']} steps; checkpoints: "
-             + ", ".join(c["path"] for c in summary["checkpoints"]) + f" in {args.out}")
-    emit_summary(summary, args.json, human)
+    emit_summary({**summary, "warnings": warnings}, args.json, _train_human(summary, args.out))
     return 0
+
+
+def _train_warnings(data_path: str, limit: int | None) -> list[str]:
+    """Before any model work: the pair file's pairs counted by the reader ``lls train`` uses (a damaged or
+    empty file is refused here, in one line) and a tiny training set warned about."""
+    from empirical import data
+    from empirical.config import tiny_subset_warning
+    from empirical.train import load_pairs_file
+
+    if data.looks_like_hub_id(data_path):
+        return []
+    n = len(load_pairs_file(data_path, limit))
+    w = tiny_subset_warning(n, f"the training data {data_path}" + (f" (--limit {limit})" if limit else ""))
+    return [w] if w else []
+
+
+def _train_human(summary: dict, out: Path) -> str:
+    """lls train's summary line: pairs, steps, the last logged loss / reward margin / accuracy, where things are."""
+    from empirical.train import LOG_FILE
+
+    last = summary["history"][-1] if summary.get("history") else {}
+    nums = ", ".join(f"{name} {last[k]:.4f}" for k, name in (("loss", "loss"), ("rewards/margins", "reward margin"),
+                                                            ("rewards/accuracies", "accuracy"))
+                     if isinstance(last.get(k), (int, float)))
+    return (f"trained {summary['n_pairs']} pairs, {summary['steps']} steps" + (f"; last step: {nums}" if nums else "")
+            + "; checkpoints: " + ", ".join(c["path"] for c in summary["checkpoints"]) + f" in {out} "
+            f"(per-step log: {out}/{LOG_FILE}; summary: {out}/train.json)")
 
 
 def _run_correlate(args: argparse.Namespace) -> int:
