@@ -95,11 +95,16 @@ def atomic_write_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> Path:
     return atomic_write_text(path, "".join(dumps(r, indent=None) + "\n" for r in records))
 
 
-def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 120) -> Path:
-    """Save a matplotlib figure atomically (PNG by the path's suffix) and close it."""
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int | None = None) -> Path:
+    """Save a matplotlib figure atomically (PNG by the path's suffix) and close it, at ``dpi`` (default: the
+    one figure resolution, :data:`lls_common.figstyle.DPI`)."""
     import io
 
     import matplotlib.pyplot as plt
+
+    from lls_common.figstyle import DPI
+
+    dpi = DPI if dpi is None else dpi
 
     path = Path(path)
     buf = io.BytesIO()
