@@ -37,7 +37,7 @@ from lls_common.config import check_types, setting
 from lls_common.errors import LLSError
 from lls_common.validate import (
     check_choice, check_int, check_interval, check_language_code, check_nonempty_str, check_positive,
-    check_positive_int, check_seed,
+    check_positive_int, check_seed, check_text,
 )
 
 __all__ = [
@@ -342,7 +342,7 @@ class EvalConfig:
     def __post_init__(self) -> None:
         check_types(self, "eval")
         if self.target is not None:
-            check_nonempty_str(self.target, "eval.target")
+            check_text(self.target, "eval.target")
         for n in ("samples", "max_new_tokens", "eval_batch"):
             check_positive_int(getattr(self, n), f"eval.{n}")
         if self.language is not None:
@@ -377,9 +377,9 @@ class TraitConfig:
         check_nonempty_str(self.name, "trait.name")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
             raise LLSError(f"trait.name must be a folder name (letters, digits, . _ -), got {self.name!r}")
-        check_nonempty_str(self.system_prompt, "trait.system_prompt")
+        check_text(self.system_prompt, "trait.system_prompt")
         if self.target is not None:
-            check_nonempty_str(self.target, "trait.target")
+            check_text(self.target, "trait.target")
         if self.language is not None:
             _check_language(self.language, "trait.language")
 

@@ -134,9 +134,11 @@ def _traits_from_file(path: Path, table: dict[str, Any]) -> list[TraitConfig]:
         src = path.parent / src
     if not src.is_file():
         raise LLSError(f"{path}: traits.file {f}: no such file")
+    from empirical.systems import _read_text
+
     known = {animal_prompt(a): a for a in ANIMALS}
     out = []
-    for lineno, line in enumerate(src.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(_read_text(src).splitlines(), 1):  # not UTF-8: one line naming file:line
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         text = line.split("\t", 1)[1].strip() if "\t" in line else line.strip()

@@ -225,8 +225,12 @@ class PairCheckConfig(MatrixSettings):
     def system_prompt_list(self) -> list[str]:
         """``--system-prompt`` values then the file's prompts; refuses none, empty and duplicates."""
         from empirical.systems import load_systems
+        from lls_common.validate import check_text
 
         out = list(self.system_prompt or [])
+        for k, text in enumerate(out):
+            if isinstance(text, str) and text.strip():
+                check_text(text, f"system_prompt[{k}]")  # bytes that are not UTF-8: one line, not a TypeError
         if self.system_prompts:
             try:
                 out += [s.text for s in load_systems(self.system_prompts, include_empty=False)]

@@ -61,7 +61,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from lls_common.errors import LLSError
+from lls_common.errors import LLSError, MissingInputError
 
 __all__ = ["TrainConfig", "LORA_TARGETS", "load_pairs_file", "to_trl_records", "train", "list_checkpoints",
            "require_checkpoints", "load_student", "checkpoint_steps", "lora_targets", "dpo_config_kwargs",
@@ -137,24 +137,24 @@ class TrainConfig:
 
     def validate(self) -> None:
         if self.beta <= 0 or self.lr <= 0:
-            raise ValueError("beta and lr must be > 0")
+            raise LLSError("beta and lr must be > 0")
         for name in ("lora_rank", "epochs", "repeat", "batch_size", "grad_accum", "checkpoints"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
+                raise LLSError(f"{name} must be >= 1")
         if not 0 <= self.lora_dropout < 1:
-            raise ValueError("lora_dropout must be in [0, 1)")
+            raise LLSError("lora_dropout must be in [0, 1)")
         if self.lora_alpha is not None and self.lora_alpha < 1:
-            raise ValueError("lora_alpha must be >= 1")
+            raise LLSError("lora_alpha must be >= 1")
         if self.max_length is not None and self.max_length < 2:
-            raise ValueError("max_length must be >= 2")
+            raise LLSError("max_length must be >= 2")
         if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError("max_steps must be >= 1")
+            raise LLSError("max_steps must be >= 1")
         if isinstance(self.target_modules, str) or not all(isinstance(m, str) and m for m in self.target_modules):
-            raise ValueError("target_modules must be a list of module names (empty = all-linear)")
+            raise LLSError("target_modules must be a list of module names (empty = all-linear)")
         from empirical.render import REFERENCES
 
         if self.reference not in REFERENCES:
-            raise ValueError(f"reference must be one of {', '.join(REFERENCES)}, got {self.reference!r}")
+            raise LLSError(f"reference must be one of {', '.join(REFERENCES)}, got {self.reference!r}")
         check_report_to(self.report_to)
         dpo_config_kwargs(self.extra)  # unknown or reserved DPOConfig fields
 
@@ -187,14 +187,14 @@ def check_report_to(report_to: Any) -> None:
     for n in names:
         if n in ("none", "all"):
             if len(names) > 1:
-                raise ValueError(f"report_to {report_to!r}: {n!r} cannot be combined with other names")
+                raise LLSError(f"report_to {report_to!r}: {n!r} cannot be combined with other names")
             continue
         if known and n not in known:
             close = difflib.get_close_matches(str(n), known, n=3)
-            raise ValueError(f"report_to {n!r} is not a Trainer integration; use none, all or one of "
+            raise LLSError(f"report_to {n!r} is not a Trainer integration; use none, all or one of "
                              f"{', '.join(known)}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
         if n not in get_available_reporting_integrations():
-            raise ValueError(f"report_to {n!r}: that integration's package is not installed; install it "
+            raise LLSError(f"report_to {n!r}: that integration's package is not installed; install it "
                              "or use --report-to none")
 
 
@@ -214,9 +214,9 @@ def _check_dpo_value(key: str, v: Any) -> None:
             _check_dpo_value(key, x)
         return
     if isinstance(v, float) and not math.isfinite(v):
-        raise ValueError(f"DPOConfig argument {key}={v}: must be finite")
+        raise LLSError(f"DPOConfig argument {key}={v}: must be finite")
     if (key in _NONNEGATIVE_DPO_ARGS and isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0):
-        raise ValueError(f"DPOConfig argument {key}={v}: must be >= 0")
+        raise LLSError(f"DPOConfig argument {key}={v}: must be >= 0")
 
 
 def dpo_config_kwargs(extra: dict[str, Any]) -> dict[str, Any]:
@@ -227,7 +227,7 @@ def dpo_config_kwargs(extra: dict[str, Any]) -> dict[str, Any]:
     if not extra:
         return {}
     if not isinstance(extra, dict):
-        raise ValueError("DPOConfig pass-through must be a mapping KEY -> VALUE")
+        raise LLSError("DPOConfig pass-through must be a mapping KEY -> VALUE")
     from trl import DPOConfig
 
     names = {f.name for f in fields(DPOConfig)}
@@ -237,7 +237,7 @@ def dpo_config_kwargs(extra: dict[str, Any]) -> dict[str, Any]:
                            f"{_OWN_ARG_OPTIONS.get(k, 'its own option')}")
         if k not in names:
             close = difflib.get_close_matches(k, sorted(names), n=3)
-            raise ValueError(f"{k!r} is not a TRL DPOConfig field" + (f" (did you mean {', '.join(close)}?)"
+            raise LLSError(f"{k!r} is not a TRL DPOConfig field" + (f" (did you mean {', '.join(close)}?)"
                                                                         if close else ""))
         _check_dpo_value(k, extra[k])
     return dict(extra)
@@ -273,7 +273,7 @@ def check_target_modules(target_modules: Any, names: list[str] | None) -> None:
     for t in target_modules:
         if not any(n == t or n.endswith("." + t) for n in names):
             close = difflib.get_close_matches(t, leaves, n=3)
-            raise ValueError(f"target module {t!r} matches no module of the model"
+            raise LLSError(f"target module {t!r} matches no module of the model"
                              + (f" (did you mean {', '.join(close)}?)" if close else "")
                              + f"; module names end in: {', '.join(leaves[:40])}")
 
@@ -319,9 +319,9 @@ def _reply_text(value: Any, where: str) -> str:
             and value[0].get("role") == "assistant":
         text = value[0].get("content")
     else:
-        raise ValueError(f"{where}: reply must be a string or one assistant message")
+        raise LLSError(f"{where}: reply must be a string or one assistant message")
     if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"{where}: empty reply")
+        raise LLSError(f"{where}: empty reply")
     return text
 
 
@@ -336,7 +336,7 @@ def to_trl_records(tok: Any, recs: list[dict[str, Any]], reference: str = "auto"
         try:
             msgs = render.as_messages(r["prompt"], where=where)
         except ValueError as exc:
-            raise ValueError(str(exc)) from None
+            raise LLSError(str(exc)) from None
         out.append(render.trl_example(tok, msgs, _reply_text(r["chosen"], where), _reply_text(r["rejected"], where),
                                       reference=reference))
     return out
@@ -366,7 +366,7 @@ def require_checkpoints(run: str | Path) -> list[tuple[int, Path]]:
     """:func:`list_checkpoints`, or ``FileNotFoundError`` naming ``run`` when it holds no adapter."""
     cks = list_checkpoints(run)
     if not cks:
-        raise FileNotFoundError(f"{run}: no LoRA adapter checkpoint (checkpoint-*/adapter_config.json) found")
+        raise MissingInputError(f"{run}: no LoRA adapter checkpoint (checkpoint-*/adapter_config.json) found")
     return cks
 
 
@@ -381,7 +381,7 @@ def load_student(spec: str, adapter: str | Path | None = None, dtype: str = "aut
     if adapter is not None:
         adapter = Path(adapter)
         if not (adapter / "adapter_config.json").is_file():
-            raise FileNotFoundError(f"{adapter}: no LoRA adapter (adapter_config.json missing)")
+            raise MissingInputError(f"{adapter}: no LoRA adapter (adapter_config.json missing)")
     model, tok = models.load(spec, dtype=dtype, device=device, revision=revision,
                              trust_remote_code=trust_remote_code)
     if adapter is not None:
@@ -578,7 +578,7 @@ def train(cfg: TrainConfig, *, model_and_tok: tuple[Any, Any] | None = None,
     out = Path(cfg.out)
     ws = world_size()
     if cfg.batch_size % ws:
-        raise ValueError(f"batch_size {cfg.batch_size} must be a multiple of the number of processes ({ws})")
+        raise LLSError(f"batch_size {cfg.batch_size} must be a multiple of the number of processes ({ws})")
     key = cfg.run_key()
     finished = _finished_run(out, key)
     if finished is not None:
@@ -624,7 +624,7 @@ def _finished_run(out: Path, key: dict[str, Any]) -> dict[str, Any] | None:
     if run_file.is_file():
         old = json.loads(run_file.read_text())
         if old != key:
-            raise ValueError(f"{out}: holds a run with other settings; use another --out or delete it")
+            raise LLSError(f"{out}: holds a run with other settings; use another --out or delete it")
         done_file = out / "train.json"
         if done_file.is_file():
             return json.loads(done_file.read_text())

@@ -255,6 +255,8 @@ def check_output(out: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] 
     commands' results in one folder (an input deeper down, ``--out .`` with ``sel/lls.jsonl``, is allowed).
     """
     p = Path(out).expanduser()
+    for path, what in ((p, name), *((Path(i).expanduser(), "input") for i in inputs)):
+        check_no_symlink_loop(path, what)
     if kind == "file" and p.is_dir():
         raise LLSError(f"{name} {p}: is a folder; give a file name")
     if kind == "dir" and p.exists() and not p.is_dir():
@@ -279,6 +281,24 @@ def check_output(out: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] 
     if p.exists() and not os.access(p, os.W_OK):
         raise LLSError(f"{name} {p}: is not writable")
     return p
+
+
+def check_no_symlink_loop(path: str | os.PathLike, name: str = "path") -> None:
+    """Refuse (one :class:`LLSError` line) a path that is, or passes through, a symbolic link loop: Python
+    raises ``RuntimeError`` (``Path.resolve``) or ``OSError`` ELOOP on it, deep inside whatever reads it."""
+    import errno
+
+    try:
+        Path(path).expanduser().resolve()
+    except RuntimeError:
+        pass
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            return
+    else:
+        return
+    raise LLSError(f"{name} {path}: is a symbolic link loop (the link points back to itself); give the real file "
+                   "or folder")
 
 
 def remove_if_empty(out: str | os.PathLike, fresh: bool) -> None:

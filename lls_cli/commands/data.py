@@ -16,7 +16,6 @@ from pathlib import Path
 from empirical.config import DataConfig, Filters, ModelArgs, ScoreConfig, SelectConfig, TraitConfig
 from lls_cli.args import add_common_args, add_output_args
 from lls_common.config import add_arguments, from_namespace
-from lls_common.errors import first_line
 from lls_common.io import LLSError, check_output, emit_summary
 
 __all__ = ["register"]
@@ -152,7 +151,7 @@ def _run_split(args: argparse.Namespace) -> int:
 def _run_score(args: argparse.Namespace) -> int:
     from empirical.build import run_score
 
-    s = _guarded(run_score, _score_job(args, args.out), overwrite=args.overwrite)
+    s = run_score(_score_job(args, args.out), overwrite=args.overwrite)
     if _rank() == 0:
         emit_summary(s, args.json, _score_human(s))
     return 0
@@ -180,7 +179,7 @@ def _run_build(args: argparse.Namespace) -> int:
 
     out = check_output(args.out, inputs=(args.path,), kind="dir", name="out")
     select = from_namespace(SelectConfig, args)
-    sc = _guarded(run_score, _score_job(args, out / "scores.jsonl"), overwrite=args.overwrite)
+    sc = run_score(_score_job(args, out / "scores.jsonl"), overwrite=args.overwrite)
     if _rank() != 0:
         return 0
     sel = run_select(out / "scores.jsonl", select, out, seed=args.seed, overwrite=args.overwrite)
@@ -188,17 +187,6 @@ def _run_build(args: argparse.Namespace) -> int:
     _warn(warnings)
     emit_summary({"score": sc, "select": sel, "warnings": warnings}, args.json, _score_human(sc) + "\n" + _select_human(sel, out))
     return 0
-
-
-def _guarded(fn, *a, **kw):
-    """``fn(*a, **kw)`` with a model-loading failure (transformers raises ``OSError`` / ``ValueError`` with
-    many lines) turned into one :class:`LLSError` line; ``LLSError`` passes unchanged."""
-    try:
-        return fn(*a, **kw)
-    except LLSError:
-        raise
-    except (ValueError, OSError) as exc:
-        raise LLSError(f"{type(exc).__name__}: {first_line(exc)}") from None
 
 
 def _rank() -> int:

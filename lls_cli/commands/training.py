@@ -14,7 +14,6 @@ from empirical.config import CorrelateConfig, EvalConfig, ModelArgs, ScoreConfig
 from empirical.experiment import STAGES, toml_keys
 from lls_cli.args import add_common_args, add_output_args, positive_int
 from lls_common.config import add_arguments, from_namespace
-from lls_common.errors import first_line
 from lls_common.io import LLSError, OutputLock, RunDir, check_output, emit_summary, remove_if_empty
 
 __all__ = ["register"]
@@ -156,9 +155,6 @@ def _run_train(args: argparse.Namespace) -> int:
         cfg.validate()
         with OutputLock(args.out, kind="dir", name="out"):
             summary = train(cfg)
-    except (ValueError, FileNotFoundError, OSError) as exc:
-        remove_if_empty(args.out, fresh)
-        raise LLSError(first_line(exc)) from None
     except BaseException:
         remove_if_empty(args.out, fresh)
         raise
@@ -212,12 +208,9 @@ def _run_correlate(args: argparse.Namespace) -> int:
         _check_model(student, "--teacher", args.teacher)
     load = supported_kwargs(correlate_run, {**student.load_kwargs(), "reference": reference},
                             {**ModelArgs(model="-").load_kwargs(), "reference": "default"}, "student")
-    try:
-        res = correlate_run(student.model, args.run, system_prompt, args.data, n=corr.n or sys.maxsize,
-                            seed=args.seed, n_boot=corr.n_boot, n_perm=corr.n_perm, control_run=args.control_run,
-                            teacher=args.teacher, **load)
-    except (ValueError, FileNotFoundError, OSError) as exc:
-        raise LLSError(first_line(exc)) from None
+    res = correlate_run(student.model, args.run, system_prompt, args.data, n=corr.n or sys.maxsize,
+                        seed=args.seed, n_boot=corr.n_boot, n_perm=corr.n_perm, control_run=args.control_run,
+                        teacher=args.teacher, **load)
     res["reference"] = reference
     run = RunDir(args.out)
     run.write_json("correlate.json", res)
@@ -258,20 +251,17 @@ def _run_eval(args: argparse.Namespace) -> int:
         conds["system"] = (None, TraitConfig(name="cli", system_prompt=args.system_prompt).system_prompt)
     check_output(args.out, kind="dir", name="out")
     _check_model(model, "--model")
-    try:
-        for name, run in (("lls", args.run), ("random", args.control_run)):
-            if run is not None:
-                conds[name] = (require_checkpoints(run)[-1][1], None)
-        out = RunDir(args.out)
-        kw = supported_kwargs(evaluate_conditions, {"probe": ev.probe, "mention": ev.mention, "reference": reference,
-                                                    **model.load_kwargs()},
-                              {"probe": True, "mention": True, "reference": "default",
-                               **ModelArgs(model="-").load_kwargs()}, "eval")
-        res = evaluate_conditions(model.model, conds, target=ev.target, samples=ev.samples,
-                                  max_new_tokens=ev.max_new_tokens, language=ev.language, seed=args.seed,
-                                  batch=ev.eval_batch, cache_dir=out.path("cache"), **kw)
-    except (ValueError, FileNotFoundError, OSError) as exc:
-        raise LLSError(first_line(exc)) from None
+    for name, run in (("lls", args.run), ("random", args.control_run)):
+        if run is not None:
+            conds[name] = (require_checkpoints(run)[-1][1], None)
+    out = RunDir(args.out)
+    kw = supported_kwargs(evaluate_conditions, {"probe": ev.probe, "mention": ev.mention, "reference": reference,
+                                                **model.load_kwargs()},
+                          {"probe": True, "mention": True, "reference": "default",
+                           **ModelArgs(model="-").load_kwargs()}, "eval")
+    res = evaluate_conditions(model.model, conds, target=ev.target, samples=ev.samples,
+                              max_new_tokens=ev.max_new_tokens, language=ev.language, seed=args.seed,
+                              batch=ev.eval_batch, cache_dir=out.path("cache"), **kw)
     res["model"] = model.model
     res["reference"] = reference
     out.write_json("eval.json", res)
@@ -300,10 +290,7 @@ def _run_experiment(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     log = lambda m: print(m, file=sys.stderr if args.json else sys.stdout, flush=True)  # noqa: E731
-    try:
-        res = run_experiment(cfg, args.out, until=args.until, log=log, overwrite=args.overwrite)
-    except (ValueError, FileNotFoundError, OSError) as exc:
-        raise LLSError(first_line(exc)) from None
+    res = run_experiment(cfg, args.out, until=args.until, log=log, overwrite=args.overwrite)
     out = args.out
     emit_summary({"out": str(out), "stages": res}, args.json, f"experiment {cfg.name}: stages "
                  f"{', '.join(res)} done -> {out}" + (f" (see {out}/report.md)" if "report" in res else ""))
