@@ -275,14 +275,15 @@ def _open_parts(parts: Path, key: dict[str, Any], rank: int, state: Any) -> None
 
 def _score_pieces(model: Any, tok: Any, chunk: list[PrefPair], cfg: ScoreJob, bad: Callable[[str], None],
                   base: Any, on_batch: Callable[[int], None], stem: Path, errors: list[str]) -> list[dict[str, Any]]:
-    """Score one chunk as pieces of ``score.max_batch`` pairs (one forward batch of rows each), saving each
-    piece as ``<stem>.piece-NNNN.json`` as soon as it is scored: a run stopped inside a chunk (Ctrl-C, a kill,
-    a lost machine) keeps its finished pieces, and the re-run scores only the rest. Pieces saved by an
-    earlier run are read back (their pairs counted on the progress bar). Returns the chunk's records in order;
-    ``errors`` collects the skipped records' messages."""
+    """Score one chunk as pieces of ``4 * score.max_batch`` pairs (64 by default), saving each piece as
+    ``<stem>.piece-NNNN.json`` as soon as it is scored: a run stopped inside a chunk (Ctrl-C, a kill, a lost
+    machine) keeps its finished pieces, and the re-run scores only the rest. (Pieces of one batch of rows
+    cost 15% more CPU than whole 64-pair chunks, SmolLM2 on the CPU; pieces of four batches about 1%.)
+    Pieces saved by an earlier run are read back (their pairs counted on the progress bar). Returns the
+    chunk's records in order; ``errors`` collects the skipped records' messages."""
     from lls_common.io import atomic_write_json
 
-    size = max(cfg.score.max_batch, 1)
+    size = max(4 * cfg.score.max_batch, 1)
     recs: list[dict[str, Any]] = []
     for j, start in enumerate(range(0, len(chunk), size)):
         piece, f = chunk[start:start + size], Path(f"{stem}.piece-{j:04d}.json")

@@ -143,13 +143,13 @@ def test_resume_after_interruption_gives_the_same_file(tmp_path, smollm2):
 
 @pytest.mark.model
 def test_a_run_stopped_inside_its_first_chunk_keeps_the_pieces_it_finished(tmp_path, smollm2, monkeypatch):
-    """Pieces of max_batch pairs are saved as they finish: a run killed after one piece of its first chunk
-    keeps that piece, the re-run scores only the rest (one piece fewer), and the file equals an uninterrupted
-    run's."""
+    """Pieces of 4 * max_batch pairs are saved as they finish: a run killed after one piece of its first chunk
+    keeps that piece, the re-run scores only the rest, and the file equals an uninterrupted run's."""
     from empirical import build
 
     full, part = tmp_path / "full.jsonl", tmp_path / "part.jsonl"
-    pipeline.score_file(_cfg(full, chunk_size=4, max_batch=1), model_and_tok=smollm2)
+    kw = dict(chunk_size=6, max_batch=1, limit=6)  # one chunk: pieces of 4 and 2 pairs
+    pipeline.score_file(_cfg(full, **kw), model_and_tok=smollm2)
     real, calls = build._score_chunk, []
 
     def killed_after_one(*a, **k):
@@ -160,13 +160,13 @@ def test_a_run_stopped_inside_its_first_chunk_keeps_the_pieces_it_finished(tmp_p
 
     monkeypatch.setattr(build, "_score_chunk", killed_after_one)
     with pytest.raises(KeyboardInterrupt):
-        pipeline.score_file(_cfg(part, chunk_size=4, max_batch=1), model_and_tok=smollm2)
+        pipeline.score_file(_cfg(part, **kw), model_and_tok=smollm2)
     saved = sorted(p.name for p in (tmp_path / "part.jsonl.parts").iterdir())
     assert saved == ["chunk-000000.piece-0000.json", "run.json"]
     counted = []
     monkeypatch.setattr(build, "_score_chunk", lambda *a, **k: counted.append(len(a[2])) or real(*a, **k))
-    pipeline.score_file(_cfg(part, chunk_size=4, max_batch=1), model_and_tok=smollm2)
-    assert counted == [1, 1, 1]  # the three pieces not saved before; the saved one was read back
+    pipeline.score_file(_cfg(part, **kw), model_and_tok=smollm2)
+    assert counted == [2]  # the piece not saved before; the saved one was read back
     assert part.read_bytes() == full.read_bytes()
     assert not (tmp_path / "part.jsonl.parts").exists()
 
