@@ -198,7 +198,8 @@ class ScoreConfig:
                                 reason="CPU-measured: small packed batches do not pad (benchmarks/bench_scoring.py)")
     max_batch: int = setting(16, "rows (packed prompts with their replies) per forward batch", metavar="N")
     chunk_size: int = setting(256, "pairs per resumable chunk", metavar="N",
-                              reason="a killed run loses at most one chunk")
+                              reason="one parts file per chunk; inside a chunk every 4 * max_batch pairs are "
+                                     "saved, so a killed run loses at most that many")
     reference: str = setting("auto", "rendering of the no-system-prompt reference, the same in score, train, "
                                      "correlate and eval: auto (= empty where the template has a system role, "
                                      "else none), empty (empty system turn), default (the template's default "
