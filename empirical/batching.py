@@ -220,6 +220,15 @@ def head_logprobs(model: Any, hidden: Any, targets: Any, head_chunk: int | None 
 # Progress
 
 
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3.5 min``, ``2.1 h``: a duration in the unit a person reads at a glance."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 class Progress:
     """Per-batch progress with items/s: a tqdm bar on stderr when it is a terminal, else one line every
     ``every`` seconds (and at the end). ``callback(n)`` instead of a display when given."""
@@ -247,10 +256,17 @@ class Progress:
                 self.last = now
                 self._line(now)
 
+    def line(self, now: float) -> str:
+        """``desc: done/total units, rate units/s, elapsed, ETA`` (the ETA from the mean rate so far)."""
+        el = max(now - self.t0, 1e-9)
+        rate = self.done / el
+        left = max(self.total - self.done, 0)
+        eta = f", about {_duration(left / rate)} left" if rate > 0 and left else ""
+        return (f"{self.desc}: {self.done:.0f}/{self.total} {self.unit}s, {rate:.2f} {self.unit}s/s, "
+                f"{_duration(el)} elapsed{eta}")
+
     def _line(self, now: float) -> None:
-        rate = self.done / max(now - self.t0, 1e-9)
-        print(f"{self.desc}: {self.done:.0f}/{self.total} {self.unit}s, {rate:.2f} {self.unit}s/s", file=sys.stderr,
-              flush=True)
+        print(self.line(now), file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:

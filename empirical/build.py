@@ -315,6 +315,34 @@ def _open_parts(parts: Path, key: dict[str, Any], rank: int, state: Any) -> None
         raise DataError(setup_error[0])
 
 
+def _score_pieces(model: Any, tok: Any, chunk: list[PrefPair], cfg: ScoreJob, bad: Callable[[str], None],
+                  base: Any, on_batch: Callable[[int], None], stem: Path, errors: list[str]) -> list[dict[str, Any]]:
+    """Score one chunk as pieces of ``4 * score.max_batch`` pairs (64 by default), saving each piece as
+    ``<stem>.piece-NNNN.json`` as soon as it is scored: a run stopped inside a chunk (Ctrl-C, a kill, a lost
+    machine) keeps its finished pieces, and the re-run scores only the rest. (Pieces of one batch of rows
+    cost 15% more CPU than whole 64-pair chunks, SmolLM2 on the CPU; pieces of four batches about 1%.)
+    Pieces saved by an earlier run are read back (their pairs counted on the progress bar). Returns the
+    chunk's records in order; ``errors`` collects the skipped records' messages."""
+    from lls_common.io import atomic_write_json
+
+    size = max(4 * cfg.score.max_batch, 1)
+    recs: list[dict[str, Any]] = []
+    for j, start in enumerate(range(0, len(chunk), size)):
+        piece, f = chunk[start:start + size], Path(f"{stem}.piece-{j:04d}.json")
+        if f.exists():
+            got, errs = _read_chunk(f)
+            on_batch(len(piece) * max(_conditions(cfg), 1))
+        else:
+            n_err = len(errors)
+            got = _score_chunk(model, tok, piece, cfg, bad, base, on_batch)
+            errs = errors[n_err:]
+            del errors[n_err:]
+            atomic_write_json(f, {"records": got, "errors": errs})
+        recs.extend(got)
+        errors.extend(errs)
+    return recs
+
+
 def _score_chunks(model: Any, tok: Any, cfg: ScoreJob, chunks: list[list[PrefPair]], mine: list[int],
                   parts: Path, base: Any, bar: Any, world: int, stop_after_chunks: int | None) -> str | None:
     """Score this process's chunks into ``parts``; returns the first fatal error (other processes go on)."""
@@ -338,10 +366,12 @@ def _score_chunks(model: Any, tok: Any, cfg: ScoreJob, chunks: list[list[PrefPai
                 bar.update(n * world / max(_conditions(cfg), 1))
 
         try:
-            recs = _score_chunk(model, tok, chunks[k], cfg, bad, base, on_batch)
+            recs = _score_pieces(model, tok, chunks[k], cfg, bad, base, on_batch, parts / f"chunk-{k:06d}", errors)
         except DataError as exc:  # stop, but let the other processes reach the barrier too
             return str(exc)
         atomic_write_json(parts / f"chunk-{k:06d}.json", {"records": recs, "errors": errors})
+        for f in parts.glob(f"chunk-{k:06d}.piece-*.json"):
+            f.unlink(missing_ok=True)
         if bar is not None:  # pairs the batches did not count (filtered, or a reference read from base)
             rest = len(chunks[k]) * max(_conditions(cfg), 1) - scored[0]
             bar.update(max(rest, 0) * world / max(_conditions(cfg), 1))

@@ -38,17 +38,31 @@ from lls_common.config import check_types, setting
 from lls_common.errors import LLSError
 from lls_common.validate import (
     check_choice, check_int, check_interval, check_language_code, check_nonempty_str, check_positive,
-    check_positive_int, check_seed,
+    check_positive_int, check_seed, check_text,
 )
 
 __all__ = [
-    "BETA", "DTYPES", "REFERENCES", "CONTRASTS", "ModelArgs", "DataConfig", "Filters", "ScoreConfig", "SelectConfig",
+    "BETA", "TINY_SUBSET", "tiny_subset_warning", "DTYPES", "REFERENCES", "CONTRASTS", "ModelArgs", "DataConfig",
+    "Filters", "ScoreConfig", "SelectConfig",
     "TrainConfig", "CorrelateConfig", "EvalConfig", "StudentConfig", "TraitConfig", "ExperimentConfig",
     "validate_seed",
 ]
 
 #: The DPO temperature beta: the paper's public example and TRL's default. Written here only.
 BETA = 0.1
+
+#: A training subset with fewer pairs than this is warned about (select, build, train, experiment): DPO on a
+#: handful of pairs takes a step or two, and a correlation measured after it says little.
+TINY_SUBSET = 32
+
+
+def tiny_subset_warning(n: int, what: str) -> str | None:
+    """The warning for a training subset of ``n`` pairs (``what`` says how it was made), None when it has at
+    least :data:`TINY_SUBSET` pairs."""
+    if n >= TINY_SUBSET:
+        return None
+    return (f"warning: {what} has only {n} pair(s) (fewer than {TINY_SUBSET}); DPO on it takes a step or two and "
+            "moves the student little: score more pairs (a larger --data / --limit) or raise --gamma")
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -189,7 +203,8 @@ class ScoreConfig:
                                 reason="CPU-measured: small packed batches do not pad (benchmarks/bench_scoring.py)")
     max_batch: int = setting(16, "rows (packed prompts with their replies) per forward batch", metavar="N")
     chunk_size: int = setting(256, "pairs per resumable chunk", metavar="N",
-                              reason="a killed run loses at most one chunk")
+                              reason="one parts file per chunk; inside a chunk every 4 * max_batch pairs are "
+                                     "saved, so a killed run loses at most that many")
     reference: str = setting("auto", "rendering of the no-system-prompt reference, the same in score, train, "
                                      "correlate and eval: auto (= empty where the template has a system role, "
                                      "else none), empty (empty system turn), default (the template's default "
@@ -294,6 +309,9 @@ class TrainConfig:
                            reason="about half the tokens of TRL's padded forward; TRL's loss, optimizer and "
                                   "checkpoints unchanged")
     max_length: int | None = setting(None, "truncate prompt + reply to this many tokens", metavar="N")
+    max_steps: int | None = setting(None, "stop after N optimizer steps (a short trial run; the data repeats if N "
+                                          "is more than epochs * repeat passes)", metavar="N",
+                                    reason="unset = epochs * repeat passes over the data")
     report_to: str = setting("none", "Trainer logging integration (none, tensorboard, wandb, ...)",
                              reason="none: no network, no extra packages")
     dpo_args: dict[str, Any] = setting(help="extra TRL DPOConfig arguments (KEY=VALUE), passed through",
@@ -305,7 +323,7 @@ class TrainConfig:
         check_positive(self.lr, "train.lr")
         for n in ("lora_rank", "epochs", "repeat", "batch_size", "grad_accum", "checkpoints"):
             check_positive_int(getattr(self, n), f"train.{n}")
-        _opt_pos_int(self, "train", "lora_alpha", "max_length")
+        _opt_pos_int(self, "train", "lora_alpha", "max_length", "max_steps")
         check_interval(self.lora_dropout, "train.lora_dropout", 0, 1, closed="left")
         for k, m in enumerate(self.target_modules):
             check_nonempty_str(m, f"train.target_modules[{k}]")
@@ -313,6 +331,8 @@ class TrainConfig:
         for k in self.dpo_args:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):
                 raise LLSError(f"train.dpo_args: {k!r} is not a DPOConfig argument name")
+        if "max_steps" in self.dpo_args:
+            raise LLSError("train.dpo_args: max_steps is an lls setting; use --max-steps N (train.max_steps)")
 
     def job(self, student: ModelArgs, data: str | Path, out: str | Path, seed: int, **extra: Any) -> Any:
         """The :class:`empirical.train.TrainConfig` of one DPO run of ``student`` on the pair file ``data``.
@@ -390,7 +410,7 @@ class EvalConfig:
     def __post_init__(self) -> None:
         check_types(self, "eval")
         if self.target is not None:
-            check_nonempty_str(self.target, "eval.target")
+            check_text(self.target, "eval.target")
         for n in ("samples", "max_new_tokens", "eval_batch"):
             check_positive_int(getattr(self, n), f"eval.{n}")
         if self.language is not None:
@@ -429,9 +449,9 @@ class TraitConfig:
         check_nonempty_str(self.name, "trait.name")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
             raise LLSError(f"trait.name must be a folder name (letters, digits, . _ -), got {self.name!r}")
-        check_nonempty_str(self.system_prompt, "trait.system_prompt")
+        check_text(self.system_prompt, "trait.system_prompt")
         if self.target is not None:
-            check_nonempty_str(self.target, "trait.target")
+            check_text(self.target, "trait.target")
         if self.language is not None:
             _check_language(self.language, "trait.language")
 

@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from lls_common.errors import LLSError
+from lls_common.errors import LLSError, MissingInputError
 
 __all__ = ["pair_key", "pair_fingerprint", "check_disjoint", "checkpoint_margins", "arm_report", "arm_contrast",
            "correlate_arms", "correlate_run", "scores_from_file", "sample_warnings", "MIN_N_FOR_CI",
@@ -368,7 +368,7 @@ def _training_data(run: Path) -> str:
     require_checkpoints(run)
     run_file = run / "run.json"
     if not run_file.is_file():
-        raise FileNotFoundError(f"{run}: run.json missing (not an `lls train` run)")
+        raise MissingInputError(f"{run}: run.json missing (not an `lls train` run)")
     try:
         src = json.loads(run_file.read_text(encoding="utf-8")).get("data")
     except (OSError, ValueError, AttributeError) as exc:

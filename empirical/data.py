@@ -810,6 +810,9 @@ LOGP_MIN = -1e9
 
 #: |weight| above this is refused: w / N is a sum of four log-probs in [LOGP_MIN, 0] over N >= 1 tokens
 WEIGHT_MAX = 4 * abs(LOGP_MIN)
+#: The largest token count a scores file may hold: no model's context comes near it, and the counts stay far
+#: inside the 64-bit integers the selection computes with (a larger one overflowed there).
+NTOKENS_MAX = 10**9
 
 
 def _number(v: Any) -> bool:
@@ -850,6 +853,9 @@ def check_score_record(rec: Any, where: str) -> dict[str, Any]:
         v = rec[f]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise DataError(f"{where}: field {f!r} must be an integer >= 1 (a token count), got {v!r:.40}")
+        if v > NTOKENS_MAX:
+            raise DataError(f"{where}: field {f!r} must be a token count <= {NTOKENS_MAX:g} (no model reads more), "
+                            f"got {v!r:.40}")
     w = rec["weight"]
     if not _number(w) or not math.isfinite(w) or abs(w) > WEIGHT_MAX:
         raise DataError(f"{where}: field 'weight' must be a finite number in [-{WEIGHT_MAX:g}, {WEIGHT_MAX:g}], "

@@ -137,9 +137,11 @@ def _traits_from_file(path: Path, table: dict[str, Any]) -> list[TraitConfig]:
         src = path.parent / src
     if not src.is_file():
         raise LLSError(f"{path}: traits.file {f}: no such file")
+    from empirical.systems import _read_text
+
     known = {p.text: p for p in named_prompts().values()}
     out = []
-    for lineno, line in enumerate(src.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(_read_text(src).splitlines(), 1):  # not UTF-8: one line naming file:line
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         text = line.split("\t", 1)[1].strip() if "\t" in line else line.strip()
@@ -469,16 +471,18 @@ def _pair_record(p: Any, tok: Any, truncate: int | None) -> dict[str, Any] | Non
             "rejected": [{"role": "assistant", "content": r}]}
 
 
-def split_records(run: Run) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
-    """The run's split, computed and not written: (held-out records, pool records, counts)."""
+def split_pairs(d: DataConfig, filters: Any, seed: int, tok: Any = None) -> tuple[list[dict], list[dict], dict]:
+    """The one held-out split rule (the ``split`` stage and ``lls split``): read ``d.path`` with ``filters``,
+    truncate replies to ``d.truncate`` tokens of ``tok`` (needed only for truncation and the token-length
+    filters), drop pairs whose replies became equal, shuffle with ``numpy.random.default_rng(seed)``, hold out
+    the first ``d.heldout`` and keep ``d.pool`` (default: all) of the rest. Returns ``(heldout, pool,
+    counts)``: two disjoint lists of pair records in file order and the counts of what was read and dropped."""
     import numpy as np
 
     from empirical import data
 
-    d = run.cfg.data
-    tok = run.tokenizer(run.cfg.teacher)  # the teacher's weights load only for the score stage
     pairs, rep = data.load_pairs(d.path, split=d.split, limit=d.limit, skip_bad=d.skip_bad,
-                                 filters=run.cfg.filters, tok=tok, config=d.config_name, data_dir=d.data_dir)
+                                 filters=filters, tok=tok, config=d.config_name, data_dir=d.data_dir)
     recs, n_degenerate = [], 0
     for p in pairs:
         r = _pair_record(p, tok, d.truncate)
@@ -487,21 +491,22 @@ def split_records(run: Run) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
         else:
             recs.append(r)
     check_split_sizes(d, len(recs), "usable pairs")
-    order = np.random.default_rng(run.cfg.seed).permutation(len(recs))
+    order = np.random.default_rng(seed).permutation(len(recs))
     held = [recs[i] for i in sorted(order[:d.heldout])]
     rest = order[d.heldout:]
     if d.pool is not None:
         rest = rest[:d.pool]
     pool = [recs[i] for i in sorted(rest)]
     return held, pool, {"n_records": rep.n_records, "n_bad": rep.n_bad, "dropped": rep.dropped,
-                        "n_identical_after_truncation": n_degenerate, "n_usable": len(recs), "n_heldout": len(held),
-                        "n_pool": len(pool), "first_errors": rep.first_errors}
+                        "n_identical_after_truncation": n_degenerate, "n_usable": len(recs),
+                        "n_heldout": len(held), "n_pool": len(pool), "first_errors": rep.first_errors}
 
 
 def _split(run: Run) -> dict[str, Any]:
     from lls_common.io import atomic_write_jsonl
 
-    held, pool, counts = split_records(run)
+    tok = run.tokenizer(run.cfg.teacher)  # the teacher's weights load only for the score stage
+    held, pool, counts = split_pairs(run.cfg.data, run.cfg.filters, run.cfg.seed, tok)
     atomic_write_jsonl(run.root / "data" / "heldout.jsonl", held)
     atomic_write_jsonl(run.root / "data" / "pool.jsonl", pool)
     return counts
@@ -1042,7 +1047,7 @@ def check_placement(m: ModelArgs, section: str) -> None:
 
 def run_experiment(cfg: ExperimentConfig, out: str | Path, until: str = "report",
                    log: Callable[[str], None] = print, overwrite: bool = False,
-                   parallel: "Parallel | None" = None) -> dict[str, Any]:
+                   parallel: Any = None) -> dict[str, Any]:
     """Run the stages up to ``until`` (inclusive) under ``out``; returns ``{stage: result}``.
 
     ``parallel`` (:class:`empirical.parallel.Parallel`) runs the independent units of each stage in worker

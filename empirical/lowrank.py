@@ -194,7 +194,8 @@ class AnglesConfig(LibrarySettings):
 class PairCheckConfig(MatrixSettings):
     teacher: str = setting(help="teacher model (builds the LLS dataset)")
     student: str = setting(help="student model")
-    system_prompt: tuple[str, ...] = setting((), "a system prompt")
+    system_prompt: tuple[str, ...] = setting((), "a system prompt (at least one of --system-prompt / "
+                                                 "--system-prompts is needed)")
     system_prompts: str | None = setting(None, "more system prompts from a file", metavar="FILE")
     n_pairs: int = setting(64, "held-out pairs")
     truncate: int | None = setting(20, "response truncation, teacher tokens")
@@ -225,8 +226,12 @@ class PairCheckConfig(MatrixSettings):
     def system_prompt_list(self) -> list[str]:
         """``--system-prompt`` values then the file's prompts; refuses none, empty and duplicates."""
         from empirical.systems import load_systems
+        from lls_common.validate import check_text
 
         out = list(self.system_prompt or [])
+        for k, text in enumerate(out):
+            if isinstance(text, str) and text.strip():
+                check_text(text, f"system_prompt[{k}]")  # bytes that are not UTF-8: one line, not a TypeError
         if self.system_prompts:
             try:
                 out += [s.text for s in load_systems(self.system_prompts, include_empty=False)]
@@ -558,6 +563,14 @@ class PairCheckResult:
                   "0 -> none (heuristic, from the paper's Table 1)")
     ESTIMATES = ("corr(rho_T, rho_S) = corr(z_T, z_s) before training: the two models' own system-prompt margin "
                  "shifts; not the post-training transfer corr(z_T, z_M)")
+    #: What each column of the table means (printed under it and in ``lls pair-check --help``).
+    COLUMNS = ("pearson, spearman = correlation over the pairs of the teacher's and the student's margin shifts "
+               "rho (margin with the system prompt minus without); 95% CI = bootstrap CI of pearson; specific = "
+               "pearson of (shift - mean shift over the given prompts), the part particular to this prompt (needs "
+               "two or more system prompts: nan with one); S>0|sel = share of the teacher's top-gamma selection "
+               "where the student's own shift is positive; S>0|all = that share over all pairs; verdict = band of "
+               "pearson (>=0.5 strong, >=0.2 moderate, >=0.05 weak, else none; a CI containing 0 -> none); "
+               "(CI spans) = the bands of the CI's two ends")
 
     @classmethod
     def from_json(cls, d: dict) -> "PairCheckResult":
@@ -596,8 +609,7 @@ class PairCheckResult:
                          f"{row['spearman']:8.3f} {row.get('pearson_specific', float('nan')):8.3f} "
                          f"{row['student_positive_on_selected']:8.2f} {row['student_positive_overall']:8.2f}  "
                          f"{row['verdict']} ({row.get('verdict_range', '?')})")
-        lines.append("specific = Pearson of (shift - mean shift over the given prompts); S>0|sel = share of the "
-                     f"teacher's top-{self.gamma:g} selection where the student's own shift is positive")
+        lines.append(f"columns: {self.COLUMNS} (gamma = {self.gamma:g})")
         lines.append(f"estimates: {self.ESTIMATES}")
         sub = self.subspace
         if sub is not None:
@@ -658,6 +670,10 @@ def run_pair_check(cfg: PairCheckConfig) -> PairCheckResult:
         chk = pair_check(T, S, systems, gamma=cfg.gamma, seed=cfg.seed)
     except ValueError as exc:
         raise LLSError(str(exc)) from None
+    from empirical.pair_check import same_model_warning
+
+    same = same_model_warning(cfg.teacher, cfg.student)
+    chk.warnings = ([same] if same else []) + chk.warnings
     sub = None
     if libs:
         A, B = libs[cfg.teacher], libs[cfg.student]

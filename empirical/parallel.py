@@ -22,7 +22,6 @@ a sequential run's. This module imports nothing of the experiment: the experimen
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable

@@ -103,13 +103,13 @@ def _tokens(tok: Any, pair: dict[str, Any], prompt_copies: int = 1) -> int:
 
 def _pairs(run: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(held-out, pool) pair records: the split's files, else the same split in memory."""
-    from empirical.experiment import split_records
+    from empirical.experiment import split_pairs
 
     d = run.root / "data"
     if (d / "heldout.jsonl").is_file() and (d / "pool.jsonl").is_file():
         read = lambda f: [json.loads(x) for x in f.read_text().splitlines() if x.strip()]  # noqa: E731
         return read(d / "heldout.jsonl"), read(d / "pool.jsonl")
-    held, pool, _ = split_records(run)
+    held, pool, _ = split_pairs(run.cfg.data, run.cfg.filters, run.cfg.seed, run.tokenizer(run.cfg.teacher))
     return held, pool
 
 
@@ -121,7 +121,7 @@ def plan_experiment(cfg: Any, out: str | Path, until: str = "report", measure: b
     "rates", "assumptions"}``; ``estimate_s`` is None where a rate is missing (``measure=False``).
     Writes nothing in ``out``.
     """
-    from empirical.experiment import STAGES, _UNITS, Run, _finished, _same_model, random_size
+    from empirical.experiment import STAGES, _UNITS, Run, _finished, random_size
 
     run = Run(cfg, Path(out), log)
     stages = STAGES[:STAGES.index(until) + 1]

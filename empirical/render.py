@@ -52,6 +52,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from lls_common.errors import LLSError
+
 __all__ = [
     "PLAIN_TEMPLATE_DOC",
     "REFERENCES",
@@ -88,24 +90,24 @@ def as_messages(prompt: Any, where: str = "prompt") -> list[dict[str, str]]:
     """
     if isinstance(prompt, str):
         if not prompt.strip():
-            raise ValueError(f"{where}: empty prompt")
+            raise LLSError(f"{where}: empty prompt")
         return [{"role": "user", "content": prompt}]
     if not isinstance(prompt, (list, tuple)) or not prompt:
-        raise ValueError(f"{where}: prompt must be a non-empty string or a non-empty list of messages")
+        raise LLSError(f"{where}: prompt must be a non-empty string or a non-empty list of messages")
     out = []
     for k, msg in enumerate(prompt):
         if not isinstance(msg, dict) or "role" not in msg or "content" not in msg:
-            raise ValueError(f"{where}: message {k} must be an object with 'role' and 'content'")
+            raise LLSError(f"{where}: message {k} must be an object with 'role' and 'content'")
         role, content = msg["role"], msg["content"]
         if role not in _ROLES:
-            raise ValueError(f"{where}: message {k} has unknown role {role!r}")
+            raise LLSError(f"{where}: message {k} has unknown role {role!r}")
         if not isinstance(content, str):
-            raise ValueError(f"{where}: message {k} has non-string content")
+            raise LLSError(f"{where}: message {k} has non-string content")
         if not content.strip() and not (role == "system" and k == 0 and content == ""):
-            raise ValueError(f"{where}: message {k} has empty content")
+            raise LLSError(f"{where}: message {k} has empty content")
         out.append({"role": role, "content": content})
     if out[-1]["role"] != "user":
-        raise ValueError(f"{where}: the last prompt message must be a user turn, got {out[-1]['role']!r}")
+        raise LLSError(f"{where}: the last prompt message must be a user turn, got {out[-1]['role']!r}")
     return out
 
 
@@ -146,16 +148,16 @@ def resolve_reference(tok: Any, reference: str = "auto") -> str:
     ``"none"`` on a chat template with one.
     """
     if reference not in REFERENCES:
-        raise ValueError(f"unknown reference rendering {reference!r}; use one of {', '.join(REFERENCES)}")
+        raise LLSError(f"unknown reference rendering {reference!r}; use one of {', '.join(REFERENCES)}")
     chat = has_chat_template(tok)
     system = chat and supports_system_role(tok)
     if reference == "auto":
         return "empty" if system else "none"
     if reference == "empty" and chat and not system:
-        raise ValueError("reference 'empty' needs a chat template with a system role; this template has none "
+        raise LLSError("reference 'empty' needs a chat template with a system role; this template has none "
                          "(use 'none')")
     if reference == "none" and system:
-        raise ValueError("reference 'none' is for templates without a system role; this template has one "
+        raise LLSError("reference 'none' is for templates without a system role; this template has one "
                          "(use 'empty' for an empty system turn or 'default' for the template's default)")
     return reference
 
@@ -178,9 +180,9 @@ def with_system(tok: Any, messages: list[dict[str, str]], system_prompt: str | N
             return [dict(EMPTY_SYSTEM)] + list(messages)
         return list(messages)
     if not isinstance(system_prompt, str) or not system_prompt.strip():
-        raise ValueError("system prompt must be a non-empty string (use None for no system prompt)")
+        raise LLSError("system prompt must be a non-empty string (use None for no system prompt)")
     if messages and messages[0]["role"] == "system":
-        raise ValueError("prompt already has a system message; pass system_prompt=None")
+        raise LLSError("prompt already has a system message; pass system_prompt=None")
     if supports_system_role(tok):
         return [{"role": "system", "content": system_prompt}] + list(messages)
     out = [dict(m) for m in messages]

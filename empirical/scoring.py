@@ -43,6 +43,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from empirical import render
+from lls_common.errors import LLSError
 
 __all__ = [
     "PairScores",
@@ -95,10 +96,10 @@ def encode_all(
         try:
             enc = render.encode_group(tok, m, list(cs), system_prompt, reference=reference)
         except ValueError as exc:
-            raise ValueError(f"prompt {i}: {exc}") from None
+            raise LLSError(f"prompt {i}: {exc}") from None
         longest = len(enc.context) + max(len(c) for c in enc.completions)
         if limit is not None and longest > limit:
-            raise ValueError(f"prompt {i}: {longest} tokens exceed the model's context of {limit}")
+            raise LLSError(f"prompt {i}: {longest} tokens exceed the model's context of {limit}")
         out.append(enc)
     return out
 

@@ -61,6 +61,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from lls_common.errors import LLSError, MissingInputError
+
 __all__ = ["TrainConfig", "LORA_TARGETS", "load_pairs_file", "to_trl_records", "train", "list_checkpoints",
            "require_checkpoints", "load_student", "checkpoint_steps", "lora_targets", "dpo_config_kwargs",
            "world_size", "is_main_process", "model_card"]
@@ -72,11 +74,25 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 # before they existed keep resuming.
 _NEW_DEFAULTS: dict[str, Any] = {"target_modules": (), "gradient_checkpointing": False, "report_to": "none",
                                  "reference": "default", "revision": None, "trust_remote_code": False,
-                                 "packed": True}
+                                 "packed": True, "max_steps": None}
 # DPOConfig fields that train() sets itself from TrainConfig (a pass-through may not override them).
 _OWN_ARGS = ("output_dir", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps",
              "save_strategy", "save_steps", "logging_steps", "seed", "data_seed", "use_cpu", "beta",
              "learning_rate", "max_length", "report_to", "gradient_checkpointing", "max_steps")
+#: The lls option (flag / TOML key) that sets each of :data:`_OWN_ARGS`, named when a pass-through asks for it.
+_OWN_ARG_OPTIONS = {"num_train_epochs": "--epochs / --repeat (train.epochs, train.repeat)",
+                    "per_device_train_batch_size": "--batch-size (train.batch_size)",
+                    "gradient_accumulation_steps": "--grad-accum (train.grad_accum)", "seed": "--seed",
+                    "data_seed": "--seed", "output_dir": "--out", "beta": "--beta (train.beta)",
+                    "learning_rate": "--lr (train.lr)", "max_length": "--max-length (train.max_length)",
+                    "report_to": "--report-to (train.report_to)", "use_cpu": "--device",
+                    "gradient_checkpointing": "--gradient-checkpointing (train.gradient_checkpointing)",
+                    "max_steps": "--max-steps (train.max_steps)",
+                    "save_strategy": "--checkpoints (train.checkpoints)",
+                    "save_steps": "--checkpoints (train.checkpoints)"}
+#: Where the Trainer's per-step log records (loss, margins, learning rate ...) go, one JSON object a line,
+#: inside the run folder; the terminal shows the progress bar and lls's own summary only.
+LOG_FILE = "log.jsonl"
 
 
 @dataclass
@@ -109,6 +125,7 @@ class TrainConfig:
     limit: int | None = None
     dtype: str = "auto"
     max_length: int | None = None
+    max_steps: int | None = None  # stop after this many optimizer steps (None: epochs * repeat passes)
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
     target_modules: tuple[str, ...] | list[str] = ()
@@ -123,22 +140,24 @@ class TrainConfig:
 
     def validate(self) -> None:
         if self.beta <= 0 or self.lr <= 0:
-            raise ValueError("beta and lr must be > 0")
+            raise LLSError("beta and lr must be > 0")
         for name in ("lora_rank", "epochs", "repeat", "batch_size", "grad_accum", "checkpoints"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
+                raise LLSError(f"{name} must be >= 1")
         if not 0 <= self.lora_dropout < 1:
-            raise ValueError("lora_dropout must be in [0, 1)")
+            raise LLSError("lora_dropout must be in [0, 1)")
         if self.lora_alpha is not None and self.lora_alpha < 1:
-            raise ValueError("lora_alpha must be >= 1")
+            raise LLSError("lora_alpha must be >= 1")
         if self.max_length is not None and self.max_length < 2:
-            raise ValueError("max_length must be >= 2")
+            raise LLSError("max_length must be >= 2")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise LLSError("max_steps must be >= 1")
         if isinstance(self.target_modules, str) or not all(isinstance(m, str) and m for m in self.target_modules):
-            raise ValueError("target_modules must be a list of module names (empty = all-linear)")
+            raise LLSError("target_modules must be a list of module names (empty = all-linear)")
         from empirical.render import REFERENCES
 
         if self.reference not in REFERENCES:
-            raise ValueError(f"reference must be one of {', '.join(REFERENCES)}, got {self.reference!r}")
+            raise LLSError(f"reference must be one of {', '.join(REFERENCES)}, got {self.reference!r}")
         check_report_to(self.report_to)
         dpo_config_kwargs(self.extra)  # unknown or reserved DPOConfig fields
 
@@ -179,14 +198,14 @@ def check_report_to(report_to: Any) -> None:
     for n in names:
         if n in ("none", "all"):
             if len(names) > 1:
-                raise ValueError(f"report_to {report_to!r}: {n!r} cannot be combined with other names")
+                raise LLSError(f"report_to {report_to!r}: {n!r} cannot be combined with other names")
             continue
         if known and n not in known:
             close = difflib.get_close_matches(str(n), known, n=3)
-            raise ValueError(f"report_to {n!r} is not a Trainer integration; use none, all or one of "
+            raise LLSError(f"report_to {n!r} is not a Trainer integration; use none, all or one of "
                              f"{', '.join(known)}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
         if n not in get_available_reporting_integrations():
-            raise ValueError(f"report_to {n!r}: that integration's package is not installed; install it "
+            raise LLSError(f"report_to {n!r}: that integration's package is not installed; install it "
                              "or use --report-to none")
 
 
@@ -206,9 +225,9 @@ def _check_dpo_value(key: str, v: Any) -> None:
             _check_dpo_value(key, x)
         return
     if isinstance(v, float) and not math.isfinite(v):
-        raise ValueError(f"DPOConfig argument {key}={v}: must be finite")
+        raise LLSError(f"DPOConfig argument {key}={v}: must be finite")
     if (key in _NONNEGATIVE_DPO_ARGS and isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0):
-        raise ValueError(f"DPOConfig argument {key}={v}: must be >= 0")
+        raise LLSError(f"DPOConfig argument {key}={v}: must be >= 0")
 
 
 def dpo_config_kwargs(extra: dict[str, Any]) -> dict[str, Any]:
@@ -219,16 +238,17 @@ def dpo_config_kwargs(extra: dict[str, Any]) -> dict[str, Any]:
     if not extra:
         return {}
     if not isinstance(extra, dict):
-        raise ValueError("DPOConfig pass-through must be a mapping KEY -> VALUE")
+        raise LLSError("DPOConfig pass-through must be a mapping KEY -> VALUE")
     from trl import DPOConfig
 
     names = {f.name for f in fields(DPOConfig)}
     for k in extra:
         if k in _OWN_ARGS:
-            raise ValueError(f"DPOConfig argument {k!r} is set by lls train itself; use its own option")
+            raise LLSError(f"DPOConfig argument {k!r} is set by lls train itself; use "
+                           f"{_OWN_ARG_OPTIONS.get(k, 'its own option')}")
         if k not in names:
             close = difflib.get_close_matches(k, sorted(names), n=3)
-            raise ValueError(f"{k!r} is not a TRL DPOConfig field" + (f" (did you mean {', '.join(close)}?)"
+            raise LLSError(f"{k!r} is not a TRL DPOConfig field" + (f" (did you mean {', '.join(close)}?)"
                                                                         if close else ""))
         _check_dpo_value(k, extra[k])
     return dict(extra)
@@ -264,7 +284,7 @@ def check_target_modules(target_modules: Any, names: list[str] | None) -> None:
     for t in target_modules:
         if not any(n == t or n.endswith("." + t) for n in names):
             close = difflib.get_close_matches(t, leaves, n=3)
-            raise ValueError(f"target module {t!r} matches no module of the model"
+            raise LLSError(f"target module {t!r} matches no module of the model"
                              + (f" (did you mean {', '.join(close)}?)" if close else "")
                              + f"; module names end in: {', '.join(leaves[:40])}")
 
@@ -298,7 +318,7 @@ def load_pairs_file(path: str | Path, limit: int | None = None) -> list[dict[str
 
     pairs, _ = load_pairs(path, limit=limit)
     if not pairs:
-        raise ValueError(f"{path}: zero pairs (nothing was selected?)")
+        raise LLSError(f"{path}: zero pairs (nothing was selected?)")
     return [{"prompt": p.messages, "chosen": p.chosen, "rejected": p.rejected, "id": p.id, "_where": p.where}
             for p in pairs]
 
@@ -310,9 +330,9 @@ def _reply_text(value: Any, where: str) -> str:
             and value[0].get("role") == "assistant":
         text = value[0].get("content")
     else:
-        raise ValueError(f"{where}: reply must be a string or one assistant message")
+        raise LLSError(f"{where}: reply must be a string or one assistant message")
     if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"{where}: empty reply")
+        raise LLSError(f"{where}: empty reply")
     return text
 
 
@@ -327,7 +347,7 @@ def to_trl_records(tok: Any, recs: list[dict[str, Any]], reference: str = "auto"
         try:
             msgs = render.as_messages(r["prompt"], where=where)
         except ValueError as exc:
-            raise ValueError(str(exc)) from None
+            raise LLSError(str(exc)) from None
         out.append(render.trl_example(tok, msgs, _reply_text(r["chosen"], where), _reply_text(r["rejected"], where),
                                       reference=reference))
     return out
@@ -357,7 +377,7 @@ def require_checkpoints(run: str | Path) -> list[tuple[int, Path]]:
     """:func:`list_checkpoints`, or ``FileNotFoundError`` naming ``run`` when it holds no adapter."""
     cks = list_checkpoints(run)
     if not cks:
-        raise FileNotFoundError(f"{run}: no LoRA adapter checkpoint (checkpoint-*/adapter_config.json) found")
+        raise MissingInputError(f"{run}: no LoRA adapter checkpoint (checkpoint-*/adapter_config.json) found")
     return cks
 
 
@@ -372,7 +392,7 @@ def load_student(spec: str, adapter: str | Path | None = None, dtype: str = "aut
     if adapter is not None:
         adapter = Path(adapter)
         if not (adapter / "adapter_config.json").is_file():
-            raise FileNotFoundError(f"{adapter}: no LoRA adapter (adapter_config.json missing)")
+            raise MissingInputError(f"{adapter}: no LoRA adapter (adapter_config.json missing)")
         check_adapter_base(adapter, spec, revision)
     model, tok = models.load(spec, dtype=dtype, device=device, revision=revision,
                              trust_remote_code=trust_remote_code)
@@ -536,6 +556,35 @@ def _callbacks(save_at: set[int], out: Path, base: str, revision: str | None):
     return [SaveAt()]
 
 
+def quiet_trainer_logs(trainer: Any, log_file: Path, progress: bool) -> None:
+    """Send the Trainer's per-step log records to ``log_file`` (JSON lines, numbers as numbers) instead of the
+    terminal: transformers prints each one as a Python dict with quoted numbers on stdout, between the
+    progress bar's lines. The progress bar stays (when ``progress``); stdout keeps lls's own summary only."""
+    from transformers import PrinterCallback, ProgressCallback, TrainerCallback
+
+    class LogFile(TrainerCallback):
+        """Append each log record of the main process to ``log_file``."""
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if state.is_world_process_zero and logs:
+                rec = {"step": state.global_step, **{k: v for k, v in logs.items() if k != "total_flos"}}
+                with open(log_file, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(rec, default=str) + "\n")
+            return control
+
+    class Bar(ProgressCallback):
+        """transformers' progress bar without its log lines."""
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            return control
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    if progress:
+        trainer.add_callback(Bar())
+    trainer.add_callback(LogFile())
+
+
 _SHARED_CACHE = ".datasets-cache"
 
 
@@ -594,10 +643,11 @@ def train(cfg: TrainConfig, *, model_and_tok: tuple[Any, Any] | None = None,
     from lls_common.io import atomic_write_json
 
     cfg.validate()
+    models.silence_library_deprecations()
     out = Path(cfg.out)
     ws = world_size()
     if cfg.batch_size % ws:
-        raise ValueError(f"batch_size {cfg.batch_size} must be a multiple of the number of processes ({ws})")
+        raise LLSError(f"batch_size {cfg.batch_size} must be a multiple of the number of processes ({ws})")
     key = cfg.run_key()
     finished = _finished_run(out, key)
     if finished is not None:
@@ -619,6 +669,7 @@ def train(cfg: TrainConfig, *, model_and_tok: tuple[Any, Any] | None = None,
     total = _total_steps(trainer, cfg)
     for cb in _callbacks(set(checkpoint_steps(total, cfg.checkpoints)), out, base, cfg.revision):
         trainer.add_callback(cb)
+    quiet_trainer_logs(trainer, out / LOG_FILE, cfg.progress)
     if stop_after_steps is not None:
         trainer.add_callback(_stop_after(stop_after_steps))
     resume_from, step0 = _resume_point(out)
@@ -653,8 +704,8 @@ def _finished_run(out: Path, key: dict[str, Any]) -> dict[str, Any] | None:
             if models.fingerprint_mismatch(old.get("student_fingerprint"), key.get("student_fingerprint") or {}):
                 what = (f"a student of {models.short_fingerprint(old['student_fingerprint'])}, but the student is "
                         f"now {models.short_fingerprint(key['student_fingerprint'])}")
-            raise ValueError(f"{out}: holds a run made with {what}; give --overwrite to replace it, or another "
-                             "--out")
+            raise LLSError(f"{out}: holds a run made with {what}; give --overwrite to replace it, or another "
+                           "--out")
         done_file = out / "train.json"
         if done_file.is_file():
             return read_json(done_file, dict, fix=fix)
@@ -691,6 +742,8 @@ def _dpo_args(cfg: TrainConfig, out: Path, ws: int, where: dict[str, Any]) -> di
         dataloader_num_workers=0, lr_scheduler_type="linear", warmup_steps=0, save_only_model=False,
     )
     kwargs[dpo_checkpointing_field()] = cfg.gradient_checkpointing
+    if cfg.max_steps is not None:
+        kwargs["max_steps"] = cfg.max_steps
     if ws > 1 and use_cpu:
         kwargs["ddp_backend"] = "gloo"
     kwargs.update(dpo_config_kwargs(cfg.extra))
@@ -718,7 +771,10 @@ def _lora_config(cfg: TrainConfig):
 
 
 def _total_steps(trainer: Any, cfg: TrainConfig) -> int:
-    """The optimizer-step count as the Trainer computes it (per-process batches, accumulation, epochs)."""
+    """The optimizer-step count as the Trainer computes it (per-process batches, accumulation, epochs), or
+    ``cfg.max_steps`` when set (the Trainer then stops there, repeating the data if it runs out)."""
+    if cfg.max_steps is not None:
+        return cfg.max_steps
     n_batches = len(trainer.get_train_dataloader())
     steps_per_epoch = max(n_batches // cfg.grad_accum + int(n_batches % cfg.grad_accum > 0), 1)
     return steps_per_epoch * cfg.epochs * cfg.repeat

@@ -31,11 +31,24 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+def package_version() -> str:
+    """The installed ``lls-toolkit`` version from the package metadata (pyproject's ``version``), or
+    ``"unknown (not installed; pip install -e .)"`` when the code runs from a folder that pip never installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lls-toolkit")
+    except PackageNotFoundError:
+        return "unknown (not installed; pip install -e .)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lls",
         description="Logit-Linear Selection toolkit: theory checks, simulator, real-LLM pipeline.",
     )
+    parser.add_argument("--version", action="version", version=f"lls {package_version()}",
+                        help="print the installed lls-toolkit version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)

@@ -8,11 +8,16 @@ callers can catch it as such; ``lls_cli.main`` is the one place that maps it to 
 
 from __future__ import annotations
 
-__all__ = ["LLSError", "first_line"]
+__all__ = ["LLSError", "MissingInputError", "first_line"]
 
 
 class LLSError(ValueError):
     """A problem with the user's input, reported as one line without a traceback."""
+
+
+class MissingInputError(LLSError, FileNotFoundError):
+    """A user's input that is not there (a run folder without checkpoints, a missing record file): an
+    :class:`LLSError`, and a ``FileNotFoundError`` for callers that catch that."""
 
 
 def first_line(exc: BaseException) -> str:

@@ -97,11 +97,16 @@ def atomic_write_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> Path:
     return atomic_write_text(path, "".join(dumps(r, indent=None) + "\n" for r in records))
 
 
-def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 120) -> Path:
-    """Save a matplotlib figure atomically (PNG by the path's suffix) and close it."""
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int | None = None) -> Path:
+    """Save a matplotlib figure atomically (PNG by the path's suffix) and close it, at ``dpi`` (default: the
+    one figure resolution, :data:`lls_common.figstyle.DPI`)."""
     import io
 
     import matplotlib.pyplot as plt
+
+    from lls_common.figstyle import DPI
+
+    dpi = DPI if dpi is None else dpi
 
     path = Path(path)
     buf = io.BytesIO()
@@ -310,6 +315,8 @@ def check_output(out: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] 
     commands' results in one folder (an input deeper down, ``--out .`` with ``sel/lls.jsonl``, is allowed).
     """
     p = Path(out).expanduser()
+    for path, what in ((p, name), *((Path(i).expanduser(), "input") for i in inputs)):
+        check_no_symlink_loop(path, what)
     if kind == "file" and p.is_dir():
         raise LLSError(f"{name} {p}: is a folder; give a file name")
     if kind == "dir" and p.exists() and not p.is_dir():
@@ -334,6 +341,24 @@ def check_output(out: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] 
     if p.exists() and not os.access(p, os.W_OK):
         raise LLSError(f"{name} {p}: is not writable")
     return p
+
+
+def check_no_symlink_loop(path: str | os.PathLike, name: str = "path") -> None:
+    """Refuse (one :class:`LLSError` line) a path that is, or passes through, a symbolic link loop: Python
+    raises ``RuntimeError`` (``Path.resolve``) or ``OSError`` ELOOP on it, deep inside whatever reads it."""
+    import errno
+
+    try:
+        Path(path).expanduser().resolve()
+    except RuntimeError:
+        pass
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            return
+    else:
+        return
+    raise LLSError(f"{name} {path}: is a symbolic link loop (the link points back to itself); give the real file "
+                   "or folder")
 
 
 def remove_if_empty(out: str | os.PathLike, fresh: bool) -> None:

@@ -24,7 +24,7 @@ from lls_common.errors import LLSError
 __all__ = [
     "check_bool", "check_choice", "check_finite", "check_int", "check_interval", "check_nonempty_str",
     "check_optional", "check_positive", "check_positive_int", "check_seed", "check_str", "check_str_list",
-    "check_language_code",
+    "check_language_code", "check_text",
 ]
 
 
@@ -123,6 +123,19 @@ def _visible(c: str) -> bool:
 
     return (c.isprintable() and not c.isspace() and c not in _INVISIBLE
             and unicodedata.category(c) not in ("Cf", "Cn", "Co", "Cs", "Mn", "Me"))
+
+
+def check_text(value: Any, name: str) -> str:
+    """:func:`check_nonempty_str` for text a tokenizer will read (a system prompt, a target word): also valid
+    Unicode. Bytes that are not UTF-8 on the command line reach Python as lone surrogates (U+DC80..U+DCFF),
+    which the tokenizers refuse with a ``TypeError`` long after the models loaded."""
+    value = check_str(value, name)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise LLSError(f"{name} holds bytes that are not valid UTF-8 text (U+{ord(value[exc.start]):04X} at "
+                       f"character {exc.start}); give UTF-8 text") from None
+    return check_nonempty_str(value, name)
 
 
 def check_str_list(value: Any, name: str, nonempty_items: bool = True) -> tuple[str, ...]:

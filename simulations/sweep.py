@@ -199,6 +199,7 @@ def run_demo(out, seed: int = 0, n_trials: int = 4, as_json: bool = False, threa
              f"random control {summary['random_control_corr']:.3f}; bottom control {summary['bottom_control_corr']:.3f}\n"
              f"solver: certified Δ-approximate minimiser (Δ = {settings[0][1].delta:g}) in {sv['certified']}/{sv['trials']} "
              f"trials (loss ≤ Δ: {sv['by_loss']}; duality gap ≤ Δ: {sv['by_duality_gap']}; not certified: {sv['not_certified']})\n"
+             + (NOT_CERTIFIED_HINT + "\n" if sv["not_certified"] else "") +
              f"hypotheses hold in {summary['hypotheses_hold']}/{summary['trials_total']} (setting, arm, seed) trials; "
              f"violations: {summary['violations']}\n")
     sw = summary["sparse_wb"]
@@ -223,6 +224,33 @@ def run_demo(out, seed: int = 0, n_trials: int = 4, as_json: bool = False, threa
 
 
 # ---------------------------------------------------------------------------------------------- sweeps
+#: The legend printed under ``lls simulate``'s table (each column, in order).
+SWEEP_COLUMNS = ("columns: params = the swept settings of the point; hold = share of its LLS trials whose solve is "
+                 "certified and where every hypothesis of Theorem C.1 holds; viol = trials where the hypotheses hold "
+                 "but Corr(z_s, z_M) on the selected pairs is below the theorem's bound 1/(10 C^1.5) (should be 0); held-out r = mean held-out Pearson of the LLS arm; "
+                 "random r = the same for the random control; slack = median log10(corr_selected / bound) over the "
+                 "trials where the hypotheses hold (how far above the theorem's guaranteed correlation the "
+                 "measured one lies: 1 = ten times; '-' = no such trial)")
+#: What "not certified: N" means and what to do about it.
+NOT_CERTIFIED_HINT = ("not certified = trials whose solver stopped with neither loss ≤ Δ nor a duality gap ≤ Δ: "
+                      "they never count as hold, so hold is a lower bound there. Fix: a larger delta in the "
+                      "config (e.g. delta = 1e-6; the theorem's bound changes with it) and rerun")
+
+
+def shorten(text: str, width: int) -> str:
+    """``text`` cut to at most ``width`` characters at a ``", "`` boundary (whole ``key=value`` items), with
+    ``"…"`` when something was left out; a single item longer than ``width`` is cut and marked the same way."""
+    if len(text) <= width:
+        return text
+    items, out = text.split(", "), ""
+    for item in items:
+        nxt = item if not out else out + ", " + item
+        if len(nxt) + 3 > width:  # room for ", …"
+            break
+        out = nxt
+    return (out + ", …") if out else text[:width - 1] + "…"
+
+
 _WORLD_KEYS = {f.name for f in fields(WorldConfig)}
 _TRIAL_KEYS = {f.name for f in fields(TrialConfig)} - {"world"}
 _SWEEP_KEYS = _WORLD_KEYS | _TRIAL_KEYS | {"trials"}
@@ -409,7 +437,7 @@ def run_sweep(spec: dict, out, seed: int = 0, as_json: bool = False, threads: in
             data["summary"].setdefault("effective", _effective(params))
             summaries.append(data["summary"])
             all_records += data["records"]
-            prog.update(", ".join(f"{k}={v}" for k, v in params.items())[:80])
+            prog.update(shorten(", ".join(f"{k}={v}" for k, v in params.items()), 80))
         prog.close()
     total_v = sum(s["violations"] for s in summaries)
     summary = {"config": spec["path"], "points": summaries, "violations": total_v,
@@ -423,12 +451,15 @@ def run_sweep(spec: dict, out, seed: int = 0, as_json: bool = False, threads: in
     varying = [k for k in summaries[0]["params"] if len({json.dumps(p["params"].get(k)) for p in summaries}) > 1]
     for s in summaries:
         shown = ", ".join(f"{k}={s['params'][k]}" for k in varying) or "(single point)"
-        lines.append(f"{shown[:60]:60s} {s['frac_hold']:5.2f} {s['violations']:4d} "
+        lines.append(f"{shorten(shown, 60):60s} {s['frac_hold']:5.2f} {s['violations']:4d} "
                      f"{_fmt(s['heldout_pearson'], '10.3f'):>10s} {_fmt(s['random_pearson'], '8.3f'):>8s} "
                      f"{_fmt(s['median_log10_slack'], '.2f'):>6s}")
     sv = summary["solver"]
+    lines.append(SWEEP_COLUMNS)
     lines.append(f"solver: certified Δ-approximate minimiser in {sv['certified']}/{sv['trials']} trials "
                  f"(loss ≤ Δ: {sv['by_loss']}; duality gap ≤ Δ: {sv['by_duality_gap']}; not certified: {sv['not_certified']})")
+    if sv["not_certified"]:
+        lines.append(NOT_CERTIFIED_HINT)
     lines.append(f"violations: {total_v}; wrote {run.root}")
     emit_summary(summary, as_json, "\n".join(lines))
     return 0

@@ -305,6 +305,7 @@ def _bad_score_files(tmp: Path) -> dict[str, Path]:
         "n_tokens_float": json.dumps(dict(SCORE_OK, n_tokens_chosen=3.7)) + "\n",
         "n_tokens_zero": json.dumps(dict(SCORE_OK, n_tokens_rejected=0)) + "\n",
         "n_tokens_bool": json.dumps(dict(SCORE_OK, n_tokens_rejected=True)) + "\n",
+        "n_tokens_huge": json.dumps(dict(SCORE_OK, n_tokens_chosen=10**30)) + "\n",
         "logp_positive": json.dumps(dict(SCORE_OK, logp_chosen=0.7)) + "\n",
         "logp_huge": json.dumps(dict(SCORE_OK, logp_chosen_sys=-1e308)) + "\n",
         "nan": ok.replace("0.1", "NaN") + "\n",
@@ -337,7 +338,8 @@ def _assert_refused(rc, out, err, path: Path):
     assert len(lines) == 1 and path.name in lines[0], err
 
 
-@pytest.mark.parametrize("case", ["malformed", "n_tokens_float", "n_tokens_zero", "n_tokens_bool", "logp_positive",
+@pytest.mark.parametrize("case", ["malformed", "n_tokens_float", "n_tokens_zero", "n_tokens_bool", "n_tokens_huge",
+                                  "logp_positive",
                                   "logp_huge", "nan", "duplicate_ids", "non_string_prompt", "empty", "deep",
                                   "invalid_utf8"])
 def test_cli_select_refuses_bad_score_files(tmp_path, capsys, case):
@@ -969,3 +971,117 @@ def test_select_on_a_full_disk_is_one_line_and_leaves_nothing_blocking(tmp_path,
         assert (disk / "sel" / "lls.jsonl").is_file()
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+# --------------------------------------------------- config files, symlink loops, invalid bytes, absurd integers
+def _no_model_work(monkeypatch):
+    from empirical import models
+
+    def no_model(*a, **k):
+        raise AssertionError("a model or tokenizer was loaded before the input was checked")
+
+    monkeypatch.setattr(models, "load", no_model)
+    monkeypatch.setattr(models, "load_tokenizer", no_model)
+
+
+def test_cli_experiment_refuses_a_trait_file_that_is_not_utf8(tmp_path, capsys, monkeypatch):
+    """A [traits] file with a byte that is not UTF-8: one line naming the file and its line, before any model."""
+    _no_model_work(monkeypatch)
+    traits = tmp_path / "traits.txt"
+    traits.write_bytes("animal\tYou love owls.\n".encode() + b"animal\tYou love \xe9lans.\n")
+    cfg = tmp_path / "x.toml"
+    cfg.write_text(f'[data]\npath = "{FIXTURES / "prefs_small.jsonl"}"\nheldout = 3\n[teacher]\nmodel = '
+                   f'"smollm2-135m-instruct"\n[traits]\nfile = "{traits}"\n[[student]]\nname = "s"\nmodel = '
+                   '"smollm2-135m-instruct"\n[eval]\nprobe = false\nmention = false\n')
+    rc, stdout, err = _cli(["experiment", "--config", cfg, "--out", tmp_path / "run"], capsys)
+    CASES["cli"] += 1
+    _assert_refused(rc, stdout, err, traits)
+    assert f"{traits}:2" in err and "UTF-8" in err
+
+
+@pytest.mark.parametrize("command", ["score", "split", "train", "select", "correlate"])
+def test_cli_symlink_loop_is_one_line_before_any_model(tmp_path, capsys, monkeypatch, command):
+    """A symbolic link loop given as the input file (or the output): one line naming it, no RuntimeError."""
+    _no_model_work(monkeypatch)
+    loop = tmp_path / "loop.jsonl"
+    other = tmp_path / "other.jsonl"
+    loop.symlink_to(other)
+    other.symlink_to(loop)
+    run = tmp_path / "run"
+    argv = {"score": ["score", "--model", "smollm2-135m-instruct", "--system-prompt", "You love owls.", "--data",
+                      loop, "--out", tmp_path / "s.jsonl"],
+            "split": ["split", "--data", loop, "--out", tmp_path / "sp"],
+            "train": ["train", "--student", "smollm2-135m-instruct", "--data", loop, "--out", run],
+            "select": ["select", "--scores", loop, "--out", tmp_path / "sel"],
+            "correlate": ["correlate", "--student", "smollm2-135m-instruct", "--run", tmp_path, "--system-prompt",
+                          "You love owls.", "--data", loop, "--out", tmp_path / "c"]}[command]
+    rc, stdout, err = _cli(argv, capsys)
+    CASES["cli"] += 1
+    _assert_refused(rc, stdout, err, loop)
+    out = tmp_path / "s.jsonl"
+    if command == "score":  # the output as the loop
+        rc, stdout, err = _cli(["score", "--model", "smollm2-135m-instruct", "--system-prompt", "You love owls.",
+                                "--data", FIXTURES / "prefs_small.jsonl", "--out", loop], capsys)
+        _assert_refused(rc, stdout, err, loop)
+        assert "symbolic link loop" in err and not out.exists()
+
+
+@pytest.mark.parametrize("command", ["score", "eval", "pair-check", "correlate"])
+def test_cli_system_prompt_with_invalid_utf8_bytes_is_one_line(tmp_path, capsys, monkeypatch, command):
+    """Bytes that are not UTF-8 in a command-line system prompt reach Python as lone surrogates
+    (surrogateescape); the tokenizer raised TypeError after the model loaded. Now: one line, nothing loaded."""
+    import os
+
+    _no_model_work(monkeypatch)
+    prompt = os.fsdecode(b"You love \xff owls.")
+    data = FIXTURES / "prefs_small.jsonl"
+    argv = {"score": ["score", "--model", "smollm2-135m-instruct", "--data", data, "--out", tmp_path / "s.jsonl"],
+            "eval": ["eval", "--model", "smollm2-135m-instruct", "--target", "owl", "--out", tmp_path / "e"],
+            "pair-check": ["pair-check", "--teacher", "smollm2-135m-instruct", "--student", "smollm2-135m-instruct",
+                           "--data", data, "--out", tmp_path / "p"],
+            "correlate": ["correlate", "--student", "smollm2-135m-instruct", "--run", tmp_path, "--data", data,
+                          "--out", tmp_path / "c"]}[command]
+    rc, stdout, err = _cli([*argv, "--system-prompt", prompt], capsys)
+    CASES["cli"] += 1
+    assert rc == 2 and stdout == "" and err.count("\n") == 1, err
+    assert "not valid UTF-8" in err and "U+DCFF" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_cli_select_refuses_an_absurd_token_count_in_one_line(tmp_path, capsys):
+    """A token count beyond any context (10**30) overflowed numpy's int64 inside select (OverflowError)."""
+    scores = _bad_score_files(tmp_path)["n_tokens_huge"]
+    rc, stdout, err = _cli(["select", "--scores", scores, "--out", tmp_path / "sel"], capsys)
+    _assert_refused(rc, stdout, err, scores)
+    assert "n_tokens_chosen" in err and ":1:" in err
+
+
+@pytest.mark.parametrize("exc", [ValueError("internal shape mismatch"), OSError("internal io")])
+@pytest.mark.parametrize("command", ["score", "train", "experiment"])
+def test_cli_a_bug_in_our_code_shows_its_traceback_not_a_user_error(tmp_path, capsys, monkeypatch, command, exc):
+    """Only LLSError is a user error: a ValueError / OSError raised by a bug inside a stage propagates with its
+    traceback (the handlers used to turn any ValueError / OSError into a one-line 'error:')."""
+    from empirical import build, experiment, models, train
+
+    def bug(*a, **k):
+        raise exc
+
+    monkeypatch.setattr(models, "check_spec", lambda *a, **k: None)
+    data = FIXTURES / "prefs_small.jsonl"
+    if command == "score":
+        monkeypatch.setattr(build, "run_score", bug)
+        argv = ["score", "--model", "smollm2-135m-instruct", "--system-prompt", "x", "--data", data, "--out",
+                tmp_path / "s.jsonl"]
+    elif command == "train":
+        monkeypatch.setattr(train, "train", bug)
+        argv = ["train", "--student", "smollm2-135m-instruct", "--data", data, "--out", tmp_path / "run"]
+    else:
+        monkeypatch.setattr(experiment, "run_experiment", bug)
+        cfg = tmp_path / "x.toml"
+        cfg.write_text(f'[data]\npath = "{data}"\nheldout = 3\n[teacher]\nmodel = "smollm2-135m-instruct"\n'
+                       'system_prompt = "You love owls."\n[[student]]\nname = "s"\nmodel = "smollm2-135m-instruct"\n'
+                       '[eval]\nprobe = false\nmention = false\n')
+        argv = ["experiment", "--config", cfg, "--out", tmp_path / "run"]
+    with pytest.raises(type(exc), match="internal"):
+        _cli(argv, capsys)
+    assert "error:" not in capsys.readouterr().err

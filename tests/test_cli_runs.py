@@ -68,7 +68,7 @@ def test_user_error_is_one_line_exit_2(capsys, monkeypatch):
     assert err == "lls boom: error: data.jsonl:3: missing field 'chosen'\n"
 
 
-EXPECTED_COMMANDS = {"demo", "simulate", "check-proof", "models", "score", "select", "build", "train",
+EXPECTED_COMMANDS = {"demo", "simulate", "check-proof", "models", "split", "score", "select", "build", "train",
                      "correlate", "eval", "experiment", "spectrum", "angles", "pair-check", "detect"}
 
 
@@ -168,3 +168,21 @@ def test_unreachable_hub_model_is_one_line_before_any_work(tmp_path, capsys, mon
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot be reached" in err, err
     assert not out.exists()
+
+
+def test_version_prints_the_installed_package_version(capsys, monkeypatch):
+    """lls --version: the version in the package metadata (pyproject's), and a hint when not installed."""
+    from importlib import metadata
+
+    import lls_cli
+
+    monkeypatch.setattr(metadata, "version", lambda name: "9.8.7" if name == "lls-toolkit" else "?")
+    with pytest.raises(SystemExit) as exc:
+        lls_cli.main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out == "lls 9.8.7\n"
+
+    def missing(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "version", missing)
+    assert "pip install -e ." in lls_cli.package_version()

@@ -395,7 +395,7 @@ def test_train_refuses_pairs_selected_under_another_reference(tmp_path, capsys, 
 
     def fake_train(cfg, *a, **k):
         seen.append(cfg.reference)
-        raise ValueError("stopped before any model work (test)")
+        raise LLSError("stopped before any model work (test)")
 
     monkeypatch.setattr(train, "train", fake_train)
     data = _pairs_dir(tmp_path, "empty")
@@ -418,7 +418,7 @@ def test_train_lets_the_reader_decide_on_a_hub_id(tmp_path, capsys, monkeypatch)
 
     def fake_train(cfg, *a, **k):
         seen.append(cfg.data)
-        raise ValueError("reader reached (test)")
+        raise LLSError("reader reached (test)")
 
     monkeypatch.setattr(models, "_hub_reachable", lambda timeout=3.0: True)  # no network: the hub "answers"
     monkeypatch.setattr(models, "hub_not_found", lambda *a, **k: None)  # ... and knows the dataset

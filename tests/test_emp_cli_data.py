@@ -157,6 +157,35 @@ def test_resume_with_a_damaged_chunk_scores_it_again(tmp_path, smollm2, capsys):
     assert "damaged saved chunk" in capsys.readouterr().err
 
 
+def test_a_run_stopped_inside_its_first_chunk_keeps_the_pieces_it_finished(tmp_path, smollm2, monkeypatch):
+    """Pieces of 4 * max_batch pairs are saved as they finish: a run killed after one piece of its first chunk
+    keeps that piece, the re-run scores only the rest, and the file equals an uninterrupted run's."""
+    from empirical import build
+
+    full, part = tmp_path / "full.jsonl", tmp_path / "part.jsonl"
+    kw = dict(chunk_size=6, max_batch=1, limit=6)  # one chunk: pieces of 4 and 2 pairs
+    pipeline.score_file(_cfg(full, **kw), model_and_tok=smollm2)
+    real, calls = build._score_chunk, []
+
+    def killed_after_one(*a, **k):
+        if calls:
+            raise KeyboardInterrupt("stopped")
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(build, "_score_chunk", killed_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.score_file(_cfg(part, **kw), model_and_tok=smollm2)
+    saved = sorted(p.name for p in (tmp_path / "part.jsonl.parts").iterdir())
+    assert saved == ["chunk-000000.piece-0000.json", "run.json"]
+    counted = []
+    monkeypatch.setattr(build, "_score_chunk", lambda *a, **k: counted.append(len(a[2])) or real(*a, **k))
+    pipeline.score_file(_cfg(part, **kw), model_and_tok=smollm2)
+    assert counted == [2]  # the piece not saved before; the saved one was read back
+    assert part.read_bytes() == full.read_bytes()
+    assert not (tmp_path / "part.jsonl.parts").exists()
+
+
 @pytest.mark.model
 def test_resume_refuses_other_settings(tmp_path, smollm2):
     out = tmp_path / "s.jsonl"
@@ -284,3 +313,114 @@ def test_reference_scores_shared_between_system_prompts_give_the_same_file(tmp_p
     bad.base = tmp_path / "o.jsonl"
     with pytest.raises(Exception, match="base scores file"):
         pipeline.score_file(bad, model_and_tok=smollm2)
+
+
+# ------------------------------------------------------------------------------------- gamma, tiny subsets
+def test_select_and_build_take_gamma_as_optional_with_the_settings_default(tmp_path, capsys):
+    """--gamma is optional with SelectConfig's default everywhere (select, build), and help says the default."""
+    import lls_cli
+    from empirical.config import SelectConfig
+
+    parser = lls_cli.build_parser()
+    for cmd, extra in (("select", ["--scores", "s.jsonl"]), ("build", ["--model", "m", "--data", "d.jsonl",
+                                                                       "--system-prompt", "s"])):
+        args = parser.parse_args([cmd, *extra, "--out", str(tmp_path / cmd)])
+        from lls_common.config import from_namespace
+
+        assert from_namespace(SelectConfig, args).gamma == SelectConfig().gamma == 0.1
+    with pytest.raises(SystemExit):
+        lls_cli.main(["select", "--help"])
+    assert "(default 0.1)" in capsys.readouterr().out
+    spec = [(-0.1, -2.0, -1.0, -1.0, 2, 2)] * 3 + [(-2.0, -0.1, -1.0, -1.0, 2, 2)] * 37
+    scores = tmp_path / "s.jsonl"
+    _write_scores(scores, spec)
+    assert run_cli(["select", "--scores", str(scores), "--out", str(tmp_path / "sel"), "--json"]) == 0
+    out, err = capsys.readouterr()
+    summary = json.loads(out)
+    assert summary["gamma"] == 0.1 and summary["n_selected"] == math.ceil(0.1 * 3) == 1
+
+
+def test_select_warns_about_a_tiny_subset_with_the_count(tmp_path, capsys):
+    """gamma 0.1 of 48 pairs keeps a handful: a warning on stderr (and in --json) names the count; a subset of
+    TINY_SUBSET pairs or more gets none."""
+    from empirical.config import TINY_SUBSET
+
+    rng = np.random.default_rng(1)
+    spec = [(-abs(float(rng.normal())), -abs(float(rng.normal())), -abs(float(rng.normal())),
+             -abs(float(rng.normal())), 3, 3) for _ in range(48)]
+    scores = tmp_path / "s.jsonl"
+    _write_scores(scores, spec)
+    assert run_cli(["select", "--scores", str(scores), "--gamma", "0.1", "--out", str(tmp_path / "a"), "--json"]) == 0
+    out, err = capsys.readouterr()
+    s = json.loads(out)
+    assert s["n_selected"] < TINY_SUBSET
+    assert f"has only {s['n_selected']} pair(s)" in err and s["warnings"] == [err.strip()]
+    many = [(-0.1, -2.0, -1.0, -1.0, 2, 2)] * (TINY_SUBSET + 4)
+    _write_scores(scores, many)
+    assert run_cli(["select", "--scores", str(scores), "--gamma", "1", "--out", str(tmp_path / "b"), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["warnings"] == [] and "warning" not in err
+
+
+# ------------------------------------------------------------------------------------------------ lls split
+def _hh_file(path: Path, n: int) -> Path:
+    recs = [{"chosen": f"\n\nHuman: question {k}?\n\nAssistant: answer {k}",
+             "rejected": f"\n\nHuman: question {k}?\n\nAssistant: other {k}"} for k in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return path
+
+
+def test_split_writes_disjoint_files_with_the_experiment_rule_and_a_record(tmp_path, capsys):
+    """lls split: held-out and pool are disjoint and cover the usable pairs; the same seed gives the same
+    files as the experiment's split rule; split.json records the input's hash, settings and seed; a finished
+    split is kept, another seed is refused without --overwrite; the pool is readable by lls score / train."""
+    from empirical import data
+    from empirical.config import DataConfig, Filters
+    from empirical.experiment import split_pairs
+    from lls_common.io import fingerprint
+
+    src = _hh_file(tmp_path / "hh.jsonl", 30)
+    out = tmp_path / "sp"
+    assert run_cli(["split", "--data", str(src), "--heldout", "10", "--seed", "7", "--out", str(out), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    held = [json.loads(x) for x in open(out / "heldout.jsonl")]
+    pool = [json.loads(x) for x in open(out / "pool.jsonl")]
+    assert len(held) == 10 and len(pool) == 20
+    texts = lambda rs: {r["prompt"][-1]["content"] for r in rs}  # noqa: E731
+    assert not texts(held) & texts(pool) and len(texts(held) | texts(pool)) == 30
+    ref_held, ref_pool, _ = split_pairs(DataConfig(path=str(src), heldout=10), Filters(), 7)
+    assert held == json.loads(json.dumps(ref_held)) and pool == json.loads(json.dumps(ref_pool))
+    rec = json.loads((out / "split.json").read_text())
+    assert rec == s and rec["seed"] == 7 and rec["input"] == fingerprint(src)
+    assert rec["key"]["data"]["heldout"] == 10 and rec["counts"]["n_pool"] == 20
+    assert data.check_pairs(out / "pool.jsonl").n_kept == 20 and data.check_pairs(out / "heldout.jsonl").n_kept == 10
+    before = (out / "pool.jsonl").stat().st_mtime_ns
+    assert run_cli(["split", "--data", str(src), "--heldout", "10", "--seed", "7", "--out", str(out)]) == 0
+    assert (out / "pool.jsonl").stat().st_mtime_ns == before  # kept as it is
+    capsys.readouterr()
+    assert run_cli(["split", "--data", str(src), "--heldout", "10", "--seed", "8", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "seed" in err and "--overwrite" in err
+    assert run_cli(["split", "--data", str(src), "--heldout", "10", "--seed", "8", "--out", str(out),
+                    "--overwrite"]) == 0
+    assert json.loads((out / "split.json").read_text())["seed"] == 8
+
+
+@pytest.mark.parametrize("case", ["missing", "too_small", "truncate_without_model", "out_is_input", "bad_line"])
+def test_split_refuses_bad_input_in_one_line_before_writing(tmp_path, capsys, case):
+    src = _hh_file(tmp_path / "hh.jsonl", 12)
+    argv = ["split", "--data", str(src), "--heldout", "5", "--out", str(tmp_path / "sp")]
+    if case == "missing":
+        argv[2] = str(tmp_path / "nope.jsonl")
+    elif case == "too_small":
+        argv[4] = "12"
+    elif case == "truncate_without_model":
+        argv += ["--truncate", "8"]
+    elif case == "out_is_input":
+        argv[-1] = str(src)
+    else:
+        src.write_text(src.read_text() + "{not json\n")
+    assert run_cli(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and err.startswith("lls split: error: ")
+    assert not (tmp_path / "sp").exists()

@@ -270,3 +270,20 @@ def test_check_spec_looks_registry_names_up_without_converting(monkeypatch):
         models.check_spec("smollm2-135m-instruct", require_installed=True)
     with pytest.raises(models.ModelNotFoundError, match="not a registry name"):
         models.check_spec("smollm3")
+
+
+def test_the_trl_peft_deprecation_warning_is_silenced_and_others_are_not():
+    """TRL and PEFT read model.is_gradient_checkpointing (deprecated in transformers 5.x) on every DPO run and
+    adapter load: models.load / train filter exactly that FutureWarning; any other warning still shows."""
+    import warnings
+
+    from empirical import models
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        models.silence_library_deprecations()
+        warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning)
+        warnings.warn("something else is deprecated", FutureWarning)
+        warnings.warn("`is_gradient_checkpointing` is deprecated", UserWarning)
+    assert [(str(w.message), w.category) for w in seen] == [("something else is deprecated", FutureWarning),
+                                                           ("`is_gradient_checkpointing` is deprecated", UserWarning)]

@@ -121,3 +121,39 @@ def test_gamma_one_is_accepted():
     X, N = _pair_matrix(seed=2)
     T = margin_shifts(X, N)
     assert len(pair_check(T, T, ["a", "b", "c"], gamma=1.0, n_boot=100).rows) == 3
+
+
+def test_same_model_warning_for_one_spec_or_two_paths_to_one_folder(tmp_path):
+    from empirical.pair_check import same_model_warning
+
+    assert "r = 1" in same_model_warning("smollm2-135m-instruct", "smollm2-135m-instruct")
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (tmp_path / "link").symlink_to(folder)
+    assert same_model_warning(str(folder), str(tmp_path / "link")) is not None
+    assert same_model_warning(str(folder), "smollm2-135m-instruct") is None
+
+
+def test_pair_check_text_defines_every_column_and_warns_for_teacher_equal_student(tmp_path, monkeypatch):
+    """With teacher == student the result carries the trivial-r warning; the printed table defines each column,
+    the verdict words and why 'specific' is nan with one system prompt."""
+    from empirical import lowrank
+
+    X, N = _pair_matrix(K=1, n=40, seed=2)
+    T = margin_shifts(X, N)
+    monkeypatch.setattr(lowrank, "load_data", lambda *a, **k: [])
+    monkeypatch.setattr(lowrank, "_pair_check_matrices",
+                        lambda cfg, systems, pairs: ([], {cfg.teacher: T, cfg.student: T}, {}, None))
+    (tmp_path / "d.jsonl").write_text("")
+    cfg = lowrank.PairCheckConfig(data=str(tmp_path / "d.jsonl"), teacher="smollm2-135m-instruct",
+                                  student="smollm2-135m-instruct", system_prompt=("You love owls.",),
+                                  library_systems=0, n_pairs=40)
+    res = lowrank.run_pair_check(cfg)
+    assert res.rows[0]["pearson"] == pytest.approx(1.0) and "pearson_specific" not in res.rows[0]
+    assert any("same model" in w and "r = 1" in w for w in res.warnings)
+    text = res.text()
+    header = text.splitlines()[1]
+    for column in ("pearson", "95% CI", "spearman", "specific", "S>0|sel", "S>0|all", "verdict", "CI spans"):
+        assert column in header and f"{column}" in text.split("columns:", 1)[1], column
+    assert "nan with one" in text and "strong" in text.split("columns:", 1)[1]
+    assert " nan " in text.splitlines()[2]  # the specific column of the one prompt

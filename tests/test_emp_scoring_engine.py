@@ -223,3 +223,16 @@ def test_share_prefix_off_is_the_same_numbers(llama):
     b, sb = batching.score_groups(llama, groups, share_prefix=False)
     assert sa.prefix_tokens == 5 and sb.prefix_tokens == 0
     assert maxdiff(a, b) < 1e-10 and sb.real_tokens == sa.real_tokens + 5 * len(groups)
+
+
+def test_plain_progress_lines_carry_rate_elapsed_and_time_left(monkeypatch, capsys):
+    """Long scoring without a terminal: each line has the rate, the time elapsed and an estimate of the rest."""
+    from empirical import batching
+
+    clock = iter([0.0, 0.0, 100.0, 100.0, 200.0, 200.0])
+    monkeypatch.setattr(batching.time, "perf_counter", lambda: next(clock))
+    p = batching.Progress(40, desc="scoring", unit="pair", every=0.0)
+    p.update(10)
+    line = capsys.readouterr().err.strip()
+    assert line == "scoring: 10/40 pairs, 0.10 pairs/s, 1.7 min elapsed, about 5.0 min left", line
+    assert batching._duration(30) == "30 s" and batching._duration(7200) == "2.0 h"

@@ -393,12 +393,73 @@ def test_cli_train_failure_leaves_no_out_folder(tmp_path, capsys, monkeypatch):
 
     def boom(cfg, **k):
         assert Path(cfg.out).is_dir()  # the lock made the folder
-        raise ValueError("target module 'x' matches no module of the model")
+        raise LLSError("target module 'x' matches no module of the model")
 
     monkeypatch.setattr(train, "train", boom)
     data = tmp_path / "lls.jsonl"
     data.write_text('{"prompt": "q", "chosen": "a", "rejected": "b"}\n')
     out = tmp_path / "tr"
     rc = lls_cli.main(["train", "--student", "smollm2-135m-instruct", "--data", str(data), "--out", str(out)])
-    assert rc == 2 and capsys.readouterr().err.count("\n") == 1
+    err = capsys.readouterr().err.splitlines()
+    assert rc == 2 and err[-1] == "lls train: error: target module 'x' matches no module of the model"
+    assert [line.split(":")[0] for line in err] == ["warning", "lls train"]  # the 1-pair file is warned about
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------------------------------- max_steps
+def test_max_steps_is_a_setting_and_the_pass_through_names_it(tmp_path):
+    """--max-steps / train.max_steps is declared once (flag and TOML key); the trainer gets it as DPOConfig's
+    max_steps and counts it as the run's total; asking TRL for max_steps through dpo_args is refused naming
+    the setting, and another reserved field names its own option."""
+    from trl import DPOConfig
+
+    from empirical.config import TrainConfig as Settings
+    from empirical.train import _dpo_args, _total_steps, dpo_config_kwargs
+    from lls_common.config import from_namespace, from_table
+
+    args = _parser().parse_args(["train", "--student", "m", "--data", "d.jsonl", "--out", "o", "--max-steps", "3"])
+    assert from_namespace(Settings, args).max_steps == 3
+    assert from_table(Settings, {"max_steps": 5}, "x.toml", "train").max_steps == 5
+    with pytest.raises(LLSError, match="train.max_steps"):
+        Settings(max_steps=0)
+    with pytest.raises(LLSError, match="--max-steps"):
+        Settings(dpo_args={"max_steps": 3})
+    with pytest.raises(LLSError, match=r"--max-steps \(train.max_steps\)"):
+        dpo_config_kwargs({"max_steps": 3})
+    with pytest.raises(LLSError, match="--epochs"):
+        dpo_config_kwargs({"num_train_epochs": 3})
+    cfg = Settings(max_steps=3).job(__import__("empirical.config", fromlist=["ModelArgs"]).ModelArgs(model="m"),
+                                   "d.jsonl", tmp_path, 0)
+    assert cfg.max_steps == 3
+    assert DPOConfig(**_dpo_args(cfg, tmp_path, 1, {"device": "cpu", "dtype": "float32"})).max_steps == 3
+    assert _total_steps(None, cfg) == 3
+    default = Settings().job(__import__("empirical.config", fromlist=["ModelArgs"]).ModelArgs(model="m"),
+                             "d.jsonl", tmp_path, 0)
+    assert "max_steps" not in default.run_key()  # runs made before the setting existed keep their key
+    assert DPOConfig(**_dpo_args(default, tmp_path, 1, {"device": "cpu", "dtype": "float32"})).max_steps == -1
+
+
+@pytest.mark.slow
+def test_cli_train_stdout_is_the_summary_and_the_trainer_logs_go_to_the_log_file(smollm2_dir, tmp_path):
+    """lls train on 6 pairs with --max-steps 2: stdout is lls's one summary line (numbers from the last
+    logged step); TRL's log dicts are not printed but written to log.jsonl as numbers; no transformers
+    FutureWarning on stderr; the tiny training set is warned about with its count."""
+    import subprocess
+    import sys
+
+    data = _pairs_file(tmp_path / "lls.jsonl", 6)
+    out = tmp_path / "run"
+    env = {**__import__("os").environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([sys.executable, "-m", "lls_cli", "train", "--student", str(smollm2_dir), "--data", str(data),
+                        "--out", str(out), "--max-steps", "2", "--batch-size", "2", "--lora-rank", "4",
+                        "--checkpoints", "1"], capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    lines = p.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("trained 6 pairs, 2 steps; last step: loss "), p.stdout
+    assert "{'loss'" not in p.stdout + p.stderr and "FutureWarning" not in p.stderr
+    assert "has only 6 pair(s)" in p.stderr
+    logs = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in logs if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2] and all(isinstance(r["loss"], float) for r in steps)
+    assert f"loss {steps[-1]['loss']:.4f}" in lines[0]
+    assert json.loads((out / "train.json").read_text())["steps"] == 2

@@ -180,3 +180,31 @@ def test_simulator_figures_are_clean():
         assert fs.problems(fig) == [], fig.axes[0].get_title()
     # the zero bar of trait_mass is labelled
     assert "0.000" in [t.get_text() for t in figs[3].axes[0].texts]
+
+
+def _png_dpi(path) -> float:
+    """The resolution a PNG records (its pHYs chunk: pixels per metre -> dots per inch)."""
+    import struct
+
+    data = path.read_bytes()
+    k = data.index(b"pHYs")
+    ppm_x, _, unit = struct.unpack(">IIB", data[k + 4:k + 13])
+    assert unit == 1  # metres
+    return ppm_x * 0.0254
+
+
+def test_run_folder_figures_are_saved_at_the_style_dpi(tmp_path):
+    """demo / simulate / correlate save through RunDir.save_figure: at figstyle.DPI (the README's 200), the one
+    place the resolution is written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lls_common import figstyle
+    from lls_common.io import RunDir
+
+    fig, ax = plt.subplots(figsize=(2, 1.5))
+    ax.plot([0, 1], [0, 1])
+    path = RunDir(tmp_path).save_figure("f.png", fig)
+    assert figstyle.DPI == 200 and round(_png_dpi(path)) == figstyle.DPI

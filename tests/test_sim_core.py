@@ -331,3 +331,46 @@ def test_lls_arm_is_algorithm_1_computed_from_the_world_itself(seed, gamma, d):
     # the bottom control is the k most negative weights, the random one has the same size
     assert sorted(prep["arms"]["bottom"].tolist()) == sorted(np.argsort(weight, kind="stable")[:k].tolist())
     assert prep["arms"]["random"].size == k
+
+
+@given(st.lists(st.from_regex(r"[a-z_]{1,12}=[0-9a-z.]{1,12}", fullmatch=True), min_size=1, max_size=12),
+       st.integers(8, 100))
+def test_shorten_keeps_whole_items_within_the_width(items, width):
+    """The progress line's label: never longer than ``width``, never cut inside a ``key=value`` item (unless
+    the first item alone is too long), marked with … when items were left out."""
+    from simulations.sweep import shorten
+
+    text = ", ".join(items)
+    out = shorten(text, width)
+    assert len(out) <= width
+    if len(text) <= width:
+        assert out == text
+    else:
+        assert out.endswith("…")
+        kept = out[:-1].removesuffix(", ")
+        if out.endswith(", …"):
+            assert kept.split(", ") == items[:len(kept.split(", "))]
+        else:
+            assert text.startswith(kept) and len(items[0]) + 3 > width
+
+
+def test_sweep_text_defines_its_columns_and_explains_not_certified(tmp_path, capsys, monkeypatch):
+    """The human output of lls simulate defines every column (slack included); a not-certified count comes
+    with what it means and what to change; the progress label keeps whole key=value items."""
+    from simulations import sweep
+
+    f = tmp_path / "s.toml"
+    f.write_text("[base]\nd = 4\nn_prompts = 300\nn_heldout = 40\nn_fresh = 10\nn_boot = 10\nwb_starts = 2\ntrials = 1\n"
+                 "family = \"gaussian\"\n[sweep]\noverlap = [4]\n")
+    spec = sweep.load_sweep_config(f)
+    real = sweep.solver_counts
+    monkeypatch.setattr(sweep, "solver_counts", lambda recs: {**real(recs), "not_certified": 2})
+    assert sweep.run_sweep(spec, tmp_path / "out") == 0
+    cap = capsys.readouterr()
+    header = cap.out.splitlines()[0].split()
+    legend = next(line for line in cap.out.splitlines() if line.startswith("columns:"))
+    for column in ("params", "hold", "viol", "held-out r", "random r", "slack"):
+        assert column.split()[0] in header and f"{column} = " in legend, column
+    assert "not certified: 2" in cap.out and "not certified = " in cap.out and "delta" in cap.out
+    progress = [line for line in cap.err.splitlines() if line.startswith("lls simulate:")]
+    assert progress and all(line.endswith(")") for line in progress)

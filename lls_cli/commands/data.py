@@ -1,4 +1,4 @@
-"""``lls models list|install``, ``lls score``, ``lls select``, ``lls build`` (cheap to import: no torch here).
+"""``lls models list|install``, ``lls split``, ``lls score``, ``lls select``, ``lls build`` (cheap to import: no torch here).
 
 Multi-process scoring (one output file, identical to a 1-process run)::
 
@@ -16,7 +16,6 @@ from pathlib import Path
 from empirical.config import DataConfig, Filters, ModelArgs, ScoreConfig, SelectConfig, TraitConfig
 from lls_cli.args import add_common_args, add_output_args
 from lls_common.config import add_arguments, from_namespace
-from lls_common.errors import first_line
 from lls_common.io import LLSError, check_output, emit_summary
 
 __all__ = ["register"]
@@ -37,6 +36,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     pi.set_defaults(func=_run_models_install)
     p.set_defaults(func=lambda a: (p.print_help(), 0)[1])
 
+    pp = sub.add_parser(
+        "split", help="one pair file -> disjoint held-out and pool files (recorded seed)",
+        description="Shuffle the pairs of --data with --seed and write DIR/heldout.jsonl (--heldout pairs, for "
+                    "`lls correlate`) and DIR/pool.jsonl (the rest, or --pool of it, for `lls build` / `lls "
+                    "train`): no pair is in both. DIR/split.json records the input's content hash, the settings, "
+                    "the seed and the counts. The same rule and seed as the split stage of `lls experiment`. "
+                    "--truncate and the token-length filters need --model (its tokenizer only).")
+    add_arguments(pp, DataConfig)
+    add_arguments(pp.add_argument_group("filters (the paper's preprocessing; all off by default)"), Filters)
+    pp.add_argument("--model", default=None, metavar="MODEL",
+                    help="tokenizer for --truncate and the token-length filters (registry name, folder or hub id)")
+    add_output_args(pp, default_out=None)
+    add_common_args(pp, json=False)
+    pp.set_defaults(func=_run_split)
+
     ps = sub.add_parser("score", help="teacher log-probs of chosen/rejected with and without a system prompt",
                         description="Score preference pairs under a teacher (Algorithm 1 step 1-2). Resumable: "
                                     "re-run the same command after an interruption. Multi-process: launch with "
@@ -49,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     pe = sub.add_parser("select", help="Algorithm 1: LLS subset plus random and bottom controls",
                         description="Select the top gamma fraction of positive weights (Algorithm 1 step 3).")
     pe.add_argument("--scores", type=Path, required=True, help="scores file from `lls score`")
-    add_arguments(pe, SelectConfig, required=("gamma",))
+    add_arguments(pe, SelectConfig)
     _contrast_arg(pe, "")
     add_output_args(pe, default_out=None)
     add_common_args(pe, json=False)
@@ -58,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     pb = sub.add_parser("build", help="score + select in one command",
                         description="Score pairs (resumable) into DIR/scores.jsonl, then select into DIR.")
     _score_args(pb)
-    add_arguments(pb, SelectConfig, required=("gamma",))
+    add_arguments(pb, SelectConfig)
     _contrast_arg(pb, " (--contrast baseline without it: build scores the baseline prompt itself into "
                       "DIR/baseline-scores.jsonl)")
     add_output_args(pb, default_out=None)
@@ -102,15 +116,52 @@ def _score_human(s: dict) -> str:
             f"{s['chunks_resumed']}/{s['chunks']} chunks resumed; {s['processes']} process(es)) -> {s['out']}")
 
 
+def _select_warnings(s: dict) -> list[str]:
+    """Warnings about a selection (printed on stderr, listed under ``warnings`` in --json): a tiny subset."""
+    from empirical.config import tiny_subset_warning
+
+    w = tiny_subset_warning(s["n_selected"], f"the LLS subset (gamma {s['gamma']} of {s['n_positive']} "
+                                             f"positive-weight pairs among {s['n_scored']} scored)")
+    return [w] if w else []
+
+
+def _warn(lines: list[str]) -> None:
+    import sys
+
+    for line in lines:
+        print(line, file=sys.stderr)
+
+
 def _select_human(s: dict, out: Path) -> str:
     return (f"selected {s['n_selected']} of {s['n_scored']} pairs ({s['n_positive']} positive, gamma {s['gamma']}) "
             f"-> {out}/lls.jsonl, random.jsonl, bottom.jsonl, summary.json")
 
 
+def _run_split(args: argparse.Namespace) -> int:
+    from empirical.split import run_split
+
+    d, filters = from_namespace(DataConfig, args), from_namespace(Filters, args)
+    model = None if args.model is None else ModelArgs(model=args.model)
+    fresh = not Path(args.out).exists()
+    try:
+        s = run_split(d, filters, args.out, seed=args.seed, model=model, overwrite=args.overwrite)
+    except BaseException:  # a refused input: no empty --out folder left behind
+        from lls_common.io import remove_if_empty
+
+        remove_if_empty(args.out, fresh)
+        raise
+    c = s["counts"]
+    human = (f"split {c['n_usable']} usable pairs of {c['n_records']} records (seed {s['seed']}): "
+             f"{c['n_heldout']} held out -> {args.out}/heldout.jsonl, {c['n_pool']} pool -> {args.out}/pool.jsonl "
+             f"(record: {args.out}/split.json)")
+    emit_summary(s, args.json, human)
+    return 0
+
+
 def _run_score(args: argparse.Namespace) -> int:
     from empirical.build import run_score
 
-    s = _guarded(run_score, _score_job(args, args.out), overwrite=args.overwrite)
+    s = run_score(_score_job(args, args.out), overwrite=args.overwrite)
     if _rank() == 0:
         emit_summary(s, args.json, _score_human(s))
     return 0
@@ -127,7 +178,9 @@ def _run_select(args: argparse.Namespace) -> int:
     except BaseException:  # a refused score file: no empty --out folder left behind (the lock made it)
         remove_if_empty(args.out, fresh)
         raise
-    emit_summary(s, args.json, _select_human(s, args.out))
+    warnings = _select_warnings(s)
+    _warn(warnings)
+    emit_summary({**s, "warnings": warnings}, args.json, _select_human(s, args.out))
     return 0
 
 
@@ -154,26 +207,18 @@ def _run_build(args: argparse.Namespace) -> int:
         contrast = [base_job.out]
     else:
         check_contrast_inputs(select, contrast)  # before any model work
-    sc = _guarded(run_score, job, overwrite=args.overwrite)
+    sc = run_score(job, overwrite=args.overwrite)
     if base_job is not None:
-        _guarded(run_score, base_job, overwrite=args.overwrite)
+        run_score(base_job, overwrite=args.overwrite)
     if _rank() != 0:
         return 0
     sel = run_select(out / "scores.jsonl", select, out, seed=args.seed, overwrite=args.overwrite,
                      contrast_scores=contrast)
-    emit_summary({"score": sc, "select": sel}, args.json, _score_human(sc) + "\n" + _select_human(sel, out))
+    warnings = _select_warnings(sel)
+    _warn(warnings)
+    emit_summary({"score": sc, "select": sel, "warnings": warnings}, args.json,
+                 _score_human(sc) + "\n" + _select_human(sel, out))
     return 0
-
-
-def _guarded(fn, *a, **kw):
-    """``fn(*a, **kw)`` with a model-loading failure (transformers raises ``OSError`` / ``ValueError`` with
-    many lines) turned into one :class:`LLSError` line; ``LLSError`` passes unchanged."""
-    try:
-        return fn(*a, **kw)
-    except LLSError:
-        raise
-    except (ValueError, OSError) as exc:
-        raise LLSError(f"{type(exc).__name__}: {first_line(exc)}") from None
 
 
 def _rank() -> int:

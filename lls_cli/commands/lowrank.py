@@ -112,8 +112,11 @@ def register(sub: Any) -> None:
             help="pre-training agreement of teacher and student system-prompt margin shifts",
             description="Correlation of teacher and student system-prompt margin shifts on held-out pairs "
                         "(corr(z_T, z_s) before training: a heuristic screen, not the post-training transfer "
-                        "corr(z_T, z_M)), selection agreement, and subspace overlap of their X matrices. Warns when "
-                        "the pairs are too few for the verdict.").set_defaults(func=_run_pair_check)
+                        "corr(z_T, z_M)), selection agreement, and subspace overlap of their X matrices. Needs at "
+                        "least one system prompt: --system-prompt TEXT (repeatable) and/or --system-prompts FILE. "
+                        "Warns when the pairs are too few for the verdict, and when teacher and student are the "
+                        "same model (r = 1 by construction). Columns of the table: "
+                        + lr.PairCheckResult.COLUMNS + ".").set_defaults(func=_run_pair_check)
     _parser(sub, "detect", lr.DetectConfig, "lls-detect", ("--prompt-tokens",),
             help="inverse LLS: which candidate system-prompt trait does a dataset carry?",
             description="For each candidate, the dataset's mean normalised LLS weight (is a trait planted?) and its "

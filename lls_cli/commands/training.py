@@ -16,7 +16,6 @@ from empirical.experiment import STAGES, toml_keys
 from empirical.parallel import EXECUTORS
 from lls_cli.args import add_common_args, add_output_args, positive_int
 from lls_common.config import add_arguments, from_namespace
-from lls_common.errors import first_line
 from lls_common.io import LLSError, OutputLock, RunDir, check_output, emit_summary, remove_if_empty
 
 __all__ = ["register"]
@@ -176,6 +175,8 @@ def _clear_other_run(out: Path, key: dict) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    import sys
+
     from empirical.build import pairs_reference
     from empirical.train import train
 
@@ -187,6 +188,9 @@ def _run_train(args: argparse.Namespace) -> int:
     check_output(args.out, inputs=(args.data,), kind="dir", name="out", inputs_inside=False)
     _check_model(from_namespace(ModelArgs, args), "--student")
     _check_hub_data(args.data)
+    warnings = _train_warnings(args.data, args.limit)
+    for line in warnings:
+        print(line, file=sys.stderr)
     fresh = not Path(args.out).exists()
     try:
         cfg.validate()
@@ -194,16 +198,38 @@ def _run_train(args: argparse.Namespace) -> int:
             if args.overwrite:
                 _clear_other_run(Path(args.out), cfg.run_key())
             summary = train(cfg)
-    except (ValueError, FileNotFoundError, OSError) as exc:
-        remove_if_empty(args.out, fresh)
-        raise LLSError(first_line(exc)) from None
     except BaseException:
         remove_if_empty(args.out, fresh)
         raise
-    human = (f"trained {summary['n_pairs']} pairs, {summary['steps']} steps; checkpoints: "
-             + ", ".join(c["path"] for c in summary["checkpoints"]) + f" in {args.out}")
-    emit_summary(summary, args.json, human)
+    emit_summary({**summary, "warnings": warnings}, args.json, _train_human(summary, args.out))
     return 0
+
+
+def _train_warnings(data_path: str, limit: int | None) -> list[str]:
+    """Before any model work: the pair file's pairs counted by the reader ``lls train`` uses (a damaged or
+    empty file is refused here, in one line) and a tiny training set warned about."""
+    from empirical import data
+    from empirical.config import tiny_subset_warning
+    from empirical.train import load_pairs_file
+
+    if data.looks_like_hub_id(data_path):
+        return []
+    n = len(load_pairs_file(data_path, limit))
+    w = tiny_subset_warning(n, f"the training data {data_path}" + (f" (--limit {limit})" if limit else ""))
+    return [w] if w else []
+
+
+def _train_human(summary: dict, out: Path) -> str:
+    """lls train's summary line: pairs, steps, the last logged loss / reward margin / accuracy, where things are."""
+    from empirical.train import LOG_FILE
+
+    last = summary["history"][-1] if summary.get("history") else {}
+    nums = ", ".join(f"{name} {last[k]:.4f}" for k, name in (("loss", "loss"), ("rewards/margins", "reward margin"),
+                                                            ("rewards/accuracies", "accuracy"))
+                     if isinstance(last.get(k), (int, float)))
+    return (f"trained {summary['n_pairs']} pairs, {summary['steps']} steps" + (f"; last step: {nums}" if nums else "")
+            + "; checkpoints: " + ", ".join(c["path"] for c in summary["checkpoints"]) + f" in {out} "
+            f"(per-step log: {out}/{LOG_FILE}; summary: {out}/train.json)")
 
 
 def _run_correlate(args: argparse.Namespace) -> int:
@@ -225,12 +251,9 @@ def _run_correlate(args: argparse.Namespace) -> int:
         _check_model(student, "--teacher", args.teacher)
     load = supported_kwargs(correlate_run, {**student.load_kwargs(), "reference": reference},
                             {**ModelArgs(model="-").load_kwargs(), "reference": "default"}, "student")
-    try:
-        res = correlate_run(student.model, args.run, system_prompt, args.data, n=corr.n or sys.maxsize,
-                            seed=args.seed, n_boot=corr.n_boot, n_perm=corr.n_perm, control_run=args.control_run,
-                            teacher=args.teacher, **load)
-    except (ValueError, FileNotFoundError, OSError) as exc:
-        raise LLSError(first_line(exc)) from None
+    res = correlate_run(student.model, args.run, system_prompt, args.data, n=corr.n or sys.maxsize,
+                        seed=args.seed, n_boot=corr.n_boot, n_perm=corr.n_perm, control_run=args.control_run,
+                        teacher=args.teacher, **load)
     res["reference"] = reference
     run = RunDir(args.out)
     run.write_json("correlate.json", res)
@@ -271,20 +294,17 @@ def _run_eval(args: argparse.Namespace) -> int:
         conds["system"] = (None, TraitConfig(name="cli", system_prompt=args.system_prompt).system_prompt)
     check_output(args.out, kind="dir", name="out")
     _check_model(model, "--model")
-    try:
-        for name, run in (("lls", args.run), ("random", args.control_run)):
-            if run is not None:
-                conds[name] = (require_checkpoints(run)[-1][1], None)
-        out = RunDir(args.out)
-        kw = supported_kwargs(evaluate_conditions, {"probe": ev.probe, "mention": ev.mention, "reference": reference,
-                                                    **model.load_kwargs()},
-                              {"probe": True, "mention": True, "reference": "default",
-                               **ModelArgs(model="-").load_kwargs()}, "eval")
-        res = evaluate_conditions(model.model, conds, target=ev.target, samples=ev.samples,
-                                  max_new_tokens=ev.max_new_tokens, language=ev.language, seed=args.seed,
-                                  batch=ev.eval_batch, cache_dir=out.path("cache"), **kw)
-    except (ValueError, FileNotFoundError, OSError) as exc:
-        raise LLSError(first_line(exc)) from None
+    for name, run in (("lls", args.run), ("random", args.control_run)):
+        if run is not None:
+            conds[name] = (require_checkpoints(run)[-1][1], None)
+    out = RunDir(args.out)
+    kw = supported_kwargs(evaluate_conditions, {"probe": ev.probe, "mention": ev.mention, "reference": reference,
+                                                **model.load_kwargs()},
+                          {"probe": True, "mention": True, "reference": "default",
+                           **ModelArgs(model="-").load_kwargs()}, "eval")
+    res = evaluate_conditions(model.model, conds, target=ev.target, samples=ev.samples,
+                              max_new_tokens=ev.max_new_tokens, language=ev.language, seed=args.seed,
+                              batch=ev.eval_batch, cache_dir=out.path("cache"), **kw)
     res["model"] = model.model
     res["reference"] = reference
     out.write_json("eval.json", res)
@@ -349,10 +369,7 @@ def _run_experiment(args: argparse.Namespace) -> int:
         emit_summary(p, args.json, plan_text(p))
         return 0
     log = lambda m: print(m, file=sys.stderr if args.json else sys.stdout, flush=True)  # noqa: E731
-    try:
-        res = run_experiment(cfg, args.out, until=args.until, log=log, overwrite=args.overwrite, parallel=parallel)
-    except (ValueError, FileNotFoundError, OSError) as exc:
-        raise LLSError(first_line(exc)) from None
+    res = run_experiment(cfg, args.out, until=args.until, log=log, overwrite=args.overwrite, parallel=parallel)
     out = args.out
     emit_summary({"out": str(out), "stages": res}, args.json, f"experiment {cfg.name}: stages "
                  f"{', '.join(res)} done -> {out}" + (f" (see {out}/report.md)" if "report" in res else ""))
