@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Thread policy measurement for `lls score` (issue 14 item 4): one process x 1 thread, one process x 2 threads,
+# Thread policy measurement for `lls score`: one process x 1 thread, one process x 2 threads,
 # two torchrun processes x 1 thread; 96 HH pairs (marginal over 32), replies cut to 24 tokens; idle machine.
 cd "$(dirname "$0")/.."
 D=${LLS_HH:-../shared/data/hh-rlhf-harmless-base-test.jsonl.gz}

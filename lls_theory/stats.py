@@ -179,7 +179,7 @@ def correlation_report(x, y, n_boot: int = 2000, n_perm: int = 2000, level: floa
 
 
 def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion k/n (the mention rate of issue 6).
+    """Wilson score interval for a binomial proportion k/n (e.g. a mention rate).
 
     Computed by scipy: ``scipy.stats.binomtest(k, n).proportion_ci(level, method="wilson")``. With z the
     two-sided normal quantile and p = k/n it is::

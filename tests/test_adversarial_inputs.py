@@ -1,4 +1,4 @@
-"""Adversarial inputs for every reader of user files (issue 12): never a traceback, never a silent bad record.
+"""Adversarial inputs for every reader of user files: never a traceback, never a silent bad record.
 
 Hypothesis generates malformed records and damaged files for each reader -- pair files (JSONL, .jsonl.gz,
 JSON lists, Parquet, HH-RLHF transcripts, the authors' triples), ``lls score`` output files (read by
@@ -470,7 +470,7 @@ def test_cli_correlate_checks_everything_before_loading_a_model(tmp_path, capsys
     assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))
 
 
-# ------------------------------------------------------------------- second hostile pass (issue 12) regressions
+# ------------------------------------------------------------------- earlier hostile-input regressions
 @pytest.mark.parametrize("text", ["", "\n\n  \n"])
 def test_cli_score_refuses_an_empty_pair_file_before_loading_a_model(tmp_path, capsys, monkeypatch, text):
     """An empty (or blank-lines-only) data file loaded the model and wrote an empty scores file with exit 0."""
@@ -532,7 +532,7 @@ def test_cli_lowrank_pair_bounds_checked_before_the_weights_load(tmp_path, capsy
     assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))
 
 
-# ------------------------------------------------------------------ R4: unwritable output places (issue 12)
+# ------------------------------------------------------------------ R4: unwritable output places
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs a /proc file system")
 @pytest.mark.parametrize("kind", ["file", "dir"])
 def test_check_output_really_tries_to_write(kind):
@@ -563,7 +563,7 @@ def test_check_output_accepts_a_writable_folder_and_leaves_no_probe(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-# ------------------------------------------ R11: a hub-looking --data name that is not usable (issue 12)
+# ------------------------------------------ R11: a hub-looking --data name that is not usable
 @pytest.mark.parametrize("command", ["score", "train"])
 def test_cli_unreachable_hub_dataset_is_one_line_before_any_model(tmp_path, capsys, monkeypatch, command):
     """``--data nosuchorg/nosuchdataset`` spent ~28 s in download retries (12 stderr lines); the connect check
@@ -633,7 +633,7 @@ def test_check_output_inputs_inside_is_opt_in_and_direct_only(tmp_path):
     assert lio.check_output(tmp_path / "new", inputs=(direct,), kind="dir", inputs_inside=False)
 
 
-# ------------------------------- hub-looking --model in the low-rank commands (third hostile pass, issue 12)
+# ------------------------------- hub-looking --model in the low-rank commands
 @pytest.mark.parametrize("command", ["spectrum", "angles", "pair-check", "detect"])
 def test_cli_lowrank_unreachable_hub_model_is_one_line_before_any_work(tmp_path, capsys, monkeypatch, command):
     """``lls spectrum --model nosuchorg/nosuchmodel`` ran into ~2 minutes of download retries when its tokenizer

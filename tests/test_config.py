@@ -363,7 +363,7 @@ def test_score_key_ignores_how_the_path_is_written_but_not_the_content(tmp_path,
     assert key("d.jsonl") != before
 
 
-# ------------------------------------------------------------------------------ reference rendering (issue 15)
+# ------------------------------------------------------------------------------ reference rendering
 def test_reference_default_is_the_authors_convention_and_configs_record_theirs():
     from empirical.experiment import load_config
 

@@ -255,7 +255,7 @@ def test_p_values_and_ranks_are_valid(args):
     assert det.top_raw == by_raw[0]["candidate"]
 
 
-# ------------------------------------------------------------------------ small-sample guard (issue 12)
+# ------------------------------------------------------------------------ small-sample guard
 def test_tiny_suspect_against_tiny_reference_warns():
     """A 2-pair suspect set against an 8-pair reference: whatever the test says, the result carries warnings
     naming the suspect size, the reference size and the discrete null (C(8, 2) = 28 subsets)."""

@@ -233,7 +233,7 @@ def test_cli_bad_input(tmp_path):
     (["pair-check", "--teacher", "FAKE", "--student", "/no/such/folder", "--system-prompt", "x"], "/no/such/folder"),
 ])
 def test_cli_refuses_before_any_work(tmp_path, monkeypatch, argv, expected):
-    """Bad settings are refused up front (issue 12's late failures): nothing is loaded or written."""
+    """Bad settings are refused up front: nothing is loaded or written."""
     from empirical import lowrank
 
     data = tmp_path / "d.jsonl"
@@ -302,7 +302,7 @@ def test_cli_spectrum_and_detect_tiny(smollm2_dir, tmp_path):
     assert rc == 0, msg
     det = json.loads((tmp_path / "det" / "detect.json").read_text())
     assert len(det["table"]) == 3 and det["n_suspect_outside_reference"] == 0
-    # 2 suspect pairs against 4 reference pairs: the result says the sample is too small (issue 12)
+    # 2 suspect pairs against 4 reference pairs: the result says the sample is too small
     assert det["small_sample"] and any("small suspect set: 2 pairs" in w for w in det["warnings"])
     assert sorted(r["rank"] for r in det["table"]) == [1, 2, 3]
 

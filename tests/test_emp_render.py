@@ -160,7 +160,7 @@ def test_truncation_rejects_bad_length():
         render.truncate_response(None, "x", 0)
 
 
-# ------------------------------------------------------------------ reference rendering (issue 15 item 1)
+# ------------------------------------------------------------------ reference rendering
 MSGS = [{"role": "user", "content": "Name a bird."}]
 
 

@@ -188,7 +188,7 @@ def _pairs_file(path: Path, n: int) -> Path:
 
 @pytest.mark.model
 def test_adapter_loads_after_the_cache_folder_moves(smollm2_dir, tmp_path, monkeypatch):
-    """Issue 17: the adapter records the registry name (not the cache path) and a model card; after the whole
+    """The adapter records the registry name (not the cache path) and a model card; after the whole
     cache folder is renamed, PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(<registry-resolved
     folder>), <adapter>) loads and gives the logits it gave before the move."""
     import shutil

@@ -1,4 +1,4 @@
-"""`lls score` weights against an independent oracle (issue 15, item 9).
+"""`lls score` weights against an independent oracle.
 
 The CLI's log-probs and weights are recomputed here from scratch — no empirical.scoring, no
 empirical.render, no lls_theory: the chat template is applied with the tokenizer, the reply tokens are the

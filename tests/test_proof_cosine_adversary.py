@@ -74,7 +74,7 @@ def test_cosine_perturbation_bound_exact_values():
     assert cosine_perturbation_bound(0.5, 1.0, 0.0) == -1.0  # N < 0 and a may be 0
     np.testing.assert_allclose(cosine_perturbation_bound(np.array([0.5, -0.1]), 0.05, 0.05),
                                [0.3975 / 1.1025, -0.2025 / 0.9025], rtol=1e-14)
-    # the false candidate of issue 15 item 9 is above the attained worst case
+    # the false candidate bound is above the attained worst case
     *_, worst = _worst_case(0.5, 0.1, 0.1)
     assert 0.5 - 0.5 * (0.1 + 0.1) > worst > cosine_perturbation_bound(0.5, 0.1, 0.1)
     for bad in ((0.5, -0.1, 0.0), (1.5, 0.1, 0.1), (0.5, 0.0, -1.0)):

@@ -1,4 +1,4 @@
-"""The simulator solver's fast kernels (issue 14.5): they only steer Newton, and every certificate the
+"""The simulator solver's fast kernels: they only steer Newton, and every certificate the
 float32 path claims still holds when recomputed independently in float64."""
 
 from __future__ import annotations

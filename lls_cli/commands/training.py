@@ -145,7 +145,7 @@ def _check_model(m: ModelArgs, flag: str, spec: str | None = None) -> None:
 
 def _check_hub_data(path: str) -> None:
     """A hub-looking ``--data`` id that cannot be loaded (nothing cached, hub unreachable or no such dataset) is
-    refused now, in one line, instead of after the trainer's imports (which took over 120 s under load); files
+    refused now, in one line, instead of after the trainer's imports (which took minutes); files
     are read and checked by the trainer itself."""
     from empirical import data
 
