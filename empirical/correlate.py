@@ -233,10 +233,23 @@ def checkpoint_margins(model: Any, tok: Any, recs: list[dict[str, Any]], base: A
 
 
 def adapter_digest(folder: str | Path) -> str:
-    """SHA-256 over a LoRA adapter folder's weights and configuration (what a cached score depends on)."""
+    """SHA-256 over a LoRA adapter folder's weights and configuration (what a cached score depends on).
+
+    The configuration enters as canonical JSON with ``target_modules`` sorted: PEFT writes that list from a set,
+    so its order follows the process's hash seed, and the same adapter saved twice must give one digest."""
+    import hashlib
+
     from lls_common.io import folder_digest
 
-    return folder_digest(folder, ("adapter_model.*", "adapter_config.json"))
+    weights = folder_digest(folder, ("adapter_model.*",))
+    f = Path(folder) / "adapter_config.json"
+    try:
+        cfg = json.loads(f.read_text())
+    except (OSError, ValueError):
+        cfg = None
+    if isinstance(cfg, dict) and isinstance(cfg.get("target_modules"), list):
+        cfg["target_modules"] = sorted(cfg["target_modules"])
+    return hashlib.sha256((weights + json.dumps(cfg, sort_keys=True)).encode()).hexdigest()
 
 
 def model_identity(model: Any) -> Any:

@@ -1066,3 +1066,23 @@ def test_correlate_run_n_maxsize_means_all_pairs_without_warning(tmp_path, fake_
     assert not any("usable held-out pairs" in w for w in res["warnings"])
     res = C.correlate_run("S", lls, "Be kind.", held, n=5, n_boot=5, n_perm=5, progress=False)
     assert res["warnings"][-1] == f"{held}: 4 usable held-out pairs, fewer than the 5 asked for"
+
+
+def test_adapter_digest_ignores_the_order_peft_writes_target_modules_in(tmp_path):
+    """PEFT writes target_modules from a set (order = the hash seed): the same adapter, one digest; other
+    weights or another module list, another digest."""
+    import json
+
+    from empirical.correlate import adapter_digest
+
+    def adapter(name, modules, weights=b"w" * 64):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "adapter_model.safetensors").write_bytes(weights)
+        (d / "adapter_config.json").write_text(json.dumps({"r": 4, "target_modules": modules}))
+        return d
+
+    a = adapter_digest(adapter("a", ["q_proj", "v_proj", "o_proj"]))
+    assert a == adapter_digest(adapter("b", ["o_proj", "q_proj", "v_proj"]))
+    assert a != adapter_digest(adapter("c", ["q_proj", "v_proj", "o_proj"], b"x" * 64))
+    assert a != adapter_digest(adapter("d", ["q_proj", "v_proj"]))

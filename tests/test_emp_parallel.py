@@ -19,7 +19,7 @@ from lls_cli import main
 from test_emp_experiment import _multi
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMING = re.compile(r"(^|_)(wall|seconds|elapsed|per_s)(_|$)")
+TIMING = re.compile(r"(^|_)(wall|seconds|elapsed|per_s|per_second|runtime)(_|$)")
 
 
 def _normalise(obj, root: str, tmp: str):
@@ -48,9 +48,17 @@ def _folder(root: Path) -> dict[str, object]:
             if rel.startswith("stages/units/"):  # digests of input folders cover their logs (wall times)
                 rec = {k: v for k, v in rec.items() if k not in ("inputs", "outputs")}
             out[rel] = rec
+        elif p.name == "log.jsonl":  # the trainer's log: losses compared, its wall times not
+            out[rel] = [_normalise(json.loads(x), str(root), str(root.parent)) for x in p.read_text().splitlines()]
         elif p.suffix in (".jsonl", ".safetensors"):
             out[rel] = p.read_bytes()
     return out
+
+
+def _assert_same(got: dict[str, object], want: dict[str, object]) -> None:
+    assert set(got) == set(want)
+    for rel in want:
+        assert got[rel] == want[rel], rel
 
 
 def _run(tmp_path: Path, name: str, *extra: str) -> Path:
@@ -65,23 +73,25 @@ def sequential(smollm2_dir, tmp_path_factory):
     import torch
 
     tmp = tmp_path_factory.mktemp("seq")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the workers' thread count: the same arithmetic, so the same bits
+    threads, omp = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"  # the workers' thread count (models.load keeps it): the same bits
+    torch.set_num_threads(1)
     try:
         out = tmp / "run"
         assert main(["experiment", "--config", str(_multi(tmp)), "--out", str(out), "--until", "correlate"]) == 0
     finally:
         torch.set_num_threads(threads)
+        if omp is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = omp
     return _folder(out)
 
 
 @pytest.mark.model
 @pytest.mark.slow
 def test_two_workers_give_the_sequential_folder(sequential, tmp_path):
-    got = _folder(_run(tmp_path, "par", "--jobs", "2"))
-    assert set(got) == set(sequential)
-    for rel in sequential:
-        assert got[rel] == sequential[rel], rel
+    _assert_same(_folder(_run(tmp_path, "par", "--jobs", "2")), sequential)
 
 
 @pytest.mark.model
@@ -90,10 +100,7 @@ def test_submitit_local_executor_gives_the_sequential_folder(sequential, tmp_pat
     pytest.importorskip("submitit")
     out = _run(tmp_path, "sub", "--executor", "submitit-local", "--jobs", "2")
     assert (out / "stages" / "submitit").is_dir()  # submitit's job folders and logs
-    got = _folder(out)
-    assert set(got) == set(sequential)
-    for rel in sequential:
-        assert got[rel] == sequential[rel], rel
+    _assert_same(_folder(out), sequential)
 
 
 @pytest.mark.model
@@ -116,10 +123,7 @@ def test_a_worker_killed_mid_training_resumes_to_the_same_folder(sequential, tmp
     proc.wait(timeout=300)
     assert proc.returncode != 0
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, timeout=1200)
-    got = _folder(out)
-    assert set(got) == set(sequential)
-    for rel in sequential:
-        assert got[rel] == sequential[rel], rel
+    _assert_same(_folder(out), sequential)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -148,7 +152,7 @@ def test_plan_lists_units_and_estimates_before_and_after_work(smollm2_dir, tmp_p
     assert not out.exists()  # a plan writes nothing in the run folder
     assert all(v["done"] == 0 and v["todo"] == v["units"] for v in p["stages"].values())
     assert p["stages"]["train"]["units"] == 3  # owl, cat and the shared random student
-    assert p["estimate_s"] > 0 and p["stages"]["train"]["estimate_s"] > p["stages"]["select"]["estimate_s"]
+    assert p["estimate_s"] > 0 and p["stages"]["train"]["estimate_s"] > 0 and p["stages"]["score"]["estimate_s"] > 0
     assert len(p["assumptions"]) == 2  # LLS subset sizes before selection
     rates = json.loads((tmp_path / "rates.json").read_text())
     assert len(rates) == 1 and next(iter(rates.values()))["forward"] > 0
