@@ -19,7 +19,7 @@ from lls_cli import main
 from test_emp_experiment import _multi
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMING = re.compile(r"(^|_)(wall|seconds|elapsed|per_s|per_second|runtime)(_|$)")
+TIMING = re.compile(r"(^|_)(wall|seconds|elapsed|per_s|per_second|runtime|threads)(_|$)")  # how it ran, not what
 
 
 def _normalise(obj, root: str, tmp: str):
