@@ -848,6 +848,20 @@ def _small_tmpfs(path: Path, size: str = "64k") -> bool:
     return True
 
 
+def _fill(disk: Path, leave: int) -> Path:
+    """Fill the tmpfs at ``disk``, then give back ``leave`` bytes."""
+    filler = disk / "filler"
+    with pytest.raises(OSError):
+        with open(filler, "wb") as fh:
+            while True:
+                fh.write(b"\0" * 4096)
+                fh.flush()
+    size = filler.stat().st_size
+    with open(filler, "r+b") as fh:
+        fh.truncate(max(size - leave, 0))
+    return filler
+
+
 def test_full_disk_lock_and_write_are_one_line_and_leave_nothing_blocking(tmp_path):
     """On a full (small tmpfs) disk: taking a lock and writing an output fail with one line naming the folder
     and 'no space'; no lock is left behind, and once space is freed the same output is written."""
@@ -859,12 +873,7 @@ def test_full_disk_lock_and_write_are_one_line_and_leave_nothing_blocking(tmp_pa
     if not _small_tmpfs(disk):
         pytest.skip("cannot mount a small tmpfs here (needs root and mount rights)")
     try:
-        filler = disk / "filler"
-        with pytest.raises(OSError):
-            with open(filler, "wb") as fh:
-                while True:
-                    fh.write(b"\0" * 4096)
-                    fh.flush()
+        filler = _fill(disk, 0)
         out = disk / "scores.jsonl"
         with pytest.raises(LLSError) as err:
             with lio.OutputLock(out):
@@ -929,20 +938,6 @@ def _scores_file(path: Path, n: int = 300) -> Path:
                                  "weight": ((lcs - lrs) - (lc - lr)) / 5}))
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def _fill(disk: Path, leave: int) -> Path:
-    """Fill the tmpfs at ``disk``, then give back ``leave`` bytes."""
-    filler = disk / "filler"
-    with pytest.raises(OSError):
-        with open(filler, "wb") as fh:
-            while True:
-                fh.write(b"\0" * 4096)
-                fh.flush()
-    size = filler.stat().st_size
-    with open(filler, "r+b") as fh:
-        fh.truncate(max(size - leave, 0))
-    return filler
 
 
 @pytest.mark.parametrize("leave", [0, 12_288])

@@ -346,22 +346,13 @@ def test_experiment_on_a_full_disk_is_one_line_and_leaves_no_lock(tiny_dirs, tmp
 
     from lls_cli import main
 
+    from test_adversarial_inputs import _fill, _small_tmpfs
+
     disk = tmp_path / "disk"
-    disk.mkdir()
-    try:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(disk)], check=True,
-                       capture_output=True)
-    except (OSError, subprocess.CalledProcessError):
+    if not _small_tmpfs(disk, "128k"):
         pytest.skip("cannot mount a small tmpfs here (needs root and mount rights)")
     try:
-        filler = disk / "filler"
-        with pytest.raises(OSError):
-            with open(filler, "wb") as fh:
-                while True:
-                    fh.write(b"\0" * 4096)
-                    fh.flush()
-        with open(filler, "r+b") as fh:
-            fh.truncate(max(filler.stat().st_size - leave, 0))
+        filler = _fill(disk, leave)
         args = ["experiment", "--config", str(_config(tmp_path, tiny_dirs[0])), "--out", str(disk / "run"),
                 "--until", "split"]
         assert main(args) == 2
