@@ -40,6 +40,8 @@ from typing import Any
 import numpy as np
 from scipy import stats as _st
 
+from lls_theory.stats import _pearson_rows, _percentile_interval, _resamples
+
 __all__ = ["cross_correlation", "trait_centre", "diagonal_stats", "permutation_test", "gap_bootstrap",
            "specific_gain", "effective_cells", "cell_replicates", "minimum_detectable_effect",
            "specificity_test", "behaviour_specificity", "PermutationResult",
@@ -157,18 +159,14 @@ def permutation_test(C: Any, n_perm: int = 9_999, seed: int = 0,
     return PermutationResult(observed, (1 + hits) / (1 + total), "monte-carlo", total, sums / total, int(seed))
 
 
-def _resample_idx(n: int, n_boot: int, seed: int, chunk: int = 256):
-    rng = np.random.default_rng(seed)
-    for start in range(0, n_boot, chunk):
-        yield rng.integers(0, n, size=(min(chunk, n_boot - start), n))
+def _resample_idx(n: int, n_boot: int, seed: int):
+    """Bootstrap index arrays over the n pairs (:func:`lls_theory.stats._resamples`, chunks of 256)."""
+    return _resamples(n, n_boot, seed, 256)
 
 
 def _percentile(v: np.ndarray, level: float) -> list[float]:
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return [float("nan"), float("nan")]
-    a = (1 - level) / 2
-    return [float(np.quantile(v, a)), float(np.quantile(v, 1 - a))]
+    """Central percentile interval of the finite values of ``v`` (:func:`lls_theory.stats._percentile_interval`)."""
+    return list(_percentile_interval(v[np.isfinite(v)], level))
 
 
 def _gap_of(C: np.ndarray) -> np.ndarray:
@@ -247,10 +245,10 @@ def cell_replicates(Z: Any, R: Any, control: Any = None, n_boot: int = 2000, see
         control, _ = _pair(control, R)
     out = []
     for idx in _resample_idx(Z.shape[1], int(n_boot), seed):
-        r = _standardise(R[:, idx].transpose(1, 0, 2))
-        cell = np.sum(_standardise(Z[:, idx].transpose(1, 0, 2)) * r, axis=-1)
+        r = R[:, idx].transpose(1, 0, 2)
+        cell = _pearson_rows(Z[:, idx].transpose(1, 0, 2), r)
         if control is not None:
-            cell = cell - np.sum(_standardise(control[:, idx].transpose(1, 0, 2)) * r, axis=-1)
+            cell = cell - _pearson_rows(control[:, idx].transpose(1, 0, 2), r)
         out.append(cell)
     return np.concatenate(out)
 
