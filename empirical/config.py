@@ -240,6 +240,10 @@ class SelectConfig:
                                             "experiment (default: subset_size, else ceil(gamma * pool / 2))",
                                       cli=False, metavar="N",
                                       reason="the LLS subset's size when half the pool's weights are positive")
+    random_controls: int = setting(1, "random-control subsets of an experiment, each drawn with its own seed and "
+                                      "trained with its own training seed (arms random, random-1, ...): their "
+                                      "spread is the training-and-subset variance of the control", cli=False,
+                                   metavar="N", reason="one control, as in the paper")
     contrast: str = setting("none", "contrastive selection: rank w_A - mean of reference weights instead of w_A "
                                     "(lls_theory.selection.contrastive_weights): none = plain Algorithm 1; others = "
                                     "the other traits of the run (lls experiment; lls select / build: their scores "
@@ -254,6 +258,7 @@ class SelectConfig:
         check_types(self, "select")
         check_interval(self.gamma, "select.gamma", 0, 1, closed="right")
         _opt_pos_int(self, "select", "random_size", "subset_size")
+        check_positive_int(self.random_controls, "select.random_controls")
         if self.best_pair_per_prompt and self.best_pair_per_prompt_text:
             raise LLSError("select.best_pair_per_prompt and select.best_pair_per_prompt_text exclude each other")
         check_choice(self.contrast, "select.contrast", CONTRASTS)
@@ -274,6 +279,7 @@ class SelectConfig:
         for k, off in (("contrast", "none"), ("baseline", None), ("subset_size", None)):
             if d[k] == off:
                 d.pop(k)
+        d.pop("random_controls")  # not a setting of any one step: each extra control's key holds its index
         return d
 
 
@@ -441,12 +447,15 @@ class TraitConfig:
     language: str | None = setting(None, "ISO 639-1 language whose share is measured (default: none)")
     contrast: str | None = setting(None, "this trait's select.contrast (none, others, baseline; default: the "
                                          "[select] value); others = the other traits whose contrast is others")
+    seeds: int = setting(1, "LLS students trained on this trait's subset, with training seeds seed, seed + 1, ... "
+                            "(arms lls, lls-1, ...): their spread is the training variance", metavar="N")
 
     def __post_init__(self) -> None:
         check_types(self, "trait")
         if self.contrast is not None:
             check_choice(self.contrast, "trait.contrast", CONTRASTS)
         check_nonempty_str(self.name, "trait.name")
+        check_positive_int(self.seeds, "trait.seeds")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
             raise LLSError(f"trait.name must be a folder name (letters, digits, . _ -), got {self.name!r}")
         check_text(self.system_prompt, "trait.system_prompt")

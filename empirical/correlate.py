@@ -341,6 +341,44 @@ def correlate_arms(model_and_tok: tuple[Any, Any], student_base: Any, student_sy
     return res
 
 
+def arm_seed_groups(arms: Any) -> dict[str, list[str]]:
+    """The arms grouped by training seed: ``{"lls": ["lls", "lls-1", ...], "random": ["random", "random-1",
+    ...]}`` (an arm ``<g>-<k>`` is seed k of group g; groups in first-seen order, seeds in index order)."""
+    import re
+
+    groups: dict[str, list[tuple[int, str]]] = {}
+    for name in arms:
+        m = re.fullmatch(r"(.+)-(\d+)", name)
+        g, k = (m.group(1), int(m.group(2))) if m else (name, 0)
+        groups.setdefault(g, []).append((k, name))
+    return {g: [n for _, n in sorted(v)] for g, v in groups.items()}
+
+
+def seed_summary(res: dict[str, Any], n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Correlations over training seeds from a :func:`correlate_arms` result: for each arm group (``lls``,
+    ``random``) and reference vector (z_s, z_T), Pearson of the reference with each seed's final z_M, their mean,
+    SD and a CI over pairs and seeds (:func:`lls_theory.stats.seeded_correlation`); and the LLS − random
+    difference of the seed means (:func:`lls_theory.stats.seeded_difference`). Every entry says what its CI
+    includes."""
+    import numpy as np
+
+    from lls_theory.stats import seeded_correlation, seeded_difference
+
+    refs = {"z_s": np.asarray(res["z_s"])} | ({"z_T": np.asarray(res["z_T"])} if res.get("z_T") is not None else {})
+    groups = arm_seed_groups(res["arms"])
+    final = {a: np.asarray(r["z_M"][max(r["z_M"], key=int)]) for a, r in res["arms"].items()}
+    out: dict[str, Any] = {"groups": groups, "statistic": "pearson", "arms": {}}
+    for g, names in groups.items():
+        ys = np.stack([final[a] for a in names])
+        out["arms"][g] = {r: seeded_correlation("pearson", x, ys, n_boot=n_boot, seed=seed) for r, x in refs.items()}
+    if {"lls", "random"} <= set(groups):
+        ys1 = np.stack([final[a] for a in groups["lls"]])
+        ys2 = np.stack([final[a] for a in groups["random"]])
+        out["lls_minus_random"] = {r: seeded_difference("pearson", x, ys1, ys2, n_boot=n_boot, seed=seed)
+                                   for r, x in refs.items()}
+    return out
+
+
 def check_arm_disjoint(pairs: list[Any], run: Path, name: str = "lls") -> None:
     """Read the training data of the ``lls train`` run ``run`` (any format :mod:`empirical.data` reads) and
     :func:`check_disjoint` the held-out ``pairs`` against it."""

@@ -118,7 +118,8 @@ def _resolve_data_path(path: Path, table: dict[str, Any]) -> None:
 
 
 def _traits_from_file(path: Path, table: dict[str, Any]) -> list[TraitConfig]:
-    """``[traits] file = "..."`` (``category<TAB>text`` lines, ``#`` comments), optional ``only = [names]``.
+    """``[traits] file = "..."`` (``category<TAB>text`` lines, ``#`` comments), optional ``only = [names]`` and
+    ``seeds = {name = N}`` (training seeds of a trait's LLS students: :attr:`TraitConfig.seeds`).
 
     The library's named prompts are recognised (:func:`empirical.systems.named_prompts`: the paper's animal
     prompts with name and target = the animal, the control traits with their target and language); other
@@ -126,9 +127,9 @@ def _traits_from_file(path: Path, table: dict[str, Any]) -> list[TraitConfig]:
     """
     from empirical.systems import named_prompts
 
-    unknown = set(table) - {"file", "only"}
+    unknown = set(table) - {"file", "only", "seeds"}
     if unknown:
-        raise LLSError(f"{path}: unknown key traits.{sorted(unknown)[0]}; [traits] allows file, only")
+        raise LLSError(f"{path}: unknown key traits.{sorted(unknown)[0]}; [traits] allows file, only, seeds")
     f = table.get("file")
     if not isinstance(f, str) or not f.strip():
         raise LLSError(f"{path}: traits.file must be a file name")
@@ -159,6 +160,18 @@ def _traits_from_file(path: Path, table: dict[str, Any]) -> list[TraitConfig]:
         if missing:
             raise LLSError(f"{path}: traits.only names {missing[0]!r}, not in {src}")
         out = [t for t in out if t.name in only]
+    seeds = table.get("seeds", {})
+    if not isinstance(seeds, dict):
+        raise LLSError(f"{path}: traits.seeds must be a table of trait name = number of training seeds "
+                       "(e.g. seeds = {{ owl = 3 }})")
+    names = {t.name for t in out}
+    for name, n in seeds.items():
+        if name not in names:
+            raise LLSError(f"{path}: traits.seeds names {name!r}, not a trait of {src}")
+        try:
+            out = [replace(t, seeds=n) if t.name == name else t for t in out]
+        except LLSError as exc:
+            raise LLSError(f"{path}: traits.seeds.{name}: {exc}") from None
     return out
 
 
@@ -363,7 +376,7 @@ def stage_key(cfg: ExperimentConfig, stage: str) -> dict[str, Any]:
     """A whole stage's key (every trait and student): recorded in ``stages/<stage>.json``."""
     key = unit_key(cfg, stage)
     if STAGES.index(stage) >= STAGES.index("score"):
-        key["traits"] = [_plain(t) for t in cfg.traits]
+        key["traits"] = [_plain(t, ("seeds",) if t.seeds == 1 else ()) for t in cfg.traits]
     if STAGES.index(stage) >= STAGES.index("train"):
         key["students"] = [_plain(s) for s in cfg.students]
     return key
@@ -398,15 +411,22 @@ class Run:
         """The trait's folder (the run folder itself for a single-trait config)."""
         return self.root / "traits" / trait.name if self.cfg.multi else self.root
 
-    def random_pairs(self) -> Path:
-        return self.root / "select" / "random.jsonl"
+    def random_pairs(self, k: int = 0) -> Path:
+        """The random control ``k`` (0: ``select/random.jsonl``; k >= 1 drawn with its own seed)."""
+        return self.root / "select" / ("random.jsonl" if k == 0 else f"random-{k}.jsonl")
+
+    def arms(self, trait: TraitConfig) -> tuple[str, ...]:
+        """The trained arms of ``trait``'s students: ``lls``, ``lls-1``, ... (``trait.seeds``) then ``random``,
+        ``random-1``, ... (``select.random_controls``)."""
+        return (("lls",) + tuple(f"lls-{k}" for k in range(1, trait.seeds)) + ("random",)
+                + tuple(f"random-{k}" for k in range(1, self.cfg.select.random_controls)))
 
     def baseline_scores(self) -> Path:
         """The teacher's scores of the pool under the ``select.baseline`` prompt (one shared unit)."""
         return self.root / "score" / f"pool-baseline-{self.cfg.select.baseline}.jsonl"
 
     def arm_dir(self, trait: TraitConfig, student: StudentConfig, arm: str) -> Path:
-        base = self.tdir(trait) if arm == "lls" else self.root
+        base = self.tdir(trait) if arm == "lls" or arm.startswith("lls-") else self.root
         return base / "students" / student.name / arm
 
     def marker(self, stage: str, label: str) -> Path:
@@ -614,18 +634,42 @@ def random_size(cfg: ExperimentConfig, n_pool: int) -> int:
     return max(1, min(size, n_pool))
 
 
-def _shared_random(run: Run) -> dict[str, Any]:
-    """One random subset of the scored pool (reference scores file order), for every trait's random arm."""
+def random_rng(seed: int, k: int) -> Any:
+    """The generator of random control ``k``: ``default_rng(seed)`` for the first (k = 0), ``default_rng([seed,
+    k])`` for the others (independent streams)."""
     import numpy as np
 
+    return np.random.default_rng(seed if k == 0 else [seed, k])
+
+
+def _shared_random(run: Run, k: int = 0) -> dict[str, Any]:
+    """Random control ``k``: a random subset of the scored pool (reference scores file order); a many-trait
+    run's controls serve every trait's random arms."""
     from empirical.build import _trl, read_scores
     from lls_common.io import atomic_write_jsonl
 
     recs = read_scores(run.root / "score" / "pool-base.jsonl", base_only=True)
-    k = random_size(run.cfg, len(recs))
-    idx = sorted(int(i) for i in np.random.default_rng(run.cfg.seed).choice(len(recs), size=k, replace=False))
-    atomic_write_jsonl(run.random_pairs(), [_trl(dict(recs[i], weight=0.0)) for i in idx])
-    return {"n_pool_scored": len(recs), "n_random": k, "seed": run.cfg.seed, "file": "select/random.jsonl"}
+    size = random_size(run.cfg, len(recs))
+    idx = sorted(int(i) for i in random_rng(run.cfg.seed, k).choice(len(recs), size=size, replace=False))
+    out = run.random_pairs(k)
+    atomic_write_jsonl(out, [_trl(dict(recs[i], weight=0.0)) for i in idx])
+    return {"n_pool_scored": len(recs), "n_random": size, "seed": run.cfg.seed, "file": _rel(out, run.root)} | (
+        {"control": k} if k else {})
+
+
+def _single_random(run: Run, k: int) -> dict[str, Any]:
+    """Random control ``k >= 1`` of a single-trait run: as many pool pairs as its LLS subset holds."""
+    from empirical.build import _trl, read_scores
+    from lls_common.io import atomic_write_jsonl
+
+    tr = run.cfg.traits[0]
+    recs = read_scores(run.tdir(tr) / "score" / "pool.jsonl", base_only=True)
+    size = sum(1 for line in (run.tdir(tr) / "select" / "lls.jsonl").read_text().splitlines() if line.strip())
+    idx = sorted(int(i) for i in random_rng(run.cfg.seed, k).choice(len(recs), size=size, replace=False))
+    out = run.random_pairs(k)
+    atomic_write_jsonl(out, [_trl(dict(recs[i], weight=0.0)) for i in idx])
+    return {"n_pool_scored": len(recs), "n_random": size, "seed": run.cfg.seed, "control": k,
+            "file": _rel(out, run.root)}
 
 
 def units_select(run: Run) -> list[Unit]:
@@ -642,6 +686,19 @@ def units_select(run: Run) -> list[Unit]:
         units.append(Unit("select", "random", run.marker("select", "random"), key, lambda: _shared_random(run),
                           (run.random_pairs(),), (run.random_pairs(),),
                           inputs=(run.root / "score" / "pool-base.jsonl",)))
+    for k in range(1, cfg.select.random_controls):
+        f = run.random_pairs(k)
+        if cfg.multi:
+            key = unit_key(cfg, "select") | {"random_size": cfg.select.random_size, "random_control": k}
+            units.append(Unit("select", f"random-{k}", run.marker("select", f"random-{k}"), key,
+                              lambda k=k: _shared_random(run, k), (f,), (f,),
+                              inputs=(run.root / "score" / "pool-base.jsonl",)))
+        else:
+            tr = cfg.traits[0]
+            units.append(Unit("select", f"random-{k}", run.marker("select", f"random-{k}"),
+                              unit_key(cfg, "select", tr) | {"random_control": k}, lambda k=k: _single_random(run, k),
+                              (f,), (f,), inputs=(run.tdir(tr) / "select" / "lls.jsonl",), wave=1))
+    if cfg.multi:
         ov = run.root / "select" / "overlap.json"
         key = unit_key(cfg, "select") | {"traits": [[t.name, t.system_prompt, cfg.contrast_of(t)] for t in cfg.traits]}
         units.append(Unit("select", "overlap", run.marker("select", "overlap"), key, lambda: _overlap(run), (ov,),
@@ -659,7 +716,8 @@ def _rel(path: Path, root: Path) -> str:
 
 
 def _train(run: Run, student: StudentConfig, data: Path, out: Path,
-           trait: TraitConfig | None = None) -> dict[str, Any]:
+           trait: TraitConfig | None = None, offset: int = 0) -> dict[str, Any]:
+    """Train ``student`` on ``data`` into ``out`` with training seed ``seed + offset``."""
     from empirical.train import train
 
     cfg = run.cfg
@@ -669,7 +727,7 @@ def _train(run: Run, student: StudentConfig, data: Path, out: Path,
         card["contrast"] = cfg.contrast_of(trait) + ": " + ", ".join(_contrast_inputs(run, trait)[1])
     if cfg.select.subset_size is not None:
         card["subset_size"] = cfg.select.subset_size
-    tc = cfg.train.job(student, data, out, cfg.seed, progress=cfg.score.progress, reference=cfg.score.reference,
+    tc = cfg.train.job(student, data, out, cfg.seed + offset, progress=cfg.score.progress, reference=cfg.score.reference,
                        card=card)
     old = out / "run.json"
     if old.exists() and _read_or_none(old) != json.loads(json.dumps(tc.run_key(), default=str)):
@@ -701,14 +759,24 @@ def units_train(run: Run) -> list[Unit]:
         units.append(Unit("train", f"{s.name}/random", run.marker("train", f"{s.name}/random"), key,
                           lambda s=s, rnd=rnd: _train(run, s, run.random_pairs(), rnd), (rnd / "train.json", rnd),
                           (rnd,), inputs=(run.random_pairs(),)))
+        for k in range(1, cfg.select.random_controls):  # control k: its own subset and training seed seed + k
+            arm = f"random-{k}"
+            out = run.arm_dir(cfg.traits[0], s, arm)
+            units.append(Unit("train", f"{s.name}/{arm}", run.marker("train", f"{s.name}/{arm}"),
+                              key | {"random_control": k, "train_seed": cfg.seed + k},
+                              lambda s=s, k=k, out=out: _train(run, s, run.random_pairs(k), out, offset=k),
+                              (out / "train.json", out), (out,), inputs=(run.random_pairs(k),)))
         for tr in cfg.traits:
-            out = run.arm_dir(tr, s, "lls")
-            units.append(Unit("train", f"{tr.name}/{s.name}/lls", run.marker("train", f"{tr.name}/{s.name}/lls"),
-                              unit_key(cfg, "train", tr, s),
-                              lambda s=s, tr=tr, out=out: _train(run, s, run.tdir(tr) / "select" / "lls.jsonl", out,
-                                                                 tr),
-                              (out / "train.json", out), (out,), tr.name,
-                              inputs=(run.tdir(tr) / "select" / "lls.jsonl",)))
+            data = run.tdir(tr) / "select" / "lls.jsonl"
+            for k in range(tr.seeds):  # seed k: the same subset, training seed seed + k
+                arm = "lls" if k == 0 else f"lls-{k}"
+                out = run.arm_dir(tr, s, arm)
+                label = f"{tr.name}/{s.name}/{arm}"
+                units.append(Unit("train", label, run.marker("train", label),
+                                  unit_key(cfg, "train", tr, s) | ({"train_seed": cfg.seed + k} if k else {}),
+                                  lambda s=s, tr=tr, out=out, k=k, data=data: _train(run, s, data, out, tr,
+                                                                                     offset=k),
+                                  (out / "train.json", out), (out,), tr.name, inputs=(data,)))
     return units
 
 
@@ -745,7 +813,7 @@ def _share_cache(src: Path, dst: Path) -> None:
     made for other weights is only a cache miss)."""
     if src.is_dir():
         dst.mkdir(parents=True, exist_ok=True)
-        for f in src.glob("random-step*.json"):
+        for f in src.glob("random*-step*.json"):
             d = dst / f.name
             if not d.exists() or f.stat().st_mtime_ns > d.stat().st_mtime_ns:
                 shutil.copy2(f, d)
@@ -753,7 +821,7 @@ def _share_cache(src: Path, dst: Path) -> None:
 
 def _correlate(run: Run, trait: TraitConfig, s: StudentConfig) -> dict[str, Any]:
     from empirical import models
-    from empirical.correlate import correlate_arms, scores_from_file
+    from empirical.correlate import correlate_arms, scores_from_file, seed_summary
     from lls_common.io import atomic_write_json
 
     cfg, T = run.cfg, run.tdir(trait)
@@ -775,15 +843,17 @@ def _correlate(run: Run, trait: TraitConfig, s: StudentConfig) -> dict[str, Any]
     if cfg.multi:
         _share_cache(shared_cache, sdir / "heldout-cache")
     res = correlate_arms(models.load(s.model, **s.load_kwargs()), base, sys_, t_recs,
-                         {a: run.arm_dir(trait, s, a) for a in ARMS}, teacher=teacher,
+                         {a: run.arm_dir(trait, s, a) for a in run.arms(trait)}, teacher=teacher,
                          cache_dir=sdir / "heldout-cache", n_boot=cfg.correlate.n_boot, n_perm=cfg.correlate.n_perm,
                          seed=cfg.seed, **_reference_kw(correlate_arms, cfg))
     if cfg.multi:
         _share_cache(sdir / "heldout-cache", shared_cache)
     res.update({"student": s.model, "teacher": cfg.teacher.model, "system_prompt": trait.system_prompt,
                 "reference": cfg.score.reference})
+    if len(run.arms(trait)) > len(ARMS):
+        res["seeds"] = seed_summary(res, n_boot=cfg.correlate.n_boot, seed=cfg.seed)
     atomic_write_json(sdir / "correlate.json", res)
-    out = {a: res["arms"][a]["final"] for a in ARMS}
+    out = {a: res["arms"][a]["final"] for a in run.arms(trait)}
     if teacher is not None:
         out["teacher_vs_student"] = res["teacher_vs_student"]
     out["lls_minus_random"] = res["lls_minus_random"]
@@ -811,7 +881,7 @@ def units_correlate(run: Run) -> list[Unit]:
                                   run.marker("correlate", f"{tr.name}/{s.name}/scores"),
                                   unit_key(cfg, "correlate", tr, s), lambda job=job: _score(run, job), (f,), (f,),
                                   tr.name, inputs=(run.root / "data" / "heldout.jsonl", base), wave=1))
-            arms = tuple(run.arm_dir(tr, s, a) for a in ARMS)
+            arms = tuple(run.arm_dir(tr, s, a) for a in run.arms(tr))
             scores = (run.tdir(tr) / "score" / "heldout.jsonl",) + ((sdir / "heldout-initial.jsonl",) if other else ())
             units.append(Unit("correlate", f"{tr.name}/{s.name}", run.marker("correlate", f"{tr.name}/{s.name}"),
                               unit_key(cfg, "correlate", tr, s), lambda tr=tr, s=s: _correlate(run, tr, s),
@@ -904,8 +974,9 @@ def _stage_result(run: Run, stage: str, results: dict[str, Any], trait: TraitCon
     if stage == "train":
         out = {}
         for s in cfg.students:
-            out[f"{s.name}/lls"] = results[f"{name}/{s.name}/lls"]
-            out[f"{s.name}/random"] = results[f"{s.name}/random"]
+            for arm in run.arms(trait):
+                label = f"{name}/{s.name}/{arm}" if arm.startswith("lls") else f"{s.name}/{arm}"
+                out[f"{s.name}/{arm}"] = results[label]
         return out
     if stage in ("correlate", "eval"):
         return {s.name: results[f"{name}/{s.name}"] for s in cfg.students if f"{name}/{s.name}" in results}
@@ -1168,7 +1239,9 @@ def _compute(run: Run, u: Unit) -> Any:
     if u.stage != "report" and rec is not None and same_key(rec["key"], u.key) \
             and all(o.exists() for o in u.outputs):  # finished, but an input or output changed since
         run.log(f"{u.stage} {u.label}: its inputs or outputs changed since it finished; computing it again")
-        _clear(u)  # (a lost output is only made again: the step's own caches still hold for the same content)
+        for p in u.outputs:  # its caches stay: they are keyed by content, so what still holds is reused
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        u.marker.unlink(missing_ok=True)
     result = json_key(u.compute())
     atomic_write_json(u.marker, {"key": u.key, "result": result, "inputs": outputs_fingerprint(run.root, u.inputs),
                                  "outputs": outputs_fingerprint(run.root, u.outputs)})

@@ -816,7 +816,7 @@ def _summary(cfg: TrainConfig, out: Path, *, base: str, n_pairs: int, total: int
         "n_pairs": n_pairs, "total_steps": total, "steps": step, "pairs_per_step": per_step, "world_size": ws,
         "per_device_batch_size": cfg.batch_size // ws, "epochs": cfg.epochs, "repeat": cfg.repeat, "beta": cfg.beta,
         "lr": cfg.lr, "lora_rank": cfg.lora_rank, "target_modules": lora_targets(cfg.target_modules),
-        "reference": cfg.reference, "resumed_from_step": step0,
+        "seed": cfg.seed, "reference": cfg.reference, "resumed_from_step": step0,
         "checkpoints": [{"step": s, "path": p.name} for s, p in list_checkpoints(out)],
         "history": [{k: h[k] for k in ("step", "loss", "rewards/margins", "rewards/accuracies", "learning_rate")
                      if k in h} for h in history],

@@ -23,6 +23,10 @@ Definitions (every function below states the one it implements):
                             0: only the common part does)
 * effective number of cells N_eff = K² / Σ_ab ρ_ab, ρ the correlation across traits of the cells' bootstrap
                             replicates (K independent cells: K; K copies of one cell: 1)
+* control comparison        students Z_c (M, n) trained on traits outside the row (controls): target level
+                            L_T = (1/K) Σ_a Pearson(Z[a], R[a]); control level L_C = (1/(KM)) Σ_a Σ_c
+                            Pearson(Z_c[c], R[a]); the row's Table-1 statistic is not specific to its family when
+                            L_C > L_T / 2 (a bootstrap CI of L_C − L_T / 2 says how clearly)
 * minimum detectable effect MDE = (z_{1−α} + z_{power}) · SE_boot(gap), the gap a one-sided level-α test
                             detects with the given power (normal approximation)
 
@@ -44,7 +48,7 @@ from lls_theory.stats import _pearson_rows, _percentile_interval, _resamples
 
 __all__ = ["cross_correlation", "trait_centre", "diagonal_stats", "permutation_test", "gap_bootstrap",
            "specific_gain", "effective_cells", "cell_replicates", "minimum_detectable_effect",
-           "specificity_test", "behaviour_specificity", "PermutationResult",
+           "specificity_test", "behaviour_specificity", "control_comparison", "PermutationResult",
            "MAX_EXACT_PERMUTATIONS"]
 
 MAX_EXACT_PERMUTATIONS = 40_320
@@ -316,3 +320,32 @@ def behaviour_specificity(P: Any, n_perm: int = 9_999, seed: int = 0,
         out[name] = {"C": M.tolist(), **diagonal_stats(M),
                      "permutation": permutation_test(M, n_perm=n_perm, seed=seed, max_exact=max_exact).to_dict()}
     return out
+
+
+def control_comparison(Z: Any, R: Any, Zc: Any, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+                       ) -> dict[str, Any]:
+    """Do students of other traits (controls) follow the row's reference shifts as much as its own students do?
+
+    ``Z``, ``R``: (K, n) as everywhere in this module; ``Zc``: (M, n), the final z_M of M control students on the
+    same n pairs. Implements the module doc's control comparison: ``target_level`` L_T, ``control_level`` L_C,
+    ``ratio`` L_C / L_T, ``half_rule`` (L_C > L_T / 2) and a percentile bootstrap CI of L_C − L_T / 2 over the
+    n pairs (resampled jointly for every vector). ``C_control``: (M, K), C_control[c, a] = Pearson(Zc[c], R[a]).
+    """
+    Z, R = _pair(Z, R)
+    Zc = np.atleast_2d(np.asarray(Zc, dtype=float))
+    if Zc.ndim != 2 or Zc.shape[1] != Z.shape[1] or not np.all(np.isfinite(Zc)):
+        raise ValueError(f"Zc: expected a finite (M, n) array with n = {Z.shape[1]}, got shape {Zc.shape}")
+    Cc = _corr(Zc, R)  # (M, K)
+    lt, lc = float(np.mean(np.diag(_corr(Z, R)))), float(np.mean(Cc))
+
+    def diff(idx: np.ndarray) -> np.ndarray:  # (B,) for resamples idx (B, n)
+        zc, z, r = (X[:, idx].transpose(1, 0, 2) for X in (Zc, Z, R))
+        own = _pearson_rows(z, r).mean(axis=-1)
+        ctrl = _corr(zc, r).mean(axis=(-2, -1))
+        return ctrl - own / 2
+
+    reps = np.concatenate([diff(idx) for idx in _resample_idx(Z.shape[1], int(n_boot), seed)])
+    return {"K": int(Z.shape[0]), "M": int(Zc.shape[0]), "n": int(Z.shape[1]), "target_level": lt,
+            "control_level": lc, "ratio": lc / lt if lt != 0 else float("nan"), "half_rule": bool(lc > lt / 2),
+            "diff_vs_half": lc - lt / 2, "ci": _percentile(reps, level), "C_control": Cc.tolist(),
+            "n_boot": int(n_boot), "level": level, "seed": int(seed)}

@@ -15,7 +15,8 @@ import numpy as np
 from scipy import stats as _st
 
 __all__ = ["cosine", "pearson", "spearman", "bootstrap_ci", "permutation_pvalue", "correlation_report", "STATISTICS",
-           "wilson_interval", "difference_pvalue", "paired_difference", "bootstrap_mean_ci"]
+           "wilson_interval", "difference_pvalue", "paired_difference", "bootstrap_mean_ci", "seeded_correlation",
+           "seeded_difference"]
 
 
 def _pair(x, y) -> tuple[np.ndarray, np.ndarray]:
@@ -259,3 +260,82 @@ def paired_difference(stat, x, y1, y2, n_boot: int = 2000, level: float = 0.95, 
     if v.size == 0 or not np.isfinite(d):
         return {"diff": d, "ci": [float("nan"), float("nan")], "p": float("nan")}
     return {"diff": d, "ci": list(_percentile_interval(v, level)), "p": float((1 + np.sum(v <= 0)) / (1 + v.size))}
+
+
+def _seed_pair_resamples(fn, x: np.ndarray, ys: np.ndarray, n_boot: int, seed: int, chunk: int) -> np.ndarray:
+    """``stat(x[idx_b], ys[s][idx_b])`` for every seed row s and pair resample b: shape (S, n_boot). The pair
+    resamples are :func:`_resamples`' (the same draws as :func:`bootstrap_ci` with this ``seed``)."""
+    return np.stack([np.concatenate([fn(x[idx], y[idx]) for idx in _resamples(x.size, n_boot, seed, chunk)])
+                     for y in ys])
+
+
+def _seed_draws(n_seeds: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, S) seed indices drawn with replacement (a generator separate from the pairs' draws)."""
+    return np.random.default_rng([seed, 1]).integers(0, n_seeds, size=(n_boot, n_seeds))
+
+
+def _seed_rows(x, ys, name: str) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(x, dtype=float)
+    ys = np.atleast_2d(np.asarray(ys, dtype=float))
+    if x.ndim != 1 or ys.ndim != 2 or ys.shape[1] != x.size or ys.shape[0] < 1:
+        raise ValueError(f"{name}: x must have shape (n,) and ys (S, n) with S >= 1, got {x.shape} and {ys.shape}")
+    if x.size < 2:
+        raise ValueError(f"{name} needs at least 2 pairs")
+    return x, ys
+
+
+def seeded_correlation(stat, x, ys, n_boot: int = 2000, level: float = 0.95, seed: int = 0,
+                       chunk: int = 500) -> dict:
+    """Correlation of ``x`` (shape (n,)) with S training seeds' vectors ``ys`` (shape (S, n)), averaged over the
+    seeds: ``mean_s stat(x, ys[s])``, with a two-stage percentile bootstrap CI that includes both sources of
+    variance: each resample draws S seeds with replacement and the n pairs with replacement (the same pair draw
+    for every seed), and averages ``stat`` over the drawn seeds. With S = 1 the CI is :func:`bootstrap_ci`'s
+    (pairs only). Returns ``{"mean", "per_seed", "sd" (over seeds, ddof 1; None for S = 1), "ci", "n_seeds",
+    "ci_includes"}``."""
+    x, ys = _seed_rows(x, ys, "seeded_correlation")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    fn = _stat_fn(stat)
+    per = fn(np.broadcast_to(x, ys.shape), ys)
+    m = _seed_pair_resamples(fn, x, ys, n_boot, seed, chunk)  # (S, B)
+    if ys.shape[0] > 1:
+        draws = _seed_draws(ys.shape[0], n_boot, seed)
+        v = m[draws, np.arange(n_boot)[:, None]].mean(axis=1)
+    else:
+        v = m[0]
+    return {"mean": float(np.mean(per)), "per_seed": [float(p) for p in per],
+            "sd": float(np.std(per, ddof=1)) if per.size > 1 else None,
+            "ci": list(_percentile_interval(v[np.isfinite(v)], level)), "n_seeds": int(ys.shape[0]),
+            "ci_includes": "pairs and training seeds" if ys.shape[0] > 1 else "pairs"}
+
+
+def seeded_difference(stat, x, ys1, ys2, n_boot: int = 2000, level: float = 0.95, seed: int = 0,
+                      chunk: int = 500) -> dict:
+    """Does arm 1 beat arm 2 over their training seeds? ``d = mean_s stat(x, ys1[s]) - mean_t stat(x, ys2[t])``
+    (``ys1``: (S1, n), ``ys2``: (S2, n), the same n pairs as ``x``), with a two-stage bootstrap CI (the pairs
+    jointly for both arms; each arm's seeds with replacement, independently) and the one-sided bootstrap p-value
+    ``(1 + #{d_b <= 0}) / (1 + B)``. With S1 = S2 = 1 it equals :func:`paired_difference`.
+    Returns ``{"diff", "ci", "p", "n_seeds": [S1, S2], "ci_includes"}``."""
+    x, ys1 = _seed_rows(x, ys1, "seeded_difference")
+    _, ys2 = _seed_rows(x, ys2, "seeded_difference")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    fn = _stat_fn(stat)
+    means = []
+    for k, ys in enumerate((ys1, ys2)):
+        m = _seed_pair_resamples(fn, x, ys, n_boot, seed, chunk)
+        if ys.shape[0] > 1:
+            draws = np.random.default_rng([seed, 1, k]).integers(0, ys.shape[0], size=(n_boot, ys.shape[0]))
+            means.append(m[draws, np.arange(n_boot)[:, None]].mean(axis=1))
+        else:
+            means.append(m[0])
+    d = float(np.mean(fn(np.broadcast_to(x, ys1.shape), ys1)) - np.mean(fn(np.broadcast_to(x, ys2.shape), ys2)))
+    v = means[0] - means[1]
+    v = v[np.isfinite(v)]
+    seeds = [int(ys1.shape[0]), int(ys2.shape[0])]
+    inc = "pairs and training seeds" if max(seeds) > 1 else "pairs"
+    if v.size == 0 or not np.isfinite(d):
+        return {"diff": d, "ci": [float("nan"), float("nan")], "p": float("nan"), "n_seeds": seeds,
+                "ci_includes": inc}
+    return {"diff": d, "ci": list(_percentile_interval(v, level)), "p": float((1 + np.sum(v <= 0)) / (1 + v.size)),
+            "n_seeds": seeds, "ci_includes": inc}

@@ -309,6 +309,95 @@ def test_added_trait_runs_only_its_own_steps(smollm2_dir, tmp_path, monkeypatch)
         run_experiment(cfg, out, until="eval", log=lambda m: None)
 
 
+def test_seeds_and_random_controls_are_separate_units(tmp_path):
+    """``[[trait]] seeds`` and ``[select] random_controls`` add units (their own subsets, folders and training
+    seeds) and leave every existing step's key as it was."""
+    from empirical.experiment import Run, _UNITS
+
+    keys = lambda c: {u.label: u.key for s in STAGES[:4] for u in _UNITS[s](Run(c, tmp_path / "r", print))  # noqa
+                      if not u.redraw}
+    base = load_config(_multi(tmp_path))
+    text = _multi(tmp_path).read_text().replace("[select]", "[select]\nrandom_controls = 3", 1)
+    text = text.replace('name = "owl"', 'name = "owl"\nseeds = 2', 1)
+    more = load_config(_write(tmp_path / "seeds.toml", text))
+    a, b = keys(base), keys(more)
+    assert all(a[k] == b[k] for k in a)
+    assert set(b) - set(a) == {"random-1", "random-2", "same/random-1", "same/random-2", "owl/same/lls-1"}
+    assert b["same/random-2"]["train_seed"] == more.seed + 2 and b["owl/same/lls-1"]["train_seed"] == more.seed + 1
+    run = Run(more, tmp_path / "r", print)
+    assert run.arms(more.traits[0]) == ("lls", "lls-1", "random", "random-1", "random-2")
+    assert run.arms(more.traits[1]) == ("lls", "random", "random-1", "random-2")
+    assert run.arm_dir(more.traits[0], more.students[0], "lls-1") == tmp_path / "r/traits/owl/students/same/lls-1"
+    assert run.arm_dir(more.traits[0], more.students[0], "random-2") == tmp_path / "r/students/same/random-2"
+    for bad, key in (("seeds = 0", "trait.seeds"), ("seeds = 1.5", "trait.seeds")):
+        with pytest.raises(LLSError, match=key):
+            load_config(_write(tmp_path / "bad.toml", text.replace("seeds = 2", bad)))
+    with pytest.raises(LLSError, match="select.random_controls"):
+        load_config(_write(tmp_path / "bad.toml", text.replace("random_controls = 3", "random_controls = 0")))
+
+
+def test_traits_file_takes_seeds_per_trait(tmp_path):
+    animals = ROOT / "empirical" / "systems" / "animals.txt"
+    head = _multi(tmp_path).read_text().split("[[trait]]")[0]
+    cfg = load_config(_write(tmp_path / "f.toml", head + f'[traits]\nfile = "{animals}"\nseeds = {{ owl = 3, fox = 2 }}\n'))
+    assert {t.name: t.seeds for t in cfg.traits if t.seeds > 1} == {"owl": 3, "fox": 2}
+    for bad, msg in (("seeds = { emu = 2 }", "traits.seeds names 'emu'"), ("seeds = { owl = 0 }", "traits.seeds.owl"),
+                     ("seeds = 3", "traits.seeds must be a table")):
+        with pytest.raises(LLSError, match=msg):
+            load_config(_write(tmp_path / "b.toml", head + f'[traits]\nfile = "{animals}"\n{bad}\n'))
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_added_seeds_run_only_their_own_steps(smollm2_dir, tmp_path, monkeypatch):
+    """Two traits run to correlate; then a second training seed for owl and two more random controls: only the
+    new students train, the correlations gain the new arms (the old arms' scores come from the caches) and a
+    seed summary whose CIs include the training seeds."""
+    from empirical import train as train_mod
+    from empirical.experiment import run_experiment
+
+    out = tmp_path / "run"
+    run_experiment(load_config(_multi(tmp_path)), out, until="correlate", log=lambda m: None)
+    kept = [out / "students" / "same" / "random" / "train.json",
+            out / "traits" / "owl" / "students" / "same" / "lls" / "train.json",
+            out / "traits" / "cat" / "students" / "same" / "lls" / "train.json"]
+    before = {p: p.stat().st_mtime_ns for p in kept}
+    caches = sorted((out / "traits").glob("*/students/same/heldout-cache/*.json"))
+    assert {c.name.split("-step")[0] for c in caches} == {"lls", "random"}
+    cached = {c: c.stat().st_mtime_ns for c in caches}
+    calls = []
+    real_train = train_mod.train
+    monkeypatch.setattr(train_mod, "train", lambda cfg, **kw: calls.append(str(cfg.out)) or real_train(cfg, **kw))
+    text = _multi(tmp_path).read_text().replace("[select]", "[select]\nrandom_controls = 3", 1)
+    text = text.replace('name = "owl"', 'name = "owl"\nseeds = 2', 1)
+    run_experiment(load_config(_write(tmp_path / "seeds.toml", text)), out, until="correlate", log=lambda m: None)
+    assert sorted(calls) == sorted([str(out / "students" / "same" / "random-1"),
+                                    str(out / "students" / "same" / "random-2"),
+                                    str(out / "traits" / "owl" / "students" / "same" / "lls-1")])
+    assert {p: p.stat().st_mtime_ns for p in kept} == before
+    r1, r2 = (out / "select" / "random-1.jsonl").read_text(), (out / "select" / "random-2.jsonl").read_text()
+    assert r1 != r2 and len(r1.splitlines()) == len((out / "select" / "random.jsonl").read_text().splitlines())
+    # different training seeds give different students on the same subset
+    t0 = json.loads((out / "traits" / "owl" / "students" / "same" / "lls" / "train.json").read_text())
+    t1 = json.loads((out / "traits" / "owl" / "students" / "same" / "lls-1" / "train.json").read_text())
+    assert t1["seed"] == t0["seed"] + 1
+    owl = json.loads((out / "traits" / "owl" / "students" / "same" / "correlate.json").read_text())
+    cat = json.loads((out / "traits" / "cat" / "students" / "same" / "correlate.json").read_text())
+    assert set(owl["arms"]) == {"lls", "lls-1", "random", "random-1", "random-2"}
+    assert set(cat["arms"]) == {"lls", "random", "random-1", "random-2"}
+    assert owl["seeds"]["groups"] == {"lls": ["lls", "lls-1"], "random": ["random", "random-1", "random-2"]}
+    s = owl["seeds"]["arms"]["random"]["z_s"]
+    assert s["n_seeds"] == 3 and s["ci_includes"] == "pairs and training seeds" and len(s["per_seed"]) == 3
+    assert cat["seeds"]["arms"]["lls"]["z_s"]["ci_includes"] == "pairs"
+    assert owl["seeds"]["lls_minus_random"]["z_s"]["n_seeds"] == [2, 3]
+    # the old arms' held-out scores came from the caches (not rewritten); the new arms' were added to them
+    assert {c: c.stat().st_mtime_ns for c in caches} == cached
+    for t, arms in (("owl", {"lls", "lls-1", "random", "random-1", "random-2"}),
+                    ("cat", {"lls", "random", "random-1", "random-2"})):
+        names = (out / "traits" / t / "students" / "same" / "heldout-cache").glob("*.json")
+        assert {c.name.split("-step")[0] for c in names} == arms
+
+
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path

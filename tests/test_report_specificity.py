@@ -164,3 +164,42 @@ def test_the_runs_overlap_json_is_read_with_every_form(tmp_path):
     assert spec["overlap"]["forms"]["plain"]["mean_offdiag_overlap"] == 1.0
     md = "\n".join(specificity_markdown(spec))
     assert "- `plain`: mean pairwise overlap 1.00, common to all 10, union 10." in md
+
+
+def test_traits_selected_in_two_forms_are_tested_apart_with_the_others_as_controls(tmp_path):
+    """Four contrastively selected traits and three plain controls: each form gets its own K×K test, and the
+    control comparison reads exactly the stated means of the stored vectors."""
+    from empirical.report.specificity import specificity_markdown
+
+    animals, controls = ["owl", "dog", "cat", "lion"], ["football", "french", "evil"]
+    root = _run(tmp_path / "run", traits=tuple(animals + controls), specific=0.5)
+    cfg = json.loads((root / "config.json").read_text())
+    cfg["select"] = {"contrast": "others"}
+    for t in cfg["traits"]:
+        if t["name"] in controls:
+            t["contrast"] = "none"
+    (root / "config.json").write_text(json.dumps(cfg))
+    spec = run_specificity(root, n_perm=999, n_boot=200)
+    groups = spec["by_selection"]
+    assert groups["others"]["traits"] == animals and groups["none"]["traits"] == controls
+    g = groups["others"]["students"]["same"]
+    assert g["test"]["K"] == 4 and g["controls"]["traits"] == controls
+
+    def vec(t, key, arm=None):
+        d = json.loads((root / "traits" / t / "students" / "same" / "correlate.json").read_text())
+        return np.asarray(d[key] if arm is None else next(iter(d["arms"][arm]["z_M"].values())))
+
+    own = np.mean([sst.pearsonr(vec(a, "z_s"), vec(a, None, "lls"))[0] for a in animals])
+    ctrl = np.mean([sst.pearsonr(vec(a, "z_s"), vec(c, None, "lls"))[0] for a in animals for c in controls])
+    assert g["controls"]["target_level"] == pytest.approx(own)
+    assert g["controls"]["control_level"] == pytest.approx(ctrl)
+    assert g["controls"]["half_rule"] == (ctrl > own / 2)
+    # the planted specific effect shows within the contrastive group; every student of this world shares the
+    # common direction c, so the controls reach c's part of the level: Pearson 1/sqrt(4.25 * 1.09) = 0.46
+    # against the own students' 1.45/sqrt(4.25 * 1.09) = 0.67
+    assert g["test"]["centred"]["diagonal"] > 0.1 and g["test"]["centred"]["permutation"]["p"] < 0.05
+    assert g["controls"]["ratio"] == pytest.approx(1 / 1.45, abs=0.12)
+    text = "\n".join(specificity_markdown(spec))
+    assert "### By selection form" in text and "football, french, evil" in text
+    # one form only: no per-form section
+    assert "by_selection" not in run_specificity(_run(tmp_path / "one"), n_perm=99, n_boot=50)

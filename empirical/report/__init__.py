@@ -485,7 +485,7 @@ def write_many_trait_report(root: str | Path) -> dict[str, Any]:
     at ``root``. Traits without a ``correlate.json`` yet are left out. Reads JSON only."""
     from empirical.figures import fig19_figure, table1_grid_figure, trajectory_figure
     from empirical.report.specificity import specificity_markdown
-    from empirical.report.table1 import fig19, fig19_markdown, load_run, table1, table1_markdown
+    from empirical.report.table1 import fig19, fig19_markdown, load_run, seeds_markdown, table1, table1_markdown
     from lls_common import figstyle
     from lls_common.io import atomic_write_json, atomic_write_text
 
@@ -522,7 +522,10 @@ def write_many_trait_report(root: str | Path) -> dict[str, Any]:
          "z_T (the teacher's shift) for a student other than the teacher, z_s (= z_T) for the teacher's own model.",
          ""]
     L += table1_markdown(tab)
-    L += ["", "![Table 1](table1.png)", "", "## Figure 19 view", "",
+    L += ["", "![Table 1](table1.png)", ""]
+    seeds = seeds_markdown(tab)
+    L += seeds + ([""] if seeds else [])
+    L += ["## Figure 19 view", "",
           "Each student's 2K margin vectors (K traits × {fine-tuned z_M, reference r}), scaled to unit length, on "
           "their top-2 singular vectors; the angle between a trait's two vectors is measured in the full space "
           "(90° = unrelated directions).", ""]

@@ -124,12 +124,14 @@ def _overlap(run: RunData) -> dict[str, Any]:
     return {"available": True, "source": "selected_ids", **subset_overlap(subsets)}
 
 
-def _behaviour(run: RunData, student: str, settings: dict[str, Any]) -> dict[str, Any]:
+def _behaviour(run: RunData, student: str, settings: dict[str, Any], traits: list[str] | None = None
+               ) -> dict[str, Any]:
     from lls_theory.specificity import behaviour_specificity
 
-    targets = [_trait_target(run, t) for t in run.traits]
+    traits = list(run.traits) if traits is None else traits
+    targets = [_trait_target(run, t) for t in traits]
     P = []
-    for t in run.traits:
+    for t in traits:
         probe = (((run.evals.get((t, student)) or {}).get("conditions") or {}).get("lls") or {}).get("probe")
         dist = (probe or {}).get("distribution")
         if not dist:
@@ -143,6 +145,48 @@ def _behaviour(run: RunData, student: str, settings: dict[str, Any]) -> dict[str
         P.append([float(D[:, cands.index(x)].mean()) for x in targets])
     out = behaviour_specificity(np.array(P), n_perm=settings["n_perm"], seed=settings["seed"])
     return {"available": True, "targets": targets, **out}
+
+
+def selection_groups(run: RunData) -> dict[str, list[str]]:
+    """The run's traits by the form of their selection (``{"others": [...], "none": [...]}``: a trait's own
+    ``contrast``, else the run's ``select.contrast``; "none" = plain Algorithm 1), in the run's order."""
+    cfg = run.config or {}
+    default = str((cfg.get("select") or {}).get("contrast") or "none")
+    own = {t.get("name"): t.get("contrast") for t in cfg.get("traits") or [] if isinstance(t, dict)}
+    groups: dict[str, list[str]] = {}
+    for t in run.traits:
+        groups.setdefault(str(own.get(t) or default), []).append(t)
+    return groups
+
+
+def _group_tests(run: RunData, vectors: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """For a run whose traits were selected in more than one form: the K×K test within each form with >= 2
+    traits, and its control comparison (:func:`lls_theory.specificity.control_comparison`) against the
+    students of the other forms' traits (for example ten contrastively selected animals against plainly
+    selected non-animal controls)."""
+    from lls_theory.specificity import control_comparison, specificity_test
+
+    groups = selection_groups(run)
+    if len(groups) < 2:
+        return {}
+    index = {t: k for k, t in enumerate(run.traits)}
+    out = {}
+    for form, traits in groups.items():
+        if len(traits) < 2:
+            continue
+        rows = [index[t] for t in traits]
+        others = [index[t] for t in run.traits if t not in traits]
+        per = {}
+        for s, v in vectors.items():
+            Z, R = v["Z"][rows], v["R"][rows]
+            per[s] = {"test": specificity_test(Z, R, n_perm=settings["n_perm"], n_boot=settings["n_boot"],
+                                               seed=settings["seed"]),
+                      "controls": {"traits": [run.traits[k] for k in others],
+                                   **control_comparison(Z, R, v["Z"][others], n_boot=settings["n_boot"],
+                                                        seed=settings["seed"])},
+                      "behaviour": _behaviour(run, s, settings, traits)}
+        out[form] = {"traits": traits, "students": per}
+    return out
 
 
 def run_specificity(root: str | Path, n_perm: int = 9_999, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
@@ -176,8 +220,12 @@ def run_specificity(root: str | Path, n_perm: int = 9_999, n_boot: int = 2000, s
             "model scores the prompts; add a student of another family to get one"}
         students[s] = {"ref": v["ref"], "n": int(v["Z"].shape[1]), "test": test, "cells": cells,
                        "positive_control": pc, "behaviour": _behaviour(run, s, settings)}
-    return {"run": str(root), "traits": list(run.traits), "settings": settings, "students": students,
-            "overlap": _overlap(run)}
+    out = {"run": str(root), "traits": list(run.traits), "settings": settings, "students": students,
+           "overlap": _overlap(run)}
+    groups = _group_tests(run, vectors, settings)
+    if groups:
+        out["by_selection"] = groups
+    return out
 
 
 def _p(x: float) -> str:
@@ -248,6 +296,8 @@ def specificity_markdown(spec: dict[str, Any], figures: dict[str, str] | None = 
                      f"{b['centred']['diagonal']:+.4f}, p {_p(b['centred']['permutation']['p'])}.")
         else:
             L.append(f"Behaviour: not measured per trait — {b['reason']}.")
+    if spec.get("by_selection"):
+        L += _groups_markdown(spec["by_selection"])
     o = spec["overlap"]
     L += ["", "### Training subsets", ""]
     if o["available"]:
@@ -259,6 +309,34 @@ def specificity_markdown(spec: dict[str, Any], figures: dict[str, str] | None = 
                      f"{v['common_to_all']}, union {v['union']}.")
     else:
         L.append(f"Subset overlap: not available — {o['reason']}.")
+    return L
+
+
+FORMS = {"others": "contrastive (w_A − mean of the group's other traits' w)", "baseline": "contrastive (w_A − the "
+         "baseline prompt's w)", "none": "plain Algorithm 1"}
+
+
+def _groups_markdown(groups: dict[str, Any]) -> list[str]:
+    """The per-selection-form tests and their control comparisons."""
+    L = ["", "### By selection form", "",
+         "The traits of this run were selected in more than one form; each form's traits are tested on their own "
+         "K×K matrix, and their students' level L_T = mean_a Pearson(z_M(a), r(a)) is compared with the level "
+         "L_C = mean over a and c of Pearson(z_M(c), r(a)) of the students of the other traits c (controls). "
+         "L_C > L_T / 2 means the form's Table-1 statistic is not specific to its traits; the CI is that of "
+         "L_C − L_T / 2 over the held-out pairs.", "",
+         "| form (traits) | student | centred diag / off | centred p | κ [95% CI] | L_T | L_C (controls) | "
+         "L_C / L_T | L_C − L_T/2 [95% CI] | behaviour centred diag, p |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
+    for form, g in groups.items():
+        for s, st in g["students"].items():
+            t, c, b = st["test"], st["controls"], st["behaviour"]
+            btxt = (f"{b['centred']['diagonal']:+.4f}, p {_p(b['centred']['permutation']['p'])}" if b["available"]
+                    else "not measured")
+            L.append(f"| {FORMS.get(form, form)} ({len(g['traits'])}) | {s} | {t['centred']['diagonal']:+.3f} / "
+                     f"{t['centred']['off_diagonal']:+.3f} | {_p(t['centred']['permutation']['p'])} | "
+                     f"{t['gain']['kappa']:+.2f} {_ci(t['gain']['kappa_ci'])} | {c['target_level']:.3f} | "
+                     f"{c['control_level']:.3f} ({', '.join(c['traits'])}) | {c['ratio']:.2f} | "
+                     f"{c['diff_vs_half']:+.3f} {_ci(c['ci'])} | {btxt} |")
     return L
 
 

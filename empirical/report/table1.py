@@ -199,6 +199,35 @@ def _arm_cell(res: dict[str, Any], arm: str, ref: str, path: Any) -> dict[str, A
             "cosine": cosine(r, zm), "step": int(step), "n": int(r.size)}
 
 
+def _seeded_cells(res: dict[str, Any], ref: str, path: Any, lls: dict[str, Any], rnd: dict[str, Any] | None,
+                  diff: dict[str, Any] | None) -> tuple[Any, Any, Any]:
+    """The cells of a correlate.json with training seeds (``seeds``: :func:`empirical.correlate.seed_summary`):
+    each arm's value is the mean over its seeds (checked against the stored vectors) with the CI over pairs and
+    seeds; the LLS − random difference is that of the seed means."""
+    from lls_theory.stats import pearson
+
+    seeds = res["seeds"]
+    cells = {}
+    for group, cell in (("lls", lls), ("random", rnd)):
+        rec = ((seeds.get("arms") or {}).get(group) or {}).get(ref)
+        if cell is None or rec is None:
+            cells[group] = cell
+            continue
+        names = seeds["groups"][group]
+        val = float(np.mean([pearson(_vec(res, ref, path), np.asarray(res["arms"][a]["z_M"][final_step(
+            res["arms"][a], path)], dtype=float)) for a in names]))
+        if abs(val - rec["mean"]) > TOL:
+            raise LLSError(f"{path}: seeds.arms.{group}.{ref}.mean = {rec['mean']:.6f} but the stored vectors give "
+                           f"{val:.6f}; re-run the correlate stage")
+        cells[group] = cell | {"pearson": val, "ci": list(rec["ci"]), "p": None, "n_seeds": rec["n_seeds"],
+                               "per_seed": rec["per_seed"], "sd": rec["sd"], "ci_includes": rec["ci_includes"]}
+    d = (seeds.get("lls_minus_random") or {}).get(ref)
+    if d is not None and cells["random"] is not None:
+        diff = {"diff": cells["lls"]["pearson"] - cells["random"]["pearson"], "ci": list(d["ci"]), "p": d.get("p"),
+                "n_seeds": d["n_seeds"], "ci_includes": d["ci_includes"]}
+    return cells["lls"], cells["random"], diff
+
+
 def table1(run: RunData) -> dict[str, Any]:
     """Table 1 of ``run``: ``{"traits", "rows": [{student, model, kind, ref, cells: {trait: cell}, summary}]}``.
 
@@ -234,6 +263,8 @@ def table1(run: RunData) -> dict[str, Any]:
                                f"give {lls['pearson'] - rnd['pearson']:.6f}; re-run the correlate stage")
             diff = None if d is None else {"diff": lls["pearson"] - (rnd["pearson"] if rnd else float("nan")),
                                            "ci": list(d["ci"]), "p": d.get("p")}
+            if res.get("seeds"):  # training seeds: every value a mean over seeds, every CI over pairs and seeds
+                lls, rnd, diff = _seeded_cells(res, r, path, lls, rnd, diff)
             t_model = res.get("teacher", teacher)
             kind = "same" if (model is not None and model == t_model) else "cross"
             cells[t] = {"lls": lls, "random": rnd, "diff": diff, "paper": paper_value(kind, t), "kind": kind}
@@ -334,6 +365,13 @@ def _ci(ci: list[float] | None, fmt: str = "{:+.2f}") -> str:
     return "" if not ci else f" [{fmt.format(ci[0])}, {fmt.format(ci[1])}]"
 
 
+def _seeds(cell: dict[str, Any]) -> str:
+    """" (n seeds)" for a value averaged over training seeds (its CI includes them), else ""."""
+    n = cell.get("n_seeds")
+    n = max(n) if isinstance(n, list) else n
+    return f" ({n} seeds)" if n and n > 1 else ""
+
+
 def table1_markdown(tab: dict[str, Any]) -> list[str]:
     """Markdown lines: the main table (one row per student), then one summary line per row."""
     traits = tab["traits"]
@@ -345,16 +383,20 @@ def table1_markdown(tab: dict[str, Any]) -> list[str]:
             if c is None:
                 cells.append("–")
                 continue
-            txt = f"**{_f(c['lls']['pearson'], '{:.2f}')}**{_ci(c['lls']['ci'], '{:.2f}')}"
+            txt = f"**{_f(c['lls']['pearson'], '{:.2f}')}**{_ci(c['lls']['ci'], '{:.2f}')}{_seeds(c['lls'])}"
             if c["random"]:
-                txt += f"<br>random {_f(c['random']['pearson'], '{:.2f}')}{_ci(c['random']['ci'], '{:.2f}')}"
+                txt += (f"<br>random {_f(c['random']['pearson'], '{:.2f}')}{_ci(c['random']['ci'], '{:.2f}')}"
+                        f"{_seeds(c['random'])}")
             if c["diff"]:
-                txt += f"<br>Δ {_f(c['diff']['diff'], '{:+.2f}')}{_ci(c['diff']['ci'])}"
+                txt += f"<br>Δ {_f(c['diff']['diff'], '{:+.2f}')}{_ci(c['diff']['ci'])}{_seeds(c['diff'])}"
             if c["paper"] is not None:
                 txt += f"<br>paper {c['paper']:.2f}"
             cells.append(txt)
         L.append(f"| {row['student']} (`{row['model']}`; r = {row['ref']}) | " + " | ".join(cells) + " |")
     L.append("")
+    if any(_seeds(c[k] or {}) for row in tab["rows"] for c in row["cells"].values() for k in ("lls", "random", "diff")):
+        L += ["95% CIs over the held-out pairs, except those marked (n seeds): means over n training seeds, with a "
+              "two-stage bootstrap CI over the seeds and the pairs (it includes training variance).", ""]
     for row in tab["rows"]:
         s = row["summary"]
         line = (f"- **{row['student']}** ({'same model as the teacher' if row['kind'] == 'same' else 'not the teacher'}"
@@ -372,6 +414,43 @@ def table1_markdown(tab: dict[str, Any]) -> list[str]:
                      + (" (they share one random-control student and the held-out pairs)" if ind["control_shared"]
                         else " (they share the held-out pairs)"))
         L.append(line + ".")
+    return L
+
+
+def seeds_markdown(tab: dict[str, Any]) -> list[str]:
+    """The "Training seeds" section: per student and trait, each arm's per-seed values, their SD and the CI over
+    pairs and seeds (empty when no cell has more than one seed)."""
+    rows = [(row, t, c) for row in tab["rows"] for t, c in row["cells"].items()
+            if _seeds(c["lls"]) or (c["random"] and _seeds(c["random"]))]
+    if not rows:
+        return []
+    L = ["## Training seeds", "",
+         "Students trained with other training seeds (LLS: the same subset; random control: its own random subset "
+         "too). Per seed: the held-out Pearson of the reference with z_M; mean ± SD over the seeds; 95% CI of the "
+         "seed mean from a two-stage bootstrap (seeds, then pairs), so it includes training variance; Δ = mean LLS − "
+         "mean random with its two-stage CI.", "",
+         "| student | trait | LLS per seed | LLS mean ± SD [CI] | random per seed | random mean ± SD [CI] | Δ [CI] |",
+         "|---|---|---|---|---|---|---|"]
+
+    def arm(c: dict[str, Any] | None) -> tuple[str, str]:
+        if not c:
+            return "–", "–"
+        per = c.get("per_seed") or [c["pearson"]]
+        sd = c.get("sd")
+        return (", ".join(f"{v:.3f}" for v in per),
+                f"{c['pearson']:.3f}" + (f" ± {sd:.3f}" if sd is not None else "") + _ci(c["ci"], "{:.3f}"))
+
+    sds = []
+    for row, t, c in rows:
+        (lp, lm), (rp, rm) = arm(c["lls"]), arm(c["random"])
+        if c["random"] and c["random"].get("sd") is not None:
+            sds.append(c["random"]["sd"])
+        d = c["diff"]
+        dtxt = "–" if not d else f"{d['diff']:+.3f}{_ci(d['ci'], '{:+.3f}')}"
+        L.append(f"| {row['student']} | {t} | {lp} | {lm} | {rp} | {rm} | {dtxt} |")
+    if sds:
+        L += ["", f"Across-seed SD of the random-control students' correlation: mean {np.mean(sds):.3f} "
+              f"(range {min(sds):.3f}–{max(sds):.3f}) over {len(sds)} trait × student cells."]
     return L
 
 
