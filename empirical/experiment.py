@@ -21,8 +21,11 @@ Stages (each resumable; a finished step is skipped when its settings have not ch
 ``<T>`` is the run folder itself for a single-trait config (``[teacher] system_prompt``, the committed
 ``results/e2e`` layout) and ``traits/<name>/`` when the config lists traits (``[[trait]]`` tables or
 ``[traits] file``); a many-trait run also gets the run-level ``report.md`` with Table 1 and the Figure-19
-view. Every step is a unit with a marker ``stages/units/<stage>/<unit>.json`` holding its key (the
-settings it depends on, input fingerprints included) and result; a trait added later runs only its own units.
+view. Every step is a unit, identified by (stage, trait, student, step) -- trait None for the shared units, step a
+fixed word of the code -- with a marker ``stages/units/<stage>/shared/[students/<s>/]<step>.json`` or
+``stages/units/<stage>/traits/<T>/[students/<s>/]<step>.json`` (:meth:`Run.marker`) holding its key (the
+settings it depends on, input fingerprints included) and result; no trait name can reach a shared unit's marker or
+another trait's; a trait added later runs only its own units.
 A unit whose saved key differs from the config is refused up front unless ``overwrite`` (reports excepted:
 they are re-drawn from the stored JSON, so a trait or student added later needs no ``overwrite``). Each trait folder
 also gets ``stages/<stage>.json`` (its view of each stage) so that :func:`empirical.report.write_report`
@@ -383,21 +386,58 @@ def stage_key(cfg: ExperimentConfig, stage: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------- units
+#: Unit identity: (trait, student, step). ``trait`` None = a shared unit (the split, the reference scores, the
+#: random controls and their students, a student's reference held-out scores, the run-level report); ``step`` is
+#: a fixed word of the code (:data:`STEPS`), never a name from the config, so no trait or student name can make
+#: two units one.
+UnitId = tuple[str | None, str | None, str]
+
+#: The steps of each stage (``random-<k>`` / ``lls-<k>`` for the further random controls and training seeds).
+STEPS: dict[str, tuple[str, ...]] = {
+    "split": ("split",), "score": ("base-pool", "base-heldout", "baseline-pool", "pool", "heldout"),
+    "select": ("select", "random", "overlap"), "train": ("random", "lls"),
+    "correlate": ("base", "scores", "correlate"), "eval": ("eval",), "report": ("report", "table1"),
+}
+
+
+def _check_step(stage: str, step: str) -> None:
+    """A step is one of :data:`STEPS` (or ``random-<k>`` / ``lls-<k>``): a bug otherwise, not a user error."""
+    if step not in STEPS[stage] and not re.fullmatch(r"(random|lls)-[1-9][0-9]*", step):
+        raise ValueError(f"no step {step!r} in stage {stage}")
+
+
 @dataclass
 class Unit:
-    """One resumable step: ``compute()`` runs unless ``marker`` holds ``key`` and every output exists."""
+    """One resumable step: ``compute()`` runs unless ``marker`` holds ``key`` and every output exists.
+
+    Identified by ``(stage, trait, student, step)`` (:attr:`uid` within its stage): ``trait`` None is a shared
+    unit, ``student`` the student model it concerns (or None), ``step`` a fixed word (:data:`STEPS`). The marker
+    path is derived from the identity (:meth:`Run.marker`); :attr:`label` is its display name only."""
 
     stage: str
-    label: str
+    step: str
     marker: Path
     key: dict[str, Any]
     compute: Callable[[], Any]
     outputs: tuple[Path, ...] = ()
     clear: tuple[Path, ...] = ()  # removed before a recompute with other settings
-    trait: str | None = None
+    trait: str | None = None  # None: shared by every trait
+    student: str | None = None
     inputs: tuple[Path, ...] = ()  # files / folders of the run it reads (their digests are recorded)
     wave: int = 0  # within a stage, a unit runs after every unit of a lower wave (it reads their outputs)
     redraw: bool = False  # a summary of other units' outputs: recomputed, without asking, when its key changes
+
+    @property
+    def uid(self) -> UnitId:
+        """The unit's identity within its stage: ``(trait, student, step)``."""
+        return (self.trait, self.student, self.step)
+
+    @property
+    def label(self) -> str:
+        """Display name (logs, ``--plan``, the ``shared`` entries of ``stages/<stage>.json``): ``[<trait>/]
+        [<student>/]<step>``. Distinct within a stage (a trait's steps without a student -- pool, heldout, select,
+        report -- are not steps of a shared student's unit), but the identity is :attr:`uid`."""
+        return "/".join(p for p in self.uid if p is not None)
 
 
 class Run:
@@ -429,8 +469,24 @@ class Run:
         base = self.tdir(trait) if arm == "lls" or arm.startswith("lls-") else self.root
         return base / "students" / student.name / arm
 
-    def marker(self, stage: str, label: str) -> Path:
-        return self.root / "stages" / "units" / stage / f"{label.replace('/', '--')}.json"
+    def marker(self, stage: str, trait: str | None, student: str | None, step: str) -> Path:
+        """``stages/units/<stage>/shared/[students/<student>/]<step>.json`` for a shared unit,
+        ``stages/units/<stage>/traits/<trait>/[students/<student>/]<step>.json`` for a trait's: shared and
+        per-trait markers in disjoint folders, one path per identity (names are folder names; a step is a fixed
+        word, never ``students``)."""
+        _check_step(stage, step)
+        d = self.root / "stages" / "units" / stage
+        d = d / "shared" if trait is None else d / "traits" / trait
+        if student is not None:
+            d = d / "students" / student
+        return d / f"{step}.json"
+
+    def unit(self, stage: str, step: str, key: dict[str, Any], compute: Callable[[], Any],
+             outputs: tuple[Path, ...] = (), clear: tuple[Path, ...] = (), trait: str | None = None,
+             student: str | None = None, **kw: Any) -> Unit:
+        """The :class:`Unit` of ``(stage, trait, student, step)`` with its marker."""
+        return Unit(stage, step, self.marker(stage, trait, student, step), key, compute, outputs, clear, trait,
+                    student, **kw)
 
     def model_spec(self, role: str) -> str:
         """The model spec of ``role`` ("teacher" or "student <name>") in the current config."""
@@ -534,8 +590,7 @@ def _split(run: Run) -> dict[str, Any]:
 
 def units_split(run: Run) -> list[Unit]:
     outs = (run.root / "data" / "heldout.jsonl", run.root / "data" / "pool.jsonl")
-    return [Unit("split", "split", run.marker("split", "split"), unit_key(run.cfg, "split"), lambda: _split(run),
-                 outs, outs)]
+    return [run.unit("split", "split", unit_key(run.cfg, "split"), lambda: _split(run), outs, outs)]
 
 
 # ----------------------------------------------------------------------------------------------- score
@@ -545,22 +600,19 @@ def units_score(run: Run) -> list[Unit]:
     for part in ("pool", "heldout"):
         base = root / "score" / f"{part}-base.jsonl"
         job = _score_job(run, t, root / "data" / f"{part}.jsonl", base, None)
-        units.append(Unit("score", f"base-{part}", run.marker("score", f"base-{part}"), unit_key(cfg, "score"),
-                          lambda job=job: _score(run, job), (base,), (base,),
-                          inputs=(root / "data" / f"{part}.jsonl",)))
+        units.append(run.unit("score", f"base-{part}", unit_key(cfg, "score"), lambda job=job: _score(run, job),
+                              (base,), (base,), inputs=(root / "data" / f"{part}.jsonl",)))
         for tr in cfg.traits:
             out = run.tdir(tr) / "score" / f"{part}.jsonl"
             job2 = _score_job(run, t, root / "data" / f"{part}.jsonl", out, tr, base)
-            units.append(Unit("score", f"{tr.name}/{part}", run.marker("score", f"{tr.name}/{part}"),
-                              unit_key(cfg, "score", tr), lambda job=job2: _score(run, job), (out,), (out,), tr.name,
-                              inputs=(root / "data" / f"{part}.jsonl", base), wave=1))
+            units.append(run.unit("score", part, unit_key(cfg, "score", tr), lambda job=job2: _score(run, job),
+                                  (out,), (out,), tr.name, inputs=(root / "data" / f"{part}.jsonl", base), wave=1))
     if any(cfg.contrast_of(tr) == "baseline" for tr in cfg.traits):  # the baseline prompt on the pool, once
         bt, out = _baseline_trait(cfg), run.baseline_scores()
         base = root / "score" / "pool-base.jsonl"
         job = _score_job(run, t, root / "data" / "pool.jsonl", out, bt, base)
-        units.append(Unit("score", "baseline-pool", run.marker("score", "baseline-pool"), unit_key(cfg, "score", bt),
-                          lambda job=job: _score(run, job), (out,), (out,),
-                          inputs=(root / "data" / "pool.jsonl", base), wave=1))
+        units.append(run.unit("score", "baseline-pool", unit_key(cfg, "score", bt), lambda job=job: _score(run, job),
+                              (out,), (out,), inputs=(root / "data" / "pool.jsonl", base), wave=1))
     return units
 
 
@@ -678,31 +730,27 @@ def units_select(run: Run) -> list[Unit]:
     for tr in cfg.traits:
         sel = run.tdir(tr) / "select"
         outs = tuple(sel / f for f in ("lls.jsonl", "random.jsonl", "bottom.jsonl", "summary.json"))
-        units.append(Unit("select", tr.name, run.marker("select", tr.name), unit_key(cfg, "select", tr),
-                          lambda tr=tr: _select(run, tr), outs, outs, tr.name,
-                          inputs=(run.tdir(tr) / "score" / "pool.jsonl",)))
+        units.append(run.unit("select", "select", unit_key(cfg, "select", tr), lambda tr=tr: _select(run, tr), outs,
+                              outs, tr.name, inputs=(run.tdir(tr) / "score" / "pool.jsonl",)))
     if cfg.multi:
         key = unit_key(cfg, "select") | {"random_size": cfg.select.random_size}
-        units.append(Unit("select", "random", run.marker("select", "random"), key, lambda: _shared_random(run),
-                          (run.random_pairs(),), (run.random_pairs(),),
-                          inputs=(run.root / "score" / "pool-base.jsonl",)))
+        units.append(run.unit("select", "random", key, lambda: _shared_random(run), (run.random_pairs(),),
+                              (run.random_pairs(),), inputs=(run.root / "score" / "pool-base.jsonl",)))
     for k in range(1, cfg.select.random_controls):
         f = run.random_pairs(k)
         if cfg.multi:
             key = unit_key(cfg, "select") | {"random_size": cfg.select.random_size, "random_control": k}
-            units.append(Unit("select", f"random-{k}", run.marker("select", f"random-{k}"), key,
-                              lambda k=k: _shared_random(run, k), (f,), (f,),
-                              inputs=(run.root / "score" / "pool-base.jsonl",)))
+            units.append(run.unit("select", f"random-{k}", key, lambda k=k: _shared_random(run, k), (f,), (f,),
+                                  inputs=(run.root / "score" / "pool-base.jsonl",)))
         else:
             tr = cfg.traits[0]
-            units.append(Unit("select", f"random-{k}", run.marker("select", f"random-{k}"),
-                              unit_key(cfg, "select", tr) | {"random_control": k}, lambda k=k: _single_random(run, k),
-                              (f,), (f,), inputs=(run.tdir(tr) / "select" / "lls.jsonl",), wave=1))
+            units.append(run.unit("select", f"random-{k}", unit_key(cfg, "select", tr) | {"random_control": k},
+                                  lambda k=k: _single_random(run, k), (f,), (f,),
+                                  inputs=(run.tdir(tr) / "select" / "lls.jsonl",), wave=1))
     if cfg.multi:
         ov = run.root / "select" / "overlap.json"
         key = unit_key(cfg, "select") | {"traits": [[t.name, t.system_prompt, cfg.contrast_of(t)] for t in cfg.traits]}
-        units.append(Unit("select", "overlap", run.marker("select", "overlap"), key, lambda: _overlap(run), (ov,),
-                          (ov,), redraw=True, wave=1))
+        units.append(run.unit("select", "overlap", key, lambda: _overlap(run), (ov,), (ov,), redraw=True, wave=1))
     return units
 
 
@@ -756,27 +804,24 @@ def units_train(run: Run) -> list[Unit]:
         rnd = run.arm_dir(cfg.traits[0], s, "random")
         key = unit_key(cfg, "train", None, s) | ({"random_size": cfg.select.random_size} if cfg.multi else
                                                 {"select_of": cfg.traits[0].system_prompt})
-        units.append(Unit("train", f"{s.name}/random", run.marker("train", f"{s.name}/random"), key,
-                          lambda s=s, rnd=rnd: _train(run, s, run.random_pairs(), rnd), (rnd / "train.json", rnd),
-                          (rnd,), inputs=(run.random_pairs(),)))
+        units.append(run.unit("train", "random", key, lambda s=s, rnd=rnd: _train(run, s, run.random_pairs(), rnd),
+                              (rnd / "train.json", rnd), (rnd,), student=s.name, inputs=(run.random_pairs(),)))
         for k in range(1, cfg.select.random_controls):  # control k: its own subset and training seed seed + k
             arm = f"random-{k}"
             out = run.arm_dir(cfg.traits[0], s, arm)
-            units.append(Unit("train", f"{s.name}/{arm}", run.marker("train", f"{s.name}/{arm}"),
-                              key | {"random_control": k, "train_seed": cfg.seed + k},
-                              lambda s=s, k=k, out=out: _train(run, s, run.random_pairs(k), out, offset=k),
-                              (out / "train.json", out), (out,), inputs=(run.random_pairs(k),)))
+            units.append(run.unit("train", arm, key | {"random_control": k, "train_seed": cfg.seed + k},
+                                  lambda s=s, k=k, out=out: _train(run, s, run.random_pairs(k), out, offset=k),
+                                  (out / "train.json", out), (out,), student=s.name, inputs=(run.random_pairs(k),)))
         for tr in cfg.traits:
             data = run.tdir(tr) / "select" / "lls.jsonl"
             for k in range(tr.seeds):  # seed k: the same subset, training seed seed + k
                 arm = "lls" if k == 0 else f"lls-{k}"
                 out = run.arm_dir(tr, s, arm)
-                label = f"{tr.name}/{s.name}/{arm}"
-                units.append(Unit("train", label, run.marker("train", label),
-                                  unit_key(cfg, "train", tr, s) | ({"train_seed": cfg.seed + k} if k else {}),
-                                  lambda s=s, tr=tr, out=out, k=k, data=data: _train(run, s, data, out, tr,
-                                                                                     offset=k),
-                                  (out / "train.json", out), (out,), tr.name, inputs=(data,)))
+                units.append(run.unit("train", arm,
+                                      unit_key(cfg, "train", tr, s) | ({"train_seed": cfg.seed + k} if k else {}),
+                                      lambda s=s, tr=tr, out=out, k=k, data=data: _train(run, s, data, out, tr,
+                                                                                         offset=k),
+                                      (out / "train.json", out), (out,), tr.name, s.name, inputs=(data,)))
     return units
 
 
@@ -869,24 +914,23 @@ def units_correlate(run: Run) -> list[Unit]:
         base = run.root / "students" / s.name / "heldout-base.jsonl"
         if other:
             job = _score_job(run, s, run.root / "data" / "heldout.jsonl", base, None, limit=n)
-            units.append(Unit("correlate", f"{s.name}/base", run.marker("correlate", f"{s.name}/base"),
-                              unit_key(cfg, "correlate", None, s), lambda job=job: _score(run, job), (base,), (base,),
-                              inputs=(run.root / "data" / "heldout.jsonl",)))
+            units.append(run.unit("correlate", "base", unit_key(cfg, "correlate", None, s),
+                                  lambda job=job: _score(run, job), (base,), (base,), student=s.name,
+                                  inputs=(run.root / "data" / "heldout.jsonl",)))
         for tr in cfg.traits:
             sdir = run.tdir(tr) / "students" / s.name
             if other:
                 f = sdir / "heldout-initial.jsonl"
                 job = _score_job(run, s, run.root / "data" / "heldout.jsonl", f, tr, base, limit=n)
-                units.append(Unit("correlate", f"{tr.name}/{s.name}/scores",
-                                  run.marker("correlate", f"{tr.name}/{s.name}/scores"),
-                                  unit_key(cfg, "correlate", tr, s), lambda job=job: _score(run, job), (f,), (f,),
-                                  tr.name, inputs=(run.root / "data" / "heldout.jsonl", base), wave=1))
+                units.append(run.unit("correlate", "scores", unit_key(cfg, "correlate", tr, s),
+                                      lambda job=job: _score(run, job), (f,), (f,), tr.name, s.name,
+                                      inputs=(run.root / "data" / "heldout.jsonl", base), wave=1))
             arms = tuple(run.arm_dir(tr, s, a) for a in run.arms(tr))
             scores = (run.tdir(tr) / "score" / "heldout.jsonl",) + ((sdir / "heldout-initial.jsonl",) if other else ())
-            units.append(Unit("correlate", f"{tr.name}/{s.name}", run.marker("correlate", f"{tr.name}/{s.name}"),
-                              unit_key(cfg, "correlate", tr, s), lambda tr=tr, s=s: _correlate(run, tr, s),
-                              (sdir / "correlate.json",), (sdir / "correlate.json", sdir / "heldout-cache"), tr.name,
-                              inputs=scores + arms, wave=2))
+            units.append(run.unit("correlate", "correlate", unit_key(cfg, "correlate", tr, s),
+                                  lambda tr=tr, s=s: _correlate(run, tr, s), (sdir / "correlate.json",),
+                                  (sdir / "correlate.json", sdir / "heldout-cache"), tr.name, s.name,
+                                  inputs=scores + arms, wave=2))
     return units
 
 
@@ -927,9 +971,8 @@ def units_eval(run: Run) -> list[Unit]:
         for s in cfg.students:
             f = run.tdir(tr) / "students" / s.name / "eval.json"
             arms = tuple(run.arm_dir(tr, s, a) for a in ARMS)
-            units.append(Unit("eval", f"{tr.name}/{s.name}", run.marker("eval", f"{tr.name}/{s.name}"),
-                              unit_key(cfg, "eval", tr, s), lambda tr=tr, s=s: _eval(run, tr, s), (f,),
-                              (f, f.parent / "eval-cache"), tr.name, inputs=arms))
+            units.append(run.unit("eval", "eval", unit_key(cfg, "eval", tr, s), lambda tr=tr, s=s: _eval(run, tr, s),
+                                  (f,), (f, f.parent / "eval-cache"), tr.name, s.name, inputs=arms))
     return units
 
 
@@ -945,12 +988,12 @@ def units_report(run: Run) -> list[Unit]:
     for tr in cfg.traits:
         T = run.tdir(tr)
         view = lambda tr=tr: config_view(json_key(asdict(cfg)), tr.name if cfg.multi else None)  # noqa: E731
-        units.append(Unit("report", tr.name, run.marker("report", tr.name), unit_key(cfg, "report", tr),
-                          lambda T=T, view=view: write_report(T, view()), (T / "report.md", T / "summary.json"),
-                          (), tr.name))
+        units.append(run.unit("report", "report", unit_key(cfg, "report", tr),
+                              lambda T=T, view=view: write_report(T, view()), (T / "report.md", T / "summary.json"),
+                              (), tr.name))
     if cfg.multi:
-        units.append(Unit("report", "table1", run.marker("report", "table1"), stage_key(cfg, "report"),
-                          lambda: write_many_trait_report(run.root), (run.root / "report.md",)))
+        units.append(run.unit("report", "table1", stage_key(cfg, "report"), lambda: write_many_trait_report(run.root),
+                              (run.root / "report.md",)))
     return units
 
 
@@ -961,26 +1004,27 @@ _UNITS: dict[str, Callable[[Run], list[Unit]]] = {
 
 
 # ------------------------------------------------------------------------------------------- the runner
-def _stage_result(run: Run, stage: str, results: dict[str, Any], trait: TraitConfig | None) -> dict[str, Any]:
-    """A stage's result in the single-trait shape, for one trait (shared units included)."""
+def _stage_result(run: Run, stage: str, results: dict[UnitId, Any], trait: TraitConfig | None) -> dict[str, Any]:
+    """A stage's result in the single-trait shape, for one trait (shared units included); ``results`` maps
+    each unit's :attr:`Unit.uid` to its result."""
     name = trait.name if trait is not None else None
     cfg = run.cfg
     if stage == "split":
-        return results["split"]
+        return results[(None, None, "split")]
     if stage == "score":
-        return {p: results[f"{name}/{p}"] for p in ("pool", "heldout")}
+        return {p: results[(name, None, p)] for p in ("pool", "heldout")}
     if stage == "select":
-        return results[name]
+        return results[(name, None, "select")]
     if stage == "train":
         out = {}
         for s in cfg.students:
             for arm in run.arms(trait):
-                label = f"{name}/{s.name}/{arm}" if arm.startswith("lls") else f"{s.name}/{arm}"
-                out[f"{s.name}/{arm}"] = results[label]
+                uid = (name, s.name, arm) if arm == "lls" or arm.startswith("lls-") else (None, s.name, arm)
+                out[f"{s.name}/{arm}"] = results[uid]
         return out
     if stage in ("correlate", "eval"):
-        return {s.name: results[f"{name}/{s.name}"] for s in cfg.students if f"{name}/{s.name}" in results}
-    return results[name]
+        return {s.name: results[(name, s.name, stage)] for s in cfg.students if (name, s.name, stage) in results}
+    return results[(name, None, stage)]
 
 
 def _check_overwrite(run: Run, units: list[Unit], overwrite: bool) -> None:
@@ -1024,6 +1068,18 @@ def _owners(run: Run) -> dict[str, Path]:
     return owners
 
 
+def check_marker_layout(run: Run) -> None:
+    """Refuse, before any work, a run folder whose unit markers lie at the flat paths of an older layout
+    (``stages/units/<stage>/<name>.json``; :meth:`Run.marker` puts every marker under ``shared/`` or
+    ``traits/<T>/``): its finished steps would not be found and would all be computed again."""
+    units_dir = run.root / "stages" / "units"
+    old = sorted(units_dir.glob("*/*.json")) if units_dir.is_dir() else []
+    if old:
+        raise LLSError(f"out {run.root}: {len(old)} unit marker(s) at an older layout (first: "
+                       f"{old[0].relative_to(run.root)}); move them to stages/units/<stage>/shared/... or "
+                       "stages/units/<stage>/traits/<trait>/... (one folder per trait and student), or use another out")
+
+
 def check_shared_outputs(run: Run, units: list[Unit]) -> None:
     """Refuse, before any work, a step that would write a file another configuration's finished step wrote
     and recorded (e.g. a single-trait config of the same name run on a many-trait folder would replace the
@@ -1037,7 +1093,7 @@ def check_shared_outputs(run: Run, units: list[Unit]) -> None:
             name = _relname(run.root, o)
             m = owners.get(name)
             if m is not None and m.resolve() not in mine:
-                other = m.relative_to(run.root / "stages" / "units").with_suffix("").as_posix().replace("--", "/")
+                other = m.relative_to(run.root / "stages" / "units").with_suffix("").as_posix()
                 raise LLSError(f"out {run.root}: {name} belongs to the finished step {other} of another "
                                f"configuration (step {u.stage} {u.label} of this one would replace it); use "
                                "another out for this configuration")
@@ -1140,6 +1196,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, until: str = "report"
     stages = STAGES[:STAGES.index(until) + 1]
     plan = {s: _UNITS[s](run) for s in stages}
     fps = {"teacher": model_fp(cfg.teacher)} | {f"student {s.name}": model_fp(s) for s in cfg.students}
+    check_marker_layout(run)
     check_model_record(run, {k: v for k, v in fps.items() if v is not None}, overwrite)
     check_shared_outputs(run, [u for us in plan.values() for u in us])
     # reports are drawn from the stored JSON and re-drawn whenever a step before them ran: a report made with
@@ -1160,7 +1217,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, until: str = "report"
                                                               "versions": package_versions()})
         ran_before = False
         for stage in stages:
-            done: dict[str, Any] = {}
+            done: dict[UnitId, Any] = {}
             todo = []
             for u in plan[stage]:
                 rec = _finished(run, u)
@@ -1168,7 +1225,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, until: str = "report"
                 # step before them ran, in their stage too
                 redraw = (stage == "report" and ran_before) or (u.redraw and (ran_before or bool(todo)))
                 if rec is not None and not redraw:
-                    done[u.label] = rec
+                    done[u.uid] = rec
                 else:
                     todo.append(u)
             log(f"[{stage}] running" if todo else f"[{stage}] done earlier, skipped")
@@ -1248,25 +1305,30 @@ def _compute(run: Run, u: Unit) -> Any:
     return result
 
 
-def run_unit(cfg: ExperimentConfig, root: str, stage: str, label: str, threads: int | None = None) -> Any:
-    """One unit in a worker process (:mod:`empirical.parallel`): rebuild the run, find the unit ``stage``/
-    ``label`` and compute it under its own lock, exactly as a sequential run does; returns its result."""
+def run_unit(cfg: ExperimentConfig, root: str, stage: str, uid: UnitId, threads: int | None = None) -> Any:
+    """One unit in a worker process (:mod:`empirical.parallel`): rebuild the run, find the unit of ``stage``
+    whose :attr:`Unit.uid` is ``uid`` and compute it under its own lock, exactly as a sequential run does;
+    returns its result."""
     import sys
 
     from empirical.parallel import set_threads
     from lls_common.io import OutputLock
 
+    uid = tuple(uid)  # a list after a trip through some serialisers
     set_threads(threads)
-    run = Run(cfg, Path(root), lambda m: print(f"[{label}] {m}", file=sys.stderr, flush=True))
-    unit = next((u for u in _UNITS[stage](run) if u.label == label), None)
+    tag = "/".join(p for p in uid if p is not None)
+    run = Run(cfg, Path(root), lambda m: print(f"[{tag}] {m}", file=sys.stderr, flush=True))
+    unit = next((u for u in _UNITS[stage](run) if u.uid == uid), None)
     if unit is None:  # the config changed between planning and running: a bug, not a user error
-        raise RuntimeError(f"no unit {stage}/{label} in the run's plan")
-    with OutputLock(unit.marker, kind="file", name=f"unit {stage}/{label}"):
+        raise RuntimeError(f"no unit {stage} {uid} in the run's plan")
+    with OutputLock(unit.marker, kind="file", name=f"unit {stage}/{unit.label}"):
         return _compute(run, unit)
 
 
-def _record_stage(run: Run, stage: str, done: dict[str, Any]) -> dict[str, Any]:
-    """Write ``stages/<stage>.json`` of the run (and of each trait folder); return the run-level result."""
+def _record_stage(run: Run, stage: str, done: dict[UnitId, Any]) -> dict[str, Any]:
+    """Write ``stages/<stage>.json`` of the run (and of each trait folder); return the run-level result.
+    ``done`` maps each unit's :attr:`Unit.uid` to its result; the shared units (trait None) are listed under
+    ``shared`` as ``<step>`` or ``<student>/<step>``."""
     from lls_common.io import atomic_write_json
 
     cfg = run.cfg
@@ -1277,12 +1339,12 @@ def _record_stage(run: Run, stage: str, done: dict[str, Any]) -> dict[str, Any]:
     per = {}
     for tr in cfg.traits:
         try:
-            per[tr.name] = _stage_result(run, stage, done, tr) if stage != "split" else done["split"]
+            per[tr.name] = _stage_result(run, stage, done, tr) if stage != "split" else done[(None, None, "split")]
         except KeyError:
             continue
         atomic_write_json(run.tdir(tr) / "stages" / f"{stage}.json",
                           {"key": unit_key(cfg, stage, tr), "result": per[tr.name]})
-    shared = {k: v for k, v in done.items() if not any(k == t.name or k.startswith(t.name + "/") for t in cfg.traits)}
-    result = done["split"] if stage == "split" else {"traits": per, "shared": shared}
+    shared = {"/".join(p for p in uid if p is not None): v for uid, v in done.items() if uid[0] is None}
+    result = done[(None, None, "split")] if stage == "split" else {"traits": per, "shared": shared}
     atomic_write_json(run.root / "stages" / f"{stage}.json", {"key": stage_key(cfg, stage), "result": result})
     return result

@@ -14,9 +14,10 @@ stage and wave are independent — trainings of different traits, students and s
   submission, logs and results; ``slurm`` options go to ``executor.update_parameters``.
 
 A worker (:func:`empirical.experiment.run_unit`) rebuilds the run from the (picklable) config and finds its unit
-by stage and label, so the unit runs exactly the code a sequential run does, under its own lock
-(``<marker>.lock``): two workers, or two users' commands, never write one unit. The result folder is the same as
-a sequential run's. This module imports nothing of the experiment: the experiment hands it its callables.
+by stage and identity (``unit.uid``: trait, student, step), so the unit runs exactly the code a sequential run
+does, under its own lock (``<marker>.lock``): two workers, or two users' commands, never write one unit. The
+result folder is the same as a sequential run's. This module imports nothing of the experiment: the experiment
+hands it its callables.
 """
 
 from __future__ import annotations
@@ -100,9 +101,9 @@ def _waves(units: list[Any]) -> list[list[Any]]:
 
 def run_units(run: Any, units: list[Any], par: Parallel, compute: Callable[[Any], Any],
               worker: Callable[..., Any]) -> dict[str, Any]:
-    """Run ``units`` (one stage's, not yet finished) with ``par``, wave by wave; ``{label: result}``.
+    """Run ``units`` (one stage's, not yet finished) with ``par``, wave by wave; ``{unit.uid: result}``.
 
-    ``compute(unit)`` runs one unit in this process (and saves its marker); ``worker(cfg, root, stage, label,
+    ``compute(unit)`` runs one unit in this process (and saves its marker); ``worker(cfg, root, stage, uid,
     threads)`` does the same in another process (a top-level function, so it can be sent there). Sequential
     settings run the units here, in order, each under its lock. A unit that fails stops the stage after the
     units already running finish (their results are kept on disk); the first error is raised.
@@ -113,7 +114,7 @@ def run_units(run: Any, units: list[Any], par: Parallel, compute: Callable[[Any]
         out = {}
         for u in units:
             with OutputLock(u.marker, kind="file", name=f"unit {u.stage}/{u.label}"):
-                out[u.label] = compute(u)
+                out[u.uid] = compute(u)
         return out
     out = {}
     for wave in _waves(units):
@@ -121,7 +122,7 @@ def run_units(run: Any, units: list[Any], par: Parallel, compute: Callable[[Any]
             out.update(_local(run, wave, par, worker))
         else:
             out.update(_submitit(run, wave, par, worker))
-    return {u.label: out[u.label] for u in units}  # the sequential order, so stage records are the same
+    return {u.uid: out[u.uid] for u in units}  # the sequential order, so stage records are the same
 
 
 def _local(run: Any, units: list[Any], par: Parallel, worker: Callable[..., Any]) -> dict[str, Any]:
@@ -137,7 +138,7 @@ def _local(run: Any, units: list[Any], par: Parallel, worker: Callable[..., Any]
     run.log(f"  {len(units)} unit(s) in {n} worker process(es), {threads} thread(s) each"
             + (f", devices {', '.join(par.devices[:n])}" if par.devices else ""))
     with ProcessPoolExecutor(n, mp_context=ctx, initializer=_claim_device, initargs=(devices,)) as pool:
-        futures = {pool.submit(worker, run.cfg, str(run.root), u.stage, u.label, threads): u for u in units}
+        futures = {pool.submit(worker, run.cfg, str(run.root), u.stage, u.uid, threads): u for u in units}
         done, pending = wait(futures, return_when=FIRST_EXCEPTION)
         failed = [f for f in done if f.exception() is not None]
         if failed:
@@ -145,7 +146,7 @@ def _local(run: Any, units: list[Any], par: Parallel, worker: Callable[..., Any]
                 f.cancel()
             wait(futures)
             raise failed[0].exception()
-    return {futures[f].label: f.result() for f in futures}
+    return {futures[f].uid: f.result() for f in futures}
 
 
 def _claim_device(devices: Any) -> None:
@@ -169,11 +170,11 @@ def _submitit(run: Any, units: list[Any], par: Parallel, worker: Callable[..., A
     ex.update_parameters(**params)
     threads = par.threads or (None if cluster == "slurm" else _threads(min(par.jobs, len(units))))
     run.log(f"  {len(units)} unit(s) as submitit {cluster} jobs (logs: {folder})")
-    jobs = [(u, ex.submit(worker, run.cfg, str(run.root.resolve()), u.stage, u.label, threads)) for u in units]
+    jobs = [(u, ex.submit(worker, run.cfg, str(run.root.resolve()), u.stage, u.uid, threads)) for u in units]
     out, first_error = {}, None
     for u, job in jobs:
         try:
-            out[u.label] = job.result()
+            out[u.uid] = job.result()
         except Exception as exc:  # submitit wraps the worker's traceback; keep the first, wait for the rest
             first_error = first_error or exc
     if first_error is not None:

@@ -150,19 +150,18 @@ def plan_experiment(cfg: Any, out: str | Path, until: str = "report", measure: b
         if u.stage in FIXED_S:
             return FIXED_S[u.stage]
         if u.stage == "score":
-            part = held if u.label.endswith("heldout") else pool
+            part = held if u.step.endswith("heldout") else pool
             return _fwd(rates, cfg.teacher, len(part) * toks[json.dumps(cfg.teacher.model)]["score"])
-        parts = u.label.split("/")
-        student = next((s for s in cfg.students if s.name in parts), None)
+        student = next((s for s in cfg.students if s.name == u.student), None)
         if student is None:
             return None
         k = json.dumps(student.model)
         if u.stage == "train":
-            n = random_size(cfg, len(pool)) if parts[-1] == "random" else sel_sizes[parts[0]]
+            n = random_size(cfg, len(pool)) if u.trait is None else sel_sizes[u.trait]
             per_pair = toks[k]["train"]
             return _fwd(rates, student, steps(n) * t.batch_size * per_pair * 3 + n * per_pair)
         if u.stage == "correlate":
-            if parts[-1] in ("base", "scores"):
+            if u.step in ("base", "scores"):
                 return _fwd(rates, student, n_held * toks[k]["score"])
             return _fwd(rates, student, 2 * t.checkpoints * n_held * toks[k]["score"])
         if u.stage == "eval":

@@ -136,9 +136,10 @@ def test_experiment_contrastive_select_records_settings_and_differs_from_plain(t
     p_ov = json.loads((plain_out / "select" / "overlap.json").read_text())
     assert p_ov["selected"] == ov["plain"]
     # the select unit's key names what the contrast depends on; the plain key has no contrast entry
-    mark = json.loads((con_out / "stages" / "units" / "select" / "owl.json").read_text())
+    mark = json.loads((con_out / "stages" / "units" / "select" / "traits" / "owl" / "select.json").read_text())
     assert mark["key"]["contrast"]["mode"] == "others" and len(mark["key"]["contrast"]["against"]) == 2
-    assert "contrast" not in json.loads((plain_out / "stages" / "units" / "select" / "owl.json").read_text())["key"]
+    plain_mark = plain_out / "stages" / "units" / "select" / "traits" / "owl" / "select.json"
+    assert "contrast" not in json.loads(plain_mark.read_text())["key"]
 
 
 def test_experiment_baseline_contrast_scores_the_baseline_once(tmp_path, no_models):
@@ -351,7 +352,7 @@ def test_subset_size_matches_every_subset_and_the_random_control(tmp_path, no_mo
         s = json.loads((out / "traits" / t / "select" / "summary.json").read_text())
         assert s["n_selected"] == len(s["selected_ids"]) == 4 and s["subset_size"] == 4 and s["n_positive"] > 4
     assert len((out / "select" / "random.jsonl").read_text().splitlines()) == 4
-    assert json.loads((out / "stages" / "units" / "select" / "random.json").read_text())["key"]["select"][
+    assert json.loads((out / "stages" / "units" / "select" / "shared" / "random.json").read_text())["key"]["select"][
         "subset_size"] == 4
     with pytest.raises(LLSError, match="select.subset_size must be"):
         load_config(_config(tmp_path, "subset_size = 0"))
@@ -396,3 +397,54 @@ def test_overlap_redrawn_when_a_selection_changes(tmp_path, no_models):
     assert a["baseline"] == "things" and b["baseline"] == "animals" and a["selected"] != b["selected"]
     s = json.loads((out / "traits" / "owl" / "select" / "summary.json").read_text())
     assert s["baseline"] == "animals" and b["selected"]["sizes"][0] == len(s["selected_ids"])
+
+
+# ------------------------------------------------------------- trait names that spell shared units' names
+
+def test_trait_named_like_shared_units_runs_beside_them(tmp_path, no_models):
+    """Traits named ``random``, ``random-1``, ``overlap``, ``table1``, ``split`` and like the student run beside the
+    shared random controls and the overlap summary: each unit keeps its own marker, result and files, and a second
+    run finds every step done."""
+    from empirical.experiment import run_experiment
+
+    names = ("random", "random-1", "overlap", "table1", "split", "same", "owl")
+    traits = "".join(f'[[trait]]\nname = "{n}"\nsystem_prompt = "You really love {n} things."\n' for n in names)
+    cfg = load_config(_config(tmp_path, "random_controls = 2", traits))
+    out = tmp_path / "run"
+    res = run_experiment(cfg, out, until="select", log=lambda m: None)
+    sel = res["select"]
+    assert set(sel["shared"]) == {"random", "random-1", "overlap"} and set(sel["traits"]) == set(names)
+    assert sel["shared"]["random"]["n_random"] == sel["shared"]["random-1"]["n_random"] > 0
+    assert all(sel["traits"][n]["n_selected"] > 0 and "n_random" not in sel["traits"][n] for n in names)
+    assert set(res["score"]["shared"]) == {"base-pool", "base-heldout"}
+    assert all(set(res["score"]["traits"][n]) == {"pool", "heldout"} for n in names)
+    units = out / "stages" / "units" / "select"
+    for step in ("random", "random-1", "overlap"):
+        shared = json.loads((units / "shared" / f"{step}.json").read_text())
+        own = json.loads((units / "traits" / step / "select.json").read_text())
+        assert shared["key"] != own["key"] and "n_selected" in own["result"] and "n_selected" not in shared["result"]
+    assert not list(units.glob("*.json"))  # no marker outside shared/ and traits/<name>/
+    # the shared control and the trait's own files are different files
+    assert len((out / "select" / "random.jsonl").read_text().splitlines()) == sel["shared"]["random"]["n_random"]
+    assert _lls_ids(out / "traits" / "random" / "select") == sel["traits"]["random"]["selected_ids"]
+    assert json.loads((out / "traits" / "random" / "stages" / "select.json").read_text())["result"] == \
+        sel["traits"]["random"]
+    assert json.loads((out / "select" / "overlap.json").read_text())["traits"] == list(names)
+    files = [p for p in out.rglob("*") if p.is_file() and "stages" not in p.relative_to(out).parts
+             and p.name != "config.json"]  # config.json is written by every run
+    before = {p: p.stat().st_mtime_ns for p in files}
+    logs: list[str] = []
+    again = run_experiment(cfg, out, until="select", log=logs.append)
+    assert [m for m in logs if m.startswith("[")] == [f"[{s}] done earlier, skipped"
+                                                      for s in ("split", "score", "select")]
+    assert {p: p.stat().st_mtime_ns for p in files} == before and again["select"] == sel
+    # a worker process finds its unit by stage and identity (trait, student, step), not by a name
+    from empirical.experiment import run_unit
+
+    (units / "traits" / "random" / "select.json").unlink()
+    shared_before = (units / "shared" / "random.json").read_bytes()
+    assert run_unit(cfg, str(out), "select", ["random", None, "select"]) == \
+        json.loads((units / "traits" / "random" / "select.json").read_text())["result"]
+    assert (units / "shared" / "random.json").read_bytes() == shared_before
+    with pytest.raises(RuntimeError, match="no unit select"):
+        run_unit(cfg, str(out), "select", ("random", "same", "select"))

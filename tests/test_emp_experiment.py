@@ -418,7 +418,7 @@ def test_experiment_refuses_up_front(tmp_path):
     with OutputLock(out, kind="dir"):
         with pytest.raises(LLSError, match="another run is writing it"):
             run_experiment(cfg, out, log=lambda m: None)
-    atomic_write_json(out / "stages" / "units" / "split" / "split.json", {"key": {"seed": 1}, "result": {}})
+    atomic_write_json(out / "stages" / "units" / "split" / "shared" / "split.json", {"key": {"seed": 1}, "result": {}})
     with pytest.raises(LLSError, match=r"made with other settings \(first: split split: .*seed"):
         run_experiment(cfg, out, log=lambda m: None)
     assert sorted(p.name for p in out.iterdir()) == ["stages"]  # nothing written, no lock left

@@ -197,7 +197,7 @@ def test_shared_random_control_cannot_be_replaced_by_another_config(tiny_dirs, t
     before = shared.read_bytes()
     (tmp_path / "single").mkdir()
     single = load_config(_config(tmp_path / "single", model, name="mini.toml"))
-    with pytest.raises(LLSError, match="random.jsonl belongs to the finished step select/random"):
+    with pytest.raises(LLSError, match="random.jsonl belongs to the finished step select/shared/random"):
         run_experiment(single, out, until="select", log=lambda m: None, overwrite=True)
     assert shared.read_bytes() == before
     # a replaced control file: the random arm is selected and trained again, as in a fresh folder

@@ -123,13 +123,13 @@ def _shared_control(trait_root: Path) -> dict[str, Any] | None:
     (``n_random``, ``seed``) and each student's training steps; None for a single-trait folder."""
     if trait_root.parent.name != "traits":
         return None
-    units = trait_root.parent.parent / "stages" / "units"
-    sel = units / "select" / "random.json"
+    units = trait_root.parent.parent / "stages" / "units"  # markers: empirical.experiment.Run.marker
+    sel = units / "select" / "shared" / "random.json"
     if not sel.is_file():
         return None
     out = dict(read_run_json(sel).get("result") or {})
-    out["steps"] = {f.name[: -len("--random.json")]: (read_run_json(f).get("result") or {}).get("steps")
-                    for f in sorted((units / "train").glob("*--random.json"))}
+    out["steps"] = {f.parent.name: (read_run_json(f).get("result") or {}).get("steps")
+                    for f in sorted((units / "train" / "shared" / "students").glob("*/random.json"))}
     return out
 
 
