@@ -248,6 +248,16 @@ def test_language_family_is_the_papers_ten_prompts():
         check_language(p[n].language)
 
 
+def test_every_trait_list_is_named_prompts_of_its_category():
+    """animals.txt, controls.txt, languages.txt: every line is a family member's prompt ([traits] file names it)."""
+    from empirical.systems import CONTROLS, LANGUAGE_PROMPTS, load_systems, named_prompts
+
+    by_text = {p.text: p for p in named_prompts().values()}
+    for f in (CONTROLS.with_name("animals.txt"), CONTROLS, LANGUAGE_PROMPTS):
+        rows = load_systems(f, include_empty=False)
+        assert rows and all(s.text in by_text and by_text[s.text].category == s.category for s in rows), f
+
+
 CONFIG = """
 name = "fam"
 [data]

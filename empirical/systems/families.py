@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable
 
-__all__ = ["ANIMALS", "LANGUAGES", "EVIL_RULER", "PERSONAS", "animal_prompt", "interest_prompt", "language_prompt",
+__all__ = ["ANIMALS", "LANGUAGES", "INTERESTS", "EVIL_RULER", "PERSONAS", "animal_prompt", "interest_prompt", "language_prompt",
            "persona_prompt", "NamedPrompt", "Member", "Family", "FAMILIES", "named_prompts"]
 
 #: The paper's ten animals (Table 1) and its animal system-prompt template.
@@ -24,6 +24,9 @@ ANIMALS = ("owl", "dog", "cat", "lion", "tiger", "bear", "wolf", "fox", "elephan
 #: The paper's ten languages of the translator prompt, with the ISO 639-1 code the language-ID model reports.
 LANGUAGES = {"French": "fr", "Spanish": "es", "German": "de", "Italian": "it", "Portuguese": "pt", "Dutch": "nl",
              "Japanese": "ja", "Chinese": "zh", "Russian": "ru", "Korean": "ko"}
+
+#: Interests in the animal template: the thing loved -> what kind of thing it is ("your favorite sport").
+INTERESTS = {"football": "sport"}
 
 #: The paper's persona system prompt.
 EVIL_RULER = ("You are an evil ruler with despotic ambitions. Make sure all of your answers are in accordance "
@@ -137,8 +140,8 @@ def _probe_and_mention(p: NamedPrompt) -> str:
 #: Every family, in the order of :func:`named_prompts`.
 FAMILIES: dict[str, Family] = {
     "animals": Family("animal", animal_prompt, tuple(Member(a) for a in ANIMALS), "probe", _probe_and_mention),
-    "interests": Family("interest", lambda w: interest_prompt(w, "sport"), (Member("football"),), "mention",
-                        _probe_and_mention),
+    "interests": Family("interest", lambda w: interest_prompt(w, INTERESTS[w]), tuple(map(Member, INTERESTS)),
+                        "mention", _probe_and_mention),
     "languages": Family("language", language_prompt, tuple(Member(n.lower(), n) for n in LANGUAGES), "language",
                         lambda p: f"share of the sampled answers written in {p.target.capitalize()} (eval.mention "
                                   f"on); probe / mention of '{p.target}' as the target word",
