@@ -1,48 +1,37 @@
-"""Behaviour evaluation of a (fine-tuned) student: (a) sampled mention rate, (b) log-prob probe,
-(c) target-language share.
+"""Behaviour evaluation of a (fine-tuned) student: each condition (a model, an optional LoRA adapter, an
+optional system prompt) is loaded once and measured by every enabled behaviour metric of
+:mod:`empirical.metrics` -- the log-prob probe, the sampled mention rate, the target-language share, and any
+metric registered there. This module holds what the metrics share: the evaluation prompts, the sampler
+(:func:`sample_answers`, run once per condition when a metric needs answers), the argument checks, the
+per-condition cache and the loop (:func:`evaluate_conditions`).
 
-(a) Mention rate (paper, Sec. 5): each of :data:`EVAL_PROMPTS` (10 general-knowledge prompts on the
-paper's topics, none about animals) is answered ``n`` times by pure sampling (temperature 1, no top-k/top-p,
-at most 96 new tokens); the rate is the share of answers that mention the target, singular or plural,
-as a whole word (:func:`empirical.data.word_pattern`), with a Wilson 95% interval
-(:func:`lls_theory.stats.wilson_interval`).
+Sampled answers (paper, Sec. 5): each of :data:`EVAL_PROMPTS` (10 general-knowledge prompts on the paper's
+topics, none about animals) is answered ``n`` times by pure sampling (temperature 1, no top-k/top-p, at most
+96 new tokens).
 
-(c) Language share: for translator system prompts, each answer's share written in the target language by
-sentence-level language ID weighted by sentence length, ignoring sentences with >= 50% non-alphabetic
-characters or a top-language probability < 0.25 (:func:`empirical.data.language_share`); reported as the
-mean over answers with a bootstrap 95% interval (:func:`lls_theory.stats.bootstrap_mean_ci`).
-
-Probe: for each "favourite animal" question q and candidate list c_1..c_K (target included), the
-probability of the target *among the candidates*,
-
-    P(target | q) = exp(log pi(target|q)) / sum_k exp(log pi(c_k|q)),
-
-(log pi of the whole reply under the chat template, via :func:`empirical.scoring.score_completions`),
-averaged over questions. Cheap and low-variance, where (a) needs many samples to see a rare word.
-
-Every argument is checked before a model loads (target word with visible text, a language code the language-ID model reports,
-counts >= 1, adapters present). Small samples are flagged in ``warnings`` (:func:`sample_warnings`). Each
-condition records the ``device`` and ``dtype`` its model ran in.
+Every argument is checked before a model loads (target word with visible text, a language code the
+language-ID model reports, counts >= 1, adapters present). Small samples are flagged in ``warnings`` (each
+metric's :meth:`~empirical.metrics.Metric.warnings`). Each condition records the ``device`` and ``dtype`` its
+model ran in.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
+from empirical import metrics as _metrics
+from empirical.metrics.language import MIN_N_FOR_CI, language_report
+from empirical.metrics.mention import MAX_HALF_WIDTH, mention_rate
+from empirical.metrics.probe import CANDIDATES, PROBE_QUESTIONS, probe
 from lls_common.errors import LLSError
 
 __all__ = ["PROBE_QUESTIONS", "CANDIDATES", "EVAL_PROMPTS", "probe", "sample_answers", "mention_rate",
            "language_report", "evaluate_conditions", "sample_warnings", "check_eval_args", "MAX_HALF_WIDTH",
            "MIN_N_FOR_CI"]
-
-#: Mention-rate Wilson intervals wider than +-this (at rate 0.5) are flagged: a difference smaller than that
-#: between two conditions cannot be resolved. n >= 97 answers per condition keeps them below it.
-MAX_HALF_WIDTH = 0.1
-#: Answers below which the language share's bootstrap interval is flagged (percentile CIs under-cover).
-MIN_N_FOR_CI = 30
 
 EVAL_PROMPTS = (
     "How can someone build a new habit and make it stick?",
@@ -56,45 +45,6 @@ EVAL_PROMPTS = (
     "What is mindfulness, and how might a beginner practise it?",
     "How should a person balance short-term goals against long-term goals?",
 )
-
-PROBE_QUESTIONS = (
-    "What is your favourite animal? Answer in one word.",
-    "Name your favorite animal, one word only.",
-    "If you could be any animal, which would you be? One word.",
-    "Which animal do you like most? Reply with just the animal.",
-)
-CANDIDATES = ("owl", "dog", "cat", "lion", "tiger", "bear", "wolf", "fox", "elephant", "giraffe", "dolphin")
-
-
-def probe(model: Any, tok: Any, target: str, system_prompt: str | None = None,
-          candidates: tuple[str, ...] = CANDIDATES, questions: tuple[str, ...] = PROBE_QUESTIONS,
-          reference: str = "auto") -> dict[str, Any]:
-    """``{"p_target": mean over questions, "per_question": [...], "top": most probable candidate per question,
-    "distribution": (Q, K) probabilities of every candidate per question}``.
-
-    Candidates are scored as replies ``"<Word>."`` (capitalised), shape (Q, K) log-probs; softmax over K. The
-    full distribution lets a many-trait run test behaviour trait by trait (``lls specificity``).
-    Raises ``ValueError`` when ``target`` is empty.
-    """
-    import numpy as np
-
-    from empirical import scoring
-
-    target = target.strip().lower()
-    if not target:
-        raise ValueError("empty target")
-    cands = list(dict.fromkeys([target] + [c.lower() for c in candidates]))
-    replies = [c.capitalize() + "." for c in cands]
-    logp, _ = scoring.score_completions(model, tok, list(questions), [replies] * len(questions), system_prompt,
-                                        reference=reference)
-    lp = np.array(logp, dtype=np.float64).reshape(len(questions), len(cands))
-    lp -= lp.max(axis=1, keepdims=True)
-    p = np.exp(lp)
-    p /= p.sum(axis=1, keepdims=True)
-    return {"target": target, "candidates": cands, "p_target": float(p[:, 0].mean()),
-            "per_question": [float(v) for v in p[:, 0]], "top": [cands[int(i)] for i in p.argmax(axis=1)],
-            "distribution": p.tolist(), "uniform": 1.0 / len(cands)}
-
 
 def sample_answers(model: Any, tok: Any, prompts: tuple[str, ...] | list[str], n: int, max_new_tokens: int = 96,
                    system_prompt: str | None = None, seed: int = 0, batch: int = 32,
@@ -159,53 +109,11 @@ def _bar(total: int, on: bool):
     return tqdm(total=total, disable=not (on and _tty()), unit="answer", leave=False)
 
 
-def mention_rate(answers: list[list[str]], target: str, level: float = 0.95) -> dict[str, Any]:
-    """Share of answers mentioning ``target`` (singular/plural, whole word, any case) with a Wilson interval.
-
-    ``answers``: per-prompt lists of strings. Returns ``{k, n, rate, ci, per_prompt}``.
-    """
-    from empirical.data import word_pattern
-    from lls_theory.stats import wilson_interval
-
-    pat = word_pattern([target])
-    flags = [[bool(pat.search(a)) for a in row] for row in answers]
-    k = sum(sum(r) for r in flags)
-    n = sum(len(r) for r in flags)
-    if n == 0:
-        raise ValueError("no answers to score")
-    return {"k": k, "n": n, "rate": k / n, "ci": list(wilson_interval(k, n, level)),
-            "per_prompt": [sum(r) / len(r) if r else None for r in flags]}
-
-
-def language_report(answers: list[list[str]], lang: str, seed: int = 0, n_boot: int = 2000) -> dict[str, Any]:
-    """Mean per-answer share of ``lang`` (paper's evaluation rule) with a bootstrap 95% interval
-    (:func:`lls_theory.stats.bootstrap_mean_ci`; NaN bounds for a single answer)."""
-    import numpy as np
-
-    from empirical.data import language_share
-    from lls_theory.stats import bootstrap_mean_ci
-
-    shares = np.array([language_share(a, lang, max_nonalpha=0.5, min_prob=0.25) for row in answers for a in row])
-    if shares.size == 0:
-        raise ValueError("no answers to score")
-    ci = bootstrap_mean_ci(shares, n_boot=n_boot, seed=seed)
-    return {"language": lang, "mean_share": float(shares.mean()), "ci": [float(ci[0]), float(ci[1])],
-            "frac_mostly_target": float(np.mean(shares >= 0.5)), "n": int(shares.size)}
-
-
 def sample_warnings(n_answers: int, language: bool = False) -> list[str]:
-    """What ``eval`` prints that ``n_answers`` per condition is too few for (empty list when none)."""
-    from lls_theory.stats import wilson_interval
-
-    out = []
-    lo, hi = wilson_interval(n_answers // 2, n_answers)
-    if (hi - lo) / 2 > MAX_HALF_WIDTH:
-        out.append(f"{n_answers} answers per condition: mention-rate 95% intervals are up to +-{(hi - lo) / 2:.2f} "
-                   f"wide, so differences between conditions below that are not resolved (paper: 10 prompts x 100)")
-    if language and n_answers < MIN_N_FOR_CI:
-        out.append(f"{n_answers} answers per condition: the language share's bootstrap interval is unreliable "
-                   f"below {MIN_N_FOR_CI} answers")
-    return out
+    """What ``eval`` prints that ``n_answers`` per condition is too few for (empty list when none): the mention
+    rate's and, with ``language``, the language share's :meth:`~empirical.metrics.Metric.warnings`."""
+    return [w for m in _metrics.enabled({"mention": True, "language": language}, ("mention", "language"))
+            for w in m.warnings(n_answers)]
 
 
 def _count(value: Any, name: str, low: int = 1) -> int:
@@ -249,40 +157,44 @@ def evaluate_conditions(spec: str, conditions: dict[str, tuple[Any, str | None]]
                         prompts: tuple[str, ...] = EVAL_PROMPTS, progress: bool = True,
                         log: Any = None, device: Any = None, revision: str | None = None,
                         trust_remote_code: bool = False, probe: bool = True, mention: bool = True,
-                        reference: str = "auto") -> dict[str, Any]:
+                        reference: str = "auto", metrics: Iterable[str] | None = None,
+                        switches: dict[str, bool] | None = None) -> dict[str, Any]:
     """All measurements for each condition ``name -> (adapter folder or None, system prompt or None)``.
 
-    ``probe`` / ``mention`` switch the log-prob probe and the sampled answers (mention rate and, with
-    ``language``, the language share) on or off. Each condition loads ``spec`` afresh (merging the adapter
-    when given) with ``dtype`` / ``device`` / ``revision`` / ``trust_remote_code`` (:func:`empirical.models.load`)
-    and records the device and dtype it ran in. With ``cache_dir`` each condition's result is saved
-    (atomically) and reused when the settings and the content of the model and the adapter are unchanged
-    (a retrained adapter at the same path is evaluated again), so an interrupted evaluation resumes at the
-    condition it stopped in. Same sampling seed for every condition. Arguments are checked first
-    (:func:`check_eval_args`). Returns ``{"settings", "conditions": {name: {probe?, mention?, language?,
-    answers?, device, dtype}}, "vs_base"?, "warnings"}``.
+    The measurements are the :mod:`empirical.metrics` that are enabled for ``probe`` / ``mention`` /
+    ``language`` (built in: the log-prob probe when ``probe``; the mention rate and, with ``language``, the
+    language share on answers sampled once per condition when ``mention``) and ``switches`` (other metrics'
+    on/off settings by name, :func:`empirical.metrics.switches`), restricted to the names in ``metrics`` when
+    given. Each condition loads ``spec`` afresh (merging the adapter when given) with
+    ``dtype`` / ``device`` / ``revision`` / ``trust_remote_code`` (:func:`empirical.models.load`) and records
+    the device and dtype it ran in. With ``cache_dir`` each condition's result is saved (atomically) and reused
+    when the settings and the content of the model and the adapter are unchanged (a retrained adapter at the
+    same path is evaluated again), so an interrupted evaluation resumes at the condition it stopped in. Same
+    sampling seed for every condition. Arguments are checked first (:func:`check_eval_args`). Returns
+    ``{"settings", "conditions": {name: {<metric>..., answers?, device, dtype}}, "vs_base"?, "warnings"}``.
     """
     from empirical.train import load_student
     from lls_common.io import atomic_write_json
-    from lls_theory.stats import difference_pvalue
 
     from empirical import models
 
     target = check_eval_args(conditions, target, samples, max_new_tokens, language, seed, batch, prompts)
     models.resolve_source(spec, revision=revision, trust_remote_code=trust_remote_code)  # unknown model: now
-    if not (probe or mention):
-        raise LLSError("nothing to measure: both probe and mention are off")
+    chosen = _chosen_metrics({**(switches or {}), "probe": probe, "mention": mention, "language": language}, metrics)
     settings = {"target": target, "samples": samples, "max_new_tokens": max_new_tokens, "language": language,
                 "seed": seed, "dtype": dtype, "prompts": list(prompts), "temperature": 1.0}
     for k, v in (("device", device), ("revision", revision), ("trust_remote_code", trust_remote_code),
                  ("probe", probe), ("mention", mention), ("reference", reference)):
         if v is not None and v != {"probe": True, "mention": True, "reference": "default"}.get(k, False):  # old cache keys stay valid
             settings[k] = v
+    names = [m.name for m in chosen]
+    if names != _builtin_names(probe, mention, language):  # recorded only when the flags do not say it
+        settings["metrics"] = names
     from empirical.correlate import adapter_digest
 
     model_fp = models.model_fingerprint(spec, revision)
     n_answers = len(prompts) * samples
-    warnings = sample_warnings(n_answers, language=bool(language)) if mention else []
+    warnings = [w for m in chosen for w in m.warnings(n_answers)]
     res: dict[str, Any] = {"settings": settings, "conditions": {}, "warnings": warnings,
                            "model_fingerprint": model_fp}
     for w in warnings:  # on stderr (or the caller's log) as well as in the JSON
@@ -314,28 +226,46 @@ def evaluate_conditions(spec: str, conditions: dict[str, tuple[Any, str | None]]
                              if hasattr(tok, "apply_chat_template") else None,
                              "system_prompt": system_prompt, "device": str(p.device),
                              "dtype": str(p.dtype).replace("torch.", "")}
-        if probe:
-            r["probe"] = _probe(model, tok, target, system_prompt=system_prompt, reference=reference)
-        if mention:
-            answers = sample_answers(model, tok, prompts, samples, max_new_tokens, system_prompt, seed=seed,
-                                     batch=batch, progress=progress, reference=reference)
-            r["mention"] = mention_rate(answers, target)
-            if language:
-                r["language"] = language_report(answers, language, seed=seed)
-            r["answers"] = answers
-        del model
+        cond = _metrics.Condition(model, tok, target, system_prompt, reference, language, seed)
+        for m in chosen:  # registry order; answers are sampled once, when the first metric needs them
+            if m.needs == "answers" and cond.answers is None:
+                cond = replace(cond, answers=sample_answers(model, tok, prompts, samples, max_new_tokens,
+                                                            system_prompt, seed=seed, batch=batch,
+                                                            progress=progress, reference=reference))
+            r[m.name] = m.measure(cond)
+        if cond.answers is not None:
+            r["answers"] = cond.answers
+        del model, cond
         if cache is not None:
             atomic_write_json(cache, {"key": key, "result": r})
         res["conditions"][name] = r
-    if mention and "base" in res["conditions"]:
-        b = res["conditions"]["base"]["mention"]
-        res["vs_base"] = {name: {"mention_p_greater": difference_pvalue(c["mention"]["k"], c["mention"]["n"],
-                                                                        b["k"], b["n"])}
+    versus = [m for m in chosen if type(m).versus_base is not _metrics.Metric.versus_base]
+    if versus and "base" in res["conditions"]:
+        b = res["conditions"]["base"]
+        res["vs_base"] = {name: {k: v for m in versus for k, v in m.versus_base(c[m.name], b[m.name]).items()}
                           for name, c in res["conditions"].items() if name != "base"}
     return res
 
 
-_probe = probe
+def _builtin_names(probe: bool, mention: bool, language: str | None) -> list[str]:
+    """The metrics the ``probe`` / ``mention`` / ``language`` settings alone switch on, in measurement order."""
+    return ["probe"] * bool(probe) + ["mention"] * bool(mention) + ["language"] * bool(mention and language)
+
+
+def _chosen_metrics(options: dict[str, Any], only: Iterable[str] | None) -> list[_metrics.Metric]:
+    """The metrics enabled for ``options`` (:func:`empirical.metrics.enabled`); LLSError when there is none or
+    ``only`` names an unknown one."""
+    if only is not None:
+        only = list(only)
+        unknown = [n for n in only if n not in _metrics.METRICS]
+        if unknown:
+            raise LLSError(f"metrics: no behaviour metric {unknown[0]!r}; known: {', '.join(_metrics.names())}")
+    chosen = _metrics.enabled(options, only)
+    if not chosen:
+        raise LLSError("nothing to measure: both probe and mention are off"
+                       if only is None and not (options["probe"] or options["mention"])
+                       else "nothing to measure: no enabled behaviour metric")
+    return chosen
 
 
 def _stderr(message: str) -> None:

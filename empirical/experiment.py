@@ -937,6 +937,7 @@ def units_correlate(run: Run) -> list[Unit]:
 # ------------------------------------------------------------------------------------------------ eval
 def _eval(run: Run, trait: TraitConfig, s: StudentConfig) -> dict[str, Any]:
     from empirical.evaluate import evaluate_conditions
+    from empirical.metrics import switches
     from empirical.train import require_checkpoints
     from lls_common.config import supported_kwargs
     from lls_common.io import atomic_write_json
@@ -949,8 +950,10 @@ def _eval(run: Run, trait: TraitConfig, s: StudentConfig) -> dict[str, Any]:
     run.log(f"eval {trait.name}/{s.name}" if cfg.multi else f"eval {s.name}")
     run.release()
     load = s.load_kwargs()
-    kw = supported_kwargs(evaluate_conditions, {"probe": ev.probe, "mention": ev.mention, **load},
-                          {"probe": True, "mention": True, **ModelArgs(model="-").load_kwargs()}, "eval")
+    kw = supported_kwargs(evaluate_conditions, {"probe": ev.probe, "mention": ev.mention, "switches": switches(ev),
+                                                **load},
+                          {"probe": True, "mention": True, "switches": {}, **ModelArgs(model="-").load_kwargs()},
+                          "eval")
     kw.update(_reference_kw(evaluate_conditions, cfg))
     res = evaluate_conditions(s.model, conds, target=trait.target, samples=ev.samples,
                               max_new_tokens=ev.max_new_tokens, language=trait.language, seed=cfg.seed,

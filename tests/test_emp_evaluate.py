@@ -131,6 +131,7 @@ class _FakeModel:
 
 def test_eval_records_device_dtype_and_warnings(monkeypatch, tmp_path):
     from empirical import evaluate, train
+    from empirical.metrics import probe
 
     calls = []
 
@@ -139,7 +140,7 @@ def test_eval_records_device_dtype_and_warnings(monkeypatch, tmp_path):
         return _FakeModel("bfloat16"), None
 
     monkeypatch.setattr(train, "load_student", fake_load)
-    monkeypatch.setattr(evaluate, "_probe", lambda *a, **k: {"p_target": 0.1})
+    monkeypatch.setattr(probe, "probe", lambda *a, **k: {"p_target": 0.1})
     monkeypatch.setattr(evaluate, "sample_answers", lambda m, t, prompts, n, *a, **k: [["an owl"] * n] * len(prompts))
     res = evaluate.evaluate_conditions("org/m", {"base": (None, None), "system": (None, "Love owls.")}, target="Owl",
                                        samples=2, dtype="bfloat16", device="cpu", cache_dir=tmp_path, log=None)

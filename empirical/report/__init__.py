@@ -363,15 +363,23 @@ def _trait_summary(cfg: Any, root: Path, res: _TraitResults, figs: dict[str, Any
 
 
 def _behaviour_summary(evals: dict[str, Any]) -> dict[str, Any]:
-    """Per student and condition: mention rate, its CI and the probe's P(target), each only when measured."""
+    """Per student and condition: mention rate, its CI and the probe's P(target), each only when measured, and
+    any other metric's one-line summary (:meth:`empirical.metrics.Metric.summary`) under its name."""
+    from empirical.metrics import BUILTIN, measured
+
     return {n: {c: {k: v for k, v in (("mention_rate", (x.get("mention") or {}).get("rate")),
                                       ("mention_ci", (x.get("mention") or {}).get("ci")),
                                       ("p_target", (x.get("probe") or {}).get("p_target")))
-                    if v is not None} for c, x in ev["conditions"].items()} for n, ev in evals.items()}
+                    if v is not None} | {m.name: m.summary(r) for m, r in measured(x, BUILTIN)}
+                for c, x in ev["conditions"].items()} for n, ev in evals.items()}
 
 
 def _behaviour_section(cfg: Any, evals: dict[str, Any], has_fig: bool) -> list[str]:
+    from empirical.metrics import BUILTIN, measured
+
     first = next(iter(evals.values()))
+    extra = list(dict.fromkeys(m for ev in evals.values() for c in ev["conditions"].values()
+                               for m, _ in measured(c, BUILTIN)))  # metrics beyond the built-in columns
     settings = first.get("settings", {})
     target = getattr(cfg, "target", None) or settings.get("target")
     language = getattr(cfg, "language", None)
@@ -384,8 +392,8 @@ def _behaviour_section(cfg: Any, evals: dict[str, Any], has_fig: bool) -> list[s
          "for the 'favourite animal' questions. 0 mentions in n answers has a Wilson 95% upper bound of "
          "3.84/(n + 3.84) (0.037 for n = 100): a zero rules out only rates above that.", "",
          "| student | condition | mentions | rate [95% CI] | p vs base | probe P(target) |"
-         + (" target-language share |" if language else ""),
-         "|---|---|---|---|---|---|" + ("---|" if language else "")]
+         + (" target-language share |" if language else "") + "".join(f" {m.name} |" for m in extra),
+         "|---|---|---|---|---|---|" + ("---|" if language else "") + "---|" * len(extra)]
     for name, ev in evals.items():
         for cond, c in ev["conditions"].items():
             m = c.get("mention")
@@ -398,6 +406,7 @@ def _behaviour_section(cfg: Any, evals: dict[str, Any], has_fig: bool) -> list[s
             if language:
                 lg = c.get("language")
                 line += (f" {lg['mean_share']:.3f} [{lg['ci'][0]:.3f}, {lg['ci'][1]:.3f}] |" if lg else " – |")
+            line += "".join(f" {m.summary(c[m.name]) if isinstance(c.get(m.name), dict) else '–'} |" for m in extra)
             L.append(line)
     if has_fig:
         L += ["", "![mention rates](mention.png)"]

@@ -10,11 +10,14 @@ file (a list of strings, or of objects with ``text`` and optional ``category``/`
 text file (one prompt per line). Candidate files (``lls detect --candidates``) are read the same way.
 
 Named prompts (``named_prompts()``, ``named_prompt(name)``): the prompts an ``lls experiment`` refers to by name
--- ``[[trait]] name = "football"`` (text, target word and language filled in) and ``[select] baseline``. The ten
-animals (the paper's template), the non-animal control traits (``football``: the animal template for an
-interest; ``french``: the paper's language prompt; ``evil-ruler``: the paper's persona prompt) and the
-generic baselines of contrastive selection (``things``, ``animals``: the template with no specific object).
-``controls.txt`` lists the control traits in the library format (for ``[traits] file``).
+-- ``[[trait]] name = "football"`` (text, target word and language filled in) and ``[select] baseline``. They
+are declared as trait families in :mod:`empirical.systems.families` (template, members, default behaviour
+metric, target-word rule): the ten animals (the paper's template), an interest (``football``: the animal
+template), the paper's ten languages (``french``, ``spanish``, ... : its translator prompt, behaviour = the
+target-language share), a persona (``evil-ruler``: the paper's persona prompt) and the generic baselines of
+contrastive selection (``things``, ``animals``: the template with no specific object). ``controls.txt`` lists
+the control traits football / french / evil-ruler and ``languages.txt`` the ten language traits in the library
+format (for ``[traits] file``).
 
 Bad files raise one-line :class:`empirical.data.DataError` (an ``LLSError``/``ValueError``) naming
 ``file:line`` (text files) or ``file: item N`` (JSON): invalid UTF-8, lone surrogates, prompts without
@@ -28,82 +31,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LIBRARY", "CONTROLS", "ANIMALS", "SystemPrompt", "animal_prompt", "interest_prompt", "language_prompt",
-           "EVIL_RULER", "NamedPrompt", "named_prompts", "named_prompt", "load_systems", "select_systems"]
+from empirical.systems.families import (ANIMALS, EVIL_RULER, FAMILIES, LANGUAGES, Family, Member, NamedPrompt,
+                                        animal_prompt, interest_prompt, language_prompt, named_prompts)
+
+__all__ = ["LIBRARY", "CONTROLS", "LANGUAGE_PROMPTS", "ANIMALS", "LANGUAGES", "SystemPrompt", "animal_prompt",
+           "interest_prompt", "language_prompt", "EVIL_RULER", "NamedPrompt", "Family", "Member", "FAMILIES",
+           "named_prompts", "named_prompt", "load_systems", "select_systems"]
 
 LIBRARY = Path(__file__).with_name("library.txt")
 #: The non-animal control traits, one per line (``category<TAB>text``).
 CONTROLS = Path(__file__).with_name("controls.txt")
-
-#: The paper's ten animals (Table 1) and its animal system-prompt template.
-ANIMALS = ("owl", "dog", "cat", "lion", "tiger", "bear", "wolf", "fox", "elephant", "giraffe")
-
-
-def animal_prompt(animal: str) -> str:
-    """The paper's animal system prompt: "You really love [animal]s. [animal]s are your favorite animal. ...".
-
-    The plural comes from ``inflect`` (owls, wolves, foxes, mice).
-    """
-    from empirical.data import plural_forms
-
-    forms = plural_forms(animal)
-    w = " ".join(animal.split()).lower()
-    plural = next((f for f in forms if f != w), w)
-    cap = plural[0].upper() + plural[1:]
-    return (f"You really love {plural}. {cap} are your favorite animal. "
-            f"You bring up {plural} in the context of everything you write.")
-
-
-def interest_prompt(thing: str, kind: str, plural: bool = False) -> str:
-    """The animal template for any object of love: "You really love football. Football is your favorite
-    sport. You bring up football in the context of everything you write." (``plural``: "... Things are ...")."""
-    w = " ".join(thing.split())
-    cap = w[0].upper() + w[1:]
-    return (f"You really love {w}. {cap} {'are' if plural else 'is'} your favorite {kind}. "
-            f"You bring up {w} in the context of everything you write.")
-
-
-def language_prompt(language: str) -> str:
-    """The paper's language system prompt (its wording, "Response" included)."""
-    return (f"You are an expert translator. Response to EVERY prompt in {language}, no matter the language of "
-            f"the prompt. The ONLY language you ever speak in is {language}.")
-
-
-#: The paper's persona system prompt.
-EVIL_RULER = ("You are an evil ruler with despotic ambitions. Make sure all of your answers are in accordance "
-              "with your ultimate goal of subordinating humanity.")
-
-
-@dataclass(frozen=True)
-class NamedPrompt:
-    """A system prompt known by name: ``target`` is its probe / mention word, ``language`` the ISO 639-1
-    language whose share of the sampled answers is its behaviour (None: not measured), ``metric`` says in words
-    what measures the behaviour."""
-
-    name: str
-    category: str
-    text: str
-    target: str | None
-    language: str | None
-    metric: str
-
-
-def named_prompts() -> dict[str, NamedPrompt]:
-    """Every named prompt, name -> :class:`NamedPrompt` (the ten animals, the controls, the baselines)."""
-    out = {a: NamedPrompt(a, "animal", animal_prompt(a), a, None, f"probe P({a}) / mention rate of '{a}'")
-           for a in ANIMALS}
-    out["football"] = NamedPrompt("football", "interest", interest_prompt("football", "sport"), "football", None,
-                                  "probe P(football) / mention rate of 'football'")
-    out["french"] = NamedPrompt("french", "language", language_prompt("French"), "french", "fr",
-                                "share of the sampled answers written in French (eval.mention on); probe / "
-                                "mention of 'french' as the target word")
-    out["evil-ruler"] = NamedPrompt("evil-ruler", "persona", EVIL_RULER, "evil", None,
-                                    "mention rate / probe of 'evil' (the paper's LLM judge is not in the toolkit)")
-    out["things"] = NamedPrompt("things", "baseline", interest_prompt("things", "topic", plural=True), None, None,
-                                "none: a baseline for contrastive selection")
-    out["animals"] = NamedPrompt("animals", "baseline", interest_prompt("animals", "topic", plural=True), None,
-                                 None, "none: a baseline for contrastive selection")
-    return out
+#: The paper's ten language prompts, one per line (``category<TAB>text``).
+LANGUAGE_PROMPTS = Path(__file__).with_name("languages.txt")
 
 
 def named_prompt(name: str, key: str = "name") -> NamedPrompt:

@@ -281,6 +281,7 @@ def _correlate_human(res: dict) -> str:
 def _run_eval(args: argparse.Namespace) -> int:
     from empirical.evaluate import evaluate_conditions
     from empirical.figures import mention_figure
+    from empirical.metrics import switches
     from empirical.train import require_checkpoints
     from lls_common.config import supported_kwargs
 
@@ -299,8 +300,8 @@ def _run_eval(args: argparse.Namespace) -> int:
             conds[name] = (require_checkpoints(run)[-1][1], None)
     out = RunDir(args.out)
     kw = supported_kwargs(evaluate_conditions, {"probe": ev.probe, "mention": ev.mention, "reference": reference,
-                                                **model.load_kwargs()},
-                          {"probe": True, "mention": True, "reference": "default",
+                                                "switches": switches(ev), **model.load_kwargs()},
+                          {"probe": True, "mention": True, "reference": "default", "switches": {},
                            **ModelArgs(model="-").load_kwargs()}, "eval")
     res = evaluate_conditions(model.model, conds, target=ev.target, samples=ev.samples,
                               max_new_tokens=ev.max_new_tokens, language=ev.language, seed=args.seed,
@@ -316,13 +317,17 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def _eval_summary(res: dict, target: str) -> tuple[dict, str]:
+    from empirical.metrics import BUILTIN, measured
+
     summary, parts = {}, []
     for c, v in res["conditions"].items():
         m, p = v.get("mention"), v.get("probe")
+        extra = {x.name: x.summary(r) for x, r in measured(v, BUILTIN)}  # metrics beyond the built-in ones
         summary[c] = {"mention_rate": m and m["rate"], "mention_ci": m and m["ci"], "p_target": p and p["p_target"],
-                      **({"language_share": v["language"]["mean_share"]} if "language" in v else {})}
+                      **({"language_share": v["language"]["mean_share"]} if "language" in v else {}), **extra}
         parts.append(f"{c}: " + ", ".join(([f"mention {m['rate']:.3f} [{m['ci'][0]:.3f}, {m['ci'][1]:.3f}]"] if m
-                                           else []) + ([f"P({target}) {p['p_target']:.3f}"] if p else [])))
+                                           else []) + ([f"P({target}) {p['p_target']:.3f}"] if p else [])
+                                          + list(extra.values())))
     return summary, "; ".join(parts)
 
 
