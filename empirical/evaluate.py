@@ -4,12 +4,12 @@
 (a) Mention rate (paper, Sec. 5): each of :data:`EVAL_PROMPTS` (10 general-knowledge prompts on the
 paper's topics, none about animals) is answered ``n`` times by pure sampling (temperature 1, no top-k/top-p,
 at most 96 new tokens); the rate is the share of answers that mention the target, singular or plural,
-as a whole word (:func:`empirical.data.word_pattern`), with a Wilson 95% interval
+as a whole word (:func:`empirical.text.word_pattern`), with a Wilson 95% interval
 (:func:`lls_theory.stats.wilson_interval`).
 
 (c) Language share: for translator system prompts, each answer's share written in the target language by
 sentence-level language ID weighted by sentence length, ignoring sentences with >= 50% non-alphabetic
-characters or a top-language probability < 0.25 (:func:`empirical.data.language_share`); reported as the
+characters or a top-language probability < 0.25 (:func:`empirical.language.language_share`); reported as the
 mean over answers with a bootstrap 95% interval (:func:`lls_theory.stats.bootstrap_mean_ci`).
 
 Probe: for each "favourite animal" question q and candidate list c_1..c_K (target included), the
@@ -164,7 +164,7 @@ def mention_rate(answers: list[list[str]], target: str, level: float = 0.95) -> 
 
     ``answers``: per-prompt lists of strings. Returns ``{k, n, rate, ci, per_prompt}``.
     """
-    from empirical.data import word_pattern
+    from empirical.text import word_pattern
     from lls_theory.stats import wilson_interval
 
     pat = word_pattern([target])
@@ -182,7 +182,7 @@ def language_report(answers: list[list[str]], lang: str, seed: int = 0, n_boot: 
     (:func:`lls_theory.stats.bootstrap_mean_ci`; NaN bounds for a single answer)."""
     import numpy as np
 
-    from empirical.data import language_share
+    from empirical.language import language_share
     from lls_theory.stats import bootstrap_mean_ci
 
     shares = np.array([language_share(a, lang, max_nonalpha=0.5, min_prob=0.25) for row in answers for a in row])
@@ -218,7 +218,8 @@ def check_eval_args(conditions: dict[str, tuple[Any, str | None]], target: Any, 
                     language: Any, seed: Any, batch: Any, prompts: Any) -> str:
     """Refuse bad ``eval`` arguments before any model loads (one-line ``LLSError``); returns the target,
     normalised (lower case, single spaces)."""
-    from empirical.data import check_language, has_text, plural_forms
+    from empirical.language import check_language
+    from empirical.text import has_text, plural_forms
 
     if not isinstance(target, str) or not has_text(target):
         raise LLSError(f"target must be a word with visible text (e.g. owl), got {target!r}")
