@@ -65,8 +65,8 @@ from empirical.config import DTYPES, REFERENCES, ModelArgs, ScoreConfig, TrainCo
 from lls_common.errors import LLSError, MissingInputError
 from lls_common.validate import check_choice, check_nonempty_str, check_positive_int, check_seed
 
-__all__ = ["TrainJob", "train_job", "run_train", "check_trained_references", "LORA_TARGETS", "load_pairs_file", "to_trl_records", "train", "list_checkpoints",
-           "require_checkpoints", "load_student", "checkpoint_steps", "lora_targets", "dpo_config_kwargs",
+__all__ = ["TrainJob", "train_job", "run_train", "check_trained_references", "LORA_TARGETS", "load_pairs_file",
+           "to_trl_records", "train", "list_checkpoints", "require_checkpoints", "load_student", "checkpoint_steps", "lora_targets", "dpo_config_kwargs",
            "world_size", "is_main_process", "model_card"]
 
 #: The former fixed LoRA target list (Llama-style names). ``"all-linear"`` selects exactly these on SmolLM2.

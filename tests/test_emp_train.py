@@ -53,11 +53,14 @@ def test_bad_line_names_file_and_line(tmp_path):
         load_pairs_file(f)
 
 
-def test_bad_settings_rejected():
-    with pytest.raises(ValueError):
-        TrainJob(student="x", data="y", out=Path("z"), beta=0).validate()
-    with pytest.raises(ValueError):
-        TrainJob(student="x", data="y", out=Path("z"), checkpoints=0).validate()
+def test_bad_settings_rejected_when_the_job_is_built():
+    """A run's hyper-parameters are checked by empirical.config.TrainConfig (the one declaration), its own
+    fields by TrainJob, both when the job is built."""
+    for kw, key in (({"beta": 0}, "train.beta"), ({"checkpoints": 0}, "train.checkpoints"),
+                    ({"max_length": 1}, "train.max_length"), ({"seed": -1}, "seed"), ({"limit": 0}, "limit"),
+                    ({"student": " "}, "train.student"), ({"dtype": "fp8"}, "train.dtype")):
+        with pytest.raises(LLSError, match=key):
+            TrainJob(**{"student": "x", "data": "y", "out": Path("z"), **kw})
 
 
 def test_missing_adapter_is_one_line_error(tmp_path):
@@ -311,7 +314,7 @@ def test_dpo_pass_through_and_targets_are_validated():
         TrainJob(student="x", data="y", out=Path("z"), dpo_args={"bogus": 1}).validate()
     assert lora_targets(()) == "all-linear" and lora_targets(["q_proj"]) == ["q_proj"]
     with pytest.raises(ValueError, match="reference"):
-        TrainJob(student="x", data="y", out=Path("z"), reference="blank").validate()
+        TrainJob(student="x", data="y", out=Path("z"), reference="blank")
 
 
 def test_run_key_is_stable_for_default_runs(tmp_path):
