@@ -166,6 +166,20 @@ def test_the_graph_sees_lazy_and_relative_imports():
     assert "empirical.report" in graph and "empirical.report.table1" in graph
 
 
+def test_relative_imports_and_submodule_names_resolve(tmp_path):
+    assert _resolve_relative("empirical.report.table1", False, 1, "paper") == "empirical.report.paper"
+    assert _resolve_relative("empirical.report", True, 1, "table1") == "empirical.report.table1"
+    assert _resolve_relative("empirical.report.table1", False, 2, "config") == "empirical.config"
+    f = tmp_path / "m.py"
+    f.write_text("def g():\n    from . import table1\n    from .paper import TABLE1\n    import empirical.train\n"
+                 "from empirical import models\n")
+    known = {"empirical", "empirical.report", "empirical.report.table1", "empirical.report.paper", "empirical.train",
+             "empirical.models"}
+    assert imports_of(f, "empirical.report.x", known) == {"empirical.report", "empirical.report.table1",
+                                                          "empirical.report.paper", "empirical.train",
+                                                          "empirical.models", "empirical"}
+
+
 def test_strongly_connected_finds_a_planted_cycle():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert strongly_connected(graph) == [["a", "b", "c"]]
