@@ -57,9 +57,9 @@ from empirical.config import DataConfig, Filters, ModelArgs, SelectConfig, Trait
 from empirical.config import ScoreConfig as ScoreSettings
 from empirical.data import DataError, LoadReport, PrefPair, check_pairs, iter_json_objects, load_pairs
 
-__all__ = ["ScoreJob", "ScoreConfig", "ScoreResult", "score_file", "select_file", "read_scores", "SCORE_FIELDS",
+__all__ = ["ScoreJob", "ScoreResult", "score_file", "select_file", "read_scores", "SCORE_FIELDS",
            "BASE_FIELDS", "run_score", "run_select", "score_summary", "SELECT_FILES", "selection", "contrast_weights",
-           "check_contrast_inputs", "scores_system_prompt", "score_columns"]
+           "check_contrast_inputs", "scores_system_prompt", "score_columns", "run_build"]
 
 SCORE_FIELDS = (
     "id", "prompt", "chosen", "rejected", "logp_chosen_sys", "logp_rejected_sys", "logp_chosen",
@@ -119,19 +119,6 @@ class ScoreJob:
         if self.base is not None:
             key["base"] = fingerprint(self.base)
         return json_key(key)
-
-
-def ScoreConfig(model: str, system_prompt: str, data: str, out: Path, truncate: int | None = None,  # noqa: N802
-                split: str = "train", limit: int | None = None, filters: Filters | None = None,
-                skip_bad: bool = False, dtype: str = "float32", **score: Any) -> ScoreJob:
-    """Backward-compatible flat constructor of a :class:`ScoreJob` (the keyword names of the old class).
-
-    ``score``: fields of :class:`empirical.config.ScoreConfig` (batch_tokens, max_batch, chunk_size, progress,
-    reference); the ones not given take that class's defaults, so there is one set of defaults."""
-    return ScoreJob(model=ModelArgs(model=model, dtype=dtype),
-                    data=DataConfig(path=str(data), split=split, limit=limit, truncate=truncate, skip_bad=skip_bad),
-                    trait=TraitConfig(name="cli", system_prompt=system_prompt), out=Path(out),
-                    filters=filters or Filters(), score=ScoreSettings(**score))
 
 
 @dataclass
@@ -807,3 +794,39 @@ def run_select(scores: str | Path, select: SelectConfig, out_dir: str | Path, se
             raise LLSError(f"out {out}: {why}; give overwrite (--overwrite) to replace it, or another out")
     with OutputLock(out, kind="dir", name="out"):
         return select_file(scores, select, out, seed=seed, key=key, contrast_scores=contrast_scores)
+
+
+def run_build(job: ScoreJob, select: SelectConfig, out: Path, *, seed: int = 0, overwrite: bool = False,
+              contrast_scores: list[str | Path] = ()) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """``lls build``: :func:`run_score` of ``job`` (into ``out/scores.jsonl``), then on the main process
+    :func:`run_select` into ``out``; returns ``(score summary, select summary)``, the latter None on the other
+    processes of a multi-process run.
+
+    ``select.contrast = "baseline"`` without ``contrast_scores`` scores the baseline prompt too
+    (``out/baseline-scores.jsonl``, the reference condition read back from ``scores.jsonl``); a baseline equal
+    to the job's own system prompt is refused (its contrast would be zero). Otherwise the contrast inputs are
+    checked before any model work (:func:`check_contrast_inputs`).
+    """
+    from dataclasses import replace
+
+    from empirical.config import baseline_text
+
+    contrast = list(contrast_scores)
+    base_job = None
+    if select.contrast == "baseline" and not contrast:  # score the baseline prompt too (reference read back)
+        text = baseline_text(select.baseline, "select.baseline")
+        if text == job.system_prompt:
+            raise LLSError(f"select.baseline = {select.baseline!r} is the --system-prompt itself (its contrast "
+                           "would be zero); name another baseline")
+        base_job = replace(job, trait=TraitConfig(name="baseline", system_prompt=text),
+                           out=out / "baseline-scores.jsonl", base=out / "scores.jsonl")
+        contrast = [base_job.out]
+    else:
+        check_contrast_inputs(select, contrast)  # before any model work
+    sc = run_score(job, overwrite=overwrite)
+    if base_job is not None:
+        run_score(base_job, overwrite=overwrite)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return sc, None
+    return sc, run_select(out / "scores.jsonl", select, out, seed=seed, overwrite=overwrite,
+                          contrast_scores=contrast)

@@ -13,9 +13,9 @@ class              TOML section        used by
 ModelArgs          [teacher]           models.load (teacher / scorer); ``lls score --model``
 DataConfig         [data]              data.load_pairs, the experiment's split
 Filters            [data]              data.apply_filters (the paper's preprocessing)
-ScoreConfig        [score]             pipeline.score_file (batching, chunking, reference rendering)
-SelectConfig       [select]            lls_theory.selection.lls_select via pipeline.select_file
-TrainConfig        [train]             train.train (DPO + LoRA hyper-parameters)
+ScoreConfig        [score]             build.score_file (batching, chunking, reference rendering)
+SelectConfig       [select]            lls_theory.selection.lls_select via build.select_file
+TrainConfig        [train]             train.train via train.TrainJob (DPO + LoRA)
 CorrelateConfig    [correlate]         correlate.correlate_arms (Table-1 protocol)
 SpecificityConfig  (lls specificity)   report.specificity.run_specificity (trait specificity)
 EvalConfig         [eval]              evaluate.evaluate_conditions (probe, mention rate, language)
@@ -24,16 +24,18 @@ TraitConfig        [[trait]]           one system prompt s (name, text, target w
 ExperimentConfig   the whole file      empirical.experiment.run_experiment
 =================  ==================  ===========================================================
 
-This module imports neither torch nor the rest of ``empirical`` (so ``lls --help`` stays instant).
+This module imports no torch and no stage of ``empirical`` (so ``lls --help`` stays instant, and every stage can
+import it): only the language codes (:mod:`empirical.language`) and the prompt library (:mod:`empirical.systems`)
+that its checks name.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from empirical.language import check_language
 from lls_common.config import check_types, setting
 from lls_common.errors import LLSError
 from lls_common.validate import (
@@ -86,11 +88,9 @@ def _opt_pos_int(obj: Any, section: str, *names: str) -> None:
 
 
 def _check_language(code: Any, key: str) -> str:
-    """A language the language-ID model can report (:func:`empirical.data.check_language`; an ISO 639-1 code
-    it never reports, such as ``zu``, is refused: its share would be 0 whatever the text)."""
+    """A language the language-ID model can report (:func:`empirical.language.check_language`; an ISO 639-1
+    code it never reports, such as ``zu``, is refused: its share would be 0 whatever the text)."""
     check_language_code(code, key)
-    from empirical.data import check_language  # no torch; imported here (data.py imports this module)
-
     return check_language(code, key)
 
 
@@ -329,7 +329,9 @@ class TrainConfig:
         check_positive(self.lr, "train.lr")
         for n in ("lora_rank", "epochs", "repeat", "batch_size", "grad_accum", "checkpoints"):
             check_positive_int(getattr(self, n), f"train.{n}")
-        _opt_pos_int(self, "train", "lora_alpha", "max_length", "max_steps")
+        _opt_pos_int(self, "train", "lora_alpha", "max_steps")
+        if self.max_length is not None:
+            check_int(self.max_length, "train.max_length", low=2)  # a prompt token and a reply token
         check_interval(self.lora_dropout, "train.lora_dropout", 0, 1, closed="left")
         for k, m in enumerate(self.target_modules):
             check_nonempty_str(m, f"train.target_modules[{k}]")
@@ -339,33 +341,6 @@ class TrainConfig:
                 raise LLSError(f"train.dpo_args: {k!r} is not a DPOConfig argument name")
         if "max_steps" in self.dpo_args:
             raise LLSError("train.dpo_args: max_steps is an lls setting; use --max-steps N (train.max_steps)")
-
-    def job(self, student: ModelArgs, data: str | Path, out: str | Path, seed: int, **extra: Any) -> Any:
-        """The :class:`empirical.train.TrainConfig` of one DPO run of ``student`` on the pair file ``data``.
-
-        ``dpo_args`` travels as the trainer's ``extra``; ``extra`` adds run fields (limit, progress, reference,
-        card). A setting the trainer does not accept yet is refused unless it is at its default.
-        """
-        from dataclasses import asdict, fields
-
-        from empirical import train
-        from lls_common.config import supported_kwargs
-
-        accepted = {f.name for f in fields(train.TrainConfig)}
-        values = asdict(self)
-        values["extra"] = values.pop("dpo_args")
-        defaults = asdict(TrainConfig())
-        defaults["extra"] = defaults.pop("dpo_args")
-        values.update({k: getattr(student, k) for k in ("dtype", "device", "revision", "trust_remote_code")})
-        defaults.update({k: getattr(ModelArgs(model="-"), k) for k in ("dtype", "device", "revision",
-                                                                       "trust_remote_code")})
-        kw = {k: v for k, v in values.items() if k in accepted or v != defaults.get(k)}
-        job = train.TrainConfig(student=student.model, data=str(data), out=Path(out), seed=seed,
-                                **{k: v for k, v in kw.items() if k in accepted}, **extra)
-        missing = [k for k in kw if k not in accepted]
-        if missing:
-            raise LLSError(f"train.{missing[0]} = {kw[missing[0]]!r} is not supported by empirical.train yet")
-        return job
 
 
 @dataclass
@@ -535,9 +510,3 @@ class ExperimentConfig:
                 if baseline_text(self.select.baseline, "select.baseline") == t.system_prompt:
                     raise LLSError(f"select.baseline = {self.select.baseline!r} is trait {t.name}'s own system "
                                    "prompt (its contrast would be zero); name another baseline")
-
-    def stage_key(self, stage: str) -> dict[str, Any]:
-        """The settings a whole stage depends on (cumulative over the stages before it)."""
-        from empirical.experiment import stage_key
-
-        return stage_key(self, stage)

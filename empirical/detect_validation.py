@@ -304,7 +304,7 @@ class ValidationResult:
                              "rejected": p.rejected}
             for name, pairs in zip(("owl-lls.jsonl", "random.jsonl"), self.demo):
                 atomic_write_jsonl(run.path("subsets") / name, [rec(p) for p in pairs])
-        plot_detect_validation(self.record, run.path("detect-validation.png"))
+        plot_detect_validation(list(iter_runs(self.record)), run.path("detect-validation.png"))
 
 
 def _weights(spec: str, pool: list, systems: list, cfg: DetectValidateConfig, compute: bool = False):

@@ -126,7 +126,8 @@ def check_eval_args(conditions: dict[str, tuple[Any, str | None]], target: Any, 
                     language: Any, seed: Any, batch: Any, prompts: Any) -> str:
     """Refuse bad ``eval`` arguments before any model loads (one-line ``LLSError``); returns the target,
     normalised (lower case, single spaces)."""
-    from empirical.data import check_language, has_text, plural_forms
+    from empirical.language import check_language
+    from empirical.text import has_text, plural_forms
 
     if not isinstance(target, str) or not has_text(target):
         raise LLSError(f"target must be a word with visible text (e.g. owl), got {target!r}")

@@ -766,7 +766,7 @@ def _rel(path: Path, root: Path) -> str:
 def _train(run: Run, student: StudentConfig, data: Path, out: Path,
            trait: TraitConfig | None = None, offset: int = 0) -> dict[str, Any]:
     """Train ``student`` on ``data`` into ``out`` with training seed ``seed + offset``."""
-    from empirical.train import train
+    from empirical.train import train, train_job
 
     cfg = run.cfg
     card = {"teacher": cfg.teacher.model, "gamma": cfg.select.gamma, "data": _rel(data, run.root)} | (
@@ -775,8 +775,8 @@ def _train(run: Run, student: StudentConfig, data: Path, out: Path,
         card["contrast"] = cfg.contrast_of(trait) + ": " + ", ".join(_contrast_inputs(run, trait)[1])
     if cfg.select.subset_size is not None:
         card["subset_size"] = cfg.select.subset_size
-    tc = cfg.train.job(student, data, out, cfg.seed + offset, progress=cfg.score.progress, reference=cfg.score.reference,
-                       card=card)
+    tc = train_job(cfg.train, student, data, out, cfg.seed + offset, progress=cfg.score.progress,
+                   reference=cfg.score.reference, card=card)
     old = out / "run.json"
     if old.exists() and _read_or_none(old) != json.loads(json.dumps(tc.run_key(), default=str)):
         run.log(f"train {student.name}: settings changed, discarding the old run in {out}")
@@ -826,28 +826,6 @@ def units_train(run: Run) -> list[Unit]:
 
 
 # ------------------------------------------------------------------------------------------- correlate
-def _reference_kw(func: Callable[..., Any], cfg: ExperimentConfig) -> dict[str, Any]:
-    """``{"reference": score.reference}`` for ``func`` (correlate / eval), so the no-system condition is
-    rendered as when the teacher scored the pairs and the students trained; refused (LLSError) when ``func``
-    does not take ``reference`` yet and the setting is not its implicit ``"default"`` rendering."""
-    from lls_common.config import supported_kwargs
-
-    return supported_kwargs(func, {"reference": cfg.score.reference}, {"reference": "default"}, "score")
-
-
-def check_reference_support(cfg: ExperimentConfig, stages: tuple[str, ...]) -> None:
-    """Before any work: the correlate / eval code must render the reference as ``score.reference`` says
-    (a held-out margin scored under one rendering and a checkpoint's under another would be meaningless)."""
-    if "correlate" in stages:
-        from empirical.correlate import correlate_arms
-
-        _reference_kw(correlate_arms, cfg)
-    if "eval" in stages and (cfg.eval.probe or cfg.eval.mention):
-        from empirical.evaluate import evaluate_conditions
-
-        _reference_kw(evaluate_conditions, cfg)
-
-
 def _same_model(a: ModelArgs, b: ModelArgs) -> bool:
     return (a.model, a.revision) == (b.model, b.revision)
 
@@ -890,7 +868,7 @@ def _correlate(run: Run, trait: TraitConfig, s: StudentConfig) -> dict[str, Any]
     res = correlate_arms(models.load(s.model, **s.load_kwargs()), base, sys_, t_recs,
                          {a: run.arm_dir(trait, s, a) for a in run.arms(trait)}, teacher=teacher,
                          cache_dir=sdir / "heldout-cache", n_boot=cfg.correlate.n_boot, n_perm=cfg.correlate.n_perm,
-                         seed=cfg.seed, **_reference_kw(correlate_arms, cfg))
+                         seed=cfg.seed, reference=cfg.score.reference)
     if cfg.multi:
         _share_cache(sdir / "heldout-cache", shared_cache)
     res.update({"student": s.model, "teacher": cfg.teacher.model, "system_prompt": trait.system_prompt,
@@ -939,7 +917,6 @@ def _eval(run: Run, trait: TraitConfig, s: StudentConfig) -> dict[str, Any]:
     from empirical.evaluate import evaluate_conditions
     from empirical.metrics import switches
     from empirical.train import require_checkpoints
-    from lls_common.config import supported_kwargs
     from lls_common.io import atomic_write_json
 
     cfg, ev = run.cfg, run.cfg.eval
@@ -949,15 +926,11 @@ def _eval(run: Run, trait: TraitConfig, s: StudentConfig) -> dict[str, Any]:
         conds[arm] = (require_checkpoints(run.arm_dir(trait, s, arm))[-1][1], None)
     run.log(f"eval {trait.name}/{s.name}" if cfg.multi else f"eval {s.name}")
     run.release()
-    load = s.load_kwargs()
-    kw = supported_kwargs(evaluate_conditions, {"probe": ev.probe, "mention": ev.mention, "switches": switches(ev),
-                                                **load},
-                          {"probe": True, "mention": True, "switches": {}, **ModelArgs(model="-").load_kwargs()},
-                          "eval")
-    kw.update(_reference_kw(evaluate_conditions, cfg))
     res = evaluate_conditions(s.model, conds, target=trait.target, samples=ev.samples,
                               max_new_tokens=ev.max_new_tokens, language=trait.language, seed=cfg.seed,
-                              batch=ev.eval_batch, cache_dir=sdir / "eval-cache", log=run.log, **kw)
+                              batch=ev.eval_batch, cache_dir=sdir / "eval-cache", log=run.log, probe=ev.probe,
+                              mention=ev.mention, reference=cfg.score.reference, switches=switches(ev),
+                              **s.load_kwargs())
     res.update({"student": s.model, "reference": cfg.score.reference})
     atomic_write_json(sdir / "eval.json", res)
     return {k: {"mention_rate": (v.get("mention") or {}).get("rate"),
@@ -1205,7 +1178,6 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, until: str = "report"
     # reports are drawn from the stored JSON and re-drawn whenever a step before them ran: a report made with
     # other settings (a trait or a student added to the config) is replaced without asking
     _check_overwrite(run, [u for s, us in plan.items() if s != "report" for u in us if not u.redraw], overwrite)
-    check_reference_support(cfg, stages)
     if _finished(run, plan["split"][0]) is None:  # a damaged input fails here, before any model loads
         from empirical.data import check_pairs
 

@@ -172,7 +172,7 @@ def _row_path(store: Path, colset: str, system: str | None) -> Path:
 def _save_row(path: Path, key: str, logp: np.ndarray, n: np.ndarray, K: int, secs: float) -> None:
     import io
 
-    from lls_common.io import atomic_write_bytes
+    from lls_common.atomic import atomic_write_bytes
 
     buf = io.BytesIO()
     np.savez(buf, logp=logp, n_tokens=n, prefix=np.array(K), seconds=np.array(secs), key=np.array(key))

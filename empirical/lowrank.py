@@ -40,9 +40,10 @@ from lls_common.validate import check_interval, check_int, check_positive_int, c
 
 __all__ = [
     "AnglesConfig", "AnglesResult", "DetectConfig", "DetectResult", "MatrixInputs", "MatrixSettings",
-    "PairCheckConfig", "PairCheckResult", "SpectrumConfig", "SpectrumResult", "check_model", "library_inputs",
+    "PairCheckConfig", "PairCheckResult", "SpectrumConfig", "SpectrumResult", "check_model", "check_model_specs",
+    "library_inputs",
     "load_data", "load_model", "load_tokenizer", "model_slug", "pair_inputs", "run_angles", "run_detect",
-    "run_pair_check", "run_spectrum", "short_label",
+    "run_pair_check", "run_spectrum",
 ]
 
 DEFAULT_PROMPT_TOKENS = (8, 64)
@@ -271,18 +272,30 @@ class DetectConfig(MatrixSettings):
 
 
 # ------------------------------------------------------------------------------------------------ inputs
+#: the settings of these commands that name a model (``--model`` may be given twice for angles)
+MODEL_FIELDS = ("model", "teacher", "student", "other")
+
+
+def check_model_specs(cfg: Any) -> None:
+    """Resolve every model the settings name with :func:`empirical.models.check_spec` before any data or model
+    work: an uncached hub id with the hub offline or unreachable is one line after one 3 s connect (not
+    a minute of download retries when the tokenizer loads), and the hub's "no such repository" is one
+    line too. Registry names and local paths were checked by the settings already; they are skipped."""
+    from empirical import models
+
+    for name in MODEL_FIELDS:
+        value = getattr(cfg, name, None)
+        for spec in (value if isinstance(value, (tuple, list)) else (value,)):
+            if not isinstance(spec, str) or not spec.strip() or spec in models.REGISTRY \
+                    or spec.endswith(".gguf") or Path(spec).exists():
+                continue  # checked by the settings (a local folder's data errors still come first)
+            models.check_model_setting(spec, f"--{name}")
+
+
 def model_slug(spec: str) -> str:
     """A folder-safe name for a model spec."""
     base = Path(spec).name if ("/" in spec or spec.endswith(".gguf")) else spec
     return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in base) or "model"
-
-
-def short_label(text: str) -> str:
-    """Short label for a system prompt ("You really love owls. ..." -> "owls")."""
-    words = text.split()
-    if text.startswith("You really love ") and len(words) > 3:
-        return words[3].rstrip(".")
-    return text[:14]
 
 
 def load_data(path: str, skip_bad: bool, name: str = "data") -> list[Any]:

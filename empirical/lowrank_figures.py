@@ -14,14 +14,12 @@ the data, n and intervals stated).
 Units: X holds log-probabilities in nats, so singular values, margin shifts rho and projections of margin
 vectors are in nats; LLS weights w/N are nats per token; z, cosines and correlations are dimensionless.
 
-``python -m empirical.lowrank_figures DIR`` redraws every figure under a results folder (``results/lowrank``)
-from its JSON files, without a model.
+Each function takes the records it draws (no file or module is read here); ``python -m empirical.lowrank_replot
+DIR`` (:mod:`empirical.lowrank_replot`) redraws every figure under a results folder from its JSON files.
 """
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +27,15 @@ import numpy as np
 
 from lls_common import figstyle as fs
 
-__all__ = ["plot_angles", "plot_detect", "plot_detect_validation", "plot_pair_check", "plot_spectra", "replot"]
+__all__ = ["plot_angles", "plot_detect", "plot_detect_validation", "plot_pair_check", "plot_spectra"]
 
 
 def _short(text: str) -> str:
-    from empirical.lowrank import short_label
-
-    return short_label(text)
+    """Short label for a system prompt ("You really love owls. ..." -> "owls")."""
+    words = text.split()
+    if text.startswith("You really love ") and len(words) > 3:
+        return words[3].rstrip(".")
+    return text[:14]
 
 
 # ------------------------------------------------------------------------------------------------ spectra
@@ -237,13 +237,11 @@ def _rate_ci(k: int, n: int) -> tuple[float, float, float]:
     return k / n, lo, hi
 
 
-def plot_detect_validation(val: dict, path: Any) -> Path:
+def plot_detect_validation(runs: list[Any], path: Any) -> Path:
     """Per validation run (pool, or half of a split pool tested against the same or the other half) and detector:
     the share of LLS subsets whose target is raw-significant, the top-1 hit rate (specific statistic) and the share
-    of random subsets flagged (raw), with Wilson 95% intervals; n per run in the row label."""
-    from empirical.detect_validation import iter_runs
-
-    runs = list(iter_runs(val))
+    of random subsets flagged (raw), with Wilson 95% intervals; n per run in the row label. ``runs``: the
+    :class:`empirical.detect_validation.RunRecord` list of a validation (``list(iter_runs(record))``)."""
     labels = list(dict.fromkeys(r.label for r in runs))
     sizes = {r.label: f"{r.n_targets} LLS / {r.n_random} random" for r in runs}
     detectors = list(dict.fromkeys(r.detector for r in runs))
@@ -270,35 +268,3 @@ def plot_detect_validation(val: dict, path: Any) -> Path:
     axes[0].set_ylabel("subsets from / null reference")
     fs.legend_outside(fig, where="below", ncol=2)
     return fs.save(fig, path)
-
-
-# ------------------------------------------------------------------------------------------------ replot
-def _j(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def replot(folder: Any) -> list[Path]:
-    """Redraw every low-rank figure under ``folder`` from its JSON files (no model)."""
-    from empirical.lowrank import model_slug
-
-    root, out = Path(folder), []
-    ang = _j(root / "angles.json")
-    if ang is not None:
-        fits = {slug: _j(root / f"spectrum-{slug}.json") for slug in ang["slopes"]}
-        out += [plot_spectra(fits, root / "spectra.png"), plot_angles(ang["angles"], ang["rank"], ang["models"],
-                                                                      root / "angles.png")]
-    for f in sorted(root.glob("*/spectrum-*.json")):
-        out.append(plot_spectra({model_slug(_j(f)["model"]): _j(f)}, f.with_suffix(".png")))
-    for f in sorted(root.glob("*/pair-check.json")):
-        out += plot_pair_check(_j(f), f.parent)
-    for f in sorted(root.glob("*/detect.json")):
-        out.append(plot_detect(_j(f), None, f.with_suffix(".png")))
-    val = _j(root / "detect-validation.json")
-    if val is not None:
-        out.append(plot_detect_validation(val, root / "detect-validation.png"))
-    return out
-
-
-if __name__ == "__main__":  # pragma: no cover
-    for p in replot(sys.argv[1] if len(sys.argv) > 1 else "results/lowrank"):
-        print(p)

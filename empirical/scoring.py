@@ -110,13 +110,6 @@ DEFAULT_MAX_BATCH = 16
 """Default rows (prompt groups) per forward batch."""
 
 
-def _batches(lengths: Sequence[int], batch_tokens: int, max_batch: int) -> list[list[int]]:
-    """Compatibility alias of :func:`empirical.batching.length_batches`."""
-    from empirical.batching import length_batches
-
-    return length_batches(lengths, batch_tokens, max_batch)
-
-
 def score_encoded_with_stats(
     model: Any, tok: Any, encs: Sequence[render.Encoded], *, batch_tokens: int = DEFAULT_BATCH_TOKENS,
     max_batch: int = DEFAULT_MAX_BATCH, progress: Any = False, head_chunk: int | None = None, layout: str = "auto",

@@ -1,6 +1,6 @@
 """DPO training of a student on an LLS subset (TRL ``DPOTrainer`` + PEFT LoRA), resumable, adapters only.
 
-``train(cfg: TrainConfig) -> dict`` trains ``cfg.student`` on the pair file ``cfg.data`` (read by
+``train(cfg: TrainJob) -> dict`` trains ``cfg.student`` on the pair file ``cfg.data`` (read by
 :func:`empirical.data.load_pairs`: every format ``lls score`` reads -- ``lls select`` output, TRL-form
 JSONL/JSON/Parquet, hub ids, HH transcripts) and writes into ``cfg.out``::
 
@@ -19,7 +19,7 @@ how to load the adapter.
 
 Any architecture: LoRA targets default to PEFT's ``"all-linear"`` (every linear layer but the output head;
 for Llama-style models such as SmolLM2 the same seven projections as the former fixed list
-:data:`LORA_TARGETS`); ``target_modules`` overrides it. ``extra`` passes further ``DPOConfig`` fields.
+:data:`LORA_TARGETS`); ``target_modules`` overrides it. ``dpo_args`` passes further ``DPOConfig`` fields.
 
 Several processes (``torchrun`` / ``accelerate launch``): ``batch_size`` is the number of pairs per
 micro-step across all processes (each of the W processes gets ``batch_size / W``; it must divide), so the
@@ -61,10 +61,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from empirical.config import DTYPES, REFERENCES, ModelArgs, ScoreConfig, TrainConfig
 from lls_common.errors import LLSError, MissingInputError
+from lls_common.validate import check_choice, check_nonempty_str, check_positive_int, check_seed
 
-__all__ = ["TrainConfig", "LORA_TARGETS", "load_pairs_file", "to_trl_records", "train", "list_checkpoints",
-           "require_checkpoints", "load_student", "checkpoint_steps", "lora_targets", "dpo_config_kwargs",
+__all__ = ["TrainJob", "train_job", "run_train", "check_trained_references", "LORA_TARGETS", "load_pairs_file",
+           "to_trl_records", "train", "list_checkpoints", "require_checkpoints", "load_student", "checkpoint_steps", "lora_targets", "dpo_config_kwargs",
            "world_size", "is_main_process", "model_card"]
 
 #: The former fixed LoRA target list (Llama-style names). ``"all-linear"`` selects exactly these on SmolLM2.
@@ -75,7 +77,12 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 _NEW_DEFAULTS: dict[str, Any] = {"target_modules": (), "gradient_checkpointing": False, "report_to": "none",
                                  "reference": "default", "revision": None, "trust_remote_code": False,
                                  "packed": True, "max_steps": None}
-# DPOConfig fields that train() sets itself from TrainConfig (a pass-through may not override them).
+#: The fields of a run's resume key (``run.json``), in their recorded order; ``extra`` is ``dpo_args``.
+_KEY_FIELDS = ("student", "data", "beta", "lr", "lora_rank", "lora_alpha", "lora_dropout", "epochs", "repeat",
+               "batch_size", "grad_accum", "checkpoints", "seed", "limit", "dtype", "max_length", "max_steps",
+               "extra", "target_modules", "gradient_checkpointing", "report_to", "reference", "revision",
+               "trust_remote_code", "packed")
+# DPOConfig fields that train() sets itself from TrainJob (a pass-through may not override them).
 _OWN_ARGS = ("output_dir", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps",
              "save_strategy", "save_steps", "logging_steps", "seed", "data_seed", "use_cpu", "beta",
              "learning_rate", "max_length", "report_to", "gradient_checkpointing", "max_steps")
@@ -95,79 +102,57 @@ _OWN_ARG_OPTIONS = {"num_train_epochs": "--epochs / --repeat (train.epochs, trai
 LOG_FILE = "log.jsonl"
 
 
-@dataclass
-class TrainConfig:
-    """Settings of one DPO run. Defaults follow the paper's public example (beta 0.1, lr 5e-4, LoRA r 64).
+def _default(cls: type, name: str) -> Any:
+    """The declared default of setting ``name`` of the settings class ``cls`` (:mod:`empirical.config`)."""
+    return cls.__dataclass_fields__[name].default
 
-    ``batch_size``: pairs per micro-step across all processes. ``dtype``/``device``: see
-    :func:`empirical.models.load` (``"auto"`` = bf16 on CUDA, fp32 on CPU). ``target_modules``: empty =
-    PEFT's ``"all-linear"``. ``reference``: the no-system rendering of the prompts
-    (:mod:`empirical.render`; must match the one the pairs were scored with). ``extra``: further
-    ``DPOConfig`` fields. ``card``: LLS settings for the model card (teacher, system_prompt, gamma, data, ...).
-    ``packed``: the policy and reference forward in packed rows (:mod:`empirical.packed_dpo`; same numbers as
-    TRL's forward to float tolerance, less work); off = TRL's own forward.
+
+@dataclass(kw_only=True)
+class TrainJob(TrainConfig):
+    """One DPO run: the hyper-parameters of :class:`empirical.config.TrainConfig` (declared, defaulted and
+    validated there) plus what the run trains and where.
+
+    ``student`` / ``dtype`` / ``device`` / ``revision`` / ``trust_remote_code``: how the student loads (see
+    :func:`empirical.models.load`; defaults those of :class:`empirical.config.ModelArgs`). ``data``: the pair
+    file; ``out``: the run folder; ``seed``: the training seed. ``reference``: the no-system rendering of the
+    prompts (:mod:`empirical.render`; must match the one the pairs were scored with; default that of
+    :class:`empirical.config.ScoreConfig`). ``card``: LLS settings for the model card (teacher, system_prompt,
+    gamma, data, ...). :func:`train_job` builds one from the settings.
     """
 
     student: str
     data: str
     out: Path
-    beta: float = 0.1
-    lr: float = 5e-4
-    lora_rank: int = 64
-    lora_alpha: int | None = None  # default 2 * rank (paper: 128 for rank 64)
-    lora_dropout: float = 0.05
-    epochs: int = 1
-    repeat: int = 1
-    batch_size: int = 8
-    grad_accum: int = 1
-    checkpoints: int = 4
     seed: int = 0
     limit: int | None = None
-    dtype: str = "auto"
-    max_length: int | None = None
-    max_steps: int | None = None  # stop after this many optimizer steps (None: epochs * repeat passes)
+    dtype: str = _default(ModelArgs, "dtype")
+    device: str = _default(ModelArgs, "device")
+    revision: str | None = _default(ModelArgs, "revision")
+    trust_remote_code: bool = _default(ModelArgs, "trust_remote_code")
+    reference: str = _default(ScoreConfig, "reference")
     progress: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
-    target_modules: tuple[str, ...] | list[str] = ()
-    gradient_checkpointing: bool = False
-    report_to: str = "none"
-    device: str = "auto"
-    reference: str = "auto"
-    revision: str | None = None
-    trust_remote_code: bool = False
-    packed: bool = True
     card: dict[str, Any] = field(default_factory=dict)
 
-    def validate(self) -> None:
-        if self.beta <= 0 or self.lr <= 0:
-            raise LLSError("beta and lr must be > 0")
-        for name in ("lora_rank", "epochs", "repeat", "batch_size", "grad_accum", "checkpoints"):
-            if getattr(self, name) < 1:
-                raise LLSError(f"{name} must be >= 1")
-        if not 0 <= self.lora_dropout < 1:
-            raise LLSError("lora_dropout must be in [0, 1)")
-        if self.lora_alpha is not None and self.lora_alpha < 1:
-            raise LLSError("lora_alpha must be >= 1")
-        if self.max_length is not None and self.max_length < 2:
-            raise LLSError("max_length must be >= 2")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise LLSError("max_steps must be >= 1")
-        if isinstance(self.target_modules, str) or not all(isinstance(m, str) and m for m in self.target_modules):
-            raise LLSError("target_modules must be a list of module names (empty = all-linear)")
-        from empirical.render import REFERENCES
+    def __post_init__(self) -> None:
+        super().__post_init__()  # every hyper-parameter, and the types of the fields above
+        check_nonempty_str(self.student, "train.student")
+        check_choice(self.dtype, "train.dtype", DTYPES)
+        check_choice(self.reference, "reference", REFERENCES)
+        check_seed(self.seed, "seed")
+        if self.limit is not None:
+            check_positive_int(self.limit, "limit")
 
-        if self.reference not in REFERENCES:
-            raise LLSError(f"reference must be one of {', '.join(REFERENCES)}, got {self.reference!r}")
+    def validate(self) -> None:
+        """The checks that need the training libraries (before any model loads): the ``report_to``
+        integration is installed and every ``dpo_args`` key is a ``DPOConfig`` field lls does not set."""
         check_report_to(self.report_to)
-        dpo_config_kwargs(self.extra)  # unknown or reserved DPOConfig fields
+        dpo_config_kwargs(self.dpo_args)
 
     def run_key(self) -> dict[str, Any]:
         """The settings that identify a run (resume refuses another key). ``dtype`` is recorded resolved."""
         from empirical import models
 
-        d = asdict(self)
-        for k in ("out", "progress", "device", "card"):
-            d.pop(k)
+        d = {k: getattr(self, "dpo_args" if k == "extra" else k) for k in _KEY_FIELDS}
         for k, default in _NEW_DEFAULTS.items():
             if d[k] == default or (k == "target_modules" and not d[k]):
                 d.pop(k)
@@ -185,6 +170,14 @@ class TrainConfig:
         except (ValueError, OSError):  # an unknown model is refused when it loads, with its own message
             d["student_fingerprint"] = None
         return json.loads(json.dumps(d, default=str))
+
+
+def train_job(settings: TrainConfig, student: ModelArgs, data: str | Path, out: str | Path, seed: int,
+              **run: Any) -> TrainJob:
+    """The :class:`TrainJob` of one DPO run of ``student`` on the pair file ``data`` with the hyper-parameters
+    ``settings``; ``run`` adds the run's other fields (limit, progress, reference, card)."""
+    return TrainJob(**asdict(settings), student=student.model, data=str(data), out=Path(out), seed=seed,
+                    **student.load_kwargs(), **run)
 
 
 def check_report_to(report_to: Any) -> None:
@@ -419,7 +412,7 @@ def _portable_adapter_config(folder: Path, base: str, revision: str | None) -> N
         atomic_write_json(f, cfg)
 
 
-def model_card(cfg: TrainConfig, base: str, step: int, summary: dict[str, Any] | None = None) -> str:
+def model_card(cfg: TrainJob, base: str, step: int, summary: dict[str, Any] | None = None) -> str:
     """Markdown model card of one checkpoint: base model, LLS settings, training settings, how to load it."""
     from empirical import models
 
@@ -455,7 +448,7 @@ def model_card(cfg: TrainConfig, base: str, step: int, summary: dict[str, Any] |
          "batch_size (pairs per micro-step, all processes)": cfg.batch_size, "grad_accum": cfg.grad_accum,
          "seed": cfg.seed, "max_length": cfg.max_length, "gradient_checkpointing": cfg.gradient_checkpointing,
          "loss": "sigmoid DPO, reference = base model (adapter disabled), reference log-probs precomputed",
-         **({"dpo_args": cfg.extra} if cfg.extra else {})}
+         **({"dpo_args": cfg.dpo_args} if cfg.dpo_args else {})}
     if summary:
         t.update({k: summary[k] for k in ("n_pairs", "total_steps", "world_size", "device", "dtype", "versions")
                   if k in summary})
@@ -515,7 +508,7 @@ def check_adapter_base(adapter: str | Path, spec: str, revision: str | None = No
                        "it was trained from (a moved copy of that folder is fine)")
 
 
-def _write_cards(cfg: TrainConfig, out: Path, base: str, summary: dict[str, Any] | None) -> None:
+def _write_cards(cfg: TrainJob, out: Path, base: str, summary: dict[str, Any] | None) -> None:
     from empirical import models
     from lls_common.io import atomic_write_json, atomic_write_text
 
@@ -623,7 +616,7 @@ def _versions() -> dict[str, str]:
             "peft": peft.__version__}
 
 
-def train(cfg: TrainConfig, *, model_and_tok: tuple[Any, Any] | None = None,
+def train(cfg: TrainJob, *, model_and_tok: tuple[Any, Any] | None = None,
           stop_after_steps: int | None = None) -> dict[str, Any]:
     """Run (or resume, or return the finished) DPO run described by ``cfg``; returns the summary dict.
 
@@ -712,7 +705,7 @@ def _finished_run(out: Path, key: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _load_model(cfg: TrainConfig, model_and_tok: tuple[Any, Any] | None) -> tuple[Any, Any]:
+def _load_model(cfg: TrainJob, model_and_tok: tuple[Any, Any] | None) -> tuple[Any, Any]:
     """``(model, tok)``: the given pair, or the student loaded by :func:`empirical.models.load` after its LoRA
     ``target_modules`` were checked against the model's module names (before the weights load)."""
     from empirical import models
@@ -726,9 +719,9 @@ def _load_model(cfg: TrainConfig, model_and_tok: tuple[Any, Any] | None) -> tupl
                        trust_remote_code=cfg.trust_remote_code)
 
 
-def _dpo_args(cfg: TrainConfig, out: Path, ws: int, where: dict[str, Any]) -> dict[str, Any]:
+def _dpo_args(cfg: TrainJob, out: Path, ws: int, where: dict[str, Any]) -> dict[str, Any]:
     """The ``DPOConfig`` arguments of the run: ``cfg``'s settings (``batch_size`` split over the ``ws``
-    processes), the model's placement ``where`` (device, dtype), then the validated pass-through ``cfg.extra``."""
+    processes), the model's placement ``where`` (device, dtype), then the validated pass-through ``cfg.dpo_args``."""
     per_device = cfg.batch_size // ws
     use_cpu = where["device"] == "cpu"
     dtype = where["dtype"]
@@ -746,7 +739,7 @@ def _dpo_args(cfg: TrainConfig, out: Path, ws: int, where: dict[str, Any]) -> di
         kwargs["max_steps"] = cfg.max_steps
     if ws > 1 and use_cpu:
         kwargs["ddp_backend"] = "gloo"
-    kwargs.update(dpo_config_kwargs(cfg.extra))
+    kwargs.update(dpo_config_kwargs(cfg.dpo_args))
     return kwargs
 
 
@@ -761,7 +754,7 @@ def dpo_checkpointing_field() -> str:
     return "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
 
 
-def _lora_config(cfg: TrainConfig):
+def _lora_config(cfg: TrainJob):
     """PEFT ``LoraConfig`` of the run (alpha defaults to 2 × rank; targets: :func:`lora_targets`)."""
     from peft import LoraConfig
 
@@ -770,7 +763,7 @@ def _lora_config(cfg: TrainConfig):
                       task_type="CAUSAL_LM")
 
 
-def _total_steps(trainer: Any, cfg: TrainConfig) -> int:
+def _total_steps(trainer: Any, cfg: TrainJob) -> int:
     """The optimizer-step count as the Trainer computes it (per-process batches, accumulation, epochs), or
     ``cfg.max_steps`` when set (the Trainer then stops there, repeating the data if it runs out)."""
     if cfg.max_steps is not None:
@@ -806,7 +799,7 @@ def _resume_point(out: Path) -> tuple[str | None, int]:
     return None, 0
 
 
-def _summary(cfg: TrainConfig, out: Path, *, base: str, n_pairs: int, total: int, step: int, step0: int, ws: int,
+def _summary(cfg: TrainJob, out: Path, *, base: str, n_pairs: int, total: int, step: int, step0: int, ws: int,
              where: dict[str, Any], log_history: list[dict[str, Any]], wall: float) -> dict[str, Any]:
     """The ``train.json`` summary: settings, step counts, checkpoints, loss history, timing of this call."""
     per_step = cfg.batch_size * cfg.grad_accum
@@ -826,7 +819,7 @@ def _summary(cfg: TrainConfig, out: Path, *, base: str, n_pairs: int, total: int
     }
 
 
-def _finish(cfg: TrainConfig, out: Path, base: str, summary: dict[str, Any], ws: int) -> None:
+def _finish(cfg: TrainJob, out: Path, base: str, summary: dict[str, Any], ws: int) -> None:
     """The main process removes the scratch folders and writes the model cards and ``train.json``; with several
     processes the others wait for it."""
     import torch
@@ -840,3 +833,103 @@ def _finish(cfg: TrainConfig, out: Path, base: str, summary: dict[str, Any], ws:
         atomic_write_json(out / "train.json", summary)
     if ws > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()  # the others return once the main process has written the run files
+
+
+# ---------------------------------------------------------------------------------------------- lls train
+def trained_reference(run: str | Path) -> str | None:
+    """The reference rendering an ``lls train`` run used (its run.json / train.json), None if unknown."""
+    for name in ("train.json", "run.json"):
+        try:
+            rec = json.loads((Path(run) / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("reference"), str):
+            return rec["reference"]
+    return None
+
+
+def check_reference(reference: str, recorded: str | None, what: str, verb: str) -> None:
+    """Refuse to mix two no-system renderings (``score.reference``): ``what`` was ``verb`` under
+    ``recorded``. Mixing them changes what "no system prompt" means between the stages (SmolLM2's persona
+    or an empty system turn), which silently corrupts the weights / z_M; the fix is one flag."""
+    if recorded is not None and recorded != reference:
+        raise LLSError(f"{what} was {verb} with reference rendering {recorded!r}, this command uses {reference!r}; "
+                       f"pass --reference {recorded} (the same rendering in every stage)")
+
+
+def check_trained_references(reference: str, runs: Any) -> None:
+    """Refuse ``lls train`` runs (None entries skipped) trained under another no-system rendering than
+    ``reference`` (correlate and eval score their checkpoints under ``reference``)."""
+    for run in runs:
+        if run is not None:
+            check_reference(reference, trained_reference(run), f"run {run}", "trained")
+
+
+def train_warnings(data_path: str, limit: int | None) -> list[str]:
+    """Before any model work: the pair file's pairs counted by the reader ``lls train`` uses (a damaged or
+    empty file is refused here, in one line) and a tiny training set warned about."""
+    from empirical import data
+    from empirical.config import tiny_subset_warning
+
+    if data.looks_like_hub_id(data_path):
+        return []
+    n = len(load_pairs_file(data_path, limit))
+    w = tiny_subset_warning(n, f"the training data {data_path}" + (f" (--limit {limit})" if limit else ""))
+    return [w] if w else []
+
+
+def clear_other_run(out: Path, key: dict) -> None:
+    """``--overwrite``: empty ``out`` (the lock kept) when it holds an ``lls train`` run made with other settings
+    (its ``run.json`` differs from ``key``); a run with the same settings is resumed or kept as it is."""
+    import shutil
+
+    from lls_common.io import json_key, read_json
+
+    run_file = out / "run.json"
+    if not run_file.exists():
+        return
+    try:
+        same = read_json(run_file, dict) == json_key(key)
+    except LLSError:  # a damaged record: the run cannot be resumed anyway
+        same = False
+    if same:
+        return
+    for p in out.iterdir():
+        if p.name != ".lock":
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+
+
+def run_train(job: TrainJob, *, overwrite: bool = False, warn: Any = print) -> dict[str, Any]:
+    """``lls train``: every check before any model work, then :func:`train` under the output guards.
+
+    Refused before anything loads: a pair file selected under another reference rendering, an ``out`` that is
+    the data's folder or not writable, an unknown student, an unreachable hub dataset, a damaged or empty pair
+    file, a bad ``report_to`` / ``dpo_args``. A tiny training set is warned about (``warn``, one line each).
+    ``out.lock`` guards the run; ``overwrite`` empties an ``out`` holding a run with other settings; a new
+    ``out`` left empty by a failure is removed. Returns the summary with ``warnings``.
+    """
+    from empirical import data, models
+    from empirical.build import pairs_reference
+    from lls_common.io import OutputLock, check_output, remove_if_empty
+
+    check_reference(job.reference, pairs_reference(job.data), f"data {job.data}", "selected")
+    # the data itself: empirical.data's reader; an out folder holding the data (the select folder) is refused
+    check_output(job.out, inputs=(job.data,), kind="dir", name="out", inputs_inside=False)
+    models.check_model_setting(job.student, "--student", revision=job.revision,
+                               trust_remote_code=job.trust_remote_code)
+    if data.looks_like_hub_id(job.data):  # refused now, not after the trainer's imports (minutes)
+        data.check_hub_dataset(job.data)
+    warnings = train_warnings(job.data, job.limit)
+    for line in warnings:
+        warn(line)
+    fresh = not Path(job.out).exists()
+    try:
+        job.validate()
+        with OutputLock(job.out, kind="dir", name="out"):
+            if overwrite:
+                clear_other_run(Path(job.out), job.run_key())
+            summary = train(job)
+    except BaseException:
+        remove_if_empty(job.out, fresh)
+        raise
+    return {**summary, "warnings": warnings}

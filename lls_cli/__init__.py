@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # a full disk is the user's to fix; any other OSError is shown as it is
         import errno
 
-        from lls_common.io import write_failure
+        from lls_common.errors import write_failure
 
         if exc.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
             raise

@@ -338,20 +338,3 @@ def describe(cls: type, section: str = "", indent: str = "  ") -> str:
         alias = f" (alias {', '.join(s.aliases)})" if s.aliases else ""
         lines.append(f"{indent}{s.name}{alias} = {default}  # {_type_name(s.type)}; {s.help}")
     return "\n".join(lines)
-
-
-def supported_kwargs(func: Any, values: dict[str, Any], defaults: dict[str, Any], section: str) -> dict[str, Any]:
-    """The entries of ``values`` that ``func`` accepts as keywords; a value it does not accept is refused
-    (LLSError naming ``section.key``) unless it equals its default in ``defaults``, so no setting is ignored
-    silently while the library behind it is still catching up."""
-    import inspect
-
-    params = inspect.signature(func).parameters
-    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    out = {}
-    for k, v in values.items():
-        if takes_all or k in params:
-            out[k] = v
-        elif v != defaults.get(k, object()):
-            raise LLSError(f"{section}.{k} = {v!r} is not supported by {func.__module__}.{func.__qualname__} yet")
-    return out

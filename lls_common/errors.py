@@ -8,7 +8,10 @@ callers can catch it as such; ``lls_cli.main`` is the one place that maps it to 
 
 from __future__ import annotations
 
-__all__ = ["LLSError", "MissingInputError", "first_line"]
+import os
+from pathlib import Path
+
+__all__ = ["LLSError", "MissingInputError", "first_line", "write_failure"]
 
 
 class LLSError(ValueError):
@@ -26,8 +29,23 @@ def first_line(exc: BaseException) -> str:
     import errno
 
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # a full disk: name the folder, not the errno
-        from lls_common.io import write_failure
-
         return str(write_failure(exc, exc.filename or "?"))
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def write_failure(exc: OSError, target: str | os.PathLike) -> LLSError:
+    """The one-line user error for an output that could not be written (no space, read-only, a folder in the
+    way), naming ``target``'s folder; earlier results are untouched (every write is atomic)."""
+    import errno
+
+    p = Path(target)
+    folder = p.parent if not p.is_dir() or exc.errno == errno.EISDIR else p
+    if exc.errno == errno.ENOSPC:
+        return LLSError(f"{folder}: no space left on the device while writing {p.name}; free some space (earlier "
+                        "results are intact) and run the same command again")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return LLSError(f"{folder}: not writable ({exc.strerror}); make it writable or give another output")
+    if exc.errno == errno.EISDIR:
+        return LLSError(f"{p}: is a folder where an output file goes; move it away")
+    return LLSError(f"{folder}: cannot write here ({exc.strerror or exc}, writing {p.name})")

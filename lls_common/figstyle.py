@@ -18,7 +18,7 @@ at the size it was saved:
 * **Error bars** of series that share an x are offset (:func:`dodge`); bars carry value labels
   (:func:`bar_labels`) so a zero bar is still visible as "0.00".
 * :func:`save` checks the figure (:func:`problems`), writes it atomically through
-  :func:`lls_common.io.atomic_write_bytes` and closes it.
+  :func:`lls_common.atomic.atomic_write_bytes` and closes it.
 
 Matplotlib is imported lazily (inside the functions), so importing this module costs nothing at ``lls --help``.
 
@@ -453,7 +453,7 @@ def save(fig, path: str | os.PathLike, *, dpi: int = DPI, check: bool = True) ->
     """
     import io
 
-    from lls_common.io import atomic_write_bytes
+    from lls_common.atomic import atomic_write_bytes
 
     import matplotlib.pyplot as pyplot
 

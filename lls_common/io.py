@@ -26,7 +26,8 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from lls_common.errors import LLSError
+from lls_common.atomic import atomic_write_bytes
+from lls_common.errors import LLSError, write_failure
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -53,36 +54,6 @@ def to_jsonable(obj: Any) -> Any:
 
 def dumps(obj: Any, indent: int | None = 2) -> str:
     return json.dumps(to_jsonable(obj), indent=indent, allow_nan=False)
-
-
-def _umask() -> int:
-    old = os.umask(0o022)
-    os.umask(old)
-    return old
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename.
-
-    The file gets the normal mode for a new file (0666 less the umask), not mkstemp's 0600.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(exc, OSError) and exc.filename is None:  # name the output (a full disk says nothing)
-            raise OSError(exc.errno, exc.strerror, str(path)) from exc
-        raise
-    return path
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -529,20 +500,3 @@ def check_number_lists(obj: Any, path: str | os.PathLike, keys: Iterable[str]) -
                     walk(v, here)
 
     walk(obj, "")
-
-
-def write_failure(exc: OSError, target: str | os.PathLike) -> LLSError:
-    """The one-line user error for an output that could not be written (no space, read-only, a folder in the
-    way), naming ``target``'s folder; earlier results are untouched (every write is atomic)."""
-    import errno
-
-    p = Path(target)
-    folder = p.parent if not p.is_dir() or exc.errno == errno.EISDIR else p
-    if exc.errno == errno.ENOSPC:
-        return LLSError(f"{folder}: no space left on the device while writing {p.name}; free some space (earlier "
-                        "results are intact) and run the same command again")
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return LLSError(f"{folder}: not writable ({exc.strerror}); make it writable or give another output")
-    if exc.errno == errno.EISDIR:
-        return LLSError(f"{p}: is a folder where an output file goes; move it away")
-    return LLSError(f"{folder}: cannot write here ({exc.strerror or exc}, writing {p.name})")

@@ -14,8 +14,8 @@ memory it allocated (CUDA only) and ``ok``:
    the naive one on the device: max |difference| in nats against :func:`empirical.scoring.tolerance`
    (float32) or ``0.05 * n_tokens`` (bfloat16: both sides round every activation to 8 mantissa bits, so
    only gross errors -- a wrong cache, a wrong position -- are caught there; the number is recorded).
-3. the commands, run in this process through ``lls_cli.main`` with ``--device``/``--dtype auto`` where
-   they take them: ``score``, ``train`` (2 DPO steps), ``correlate``, ``eval``, ``pair-check``; each
+3. the commands, each run as ``python -m lls_cli`` in a child process with ``--device``/``--dtype auto``
+   where they take them (their GPU memory is the child's: no ``peak_gpu_mib`` for these steps): ``score``, ``train`` (2 DPO steps), ``correlate``, ``eval``, ``pair-check``; each
    command's JSON (summary and written files) is searched for ``device`` and ``dtype`` fields, which must
    match the expected placement ("not reported" fails the step).
 
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import os
 import sys
@@ -147,9 +146,10 @@ class Checker:
             rec = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:2000],
                    "traceback": traceback.format_exc()[-3000:]}
         rec = {"step": name, **rec, "seconds": round(time.perf_counter() - t0, 3)}
-        if cuda:
+        if cuda and not rec.pop("subprocess", False):
             torch.cuda.synchronize()
             rec["peak_gpu_mib"] = round((torch.cuda.max_memory_allocated() - base) / 2 ** 20, 1)
+        rec.pop("subprocess", None)
         self.steps.append(rec)
         print(f"[device-check] {name}: {'ok' if rec['ok'] else 'FAILED'} ({rec['seconds']:.1f} s)"
               + ("" if rec["ok"] else f" {rec.get('error') or rec.get('why', '')}"), file=sys.stderr, flush=True)
@@ -175,23 +175,28 @@ class Checker:
                 **({"why": "; ".join(why)} if why else {})}
 
     def cli(self, argv: list[str], outputs: list[Path]) -> dict[str, Any]:
-        from lls_cli import main as lls_main
+        """``python -m lls_cli ARGV`` in a child process (the command as a user runs it); its summary on
+        stdout and the JSON under ``outputs`` are searched for the placement. The child's GPU memory is its
+        own: the step records no ``peak_gpu_mib``."""
+        import subprocess
 
-        buf, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(err):
-            rc = lls_main(argv)
-        if rc != 0:
-            return {"ok": False, "rc": rc, "argv": argv, "error": err.getvalue()[-1500:]}
+        root = str(Path(__file__).resolve().parent.parent)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+        proc = subprocess.run([sys.executable, "-m", "lls_cli", *argv], capture_output=True, text=True, env=env,
+                              cwd=root)
+        if proc.returncode != 0:
+            return {"ok": False, "rc": proc.returncode, "argv": argv, "error": proc.stderr[-1500:],
+                    "subprocess": True}
         docs: list[Any] = []
         try:
-            docs.append(json.loads(buf.getvalue()))
+            docs.append(json.loads(proc.stdout))
         except ValueError:
             pass
         for p in outputs:
             docs.extend(_json_files(p))
         devices = [d for doc in docs for d in _find(doc, "device", [])]
         dtypes = [d for doc in docs for d in _find(doc, "dtype", [])]
-        return {"argv": argv, **self.placement_ok(devices, dtypes)}
+        return {"argv": argv, **self.placement_ok(devices, dtypes), "subprocess": True}
 
 
 def run_checks(device: str, work: Path) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from empirical import data
+from empirical.text import has_text
 from lls_common.errors import LLSError
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -151,13 +152,13 @@ def _valid_pairs(pairs: list, report) -> None:
     ids = [p.id for p in pairs]
     assert len(set(ids)) == len(ids)
     for p in pairs:
-        assert isinstance(p.id, str) and data.has_text(p.id)
+        assert isinstance(p.id, str) and has_text(p.id)
         assert p.prompt and p.prompt[-1]["role"] == "user"
         for m in p.prompt:
             assert m["role"] in ("system", "user", "assistant") and isinstance(m["content"], str)
-            assert data.has_text(m["content"]) and m["content"].encode("utf-8")
+            assert has_text(m["content"]) and m["content"].encode("utf-8")
         for r in (p.chosen, p.rejected):
-            assert isinstance(r, str) and data.has_text(r) and r.encode("utf-8")
+            assert isinstance(r, str) and has_text(r) and r.encode("utf-8")
         assert p.chosen.strip() != p.rejected.strip()
         assert p.weight is None or math.isfinite(p.weight)
     assert report.n_kept == len(pairs) and report.n_records >= len(pairs) + report.n_bad
@@ -294,7 +295,7 @@ def test_candidate_files(items, lines, mut):
             continue
         assert systems and len({s.text for s in systems}) == len(systems) == len({s.id for s in systems})
         for s in systems:
-            assert data.has_text(s.text) and s.text.encode("utf-8") and s.id.encode("utf-8")
+            assert has_text(s.text) and s.text.encode("utf-8") and s.id.encode("utf-8")
 
 
 # ---------------------------------------------------------------------------------------- through the CLI
@@ -868,6 +869,8 @@ def test_full_disk_lock_and_write_are_one_line_and_leave_nothing_blocking(tmp_pa
     import subprocess
 
     from lls_common import io as lio
+    from lls_common.atomic import atomic_write_bytes
+    from lls_common.errors import write_failure
 
     disk = tmp_path / "disk"
     if not _small_tmpfs(disk):
@@ -883,14 +886,14 @@ def test_full_disk_lock_and_write_are_one_line_and_leave_nothing_blocking(tmp_pa
         filler.write_bytes(b"\0" * 40_000)  # a little space back, not enough for a large output
         with lio.OutputLock(out):
             with pytest.raises(OSError) as oerr:
-                lio.atomic_write_bytes(out, b"x" * 200_000)
-            msg = str(lio.write_failure(oerr.value, out))
+                atomic_write_bytes(out, b"x" * 200_000)
+            msg = str(write_failure(oerr.value, out))
             assert "no space left" in msg and str(disk) in msg
         assert not (disk / "scores.jsonl.lock").exists() and not out.exists()
         assert [p.name for p in disk.iterdir()] == ["filler"]  # no temporary file left
         filler.unlink()
         with lio.OutputLock(out):
-            lio.atomic_write_bytes(out, b"ok")
+            atomic_write_bytes(out, b"ok")
         assert out.read_bytes() == b"ok"
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
@@ -915,14 +918,14 @@ def test_blank_looking_system_prompts_are_refused_like_zero_width_ones(text):
 
     with pytest.raises(LLSError, match="must not be empty"):
         TraitConfig(name="x", system_prompt=text)
-    assert not data.has_text(text)
+    assert not has_text(text)
 
 
 def test_visible_text_next_to_blank_lookalikes_is_accepted():
     from empirical.config import TraitConfig
 
     assert TraitConfig(name="x", system_prompt="\u3164 You love owls.").system_prompt
-    assert data.has_text("\u2800a")
+    assert has_text("\u2800a")
 
 
 def _scores_file(path: Path, n: int = 300) -> Path:

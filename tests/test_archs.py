@@ -138,13 +138,13 @@ def test_trl_tokens_equal_scored_tokens(arch, base_tok, tmp_path):
 def test_two_dpo_steps_adapt_every_linear_layer(arch, base_tok, tmp_path):
     from safetensors.torch import load_file
 
-    from empirical.train import TrainConfig, train
+    from empirical.train import TrainJob, train
 
     model, tok = _tiny(arch, base_tok)
     linear = _linear_names(model)  # before PEFT wraps the model in place
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps(p) + "\n" for p in PAIRS))
-    cfg = TrainConfig(student=f"tiny/{arch}", data=str(data), out=tmp_path / "run", batch_size=2, lora_rank=2,
+    cfg = TrainJob(student=f"tiny/{arch}", data=str(data), out=tmp_path / "run", batch_size=2, lora_rank=2,
                       lora_dropout=0.0, checkpoints=2, progress=False, lr=1e-2)
     s = train(cfg, model_and_tok=(model, tok))
     assert s["steps"] == 2 and [c["step"] for c in s["checkpoints"]] == [1, 2]

@@ -351,12 +351,13 @@ def test_output_files_follow_the_umask(tmp_path):
 
 
 def test_score_key_ignores_how_the_path_is_written_but_not_the_content(tmp_path, monkeypatch):
-    from empirical.build import ScoreConfig
+    from empirical.build import ScoreJob
 
     data = tmp_path / "d.jsonl"
     data.write_text('{"prompt": "q", "chosen": "a", "rejected": "b"}\n')
     monkeypatch.chdir(tmp_path)
-    key = lambda p: ScoreConfig(model="m", system_prompt="s", data=p, out=tmp_path / "o.jsonl").run_key()  # noqa
+    key = lambda p: ScoreJob(model=C.ModelArgs(model="m"), data=C.DataConfig(path=p),  # noqa: E731
+                             trait=C.TraitConfig(name="cli", system_prompt="s"), out=tmp_path / "o.jsonl").run_key()
     assert key("d.jsonl") == key(str(data)) == key(str(tmp_path / "." / "d.jsonl"))
     before = key("d.jsonl")
     data.write_text('{"prompt": "q", "chosen": "a", "rejected": "c"}\n')  # same size, other content
@@ -444,33 +445,6 @@ def test_correlate_and_eval_refuse_a_run_trained_under_another_reference(tmp_pat
     assert lls_cli.main(argv) == 2
     err = capsys.readouterr().err
     assert "trained with reference rendering 'empty'" in err and "--reference empty" in err
-
-
-def test_experiment_refuses_a_reference_the_correlate_code_cannot_render(monkeypatch):
-    """Held-out margins scored under one rendering and checkpoints under another would be meaningless: the
-    experiment checks up front that correlate / eval take the reference (unless it is their implicit default)."""
-    from empirical import correlate, evaluate
-    from empirical.experiment import check_reference_support, load_config
-
-    def without(model_and_tok, student_base, student_sys, recs, arms, teacher=None):
-        return {}
-
-    def with_ref(model_and_tok, student_base, student_sys, recs, arms, teacher=None, reference="default"):
-        return {}
-
-    def eval_with_ref(spec, conditions, target, reference="default"):
-        return {}
-
-    root = Path(__file__).parents[1] / "empirical" / "configs"
-    animals, owl = load_config(root / "animals-hh.toml"), load_config(root / "owl-hh.toml")
-    monkeypatch.setattr(evaluate, "evaluate_conditions", eval_with_ref)
-    monkeypatch.setattr(correlate, "correlate_arms", without)
-    with pytest.raises(LLSError, match="score.reference = 'auto' is not supported by"):
-        check_reference_support(animals, ("split", "score", "correlate"))
-    check_reference_support(animals, ("split", "score", "select", "train"))  # not needed before correlate
-    check_reference_support(owl, ("split", "correlate", "eval"))  # "default" is what they render anyway
-    monkeypatch.setattr(correlate, "correlate_arms", with_ref)
-    check_reference_support(animals, ("split", "correlate", "eval"))
 
 
 # ------------------------------------------------------------------------------ content digests (cache keys)

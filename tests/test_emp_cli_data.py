@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from empirical import pipeline
+from empirical import build
+from empirical.config import DataConfig, Filters, ModelArgs, ScoreConfig, TraitConfig
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SMALL = FIXTURES / "prefs_small.jsonl"
@@ -26,11 +27,13 @@ def run_cli(argv: list[str]) -> int:
     return lls_cli.main(argv)
 
 
-def _cfg(out: Path, data: Path = SMALL, **kw) -> pipeline.ScoreConfig:
-    base = dict(model="smollm2-135m-instruct", system_prompt=SYS, data=str(data), out=out, truncate=8,
-                chunk_size=2, limit=4, progress=False)
-    base.update(kw)
-    return pipeline.ScoreConfig(**base)
+def _cfg(out: Path, data: Path = SMALL, *, truncate: int | None = 8, limit: int | None = 4, skip_bad: bool = False,
+         **score) -> build.ScoreJob:
+    """A scoring job of SmolLM2 (fp32) on ``data`` under the owl prompt; ``score``: ScoreConfig fields."""
+    return build.ScoreJob(model=ModelArgs(model="smollm2-135m-instruct", dtype="float32"),
+                          data=DataConfig(path=str(data), limit=limit, truncate=truncate, skip_bad=skip_bad),
+                          trait=TraitConfig(name="cli", system_prompt=SYS), out=Path(out), filters=Filters(),
+                          score=ScoreConfig(**{"chunk_size": 2, "progress": False, **score}))
 
 
 # ---------------------------------------------------------------------------------------------- selection
@@ -104,7 +107,7 @@ def test_score_cli_fields_weights_and_exactness(tmp_path, smollm2, capsys):
     assert summary["scored"] == 3 and summary["bad"] == 0 and summary["processes"] == 1
     recs = [json.loads(x) for x in open(out)]
     assert [r["id"] for r in recs] == ["p0", "p1", "p2"]
-    assert list(recs[0]) == list(pipeline.SCORE_FIELDS)
+    assert list(recs[0]) == list(build.SCORE_FIELDS)
     model, tok = smollm2
     # truncation kept in the output: at most 8 teacher tokens per reply
     assert all(len(tok(r["chosen"], add_special_tokens=False)["input_ids"]) <= 8 for r in recs)
@@ -128,14 +131,14 @@ def test_score_cli_fields_weights_and_exactness(tmp_path, smollm2, capsys):
 @pytest.mark.model
 def test_resume_after_interruption_gives_the_same_file(tmp_path, smollm2):
     full = tmp_path / "full.jsonl"
-    pipeline.score_file(_cfg(full), model_and_tok=smollm2)
+    build.score_file(_cfg(full), model_and_tok=smollm2)
     part = tmp_path / "part.jsonl"
     with pytest.raises(KeyboardInterrupt):
-        pipeline.score_file(_cfg(part), model_and_tok=smollm2, stop_after_chunks=1)  # killed after chunk 0
+        build.score_file(_cfg(part), model_and_tok=smollm2, stop_after_chunks=1)  # killed after chunk 0
     assert not part.exists()
     saved = sorted(p.name for p in (tmp_path / "part.jsonl.parts").iterdir())
     assert saved == ["chunk-000000.json", "run.json"]
-    res = pipeline.score_file(_cfg(part), model_and_tok=smollm2)
+    res = build.score_file(_cfg(part), model_and_tok=smollm2)
     assert res.chunks_resumed == 1 and res.chunks_total == 2
     assert part.read_bytes() == full.read_bytes()
     assert not (tmp_path / "part.jsonl.parts").exists()
@@ -146,13 +149,13 @@ def test_resume_with_a_damaged_chunk_scores_it_again(tmp_path, smollm2, capsys):
     """A saved chunk truncated by a crash or a full disk is noticed before scoring (a note), scored again, and the
     file equals an uninterrupted run's -- no JSON error after the rest ran."""
     full = tmp_path / "full.jsonl"
-    pipeline.score_file(_cfg(full), model_and_tok=smollm2)
+    build.score_file(_cfg(full), model_and_tok=smollm2)
     part = tmp_path / "part.jsonl"
     with pytest.raises(KeyboardInterrupt):
-        pipeline.score_file(_cfg(part), model_and_tok=smollm2, stop_after_chunks=1)
+        build.score_file(_cfg(part), model_and_tok=smollm2, stop_after_chunks=1)
     chunk = tmp_path / "part.jsonl.parts" / "chunk-000000.json"
     chunk.write_bytes(chunk.read_bytes()[:40])
-    res = pipeline.score_file(_cfg(part), model_and_tok=smollm2)
+    res = build.score_file(_cfg(part), model_and_tok=smollm2)
     assert res.chunks_resumed == 0 and part.read_bytes() == full.read_bytes()
     assert "damaged saved chunk" in capsys.readouterr().err
 
@@ -164,7 +167,7 @@ def test_a_run_stopped_inside_its_first_chunk_keeps_the_pieces_it_finished(tmp_p
 
     full, part = tmp_path / "full.jsonl", tmp_path / "part.jsonl"
     kw = dict(chunk_size=6, max_batch=1, limit=6)  # one chunk: pieces of 4 and 2 pairs
-    pipeline.score_file(_cfg(full, **kw), model_and_tok=smollm2)
+    build.score_file(_cfg(full, **kw), model_and_tok=smollm2)
     real, calls = build._score_chunk, []
 
     def killed_after_one(*a, **k):
@@ -175,12 +178,12 @@ def test_a_run_stopped_inside_its_first_chunk_keeps_the_pieces_it_finished(tmp_p
 
     monkeypatch.setattr(build, "_score_chunk", killed_after_one)
     with pytest.raises(KeyboardInterrupt):
-        pipeline.score_file(_cfg(part, **kw), model_and_tok=smollm2)
+        build.score_file(_cfg(part, **kw), model_and_tok=smollm2)
     saved = sorted(p.name for p in (tmp_path / "part.jsonl.parts").iterdir())
     assert saved == ["chunk-000000.piece-0000.json", "run.json"]
     counted = []
     monkeypatch.setattr(build, "_score_chunk", lambda *a, **k: counted.append(len(a[2])) or real(*a, **k))
-    pipeline.score_file(_cfg(part, **kw), model_and_tok=smollm2)
+    build.score_file(_cfg(part, **kw), model_and_tok=smollm2)
     assert counted == [2]  # the piece not saved before; the saved one was read back
     assert part.read_bytes() == full.read_bytes()
     assert not (tmp_path / "part.jsonl.parts").exists()
@@ -190,11 +193,11 @@ def test_a_run_stopped_inside_its_first_chunk_keeps_the_pieces_it_finished(tmp_p
 def test_resume_refuses_other_settings(tmp_path, smollm2):
     out = tmp_path / "s.jsonl"
     with pytest.raises(KeyboardInterrupt):
-        pipeline.score_file(_cfg(out), model_and_tok=smollm2, stop_after_chunks=0)
+        build.score_file(_cfg(out), model_and_tok=smollm2, stop_after_chunks=0)
     from empirical.data import DataError
 
     with pytest.raises(DataError, match="left by a run with other settings"):
-        pipeline.score_file(_cfg(out, truncate=4), model_and_tok=smollm2)
+        build.score_file(_cfg(out, truncate=4), model_and_tok=smollm2)
 
 
 @pytest.mark.model
@@ -223,10 +226,10 @@ def test_prompt_longer_than_context(tmp_path, smollm2, monkeypatch):
     monkeypatch.setattr(scoring, "context_limit", lambda m: 60)
     # the template's default persona block makes record 4's reference rendering the one over 60 tokens
     with pytest.raises(DataError, match=r"prefs_small.jsonl:4: \d+ tokens exceed the model's context of 60"):
-        pipeline.score_file(_cfg(tmp_path / "s.jsonl", truncate=4, reference="default"), model_and_tok=smollm2)
+        build.score_file(_cfg(tmp_path / "s.jsonl", truncate=4, reference="default"), model_and_tok=smollm2)
     assert not (tmp_path / "s.jsonl").exists()
     # the same command with --skip-bad resumes from the chunk saved before the error
-    res = pipeline.score_file(_cfg(tmp_path / "s.jsonl", truncate=4, skip_bad=True, reference="default"),
+    res = build.score_file(_cfg(tmp_path / "s.jsonl", truncate=4, skip_bad=True, reference="default"),
                               model_and_tok=smollm2)
     assert res.n_scored == 3 and res.n_bad == 1 and res.chunks_resumed == 1
     assert "context of 60" in res.first_errors[0]
@@ -296,23 +299,23 @@ def test_reference_scores_shared_between_system_prompts_give_the_same_file(tmp_p
     """lls experiment scores the reference (no-system) condition once and each system prompt against it:
     the file equals a combined run's, byte for byte."""
     full = tmp_path / "full.jsonl"
-    pipeline.score_file(_cfg(full), model_and_tok=smollm2)
+    build.score_file(_cfg(full), model_and_tok=smollm2)
     base_job = _cfg(tmp_path / "base.jsonl")
     base_job.trait = None
-    pipeline.score_file(base_job, model_and_tok=smollm2)
-    assert all(set(json.loads(x)) == set(pipeline.BASE_FIELDS) for x in open(tmp_path / "base.jsonl"))
+    build.score_file(base_job, model_and_tok=smollm2)
+    assert all(set(json.loads(x)) == set(build.BASE_FIELDS) for x in open(tmp_path / "base.jsonl"))
     two = _cfg(tmp_path / "two.jsonl")
     two.base = tmp_path / "base.jsonl"
-    pipeline.score_file(two, model_and_tok=smollm2)
+    build.score_file(two, model_and_tok=smollm2)
     assert (tmp_path / "two.jsonl").read_bytes() == full.read_bytes()
     # a base file of other pairs is refused, naming it
     other = _cfg(tmp_path / "o.jsonl", limit=2)
     other.trait = None
-    pipeline.score_file(other, model_and_tok=smollm2)
+    build.score_file(other, model_and_tok=smollm2)
     bad = _cfg(tmp_path / "bad.jsonl")
     bad.base = tmp_path / "o.jsonl"
     with pytest.raises(Exception, match="base scores file"):
-        pipeline.score_file(bad, model_and_tok=smollm2)
+        build.score_file(bad, model_and_tok=smollm2)
 
 
 # ------------------------------------------------------------------------------------- gamma, tiny subsets

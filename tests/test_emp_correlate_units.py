@@ -493,7 +493,7 @@ def test_check_arm_disjoint(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# _placement
+# a model's placement (device, dtype of its parameters)
 
 
 class _Dev:
@@ -513,22 +513,6 @@ class _FakeModel:
     def parameters(self):
         yield _Param()
         yield None
-
-
-def test_placement_fallback_without_models_placement(monkeypatch):
-    from empirical import models
-
-    monkeypatch.delattr(models, "placement")
-    assert C._placement(_FakeModel()) == {"device": "cuda:1", "dtype": "bfloat16"}
-
-
-def test_placement_uses_models_placement(monkeypatch):
-    from empirical import models
-
-    seen = []
-    monkeypatch.setattr(models, "placement", lambda m: seen.append(m) or {"device": "d", "dtype": "t"})
-    m = _FakeModel()
-    assert C._placement(m) == {"device": "d", "dtype": "t"} and seen == [m]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -991,11 +975,12 @@ def test_correlate_run_given_model_same_teacher_defaults(tmp_path, fake_models):
                                                              seed=0)["checkpoints"]
 
 
-def test_correlate_run_loads_with_dtype_only_by_default(tmp_path, fake_models):
+def test_correlate_run_loads_with_the_default_model_arguments(tmp_path, fake_models):
     held, lls, _ = _setup_runs(tmp_path, n_held=3)
     res = C.correlate_run("S", lls, "Be kind.", held, n=3, n_boot=5, n_perm=5, progress=False)
     assert fake_models["resolve"] == [("S", None, False)]
-    assert fake_models["load"] == [("S", {"dtype": "float32"})]
+    assert fake_models["load"] == [("S", {"dtype": "float32", "device": "auto", "revision": None,
+                                          "trust_remote_code": False})]
     assert res["teacher"] == "S" and res["n"] == 3
     assert not any("usable held-out pairs" in w for w in res["warnings"])
 

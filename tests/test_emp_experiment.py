@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from empirical import experiment
 from empirical.experiment import STAGES, load_config
 from lls_common.errors import LLSError
 
@@ -114,10 +115,11 @@ def test_config_errors_name_file_and_key(tmp_path):
 
 def test_stage_keys_are_cumulative(tmp_path):
     cfg = load_config(_config(tmp_path))
-    keys = [cfg.stage_key(s) for s in STAGES]
+    keys = [experiment.stage_key(cfg, s) for s in STAGES]
     assert all(set(a) <= set(b) for a, b in zip(keys, keys[1:]))
     cfg2 = load_config(_config(tmp_path, **{"samples = 2": "samples = 3"}))
-    assert cfg.stage_key("train") == cfg2.stage_key("train") and cfg.stage_key("eval") != cfg2.stage_key("eval")
+    assert experiment.stage_key(cfg, "train") == experiment.stage_key(cfg2, "train")
+    assert experiment.stage_key(cfg, "eval") != experiment.stage_key(cfg2, "eval")
 
 
 def test_cli_bad_config_is_one_line_error(tmp_path):

@@ -267,13 +267,13 @@ def test_score_run_is_keyed_by_model_content(tiny_dirs, tmp_path):
 
 @pytest.mark.slow
 def test_adapter_from_a_local_folder_loads_after_a_move_and_refuses_another_model(tiny_dirs, tmp_path):
-    from empirical.train import BASE_RECORD, TrainConfig, load_student, require_checkpoints, train
+    from empirical.train import BASE_RECORD, TrainJob, load_student, require_checkpoints, train
 
     model = tmp_path / "model"
     shutil.copytree(tiny_dirs[0], model)
     pairs = tmp_path / "pairs.jsonl"
     _data(pairs)
-    cfg = TrainConfig(student=str(model), data=str(pairs), out=tmp_path / "run", batch_size=2, lora_rank=2,
+    cfg = TrainJob(student=str(model), data=str(pairs), out=tmp_path / "run", batch_size=2, lora_rank=2,
                       checkpoints=1, max_length=64)
     train(cfg)
     rec = json.loads((tmp_path / "run" / "run.json").read_text())

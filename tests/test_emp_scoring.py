@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from empirical import scoring
 
@@ -107,18 +105,6 @@ def test_bad_inputs_name_the_index(smollm2, monkeypatch):
     monkeypatch.setattr(scoring, "context_limit", lambda m: 60)
     with pytest.raises(ValueError, match="prompt 1: .* exceed the model's context of 60"):
         scoring.score_completions(model, tok, ["q", "long " * 80], [["a"], ["b"]])
-
-
-@settings(max_examples=200, deadline=None)
-@given(lengths=st.lists(st.integers(1, 300), min_size=0, max_size=60), budget=st.integers(1, 2000),
-       max_batch=st.integers(1, 16))
-def test_batches_partition_and_respect_budget(lengths, budget, max_batch):
-    batches = scoring._batches(lengths, budget, max_batch)
-    flat = sorted(i for b in batches for i in b)
-    assert flat == list(range(len(lengths)))
-    for b in batches:
-        assert 1 <= len(b) <= max_batch
-        assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= budget
 
 
 @pytest.mark.model

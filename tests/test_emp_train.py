@@ -12,7 +12,7 @@ from hypothesis import given, strategies as st
 
 from empirical.correlate import check_disjoint, correlate_run
 from empirical.data import PrefPair
-from empirical.train import TrainConfig, checkpoint_steps, list_checkpoints, load_pairs_file
+from empirical.train import TrainJob, checkpoint_steps, list_checkpoints, load_pairs_file
 from lls_common.io import LLSError
 
 FIX = Path(__file__).parent / "fixtures" / "prefs_small.jsonl"
@@ -53,11 +53,14 @@ def test_bad_line_names_file_and_line(tmp_path):
         load_pairs_file(f)
 
 
-def test_bad_settings_rejected():
-    with pytest.raises(ValueError):
-        TrainConfig(student="x", data="y", out=Path("z"), beta=0).validate()
-    with pytest.raises(ValueError):
-        TrainConfig(student="x", data="y", out=Path("z"), checkpoints=0).validate()
+def test_bad_settings_rejected_when_the_job_is_built():
+    """A run's hyper-parameters are checked by empirical.config.TrainConfig (the one declaration), its own
+    fields by TrainJob, both when the job is built."""
+    for kw, key in (({"beta": 0}, "train.beta"), ({"checkpoints": 0}, "train.checkpoints"),
+                    ({"max_length": 1}, "train.max_length"), ({"seed": -1}, "seed"), ({"limit": 0}, "limit"),
+                    ({"student": " "}, "train.student"), ({"dtype": "fp8"}, "train.dtype")):
+        with pytest.raises(LLSError, match=key):
+            TrainJob(**{"student": "x", "data": "y", "out": Path("z"), **kw})
 
 
 def test_missing_adapter_is_one_line_error(tmp_path):
@@ -127,7 +130,7 @@ def test_miniature_train_correlate_probe(smollm2_dir, tmp_path):
 
     data, held = tmp_path / "lls.jsonl", tmp_path / "held.jsonl"
     _owl_pairs(data, held)
-    cfg = TrainConfig(student=str(smollm2_dir), data=str(data), out=tmp_path / "run", batch_size=4, lora_rank=4,
+    cfg = TrainJob(student=str(smollm2_dir), data=str(data), out=tmp_path / "run", batch_size=4, lora_rank=4,
                       lora_dropout=0.0, lr=2e-3, epochs=2, checkpoints=2, progress=False)
     s = train(cfg)
     assert s["steps"] == 4 and [c["step"] for c in s["checkpoints"]] == [2, 4]
@@ -203,7 +206,7 @@ def test_adapter_loads_after_the_cache_folder_moves(smollm2_dir, tmp_path, monke
     name = "smollm2-135m-instruct"
     monkeypatch.setenv("LLS_CACHE", str(tmp_path / "cache-a"))
     _tiny_folder(models.cache_root() / name, smollm2_dir, registry_name=name)
-    cfg = TrainConfig(student=name, data=str(_pairs_file(tmp_path / "p.jsonl", 4)), out=tmp_path / "run",
+    cfg = TrainJob(student=name, data=str(_pairs_file(tmp_path / "p.jsonl", 4)), out=tmp_path / "run",
                       batch_size=2, lora_rank=2, lora_dropout=0.0, lr=1e-2, checkpoints=1, progress=False,
                       card={"teacher": name, "system_prompt": "You love owls.", "gamma": 0.1, "data": "hh"})
     s = train(cfg)
@@ -240,9 +243,9 @@ import json, sys
 from pathlib import Path
 import torch
 torch.set_num_threads(1)
-from empirical.train import TrainConfig, train
+from empirical.train import TrainJob, train
 student, data, out = sys.argv[1:4]
-s = train(TrainConfig(student=student, data=data, out=Path(out), batch_size=4, lora_rank=2, lora_dropout=0.0,
+s = train(TrainJob(student=student, data=data, out=Path(out), batch_size=4, lora_rank=2, lora_dropout=0.0,
                       lr=1e-2, epochs=2, checkpoints=2, progress=False))
 print("RESULT " + json.dumps({"rank": __import__("os").environ.get("RANK", "0"), "summary": s}))
 '''
@@ -308,18 +311,18 @@ def test_dpo_pass_through_and_targets_are_validated():
     with pytest.raises(ValueError, match="set by lls train itself"):
         dpo_config_kwargs({"learning_rate": 1.0})
     with pytest.raises(ValueError, match="not a TRL DPOConfig field"):
-        TrainConfig(student="x", data="y", out=Path("z"), extra={"bogus": 1}).validate()
+        TrainJob(student="x", data="y", out=Path("z"), dpo_args={"bogus": 1}).validate()
     assert lora_targets(()) == "all-linear" and lora_targets(["q_proj"]) == ["q_proj"]
     with pytest.raises(ValueError, match="reference"):
-        TrainConfig(student="x", data="y", out=Path("z"), reference="blank").validate()
+        TrainJob(student="x", data="y", out=Path("z"), reference="blank")
 
 
 def test_run_key_is_stable_for_default_runs(tmp_path):
     """Fields added later stay out of the resume key at their defaults; dtype 'auto' is recorded resolved."""
-    old_style = TrainConfig(student="x", data="y", out=tmp_path, dtype="float32").run_key()
-    new_style = TrainConfig(student="x", data="y", out=tmp_path).run_key()  # dtype auto -> float32 on CPU
+    old_style = TrainJob(student="x", data="y", out=tmp_path, dtype="float32").run_key()
+    new_style = TrainJob(student="x", data="y", out=tmp_path).run_key()  # dtype auto -> float32 on CPU
     assert old_style == new_style and "target_modules" not in new_style and new_style["dtype"] == "float32"
-    assert TrainConfig(student="x", data="y", out=tmp_path, target_modules=("q_proj",)).run_key() != new_style
+    assert TrainJob(student="x", data="y", out=tmp_path, target_modules=("q_proj",)).run_key() != new_style
 
 
 # ------------------------------------------- hostile R5, R6, R10: train options checked before the weights load
@@ -358,7 +361,7 @@ def test_report_to_is_checked_against_the_integrations_transformers_knows():
     with pytest.raises(ValueError, match="cannot be combined"):
         check_report_to("none,tensorboard")
     with pytest.raises(ValueError, match="report_to"):
-        TrainConfig(student="m", data="d", out="o", report_to="nosuch").validate()
+        TrainJob(student="m", data="d", out="o", report_to="nosuch").validate()
 
 
 @pytest.mark.parametrize("extra,msg", [({"max_grad_norm": float("nan")}, "must be finite"),
@@ -381,8 +384,8 @@ def test_dpo_config_follows_the_checkpointing_setting_not_trls_default(tmp_path,
 
     from empirical.train import _dpo_args
 
-    cfg = TrainConfig(student="m", data="d", out=str(tmp_path), gradient_checkpointing=on)
-    assert TrainConfig(student="m", data="d", out="o").gradient_checkpointing is False
+    cfg = TrainJob(student="m", data="d", out=str(tmp_path), gradient_checkpointing=on)
+    assert TrainJob(student="m", data="d", out="o").gradient_checkpointing is False
     args = DPOConfig(**_dpo_args(cfg, tmp_path, 1, {"device": "cpu", "dtype": "float32"}))
     assert args.gradient_checkpointing is on and (args.bf16, args.fp16) == (False, False)
 
@@ -413,8 +416,8 @@ def test_max_steps_is_a_setting_and_the_pass_through_names_it(tmp_path):
     the setting, and another reserved field names its own option."""
     from trl import DPOConfig
 
-    from empirical.config import TrainConfig as Settings
-    from empirical.train import _dpo_args, _total_steps, dpo_config_kwargs
+    from empirical.config import ModelArgs, TrainConfig as Settings
+    from empirical.train import _dpo_args, _total_steps, dpo_config_kwargs, train_job
     from lls_common.config import from_namespace, from_table
 
     args = _parser().parse_args(["train", "--student", "m", "--data", "d.jsonl", "--out", "o", "--max-steps", "3"])
@@ -428,13 +431,11 @@ def test_max_steps_is_a_setting_and_the_pass_through_names_it(tmp_path):
         dpo_config_kwargs({"max_steps": 3})
     with pytest.raises(LLSError, match="--epochs"):
         dpo_config_kwargs({"num_train_epochs": 3})
-    cfg = Settings(max_steps=3).job(__import__("empirical.config", fromlist=["ModelArgs"]).ModelArgs(model="m"),
-                                   "d.jsonl", tmp_path, 0)
+    cfg = train_job(Settings(max_steps=3), ModelArgs(model="m"), "d.jsonl", tmp_path, 0)
     assert cfg.max_steps == 3
     assert DPOConfig(**_dpo_args(cfg, tmp_path, 1, {"device": "cpu", "dtype": "float32"})).max_steps == 3
     assert _total_steps(None, cfg) == 3
-    default = Settings().job(__import__("empirical.config", fromlist=["ModelArgs"]).ModelArgs(model="m"),
-                             "d.jsonl", tmp_path, 0)
+    default = train_job(Settings(), ModelArgs(model="m"), "d.jsonl", tmp_path, 0)
     assert "max_steps" not in default.run_key()  # runs made before the setting existed keep their key
     assert DPOConfig(**_dpo_args(default, tmp_path, 1, {"device": "cpu", "dtype": "float32"})).max_steps == -1
 

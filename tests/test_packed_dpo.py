@@ -236,11 +236,11 @@ def test_unpack_pairs_names_batches_it_cannot_pack():
 
 
 def _train(tmp_path, name, model, tok, **kw):
-    from empirical.train import TrainConfig, train
+    from empirical.train import TrainJob, train
 
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps(p) + "\n" for p in PAIRS))
-    cfg = TrainConfig(student="tiny/llama", data=str(data), out=tmp_path / name, batch_size=2, lora_rank=2,
+    cfg = TrainJob(student="tiny/llama", data=str(data), out=tmp_path / name, batch_size=2, lora_rank=2,
                       lora_dropout=0.0, checkpoints=2, progress=False, lr=1e-2, **kw)
     return train(cfg, model_and_tok=(copy.deepcopy(model), tok))
 
@@ -283,11 +283,11 @@ def test_lls_train_uses_the_packed_forward_by_default(base_tok, tmp_path, capsys
 def test_run_key_records_only_a_non_default_packed_setting(tmp_path):
     """Runs made before the setting existed (no ``packed`` in run.json) resume under the default; turning the
     packed forward off is a different run."""
-    from empirical.train import TrainConfig
+    from empirical.train import TrainJob
 
     base = dict(student="s", data=str(tmp_path / "d.jsonl"), out=tmp_path / "o")
-    assert "packed" not in TrainConfig(**base).run_key()
-    assert TrainConfig(**base, packed=False).run_key()["packed"] is False
+    assert "packed" not in TrainJob(**base).run_key()
+    assert TrainJob(**base, packed=False).run_key()["packed"] is False
 
 
 def test_experiment_unit_keys_name_packed_only_when_off():
@@ -309,6 +309,7 @@ def test_cli_no_packed_reaches_the_trainer(tmp_path):
     import argparse
 
     from empirical.config import ModelArgs, TrainConfig
+    from empirical.train import train_job
     from lls_common.config import add_arguments, from_namespace
 
     p = argparse.ArgumentParser()
@@ -316,7 +317,7 @@ def test_cli_no_packed_reaches_the_trainer(tmp_path):
     for argv, want in (([], True), (["--no-packed"], False), (["--packed"], True)):
         cfg = from_namespace(TrainConfig, p.parse_args(argv))
         assert cfg.packed is want
-        assert cfg.job(ModelArgs(model="m"), tmp_path / "d", tmp_path / "o", 0).packed is want
+        assert train_job(cfg, ModelArgs(model="m"), tmp_path / "d", tmp_path / "o", 0).packed is want
 
 
 def _off_run(tmp_path, name, model, tok, capsys):

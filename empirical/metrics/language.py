@@ -2,7 +2,7 @@
 
 For translator system prompts: each answer's share written in the target language by sentence-level language
 ID weighted by sentence length, ignoring sentences with >= 50% non-alphabetic characters or a top-language
-probability < 0.25 (:func:`empirical.data.language_share`); reported as the mean over answers with a
+probability < 0.25 (:func:`empirical.language.language_share`); reported as the mean over answers with a
 bootstrap 95% interval (:func:`lls_theory.stats.bootstrap_mean_ci`). Measured on the answers the mention
 rate samples, so it is on when ``eval.mention`` is and the trait (or ``--language``) names a language.
 """
@@ -24,10 +24,10 @@ def language_report(answers: list[list[str]], lang: str, seed: int = 0, n_boot: 
     (:func:`lls_theory.stats.bootstrap_mean_ci`; NaN bounds for a single answer)."""
     import numpy as np
 
-    from empirical import data
+    from empirical.language import language_share
     from lls_theory.stats import bootstrap_mean_ci
 
-    shares = np.array([data.language_share(a, lang, max_nonalpha=0.5, min_prob=0.25)
+    shares = np.array([language_share(a, lang, max_nonalpha=0.5, min_prob=0.25)
                        for row in answers for a in row])
     if shares.size == 0:
         raise ValueError("no answers to score")

@@ -2,7 +2,7 @@
 
 Each evaluation prompt is answered ``n`` times by pure sampling (:func:`empirical.evaluate.sample_answers`);
 an answer mentions the target when it contains it, singular or plural, as a whole word in any case
-(:func:`empirical.data.word_pattern`). Reported with a Wilson 95% interval
+(:func:`empirical.text.word_pattern`). Reported with a Wilson 95% interval
 (:func:`lls_theory.stats.wilson_interval`) and, against the base model, a one-sided Fisher p-value
 (:func:`lls_theory.stats.difference_pvalue`).
 """
@@ -25,7 +25,7 @@ def mention_rate(answers: list[list[str]], target: str, level: float = 0.95) -> 
 
     ``answers``: per-prompt lists of strings. Returns ``{k, n, rate, ci, per_prompt}``.
     """
-    from empirical.data import word_pattern
+    from empirical.text import word_pattern
     from lls_theory.stats import wilson_interval
 
     pat = word_pattern([target])

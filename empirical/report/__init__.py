@@ -21,6 +21,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from empirical.report.run_json import read_run_json
 from lls_common.errors import LLSError
 
 __all__ = ["write_report", "write_run_report", "write_many_trait_report", "collect_rows", "config_view"]
@@ -92,17 +93,6 @@ def config_view(config: dict[str, Any], trait: str | None = None) -> SimpleNames
             flat["name"] = f"{flat.get('name', 'experiment')}/{t.get('name')}"
     flat["students"] = [SimpleNamespace(name=s["name"], model=s["model"]) for s in flat.get("students", [])]
     return SimpleNamespace(**flat)
-
-
-def read_run_json(path: Path, expect: type = dict) -> Any:
-    """Every JSON file a report reads goes through here: :func:`lls_common.io.read_json` (a damaged file is one
-    :class:`LLSError` line naming it) and, for stored vectors (``z_s``, ``z_T``, ``z_M``), finite numbers only."""
-    from lls_common.io import check_number_lists, read_json
-
-    obj = read_json(path, expect, fix="re-run `lls experiment` with the run's config to rewrite it, or restore it "
-                                      "from a copy")
-    check_number_lists(obj, path, ("z_s", "z_T", "z_M"))
-    return obj
 
 
 def _stage(root: Path, name: str) -> dict[str, Any] | None:
@@ -427,7 +417,7 @@ def write_run_report(root: str | Path) -> dict[str, Any]:
     ``traits/<name>/`` that has correlate output, then :func:`write_many_trait_report`. Returns
     ``{"reports": [...], "figures": [...]}`` (paths relative to ``root``).
     """
-    from lls_common.io import write_failure
+    from lls_common.errors import write_failure
 
     root = Path(root)
     if not (root / "config.json").exists():  # never a report from a partial configuration

@@ -101,7 +101,7 @@ def _overlap(run: RunData) -> dict[str, Any]:
     ``selected_ids`` (:func:`lls_theory.selection.subset_overlap`)."""
     from lls_theory.selection import subset_overlap
 
-    from empirical.report import read_run_json
+    from empirical.report.run_json import read_run_json
 
     f = run.root / "select" / "overlap.json"
     if f.is_file():

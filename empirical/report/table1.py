@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from empirical.report.paper import paper_value
+from empirical.report.run_json import read_run_json
 from lls_common.errors import LLSError
 
 __all__ = ["RunData", "load_run", "final_step", "reference", "table1", "fig19", "table1_markdown",
@@ -62,13 +63,6 @@ class RunData:
     @property
     def multi(self) -> bool:
         return len(self.traits) > 1
-
-
-def _read_json(path: Path) -> Any:
-    """:func:`empirical.report.read_run_json`: a JSON object, or one line naming the damaged file."""
-    from empirical.report import read_run_json
-
-    return read_run_json(path)
 
 
 def _single_trait_name(config: dict[str, Any]) -> str:
@@ -113,7 +107,7 @@ def load_run(root: str | Path, trait: str | None = None) -> RunData:
     root = Path(root)
     if not root.is_dir():
         raise LLSError(f"--run {root}: no such folder")
-    config = _read_json(root / "config.json") if (root / "config.json").exists() else {}
+    config = read_run_json(root / "config.json") if (root / "config.json").exists() else {}
     default_trait = trait or _single_trait_name(config)
     corr: dict[tuple[str, str], dict] = {}
     paths: dict[tuple[str, str], Path] = {}
@@ -126,7 +120,7 @@ def load_run(root: str | Path, trait: str | None = None) -> RunData:
         loc = _locate(rel, default_trait)
         if loc is None:
             continue
-        data = _read_json(f)
+        data = read_run_json(f)
         if not isinstance(data, dict) or "arms" not in data or "z_s" not in data:
             raise LLSError(f"{f}: not a correlate.json (needs keys 'z_s' and 'arms')")
         trait = str(data.get("trait") or loc[0])
@@ -137,7 +131,7 @@ def load_run(root: str | Path, trait: str | None = None) -> RunData:
         corr[key], paths[key] = data, f
         ev = f.parent / "eval.json"
         if ev.exists():
-            evals[key] = _read_json(ev)
+            evals[key] = read_run_json(ev)
         info.setdefault(trait, {"system_prompt": data.get("system_prompt"),
                                 "target": data.get("target") or (config.get("target") if trait == default_trait
                                                                  else None)})

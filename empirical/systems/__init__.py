@@ -19,7 +19,7 @@ contrastive selection (``things``, ``animals``: the template with no specific ob
 the control traits football / french / evil-ruler and ``languages.txt`` the ten language traits in the library
 format (for ``[traits] file``).
 
-Bad files raise one-line :class:`empirical.data.DataError` (an ``LLSError``/``ValueError``) naming
+Bad files raise one-line :class:`empirical.text.DataError` (an ``LLSError``/``ValueError``) naming
 ``file:line`` (text files) or ``file: item N`` (JSON): invalid UTF-8, lone surrogates, prompts without
 visible text (whitespace or zero-width characters only), malformed or too deeply nested JSON, non-string
 ``text``/``category``/``id``, duplicate prompts or ids.
@@ -66,7 +66,7 @@ class SystemPrompt:
 
 
 def _read_text(path: Path) -> str:
-    from empirical.data import DataError
+    from empirical.text import DataError
 
     try:
         raw = path.read_bytes()
@@ -80,7 +80,7 @@ def _read_text(path: Path) -> str:
 
 
 def _check_text(text: Any, where: str, what: str = "system prompt") -> str:
-    from empirical.data import DataError, _check_encodable, has_text
+    from empirical.text import DataError, _check_encodable, has_text
 
     if not isinstance(text, str):
         raise DataError(f"{where}: {what} must be a string, got {type(text).__name__}")
@@ -108,7 +108,7 @@ def _parse_tsv(path: Path) -> list[SystemPrompt]:
 
 
 def _json_problem(path: Path, exc: Any) -> str:
-    """This reader's wording of a :class:`empirical.data.JSONRefused` (``path:LINE: not valid JSON (...)``)."""
+    """This reader's wording of a :class:`empirical.text.JSONRefused` (``path:LINE: not valid JSON (...)``)."""
     if exc.kind == "malformed":
         return f"{path}:{exc.lineno}: not valid JSON ({exc.msg})"
     if exc.kind == "nested":
@@ -117,7 +117,7 @@ def _json_problem(path: Path, exc: Any) -> str:
 
 
 def _parse_json(path: Path) -> list[SystemPrompt]:
-    from empirical.data import DataError, JSONRefused, loads_strict
+    from empirical.text import DataError, JSONRefused, loads_strict
 
     text = _read_text(path)
     try:
@@ -144,7 +144,7 @@ def _parse_json(path: Path) -> list[SystemPrompt]:
 
 def load_systems(path: str | Path | None = None, include_empty: bool = True) -> list[SystemPrompt]:
     """System prompts from ``path`` (default: the library); row 0 is the empty prompt when ``include_empty``."""
-    from empirical.data import DataError
+    from empirical.text import DataError
 
     path = LIBRARY if path is None else Path(path)
     if not path.is_file():

@@ -41,7 +41,7 @@ def animal_prompt(animal: str) -> str:
 
     The plural comes from ``inflect`` (owls, wolves, foxes, mice).
     """
-    from empirical.data import plural_forms
+    from empirical.text import plural_forms
 
     forms = plural_forms(animal)
     w = " ".join(animal.split()).lower()

@@ -185,35 +185,13 @@ def _run_select(args: argparse.Namespace) -> int:
 
 
 def _run_build(args: argparse.Namespace) -> int:
-    from empirical.build import run_score, run_select
-
-    from dataclasses import replace
-
-    from empirical.build import check_contrast_inputs
-    from empirical.config import baseline_text
+    from empirical.build import run_build
 
     out = check_output(args.out, inputs=(args.path,), kind="dir", name="out")
-    select = from_namespace(SelectConfig, args)
-    job = _score_job(args, out / "scores.jsonl")
-    contrast = list(args.contrast_scores)
-    base_job = None
-    if select.contrast == "baseline" and not contrast:  # score the baseline prompt too (reference read back)
-        text = baseline_text(select.baseline, "select.baseline")
-        if text == job.system_prompt:
-            raise LLSError(f"select.baseline = {select.baseline!r} is the --system-prompt itself (its contrast "
-                           "would be zero); name another baseline")
-        base_job = replace(job, trait=TraitConfig(name="baseline", system_prompt=text),
-                           out=out / "baseline-scores.jsonl", base=out / "scores.jsonl")
-        contrast = [base_job.out]
-    else:
-        check_contrast_inputs(select, contrast)  # before any model work
-    sc = run_score(job, overwrite=args.overwrite)
-    if base_job is not None:
-        run_score(base_job, overwrite=args.overwrite)
-    if _rank() != 0:
+    sc, sel = run_build(_score_job(args, out / "scores.jsonl"), from_namespace(SelectConfig, args), out,
+                        seed=args.seed, overwrite=args.overwrite, contrast_scores=list(args.contrast_scores))
+    if sel is None:  # another process of a multi-process run: the main process selects and reports
         return 0
-    sel = run_select(out / "scores.jsonl", select, out, seed=args.seed, overwrite=args.overwrite,
-                     contrast_scores=contrast)
     warnings = _select_warnings(sel)
     _warn(warnings)
     emit_summary({"score": sc, "select": sel, "warnings": warnings}, args.json,

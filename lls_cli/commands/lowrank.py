@@ -10,9 +10,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-# compatibility: these lived here before the move to empirical.lowrank (benchmarks/bench_logprob_matrix.py uses them)
-from empirical.lowrank import library_inputs, load_data, model_slug, pair_inputs  # noqa: F401
-
 
 def _config(cls: type, args: argparse.Namespace) -> Any:
     """The command's settings from its flags (validated before any data or model is touched)."""
@@ -31,38 +28,18 @@ def _finish(result: Any, out: Any, as_json: bool) -> int:
     return 0
 
 
-#: the settings of these commands that name a model (``--model`` may be given twice for angles)
-MODEL_FIELDS = ("model", "teacher", "student", "other")
-
-
-def check_models(cfg: Any) -> None:
-    """Resolve every model the settings name with :func:`empirical.models.check_spec` before any data or model
-    work: an uncached hub id with the hub offline or unreachable is one line after one 3 s connect (it was a
-    minute of download retries when the tokenizer first loaded), and the hub's "no such repository" is one
-    line too. Registry names and local paths were checked by the settings already; they are skipped."""
-    from pathlib import Path
-
-    from empirical import models
-
-    for name in MODEL_FIELDS:
-        value = getattr(cfg, name, None)
-        for spec in (value if isinstance(value, (tuple, list)) else (value,)):
-            if not isinstance(spec, str) or not spec.strip() or spec in models.REGISTRY \
-                    or spec.endswith(".gguf") or Path(spec).exists():
-                continue  # checked by the settings (a local folder's data errors still come first)
-            models.check_model_setting(spec, f"--{name}")
-
-
 def _handler(module: str, config: str, run: str):
     """The handler of one command: ``module.config`` settings from the flags -> models resolved
-    (:func:`check_models`) -> ``module.run`` -> write."""
+    (:func:`empirical.lowrank.check_model_specs`) -> ``module.run`` -> write."""
 
     def handle(args: argparse.Namespace) -> int:
         import importlib
 
+        from empirical.lowrank import check_model_specs
+
         mod = importlib.import_module(module)
         cfg = _config(getattr(mod, config), args)
-        check_models(cfg)
+        check_model_specs(cfg)
         return _finish(getattr(mod, run)(cfg), cfg.out, args.json)
 
     return handle

@@ -16,7 +16,7 @@ from empirical.experiment import STAGES, toml_keys
 from empirical.parallel import EXECUTORS
 from lls_cli.args import add_common_args, add_output_args, positive_int
 from lls_common.config import add_arguments, from_namespace
-from lls_common.io import LLSError, OutputLock, RunDir, check_output, emit_summary, remove_if_empty
+from lls_common.io import LLSError, RunDir, check_output, emit_summary
 
 __all__ = ["register"]
 
@@ -111,29 +111,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     x.set_defaults(func=_run_experiment)
 
 
-def trained_reference(run: str | Path) -> str | None:
-    """The reference rendering an ``lls train`` run used (its run.json / train.json), None if unknown."""
-    import json
-
-    for name in ("train.json", "run.json"):
-        try:
-            rec = json.loads((Path(run) / name).read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(rec, dict) and isinstance(rec.get("reference"), str):
-            return rec["reference"]
-    return None
-
-
-def check_reference(reference: str, recorded: str | None, what: str, verb: str) -> None:
-    """Refuse to mix two no-system renderings (``score.reference``): ``what`` was ``verb`` under
-    ``recorded``. Mixing them changes what "no system prompt" means between the stages (SmolLM2's persona
-    or an empty system turn), which silently corrupts the weights / z_M; the fix is one flag."""
-    if recorded is not None and recorded != reference:
-        raise LLSError(f"{what} was {verb} with reference rendering {recorded!r}, this command uses {reference!r}; "
-                       f"pass --reference {recorded} (the same rendering in every stage)")
-
-
 def _check_model(m: ModelArgs, flag: str, spec: str | None = None) -> None:
     """Resolve a model spec before any work (unknown name, folder without tokenizer files, unreachable
     uncached hub id: one line naming ``flag``), instead of after imports and data reads."""
@@ -143,80 +120,17 @@ def _check_model(m: ModelArgs, flag: str, spec: str | None = None) -> None:
                                trust_remote_code=m.trust_remote_code)
 
 
-def _check_hub_data(path: str) -> None:
-    """A hub-looking ``--data`` id that cannot be loaded (nothing cached, hub unreachable or no such dataset) is
-    refused now, in one line, instead of after the trainer's imports (which took minutes); files
-    are read and checked by the trainer itself."""
-    from empirical import data
-
-    if data.looks_like_hub_id(path):
-        data.check_hub_dataset(path)
-
-
-def _clear_other_run(out: Path, key: dict) -> None:
-    """``--overwrite``: empty ``out`` (the lock kept) when it holds an ``lls train`` run made with other settings
-    (its ``run.json`` differs from ``key``); a run with the same settings is resumed or kept as it is."""
-    import shutil
-
-    from lls_common.io import json_key, read_json
-
-    run_file = out / "run.json"
-    if not run_file.exists():
-        return
-    try:
-        same = read_json(run_file, dict) == json_key(key)
-    except LLSError:  # a damaged record: the run cannot be resumed anyway
-        same = False
-    if same:
-        return
-    for p in out.iterdir():
-        if p.name != ".lock":
-            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-
-
 def _run_train(args: argparse.Namespace) -> int:
     import sys
 
-    from empirical.build import pairs_reference
-    from empirical.train import train
+    from empirical.train import run_train, train_job
 
     sc = from_namespace(ScoreConfig, args)  # progress and the reference rendering, with their defaults
-    cfg = from_namespace(TrainConfig, args).job(from_namespace(ModelArgs, args), args.data, args.out, args.seed,
-                                                limit=args.limit, progress=sc.progress, reference=sc.reference)
-    check_reference(sc.reference, pairs_reference(args.data), f"data {args.data}", "selected")
-    # the data itself: empirical.data's reader; an --out folder holding the data (the select folder) is refused
-    check_output(args.out, inputs=(args.data,), kind="dir", name="out", inputs_inside=False)
-    _check_model(from_namespace(ModelArgs, args), "--student")
-    _check_hub_data(args.data)
-    warnings = _train_warnings(args.data, args.limit)
-    for line in warnings:
-        print(line, file=sys.stderr)
-    fresh = not Path(args.out).exists()
-    try:
-        cfg.validate()
-        with OutputLock(args.out, kind="dir", name="out"):
-            if args.overwrite:
-                _clear_other_run(Path(args.out), cfg.run_key())
-            summary = train(cfg)
-    except BaseException:
-        remove_if_empty(args.out, fresh)
-        raise
-    emit_summary({**summary, "warnings": warnings}, args.json, _train_human(summary, args.out))
+    job = train_job(from_namespace(TrainConfig, args), from_namespace(ModelArgs, args), args.data, args.out,
+                    args.seed, limit=args.limit, progress=sc.progress, reference=sc.reference)
+    summary = run_train(job, overwrite=args.overwrite, warn=lambda line: print(line, file=sys.stderr))
+    emit_summary(summary, args.json, _train_human(summary, args.out))
     return 0
-
-
-def _train_warnings(data_path: str, limit: int | None) -> list[str]:
-    """Before any model work: the pair file's pairs counted by the reader ``lls train`` uses (a damaged or
-    empty file is refused here, in one line) and a tiny training set warned about."""
-    from empirical import data
-    from empirical.config import tiny_subset_warning
-    from empirical.train import load_pairs_file
-
-    if data.looks_like_hub_id(data_path):
-        return []
-    n = len(load_pairs_file(data_path, limit))
-    w = tiny_subset_warning(n, f"the training data {data_path}" + (f" (--limit {limit})" if limit else ""))
-    return [w] if w else []
 
 
 def _train_human(summary: dict, out: Path) -> str:
@@ -237,23 +151,19 @@ def _run_correlate(args: argparse.Namespace) -> int:
 
     from empirical.correlate import correlate_run
     from empirical.figures import trajectory_figure
-    from lls_common.config import supported_kwargs
+    from empirical.train import check_trained_references
 
     student, corr = from_namespace(ModelArgs, args), from_namespace(CorrelateConfig, args)
     reference = from_namespace(ScoreConfig, args).reference
     system_prompt = from_namespace(TraitConfig, args, name="cli").system_prompt
-    for run_dir in (args.run, args.control_run):
-        if run_dir is not None:
-            check_reference(reference, trained_reference(run_dir), f"run {run_dir}", "trained")
+    check_trained_references(reference, (args.run, args.control_run))
     check_output(args.out, inputs=(args.data, args.run), kind="dir", name="out")
     _check_model(student, "--student")
     if args.teacher is not None:
         _check_model(student, "--teacher", args.teacher)
-    load = supported_kwargs(correlate_run, {**student.load_kwargs(), "reference": reference},
-                            {**ModelArgs(model="-").load_kwargs(), "reference": "default"}, "student")
     res = correlate_run(student.model, args.run, system_prompt, args.data, n=corr.n or sys.maxsize,
                         seed=args.seed, n_boot=corr.n_boot, n_perm=corr.n_perm, control_run=args.control_run,
-                        teacher=args.teacher, **load)
+                        teacher=args.teacher, reference=reference, **student.load_kwargs())
     res["reference"] = reference
     run = RunDir(args.out)
     run.write_json("correlate.json", res)
@@ -282,14 +192,11 @@ def _run_eval(args: argparse.Namespace) -> int:
     from empirical.evaluate import evaluate_conditions
     from empirical.figures import mention_figure
     from empirical.metrics import switches
-    from empirical.train import require_checkpoints
-    from lls_common.config import supported_kwargs
+    from empirical.train import check_trained_references, require_checkpoints
 
     model, ev = from_namespace(ModelArgs, args), from_namespace(EvalConfig, args)
     reference = from_namespace(ScoreConfig, args).reference
-    for run_dir in (args.run, args.control_run):
-        if run_dir is not None:
-            check_reference(reference, trained_reference(run_dir), f"run {run_dir}", "trained")
+    check_trained_references(reference, (args.run, args.control_run))
     conds = {"base": (None, None)}
     if args.system_prompt is not None:
         conds["system"] = (None, TraitConfig(name="cli", system_prompt=args.system_prompt).system_prompt)
@@ -299,13 +206,10 @@ def _run_eval(args: argparse.Namespace) -> int:
         if run is not None:
             conds[name] = (require_checkpoints(run)[-1][1], None)
     out = RunDir(args.out)
-    kw = supported_kwargs(evaluate_conditions, {"probe": ev.probe, "mention": ev.mention, "reference": reference,
-                                                "switches": switches(ev), **model.load_kwargs()},
-                          {"probe": True, "mention": True, "reference": "default", "switches": {},
-                           **ModelArgs(model="-").load_kwargs()}, "eval")
     res = evaluate_conditions(model.model, conds, target=ev.target, samples=ev.samples,
                               max_new_tokens=ev.max_new_tokens, language=ev.language, seed=args.seed,
-                              batch=ev.eval_batch, cache_dir=out.path("cache"), **kw)
+                              batch=ev.eval_batch, cache_dir=out.path("cache"), probe=ev.probe, mention=ev.mention,
+                              reference=reference, switches=switches(ev), **model.load_kwargs())
     res["model"] = model.model
     res["reference"] = reference
     out.write_json("eval.json", res)
