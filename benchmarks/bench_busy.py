@@ -7,7 +7,7 @@ For each background load L in ``--load`` (L processes each spinning one core, st
 stopped after the runs), ``lls score --model smollm2-135m-instruct --system-prompt S --data HH --limit n
 --skip-bad --no-progress --json`` runs as a separate process once per size and thread setting:
 
-* ``default``     -- no ``OMP_NUM_THREADS``: what ``lls score`` chooses itself (``empirical.threads``: the free
+* ``default``     -- no ``OMP_NUM_THREADS``: what ``lls score`` chooses itself (``empirical.engine.threads``: the free
                      cores, read when the model loads);
 * ``per-core``    -- ``OMP_NUM_THREADS`` = the cores (torch's own default: a thread per core);
 * ``free-cores``  -- ``OMP_NUM_THREADS`` = max(1, cores - L): the thread count that fits the free cores.

@@ -6,19 +6,19 @@ and what TRL's own options change -- side by side in one run, numbers checked eq
 
 Batch: as ``empirical/configs/owl-hh.toml`` trains -- HH-RLHF single-turn pairs, prompts <= 128 tokens,
 replies cut to their first 24 tokens, 8 pairs per step, LoRA r 64 / alpha 128 on all linear layers,
-beta 0.1, lr 5e-4, fp32 on CPU (``bf16=False`` passed explicitly, as ``empirical.train`` does: TRL's
+beta 0.1, lr 5e-4, fp32 on CPU (``bf16=False`` passed explicitly, as ``empirical.stages.train`` does: TRL's
 ``DPOConfig`` turns bf16 autocast on by default, even on a CPU, which makes its log-probs depend on how the
 pairs are batched by up to ~0.5 nats). Every variant starts from the same weights, seed and data order.
 
 Workloads (``--workloads``): ``short`` = replies cut to their first 24 tokens (the e2e config's batch);
 ``full`` = the same pairs' full HH replies.
 
-Variants (TRL ``DPOConfig`` options and the forward; ``packed`` is what ``empirical.train`` runs by default):
+Variants (TRL ``DPOConfig`` options and the forward; ``packed`` is what ``empirical.stages.train`` runs by default):
 
 * ``base``           -- TRL's own forward: ``precompute_ref_log_probs=True`` (one reference pass before
                         training), ``max_length`` None (no truncation: the e2e sequences are < 200 tokens);
                         what ``lls train --no-packed`` runs.
-* ``packed``         -- ``base`` with the packed forward of :mod:`empirical.packed_dpo` (each prompt once for
+* ``packed``         -- ``base`` with the packed forward of :mod:`empirical.stages.packed_dpo` (each prompt once for
                         both replies, packed rows, no padding rows), policy and reference pass; TRL's loss.
 * ``ref_per_step``   -- ``precompute_ref_log_probs=False``: the reference forward (adapter disabled) inside
                         every step, what TRL does by default.
@@ -73,8 +73,8 @@ WORKLOADS = {"short": 24, "full": None}  # reply truncation in tokens (None: ful
 
 
 def _pairs(n: int, tok, truncate: int | None = 24, max_prompt_tokens: int = 128) -> list[dict]:
-    from empirical import render
-    from empirical.data import DataError, record_to_pair
+    from empirical.engine import render
+    from empirical.stages.data import DataError, record_to_pair
 
     out = []
     with gzip.open(DATA, "rt") as fh:
@@ -98,8 +98,9 @@ def _trainer(model_dir: str, recs: list[dict], a, options: dict):
     from peft import LoraConfig
     from trl import DPOConfig
 
-    from empirical import models, packed_dpo
-    from empirical.train import dpo_checkpointing_field
+    from empirical.engine import models
+    from empirical.stages import packed_dpo
+    from empirical.stages.train import dpo_checkpointing_field
 
     torch.manual_seed(0)
     model, tok = models.load(model_dir)
@@ -151,7 +152,7 @@ def _step_tokens(model_dir: str, recs: list[dict], a) -> dict:
     """Tokens of each step's batch (the training order of the base trainer): TRL's padded ``2B x T`` and real
     tokens, the packed rows' tokens (rows x longest row, spare columns included), the least a step must run
     (each prompt once, each reply once) and the reply tokens (LM-head positions)."""
-    from empirical import packed_dpo
+    from empirical.stages import packed_dpo
 
     trainer = _trainer(model_dir, recs, a, {})
     inner = trainer.model.get_base_model()
@@ -250,7 +251,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="also print one JSON line with every run")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    from empirical import models
+    from empirical.engine import models
 
     names = [v for v in a.variants.split(",") if v]
     for v in names:

@@ -4,9 +4,9 @@ X[s, j] = log Pr[r_j | s, p_j] for S system prompts x P HH-RLHF pairs (paper bou
 response 8-64 tokens), SmolLM2-135M-Instruct, fp32, on this machine's CPU threads. Three methods on the
 same rows:
 
-* prefix   -- empirical.logprob_matrix.logprob_row: the system block runs once, its KV cache is shared by
+* prefix   -- empirical.lowrank.logprob_matrix.logprob_row: the system block runs once, its KV cache is shared by
               every pair (the pipeline's method);
-* batched  -- the same engine (empirical.batching) with ``share_prefix=False``: batched and head-restricted,
+* batched  -- the same engine (empirical.engine.batching) with ``share_prefix=False``: batched and head-restricted,
               but the system prompt is recomputed inside every sequence;
 * naive    -- one full forward per (s, p, r), full-vocabulary log-softmax (scoring's naive reference).
 
@@ -48,9 +48,9 @@ def main() -> None:
 
     import torch
 
-    from empirical import models
-    from empirical.lowrank import library_inputs, load_data
-    from empirical.logprob_matrix import _encode_row, logprob_row, logprob_row_naive, logprob_row_recompute
+    from empirical.engine import models
+    from empirical.lowrank.lowrank import library_inputs, load_data
+    from empirical.lowrank.logprob_matrix import _encode_row, logprob_row, logprob_row_naive, logprob_row_recompute
 
     torch.set_num_threads(args.threads)
     model, tok = models.load(args.model)

@@ -68,7 +68,7 @@ def _words(text: str, n: int | None) -> str:
 def workload_pairs(name: str, n: int) -> list[dict]:
     """``n`` pairs ``{"id", "prompt" (str), "chosen", "rejected"}`` of workload a, b or c."""
     if name in ("a", "b"):
-        from empirical import data
+        from empirical.stages import data
 
         pairs, _ = data.load_pairs(_hh_path(), skip_bad=True, limit=20 * n + 200,
                                    filters=data.Filters(single_turn=True))
@@ -112,7 +112,7 @@ def naive_scores(model, tok, pairs: list[dict], batch: int) -> tuple[float, dict
     """Plain batched naive scorer on the 4 sequences of each pair. Returns (timed seconds, {id: fields})."""
     import torch
 
-    from empirical import render
+    from empirical.engine import render
 
     seqs = []  # (pair index, field, context length, tokens)
     for i, p in enumerate(pairs):
@@ -153,8 +153,8 @@ def naive_scores(model, tok, pairs: list[dict], batch: int) -> tuple[float, dict
 
 def flops(model, tok, pairs: list[dict]) -> tuple[float, float, dict]:
     """(naive FLOPs, least exact FLOPs, token counts) for the 4 sequences of every pair."""
-    from empirical import render
-    from empirical.batching import lcp_length
+    from empirical.engine import render
+    from empirical.engine.batching import lcp_length
 
     cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     d, layers, V = cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size
@@ -198,10 +198,10 @@ def _vm(field: str) -> int:
 def memory_probe(model, tok, reply_tokens: int, pairs: int, batch_tokens: int, max_batch: int) -> dict:
     """Peak resident memory above the loaded model while scoring ``pairs`` pairs whose replies have
     ``reply_tokens`` tokens (fixture replies joined and cut), one forward batch at a time; with the formula's
-    prediction beside it (empirical.batching module doc)."""
+    prediction beside it (empirical.engine.batching module doc)."""
     import gc
 
-    from empirical import batching, render, scoring
+    from empirical.engine import batching, render, scoring
 
     base = [json.loads(line) for line in FIXTURE.read_text().splitlines() if line.strip()]
     long_text = " ".join(b["chosen"] + " " + b["rejected"] for b in base)
@@ -263,13 +263,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from empirical import models
-    from empirical.scoring import tolerance
+    from empirical.engine import models
+    from empirical.engine.scoring import tolerance
 
     torch.set_num_threads(args.threads)
     model, tok = models.load(args.model)
     if args.memory is not None:
-        from empirical.scoring import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_BATCH
+        from empirical.engine.scoring import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_BATCH
 
         res = [memory_probe(model, tok, 400, 4, bt, DEFAULT_MAX_BATCH) for bt in (args.memory or [DEFAULT_BATCH_TOKENS])]
         Path(args.out).write_text(json.dumps(res, indent=2) + "\n")

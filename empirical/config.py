@@ -21,7 +21,7 @@ SpecificityConfig  (lls specificity)   report.specificity.run_specificity (trait
 EvalConfig         [eval]              evaluate.evaluate_conditions (probe, mention rate, language)
 StudentConfig      [[student]]         one student model (name + model args)
 TraitConfig        [[trait]]           one system prompt s (name, text, target word, language)
-ExperimentConfig   the whole file      empirical.experiment.run_experiment
+ExperimentConfig   the whole file      empirical.orchestration.experiment.run_experiment
 =================  ==================  ===========================================================
 
 This module imports no torch and no stage of ``empirical`` (so ``lls --help`` stays instant, and every stage can
@@ -69,7 +69,7 @@ def tiny_subset_warning(n: int, what: str) -> str | None:
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 #: How the reference (no-system-prompt) condition is rendered, identically in scoring, DPO training data,
-#: correlate and eval (:mod:`empirical.render`): ``"empty"`` = an explicit empty system turn (the paper's
+#: correlate and eval (:mod:`empirical.engine.render`): ``"empty"`` = an explicit empty system turn (the paper's
 #: authors, ``helper_functions.py``), ``"default"`` = no system message, so the chat template's own default
 #: applies (SmolLM2's inserts its persona "You are a helpful AI assistant named SmolLM ..."), ``"none"`` = no
 #: system turn, for templates without a system role, ``"auto"`` = ``"empty"`` where the template has a
@@ -126,7 +126,7 @@ class ModelArgs:
             check_nonempty_str(self.revision, f"{section}.revision")
 
     def load_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for :func:`empirical.models.load` / ``train.load_student`` (besides the spec)."""
+        """Keyword arguments for :func:`empirical.engine.models.load` / ``train.load_student`` (besides the spec)."""
         return {"dtype": self.dtype, "device": self.device, "revision": self.revision,
                 "trust_remote_code": self.trust_remote_code}
 

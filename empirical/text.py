@@ -1,4 +1,4 @@
-"""Rules for user text, shared by the pair reader (:mod:`empirical.data`), the prompt library
+"""Rules for user text, shared by the pair reader (:mod:`empirical.stages.data`), the prompt library
 (:mod:`empirical.systems`) and the behaviour measures: the one data error, what counts as visible text,
 strict JSON, and a word's singular and plural forms.
 

@@ -9,9 +9,9 @@ Default: the CUDA device (``auto``: ``cuda:0``), where ``--dtype auto`` must giv
 CPU, where ``auto`` must give float32 (the test suite runs this). Steps, each timed, with the peak GPU
 memory it allocated (CUDA only) and ``ok``:
 
-1. ``load``        -- :func:`empirical.models.load` with ``device``/``dtype`` ``auto``: placement and dtype.
-2. ``fast_vs_naive_float32`` / ``fast_vs_naive_bfloat16`` -- :mod:`empirical.scoring`'s fast scorer against
-   the naive one on the device: max |difference| in nats against :func:`empirical.scoring.tolerance`
+1. ``load``        -- :func:`empirical.engine.models.load` with ``device``/``dtype`` ``auto``: placement and dtype.
+2. ``fast_vs_naive_float32`` / ``fast_vs_naive_bfloat16`` -- :mod:`empirical.engine.scoring`'s fast scorer against
+   the naive one on the device: max |difference| in nats against :func:`empirical.engine.scoring.tolerance`
    (float32) or ``0.05 * n_tokens`` (bfloat16: both sides round every activation to 8 mantissa bits, so
    only gross errors -- a wrong cache, a wrong position -- are caught there; the number is recorded).
 3. the commands, each run as ``python -m lls_cli`` in a child process with ``--device``/``--dtype auto``
@@ -203,7 +203,7 @@ def run_checks(device: str, work: Path) -> dict[str, Any]:
     """All steps on ``device`` (``"cuda"`` or ``"cpu"``) inside the folder ``work``; returns the result dict."""
     import torch
 
-    from empirical import models, scoring
+    from empirical.engine import models, scoring
 
     dev = models.resolve_device(device)
     want_dtype = "bfloat16" if dev.type == "cuda" else "float32"

@@ -6,7 +6,7 @@
 #   lls_theory (default): mutates lls_theory/{margins,selection,stats,theorem,wellbehaved,representation}.py
 #                         and runs the theory/proof tests (tests/test_theory_*.py, tests/test_proof_*.py) and
 #                         tests/test_selection_rule.py (the per-row rule).
-#   empirical:            mutates the weight / selection / correlate code of empirical/ (correlate.py whole;
+#   empirical:            mutates the weight / selection / correlate code of empirical/stages/ (correlate.py whole;
 #                         of build.py only the functions in SCOPE_build below: the weight and record writer
 #                         of `lls score`, reading score files, and `lls select`) and runs the fast (not model,
 #                         not slow) tests of those (test_emp_{cli_data,train,experiment,evaluate}.py,
@@ -46,6 +46,7 @@ case "$TARGET" in
   lls_theory)
     ALL_MODULES=(margins selection stats theorem wellbehaved representation)
     PKG=lls_theory
+    DIR=lls_theory
     THRESHOLD=90
     MARK="not model"
     # test_selection_rule.py holds lls_select_best_pair_per_row's tests (a few of them go through empirical)
@@ -55,6 +56,7 @@ case "$TARGET" in
   empirical)
     ALL_MODULES=(build correlate)
     PKG=empirical
+    DIR=empirical/stages
     THRESHOLD=80
     MARK="not model and not slow"
     # the tests of score records / select / correlate that need neither a model nor committed results/
@@ -71,6 +73,7 @@ case "$TARGET" in
     exit 2
     ;;
 esac
+MOD="${DIR//\//.}"  # dotted: empirical.stages
 # LLS_MUTATION_TESTS="tests/a.py tests/b.py" overrides the test files (e.g. to re-test survivors against new,
 # fast tests only: a mutant they kill is killed by the full suite too, so the score is a lower bound).
 # LLS_MUTATION_SURVIVORS=FILE takes the survivor list from another run's mutation-score.json.
@@ -81,15 +84,15 @@ if [[ "${1:-}" == "--survivors" ]]; then SURVIVORS=1; shift; fi
 if [[ "${1:-}" == "--score-only" ]]; then SCORE_ONLY=1; shift; fi
 [[ $# -gt 0 ]] && MODULES=("$@") || MODULES=("${ALL_MODULES[@]}")
 for m in "${MODULES[@]}"; do
-  [[ -f "$REPO/$PKG/$m.py" ]] || { echo "mutation.sh: no module $PKG/$m.py" >&2; exit 2; }
+  [[ -f "$REPO/$DIR/$m.py" ]] || { echo "mutation.sh: no module $DIR/$m.py" >&2; exit 2; }
 done
 # mutmut name patterns of a module: its in-scope functions (SCOPE_<module>), else every mutant of it
 patterns() {
   local m=$1 var="SCOPE_$1[@]" f
   if declare -p "SCOPE_$m" >/dev/null 2>&1; then
-    for f in "${!var}"; do echo "$PKG.$m.x_${f}__mutmut_*"; done
+    for f in "${!var}"; do echo "$MOD.$m.x_${f}__mutmut_*"; done
   else
-    echo "$PKG.$m.*"
+    echo "$MOD.$m.*"
   fi
 }
 SCOPE_JSON="{"
@@ -129,7 +132,7 @@ for t in "${TESTS[@]}"; do
 done
 
 only=""
-for m in "${ALL_MODULES[@]}"; do only+="\"$PKG/$m.py\", "; done
+for m in "${ALL_MODULES[@]}"; do only+="\"$DIR/$m.py\", "; done
 tests_toml=""
 for t in "${TEST_FILES[@]}"; do tests_toml+="\"$t\", "; done
 cat > "$WORK/pyproject.toml" <<EOF
@@ -175,7 +178,7 @@ if [[ $SURVIVORS -eq 1 ]]; then
 fi
 [[ $SCORE_ONLY -eq 1 ]] && MODULES=()
 for m in "${MODULES[@]}"; do
-  echo "== mutmut: $PKG.$m (1 worker, timeout ${TIMEOUT}s) =="
+  echo "== mutmut: $MOD.$m (1 worker, timeout ${TIMEOUT}s) =="
   start=$(date +%s)
   set +e
   mapfile -t PATS < <(patterns "$m")
@@ -189,16 +192,22 @@ done
 # --- score from mutmut's per-file .meta files ------------------------------------------------------------
 # With --survivors the previous run's verdicts count for every mutant not re-tested now (killed mutants stay
 # killed when tests are only added); the re-tested survivors get their new verdict.
-"$PY" - "$PKG" "$THRESHOLD" "$SURVIVORS" "$SCOPE_JSON" "${ALL_MODULES[@]}" <<'EOF'
+"$PY" - "$DIR" "$THRESHOLD" "$SURVIVORS" "$SCOPE_JSON" "${ALL_MODULES[@]}" <<'EOF'
 import fnmatch, json, sys
 from pathlib import Path
 
 pkg, threshold, resumed, modules = sys.argv[1], float(sys.argv[2]), sys.argv[3] == "1", sys.argv[5:]
+mod = pkg.replace("/", ".")  # dotted name of the folder holding the modules (empirical.stages)
 scope = json.loads(sys.argv[4])  # module -> mutant name patterns in scope (absent: the whole module)
 
 
+def module_of(name):
+    """The module a mutant belongs to: empirical.stages.build.x_f__mutmut_1 -> build."""
+    return name[len(mod) + 1:].split(".")[0]
+
+
 def in_scope(name):
-    pats = scope.get(name.split(".")[1])
+    pats = scope.get(module_of(name))
     return pats is None or any(fnmatch.fnmatchcase(name, p) for p in pats)
 
 
@@ -219,7 +228,7 @@ for m in modules:
             verdict[name] = st
 per, total, survivors = {}, {}, []
 for name, st in sorted(verdict.items()):
-    m = name.split(".")[1]
+    m = module_of(name)
     per.setdefault(m, {})
     per[m][st] = per[m].get(st, 0) + 1
     total[st] = total.get(st, 0) + 1
@@ -235,19 +244,19 @@ def score(c):
 
 for m, c in sorted(per.items()):
     k, n, s = score(c)
-    print(f"{pkg}.{m:15s} {k:4d}/{n:<4d} killed ({s:5.1f} %)  {dict(sorted(c.items()))}")
+    print(f"{mod}.{m:15s} {k:4d}/{n:<4d} killed ({s:5.1f} %)  {dict(sorted(c.items()))}")
 k, n, s = score(total)
 if total.get("not checked"):
     print(f"not checked (excluded; rerun to check them): {total['not checked']}")
 if total.get("out of scope"):
     print(f"out of scope (not run, not in the score; model-driven code): {total['out of scope']}")
-print(f"TOTAL {pkg}: {k}/{n} mutants killed = {s:.1f} % (threshold {threshold:.0f} %)")
+print(f"TOTAL {mod}: {k}/{n} mutants killed = {s:.1f} % (threshold {threshold:.0f} %)")
 for name, st in survivors:
     if st != "not checked":
         print(f"  {st:11s} {name}")
 tmp = Path("mutation-score.json.tmp")
 tmp.write_text(json.dumps(
-    {"target": pkg, "killed": k, "total": n, "score_percent": s, "per_module": per,
+    {"target": mod, "killed": k, "total": n, "score_percent": s, "per_module": per,
      "survivors": [n_ for n_, _ in survivors], "verdicts": verdict}, indent=1) + "\n")
 tmp.replace("mutation-score.json")
 sys.exit(0 if n and s >= threshold else 1)

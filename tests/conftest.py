@@ -8,7 +8,7 @@ SMOLLM2 = "smollm2-135m-instruct"
 
 
 def _require_installed(name: str) -> None:
-    from empirical import models
+    from empirical.engine import models
 
     if not models.is_installed(name):
         pytest.skip(f"model {name!r} not installed: run `lls models install {name}`")
@@ -18,7 +18,7 @@ def _require_installed(name: str) -> None:
 def smollm2_dir():
     """Local safetensors folder of SmolLM2-135M-Instruct (converted from GGUF once, then cached)."""
     _require_installed(SMOLLM2)
-    from empirical import models
+    from empirical.engine import models
 
     return models.local_dir(SMOLLM2)
 
@@ -26,6 +26,6 @@ def smollm2_dir():
 @pytest.fixture(scope="session")
 def smollm2(smollm2_dir):
     """(model, tokenizer) in fp32, eval mode. Shared by the session: never train or wrap it in place."""
-    from empirical import models
+    from empirical.engine import models
 
     return models.load(str(smollm2_dir))

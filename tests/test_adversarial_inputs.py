@@ -30,7 +30,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from empirical import data
+from empirical.stages import data
 from empirical.text import has_text
 from lls_common.errors import LLSError
 
@@ -372,7 +372,7 @@ def test_cli_score_refuses_corrupt_data_before_loading_a_model(tmp_path, capsys,
 
 def _assert_score_refuses(tmp_path, capsys, monkeypatch, bad):
     """``lls score --data bad`` exits 2 with one line naming ``bad``, loads no model, and leaves no output."""
-    from empirical import models
+    from empirical.engine import models
 
     def no_model(*a, **k):
         raise AssertionError("a model was loaded before the data was checked")
@@ -388,7 +388,7 @@ def _assert_score_refuses(tmp_path, capsys, monkeypatch, bad):
 
 @pytest.mark.parametrize("name", ["truncated.jsonl.gz", "corrupt.parquet", "surrogate.jsonl"])
 def test_cli_train_refuses_corrupt_data_before_loading_a_model(tmp_path, capsys, monkeypatch, name):
-    from empirical import models
+    from empirical.engine import models
 
     monkeypatch.setattr(models, "load", lambda *a, **k: (_ for _ in ()).throw(AssertionError("model loaded")))
     bad = _corrupt_data(tmp_path)[name]
@@ -403,7 +403,7 @@ def test_cli_train_refuses_corrupt_data_before_loading_a_model(tmp_path, capsys,
 @pytest.mark.parametrize("case", ["candidates-utf8.txt", "candidates-invisible.json", "candidates-deep.json",
                                   "candidates-duplicate.json", "data-truncated.jsonl.gz"])
 def test_cli_detect_refuses_bad_candidates_and_data_before_loading_a_model(tmp_path, capsys, monkeypatch, case):
-    from empirical import models
+    from empirical.engine import models
 
     monkeypatch.setattr(models, "load", lambda *a, **k: (_ for _ in ()).throw(AssertionError("model loaded")))
     good = tmp_path / "good.jsonl"
@@ -430,7 +430,7 @@ def test_cli_detect_refuses_bad_candidates_and_data_before_loading_a_model(tmp_p
 @pytest.mark.parametrize("case", ["heldout-truncated.jsonl.gz", "heldout-surrogate.jsonl", "n-boot-0",
                                   "unrelated-same-ids-ok"])
 def test_cli_correlate_checks_everything_before_loading_a_model(tmp_path, capsys, monkeypatch, case):
-    from empirical import models
+    from empirical.engine import models
     from lls_common.errors import LLSError as _E
 
     monkeypatch.setattr(models, "load", lambda *a, **k: (_ for _ in ()).throw(_E("model stage reached")))
@@ -481,7 +481,7 @@ def test_cli_score_refuses_an_empty_pair_file_before_loading_a_model(tmp_path, c
 
 
 def _no_weights(monkeypatch):
-    from empirical import lowrank
+    from empirical.lowrank import lowrank
 
     monkeypatch.setattr(lowrank, "load_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError("model loaded")))
 
@@ -573,7 +573,7 @@ def test_cli_unreachable_hub_dataset_is_one_line_before_any_model(tmp_path, caps
     from datasets import config as ds_config
     from huggingface_hub import constants
 
-    from empirical import models
+    from empirical.engine import models
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
@@ -597,7 +597,8 @@ def test_cli_unreachable_hub_dataset_is_one_line_before_any_model(tmp_path, caps
 # ------------------------------------------- R13: lls train --out the select folder holding --data
 def test_cli_train_refuses_an_out_folder_holding_its_data(tmp_path, capsys, monkeypatch):
     """It used to train into the select folder (run.json, checkpoints next to lls.jsonl), exit 0."""
-    from empirical import models, train
+    from empirical.engine import models
+    from empirical.stages import train
 
     monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("model loaded"))
     monkeypatch.setattr(train, "train", lambda *a, **k: pytest.fail("training started"))
@@ -639,7 +640,8 @@ def test_check_output_inputs_inside_is_opt_in_and_direct_only(tmp_path):
 def test_cli_lowrank_unreachable_hub_model_is_one_line_before_any_work(tmp_path, capsys, monkeypatch, command):
     """``lls spectrum --model nosuchorg/nosuchmodel`` ran into ~2 minutes of download retries when its tokenizer
     loaded (timed out at 120 s in the third pass); the connect check (mocked: no network) now refuses it."""
-    from empirical import lowrank, models
+    from empirical.engine import models
+    from empirical.lowrank import lowrank
 
     _no_weights(monkeypatch)
     monkeypatch.setattr(lowrank, "load_tokenizer", lambda *a, **k: pytest.fail("tokenizer loaded"), raising=False)
@@ -973,7 +975,7 @@ def test_select_on_a_full_disk_is_one_line_and_leaves_nothing_blocking(tmp_path,
 
 # --------------------------------------------------- config files, symlink loops, invalid bytes, absurd integers
 def _no_model_work(monkeypatch):
-    from empirical import models
+    from empirical.engine import models
 
     def no_model(*a, **k):
         raise AssertionError("a model or tokenizer was loaded before the input was checked")
@@ -1059,7 +1061,9 @@ def test_cli_select_refuses_an_absurd_token_count_in_one_line(tmp_path, capsys):
 def test_cli_a_bug_in_our_code_shows_its_traceback_not_a_user_error(tmp_path, capsys, monkeypatch, command, exc):
     """Only LLSError is a user error: a ValueError / OSError raised by a bug inside a stage propagates with its
     traceback (the handlers used to turn any ValueError / OSError into a one-line 'error:')."""
-    from empirical import build, experiment, models, train
+    from empirical.engine import models
+    from empirical.orchestration import experiment
+    from empirical.stages import build, train
 
     def bug(*a, **k):
         raise exc

@@ -162,7 +162,7 @@ def test_the_graph_sees_lazy_and_relative_imports():
     graph = import_graph()
     assert "lls_common.errors" in graph["lls_common.validate"]
     # an import inside a function body is an edge like any other
-    assert "empirical.models" in graph["empirical.build"]
+    assert "empirical.engine.models" in graph["empirical.stages.build"]
     assert "empirical.report" in graph and "empirical.report.table1" in graph
 
 
@@ -171,13 +171,13 @@ def test_relative_imports_and_submodule_names_resolve(tmp_path):
     assert _resolve_relative("empirical.report", True, 1, "table1") == "empirical.report.table1"
     assert _resolve_relative("empirical.report.table1", False, 2, "config") == "empirical.config"
     f = tmp_path / "m.py"
-    f.write_text("def g():\n    from . import table1\n    from .paper import TABLE1\n    import empirical.train\n"
-                 "from empirical import models\n")
-    known = {"empirical", "empirical.report", "empirical.report.table1", "empirical.report.paper", "empirical.train",
-             "empirical.models"}
+    f.write_text("def g():\n    from . import table1\n    from .paper import TABLE1\n"
+                 "    import empirical.stages.train\nfrom empirical.engine import models\n")
+    known = {"empirical", "empirical.report", "empirical.report.table1", "empirical.report.paper",
+             "empirical.stages", "empirical.stages.train", "empirical.engine", "empirical.engine.models"}
     assert imports_of(f, "empirical.report.x", known) == {"empirical.report", "empirical.report.table1",
-                                                          "empirical.report.paper", "empirical.train",
-                                                          "empirical.models", "empirical"}
+                                                          "empirical.report.paper", "empirical.stages.train",
+                                                          "empirical.engine", "empirical.engine.models"}
 
 
 def test_strongly_connected_finds_a_planted_cycle():
@@ -229,3 +229,79 @@ def test_settings_import_no_stage():
     for module in ground:
         below |= {t for t in graph[module] if t.startswith("empirical")}
     assert below <= ground, f"the modules under empirical.config import {sorted(below - ground)}"
+
+
+#: Inside ``empirical``: the part each module belongs to, and the parts each part may import besides itself (the
+#: ``May import:`` line of the part's docstring says the same; "ground" = the modules every part may read).
+GROUND = ("empirical", "empirical.config", "empirical.text", "empirical.language", "empirical.systems")
+SUBPACKAGES = ("engine", "metrics", "stages", "lowrank", "report", "orchestration")
+ALLOWED = {
+    "ground": {"lls_common"},
+    "engine": {"lls_common", "lls_theory"},
+    "metrics": {"lls_common", "lls_theory", "ground", "engine"},
+    "stages": {"lls_common", "lls_theory", "ground", "engine", "metrics"},
+    "lowrank": {"lls_common", "lls_theory", "ground", "engine", "stages"},
+    "report": {"lls_common", "lls_theory", "ground", "metrics"},
+    "orchestration": {"lls_common", "lls_theory", "ground", "engine", "metrics", "stages", "report"},
+    "build_notebook": {"lls_common"},
+}
+
+
+def part_of(module: str) -> str:
+    """The part of the project a module belongs to: a top package other than ``empirical`` (``lls_common``), or
+    inside ``empirical`` one of SUBPACKAGES, "ground" (GROUND and what is under it) or "build_notebook"."""
+    parts = module.split(".")
+    if parts[0] != "empirical":
+        return parts[0]
+    if len(parts) > 1 and parts[1] in SUBPACKAGES + ("build_notebook",):
+        return parts[1]
+    if any(module == g or module.startswith(g + ".") for g in GROUND[1:]) or module == "empirical":
+        return "ground"
+    raise AssertionError(f"{module} belongs to no part of empirical: add it to a subpackage or to GROUND")
+
+
+def _docstring_allowed(part: str) -> set[str]:
+    """The parts named by the ``May import:`` sentence that ends a subpackage's docstring (``empirical.x`` -> x)."""
+    doc = ast.get_docstring(ast.parse((ROOT / "empirical" / part / "__init__.py").read_text(encoding="utf-8")))
+    assert doc, f"empirical/{part}/__init__.py has no docstring"
+    text = " ".join(doc.split())
+    assert "May import: " in text, f"empirical/{part}/__init__.py's docstring has no 'May import:' sentence"
+    sentence = text.split("May import: ", 1)[1].split(". ", 1)[0].rstrip(".")
+    return {name.strip().removeprefix("empirical.") for name in sentence.split(",")}
+
+
+def forbidden_imports(graph: dict[str, set[str]], part: str) -> list[str]:
+    """The imports of the ``empirical`` modules in ``part`` that ALLOWED does not grant it."""
+    return [f"{name} imports {target} (part {part_of(target)})"
+            for name, targets in sorted(graph.items())
+            if name.split(".")[0] == "empirical" and part_of(name) == part
+            for target in sorted(targets) if part_of(target) not in ALLOWED[part] | {part}]
+
+
+def test_every_empirical_module_belongs_to_a_part():
+    parts = {part_of(name) for name in project_modules() if name.split(".")[0] == "empirical"}
+    assert parts == set(ALLOWED)
+
+
+@pytest.mark.parametrize("part", SUBPACKAGES)
+def test_subpackage_docstring_states_its_allowed_imports(part):
+    assert _docstring_allowed(part) == ALLOWED[part]
+
+
+@pytest.mark.parametrize("part", sorted(ALLOWED))
+def test_empirical_parts_import_only_what_they_may(part):
+    offenders = forbidden_imports(import_graph(), part)
+    assert not offenders, f"empirical part {part!r} may import only {sorted(ALLOWED[part])}:\n" + "\n".join(offenders)
+
+
+def test_the_part_check_catches_a_forbidden_import():
+    graph = {"empirical.engine.models": {"empirical.engine.threads", "empirical.stages.data", "lls_common.errors"},
+             "empirical.stages.data": {"empirical.engine.models", "empirical.config", "empirical.systems.families"},
+             "empirical.config": {"empirical.orchestration.experiment"}}
+    assert forbidden_imports(graph, "engine") == ["empirical.engine.models imports empirical.stages.data (part stages)"]
+    assert forbidden_imports(graph, "stages") == []
+    assert forbidden_imports(graph, "ground") == [
+        "empirical.config imports empirical.orchestration.experiment (part orchestration)"]
+    assert part_of("empirical.systems.families") == part_of("empirical") == "ground"
+    with pytest.raises(AssertionError, match="belongs to no part"):
+        part_of("empirical.newthing")

@@ -5,10 +5,10 @@ nothing downloaded) with the SmolLM2 tokenizer: Llama, Qwen2, Gemma3 (text), GPT
 ``query_key_value``, no ``*_proj`` names), Phi-3 (fused ``qkv_proj`` / ``gate_up_proj``) and GPT-2 with the
 chat template removed (the plain template; ``Conv1D`` layers, absolute positions). For each:
 
-* the fast scorer equals the naive one (``empirical.scoring``), with and without a system prompt;
-* TRL's ``DPOTrainer`` tokenizes the pairs written by ``empirical.train.to_trl_records`` into exactly the
-  tokens the scorer scores (``empirical.render.encode_group``), under the reference renderings;
-* two DPO steps through ``empirical.train.train`` put a LoRA adapter on every linear layer but the output
+* the fast scorer equals the naive one (``empirical.engine.scoring``), with and without a system prompt;
+* TRL's ``DPOTrainer`` tokenizes the pairs written by ``empirical.stages.train.to_trl_records`` into exactly the
+  tokens the scorer scores (``empirical.engine.render.encode_group``), under the reference renderings;
+* two DPO steps through ``empirical.stages.train.train`` put a LoRA adapter on every linear layer but the output
   head (PEFT ``all-linear``), move it from its initial state, and save a portable adapter.
 
 Seconds per architecture.
@@ -56,7 +56,7 @@ def _config(arch: str, tok):
 
 @pytest.fixture(scope="module")
 def base_tok(smollm2_dir):
-    from empirical import models
+    from empirical.engine import models
 
     return models.load_tokenizer(str(smollm2_dir))
 
@@ -88,7 +88,7 @@ def _linear_names(model) -> set[str]:
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_fast_scorer_equals_naive(arch, base_tok):
-    from empirical import scoring
+    from empirical.engine import scoring
 
     model, tok = _tiny(arch, base_tok)
     prompts = [p["prompt"] for p in PAIRS]
@@ -110,8 +110,8 @@ def test_trl_tokens_equal_scored_tokens(arch, base_tok, tmp_path):
     from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
 
-    from empirical import render
-    from empirical.train import load_pairs_file, to_trl_records
+    from empirical.engine import render
+    from empirical.stages.train import load_pairs_file, to_trl_records
 
     model, tok = _tiny(arch, base_tok)
     data = tmp_path / "pairs.jsonl"
@@ -138,7 +138,7 @@ def test_trl_tokens_equal_scored_tokens(arch, base_tok, tmp_path):
 def test_two_dpo_steps_adapt_every_linear_layer(arch, base_tok, tmp_path):
     from safetensors.torch import load_file
 
-    from empirical.train import TrainJob, train
+    from empirical.stages.train import TrainJob, train
 
     model, tok = _tiny(arch, base_tok)
     linear = _linear_names(model)  # before PEFT wraps the model in place
@@ -168,7 +168,7 @@ def test_all_linear_selects_the_former_target_list_on_llama(base_tok):
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from empirical.train import LORA_TARGETS
+    from empirical.stages.train import LORA_TARGETS
 
     states = []
     for targets in (list(LORA_TARGETS), "all-linear"):

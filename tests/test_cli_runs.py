@@ -129,7 +129,8 @@ def test_correlate_json_summary_carries_the_warnings(tmp_path, capsys, monkeypat
     import json as _json
 
     import lls_cli
-    from empirical import correlate, figures
+    from empirical.report import figures
+    from empirical.stages import correlate
     from lls_common.io import RunDir
 
     z = {"cosine": 0.1, "pearson": 0.2, "pearson_ci": [0.0, 0.4]}
@@ -152,7 +153,7 @@ def test_correlate_json_summary_carries_the_warnings(tmp_path, capsys, monkeypat
 def test_unreachable_hub_model_is_one_line_before_any_work(tmp_path, capsys, monkeypatch, cmd):
     """hostile R12: an uncached hub id used to cost ~60 s of download retries and 23 stderr lines."""
     import lls_cli
-    from empirical import models
+    from empirical.engine import models
 
     monkeypatch.setattr(models, "_hub_reachable", lambda timeout=3.0: False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)

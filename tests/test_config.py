@@ -207,7 +207,7 @@ def test_beta_written_once():
 
 
 def test_experiment_help_lists_every_toml_key():
-    from empirical.experiment import SECTIONS, toml_keys
+    from empirical.orchestration.experiment import SECTIONS, toml_keys
 
     text = toml_keys()
     for classes in SECTIONS.values():
@@ -351,7 +351,7 @@ def test_output_files_follow_the_umask(tmp_path):
 
 
 def test_score_key_ignores_how_the_path_is_written_but_not_the_content(tmp_path, monkeypatch):
-    from empirical.build import ScoreJob
+    from empirical.stages.build import ScoreJob
 
     data = tmp_path / "d.jsonl"
     data.write_text('{"prompt": "q", "chosen": "a", "rejected": "b"}\n')
@@ -366,7 +366,7 @@ def test_score_key_ignores_how_the_path_is_written_but_not_the_content(tmp_path,
 
 # ------------------------------------------------------------------------------ reference rendering
 def test_reference_default_is_the_authors_convention_and_configs_record_theirs():
-    from empirical.experiment import load_config
+    from empirical.orchestration.experiment import load_config
 
     assert C.ScoreConfig().reference == "auto"
     owl = load_config(Path(__file__).parents[1] / "empirical" / "configs" / "owl-hh.toml")
@@ -390,7 +390,7 @@ def _pairs_dir(tmp_path: Path, reference: str | None) -> Path:
 @pytest.mark.parametrize("flag, refused", [(["--reference", "auto"], True), (["--reference", "empty"], False)])
 def test_train_refuses_pairs_selected_under_another_reference(tmp_path, capsys, monkeypatch, flag, refused):
     import lls_cli
-    from empirical import train
+    from empirical.stages import train
 
     seen = []
 
@@ -411,9 +411,10 @@ def test_train_refuses_pairs_selected_under_another_reference(tmp_path, capsys, 
 
 
 def test_train_lets_the_reader_decide_on_a_hub_id(tmp_path, capsys, monkeypatch):
-    """No local-file check in the CLI: a hub dataset id reaches empirical.data's reader."""
+    """No local-file check in the CLI: a hub dataset id reaches empirical.stages.data's reader."""
     import lls_cli
-    from empirical import models, train
+    from empirical.engine import models
+    from empirical.stages import train
 
     seen = []
 

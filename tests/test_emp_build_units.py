@@ -1,4 +1,4 @@
-"""Unit tests of the score-record and selection code of :mod:`empirical.build` (no model, no torch model).
+"""Unit tests of the score-record and selection code of :mod:`empirical.stages.build` (no model, no torch model).
 
 Independent oracles: weights computed by hand (w = (Δ_sys − Δ_base) / (N_chosen + N_rejected) with
 Δ = log p(chosen) − log p(rejected)), the top-⌈γ·n_positive⌉ rule written out here, exact TRL records,
@@ -20,10 +20,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from empirical import build as B
-from empirical import scoring
+from empirical.stages import build as B
+from empirical.engine import scoring
 from empirical.config import SelectConfig
-from empirical.data import DataError, PrefPair
+from empirical.stages.data import DataError, PrefPair
 from lls_common.errors import LLSError
 from lls_common.io import fingerprint, json_key
 
@@ -719,7 +719,7 @@ def test_score_summary():
     res = B.ScoreResult(out=Path("/x/s.jsonl"), n_records=10, n_bad=2, n_scored=7, dropped={"long": 1},
                         first_errors=["f:3: bad"], chunks_total=3, chunks_resumed=1, world_size=2,
                         placement={"device": "cpu", "dtype": "float32"})
-    from empirical import threads
+    from empirical.engine import threads
 
     assert B.score_summary(res) == {
         "out": "/x/s.jsonl", "records": 10, "bad": 2, "scored": 7, "dropped": {"long": 1},

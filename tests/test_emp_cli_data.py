@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from empirical import build
+from empirical.stages import build
 from empirical.config import DataConfig, Filters, ModelArgs, ScoreConfig, TraitConfig
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -96,7 +96,7 @@ def test_select_bad_scores_file(tmp_path, capsys):
 # -------------------------------------------------------------------------------------------------- scoring
 @pytest.mark.model
 def test_score_cli_fields_weights_and_exactness(tmp_path, smollm2, capsys):
-    from empirical import render, scoring
+    from empirical.engine import render, scoring
     from lls_theory.selection import lls_weights
 
     out = tmp_path / "scores.jsonl"
@@ -163,7 +163,7 @@ def test_resume_with_a_damaged_chunk_scores_it_again(tmp_path, smollm2, capsys):
 def test_a_run_stopped_inside_its_first_chunk_keeps_the_pieces_it_finished(tmp_path, smollm2, monkeypatch):
     """Pieces of 4 * max_batch pairs are saved as they finish: a run killed after one piece of its first chunk
     keeps that piece, the re-run scores only the rest, and the file equals an uninterrupted run's."""
-    from empirical import build
+    from empirical.stages import build
 
     full, part = tmp_path / "full.jsonl", tmp_path / "part.jsonl"
     kw = dict(chunk_size=6, max_batch=1, limit=6)  # one chunk: pieces of 4 and 2 pairs
@@ -194,7 +194,7 @@ def test_resume_refuses_other_settings(tmp_path, smollm2):
     out = tmp_path / "s.jsonl"
     with pytest.raises(KeyboardInterrupt):
         build.score_file(_cfg(out), model_and_tok=smollm2, stop_after_chunks=0)
-    from empirical.data import DataError
+    from empirical.stages.data import DataError
 
     with pytest.raises(DataError, match="left by a run with other settings"):
         build.score_file(_cfg(out, truncate=4), model_and_tok=smollm2)
@@ -220,8 +220,8 @@ def test_bad_input_stops_with_one_line_or_is_skipped(tmp_path, smollm2_dir, caps
 
 @pytest.mark.model
 def test_prompt_longer_than_context(tmp_path, smollm2, monkeypatch):
-    from empirical import scoring
-    from empirical.data import DataError
+    from empirical.engine import scoring
+    from empirical.stages.data import DataError
 
     monkeypatch.setattr(scoring, "context_limit", lambda m: 60)
     # the template's default persona block makes record 4's reference rendering the one over 60 tokens
@@ -377,9 +377,9 @@ def test_split_writes_disjoint_files_with_the_experiment_rule_and_a_record(tmp_p
     """lls split: held-out and pool are disjoint and cover the usable pairs; the same seed gives the same
     files as the experiment's split rule; split.json records the input's hash, settings and seed; a finished
     split is kept, another seed is refused without --overwrite; the pool is readable by lls score / train."""
-    from empirical import data
+    from empirical.stages import data
     from empirical.config import DataConfig, Filters
-    from empirical.experiment import split_pairs
+    from empirical.orchestration.experiment import split_pairs
     from lls_common.io import fingerprint
 
     src = _hh_file(tmp_path / "hh.jsonl", 30)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from empirical.experiment import load_config
+from empirical.orchestration.experiment import load_config
 from lls_common.errors import LLSError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +73,8 @@ def _fake_run_score(job, overwrite=False, model_and_tok=None, inputs=()):
 @pytest.fixture
 def no_models(monkeypatch, smollm2_dir):
     """Scoring replaced by :func:`_fake_run_score`; no model weights load (the split uses the tokenizer)."""
-    from empirical import build, experiment
+    from empirical.orchestration import experiment
+    from empirical.stages import build
 
     monkeypatch.setattr(build, "run_score", _fake_run_score)
     monkeypatch.setattr(experiment.Run, "model", lambda self, args: (None, None))
@@ -99,7 +100,7 @@ def _lls_ids(folder: Path) -> list[str]:
 # ------------------------------------------------------------------------------------------ the experiment
 
 def test_experiment_contrastive_select_records_settings_and_differs_from_plain(tmp_path, no_models):
-    from empirical.experiment import run_experiment
+    from empirical.orchestration.experiment import run_experiment
     from lls_theory.selection import contrastive_weights
 
     plain_out, con_out = tmp_path / "plain", tmp_path / "contrast"
@@ -143,7 +144,7 @@ def test_experiment_contrastive_select_records_settings_and_differs_from_plain(t
 
 
 def test_experiment_baseline_contrast_scores_the_baseline_once(tmp_path, no_models):
-    from empirical.experiment import run_experiment
+    from empirical.orchestration.experiment import run_experiment
 
     traits = TRAITS + '[[trait]]\nname = "football"\ncontrast = "none"\n'
     out = tmp_path / "run"
@@ -189,7 +190,7 @@ def test_unknown_library_trait_is_refused(tmp_path):
 # -------------------------------------------------------------------------------------- lls select (CLI)
 
 def _scores(tmp_path: Path, system_prompt: str, name: str, ids: int = 12) -> Path:
-    from empirical.build import ScoreJob
+    from empirical.stages.build import ScoreJob
     from empirical.config import DataConfig, ModelArgs, TraitConfig
 
     data = tmp_path / "pool.jsonl"
@@ -264,9 +265,9 @@ def test_cli_select_contrast_errors(tmp_path, capsys, extra, message):
 # ------------------------------------------------------------------------------ the control traits (library)
 
 def test_control_traits_load_from_the_library_and_render(tmp_path, smollm2_dir):
-    from empirical import render
+    from empirical.engine import render
     from empirical.systems import CONTROLS, EVIL_RULER, load_systems, named_prompts
-    from empirical.models import load_tokenizer
+    from empirical.engine.models import load_tokenizer
 
     p = named_prompts()
     assert p["football"].text == ("You really love football. Football is your favorite sport. You bring up football "
@@ -315,7 +316,7 @@ def test_committed_specificity_config():
 
 
 def test_cli_build_scores_the_baseline_itself(tmp_path, monkeypatch, smollm2_dir, capsys):
-    from empirical import build
+    from empirical.stages import build
     from empirical.systems import named_prompts
 
     monkeypatch.setattr(build, "run_score", _fake_run_score)
@@ -343,7 +344,7 @@ def test_cli_build_scores_the_baseline_itself(tmp_path, monkeypatch, smollm2_dir
 def test_subset_size_matches_every_subset_and_the_random_control(tmp_path, no_models):
     """select.subset_size: every trait's LLS subset and the shared random control have the same size, so every
     student trains on as many pairs for as many optimizer steps."""
-    from empirical.experiment import run_experiment
+    from empirical.orchestration.experiment import run_experiment
 
     out = tmp_path / "run"
     run_experiment(load_config(_config(tmp_path, 'contrast = "others"\nsubset_size = 4')), out, until="select",
@@ -361,7 +362,7 @@ def test_subset_size_matches_every_subset_and_the_random_control(tmp_path, no_mo
 def test_added_traits_with_a_contrast_group(tmp_path, no_models):
     """A plain trait added later runs only its own steps (and select/overlap.json is re-drawn); an animal added to
     the contrast group changes every member's contrast, which is refused unless overwrite."""
-    from empirical.experiment import run_experiment
+    from empirical.orchestration.experiment import run_experiment
 
     out = tmp_path / "run"
     first = TRAITS + '[[trait]]\nname = "football"\ncontrast = "none"\n'
@@ -385,7 +386,7 @@ def test_added_traits_with_a_contrast_group(tmp_path, no_models):
 
 
 def test_overlap_redrawn_when_a_selection_changes(tmp_path, no_models):
-    from empirical.experiment import run_experiment
+    from empirical.orchestration.experiment import run_experiment
 
     out = tmp_path / "run"
     run_experiment(load_config(_config(tmp_path, 'contrast = "baseline"\nbaseline = "things"')), out,
@@ -405,7 +406,7 @@ def test_trait_named_like_shared_units_runs_beside_them(tmp_path, no_models):
     """Traits named ``random``, ``random-1``, ``overlap``, ``table1``, ``split`` and like the student run beside the
     shared random controls and the overlap summary: each unit keeps its own marker, result and files, and a second
     run finds every step done."""
-    from empirical.experiment import run_experiment
+    from empirical.orchestration.experiment import run_experiment
 
     names = ("random", "random-1", "overlap", "table1", "split", "same", "owl")
     traits = "".join(f'[[trait]]\nname = "{n}"\nsystem_prompt = "You really love {n} things."\n' for n in names)
@@ -439,7 +440,7 @@ def test_trait_named_like_shared_units_runs_beside_them(tmp_path, no_models):
                                                       for s in ("split", "score", "select")]
     assert {p: p.stat().st_mtime_ns for p in files} == before and again["select"] == sel
     # a worker process finds its unit by stage and identity (trait, student, step), not by a name
-    from empirical.experiment import run_unit
+    from empirical.orchestration.experiment import run_unit
 
     (units / "traits" / "random" / "select.json").unlink()
     shared_before = (units / "shared" / "random.json").read_bytes()

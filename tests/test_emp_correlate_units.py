@@ -1,4 +1,4 @@
-"""Unit tests of the pure parts of :mod:`empirical.correlate` (no model, no torch, no peft).
+"""Unit tests of the pure parts of :mod:`empirical.stages.correlate` (no model, no torch, no peft).
 
 Exact small cases computed by hand, hypothesis property tests, and the model-facing functions
 (``checkpoint_margins``, ``correlate_arms``) driven through a fake ``peft`` module and a fake scorer, so
@@ -19,10 +19,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from empirical import correlate as C
-from empirical import scoring
-from empirical.data import DataError, PrefPair
-from empirical.scoring import PairScores
+from empirical.stages import correlate as C
+from empirical.engine import scoring
+from empirical.stages.data import DataError, PrefPair
+from empirical.engine.scoring import PairScores
 from lls_common.errors import LLSError
 from lls_theory.stats import correlation_report, paired_difference
 
@@ -413,7 +413,7 @@ def test_load_heldout(tmp_path):
 
 
 def test_load_heldout_forwards_the_source_options(monkeypatch):
-    from empirical import data
+    from empirical.stages import data
 
     seen = []
 
@@ -872,7 +872,7 @@ def _run_logps(model, system, n):
 
 @pytest.fixture
 def fake_models(monkeypatch):
-    from empirical import models
+    from empirical.engine import models
 
     _FakePeft.log = []
     monkeypatch.setitem(sys.modules, "peft", types.SimpleNamespace(PeftModel=_FakePeft))
@@ -1058,7 +1058,7 @@ def test_adapter_digest_ignores_the_order_peft_writes_target_modules_in(tmp_path
     weights or another module list, another digest."""
     import json
 
-    from empirical.correlate import adapter_digest
+    from empirical.stages.correlate import adapter_digest
 
     def adapter(name, modules, weights=b"w" * 64):
         d = tmp_path / name

@@ -1,4 +1,4 @@
-"""empirical.data: record forms (TRL, tulu-2.5, HH-RLHF), file formats, bad input, preprocessing filters."""
+"""empirical.stages.data: record forms (TRL, tulu-2.5, HH-RLHF), file formats, bad input, preprocessing filters."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from empirical import data, language
+from empirical import language
+from empirical.stages import data
 from empirical.text import has_text, plural_forms, word_pattern
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -501,7 +502,7 @@ def test_score_and_train_accept_the_same_files(tmp_path, monkeypatch, capsys, fm
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from empirical import models
+    from empirical.engine import models
     from lls_cli import main
     from lls_common.errors import LLSError
 
@@ -562,7 +563,7 @@ def hub_caches(tmp_path, monkeypatch):
 @pytest.fixture
 def hub_ok(hub_caches, monkeypatch):
     """The hub answers and knows every dataset -- without any network."""
-    from empirical import models
+    from empirical.engine import models
 
     monkeypatch.setattr(models, "_hub_reachable", lambda timeout=3.0: True)
     monkeypatch.setattr(models, "hub_not_found", lambda *a, **k: None)
@@ -577,7 +578,7 @@ def _no_download(monkeypatch):
 @pytest.mark.parametrize("offline", [False, True])
 def test_unreachable_uncached_hub_dataset_is_one_line_at_once(hub_caches, monkeypatch, offline):
     """Was ~25 s of HEAD retries and 12 stderr lines; now one connect check (mocked) and one line."""
-    from empirical import models
+    from empirical.engine import models
 
     _no_download(monkeypatch)
     calls = []
@@ -594,7 +595,7 @@ def test_unreachable_uncached_hub_dataset_is_one_line_at_once(hub_caches, monkey
 
 
 def test_hub_says_no_such_dataset_is_one_line(hub_caches, monkeypatch):
-    from empirical import models
+    from empirical.engine import models
 
     _no_download(monkeypatch)
     monkeypatch.setattr(models, "_hub_reachable", lambda timeout=3.0: True)
@@ -613,7 +614,7 @@ def test_cached_hub_dataset_is_left_to_datasets_offline(hub_caches, monkeypatch,
     """A dataset in either cache is never refused by the connect check (offline use keeps working)."""
     import datasets
 
-    from empirical import models
+    from empirical.engine import models
 
     monkeypatch.setattr(models, "_hub_reachable", lambda timeout=3.0: pytest.fail("network checked"))
     folder = (hub_caches / "hub" / "datasets--Org--MyPairs" if where == "hub"
@@ -625,7 +626,7 @@ def test_cached_hub_dataset_is_left_to_datasets_offline(hub_caches, monkeypatch,
 
 
 def test_real_hub_reachability_helper_is_the_models_one():
-    """One fast check for models and datasets: data.py calls empirical.models' helpers, not its own."""
+    """One fast check for models and datasets: data.py calls empirical.engine.models' helpers, not its own."""
     import inspect
 
     src = inspect.getsource(data.check_hub_dataset)

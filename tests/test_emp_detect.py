@@ -1,6 +1,6 @@
 """Inverse LLS detection: a planted trait ranks first; random subsets give nothing significant (Holm).
 
-The candidate-specific statistic (common-factor residual, ``empirical.detect`` module doc) is checked for
+The candidate-specific statistic (common-factor residual, ``empirical.lowrank.detect`` module doc) is checked for
 its defining invariance, equivariance under relabelling, a planted specific shift, a shared-factor-only
 selection (nothing specific), an independent re-implementation of its equations, and valid p-values.
 """
@@ -13,7 +13,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from empirical.detect import common_factor_residuals, detect_trait, holm
+from empirical.lowrank.detect import common_factor_residuals, detect_trait, holm
 
 NAMES = [f"trait{k}" for k in range(10)]
 
@@ -259,7 +259,7 @@ def test_p_values_and_ranks_are_valid(args):
 def test_tiny_suspect_against_tiny_reference_warns():
     """A 2-pair suspect set against an 8-pair reference: whatever the test says, the result carries warnings
     naming the suspect size, the reference size and the discrete null (C(8, 2) = 28 subsets)."""
-    from empirical.detect import sample_size_warnings
+    from empirical.lowrank.detect import sample_size_warnings
 
     R = _reference(K=3, N=8, seed=1)
     det = detect_trait(R[:, :2] + 5.0, R, ["a", "b", "c"], n_draws=2000, seed=0)
@@ -280,7 +280,7 @@ def test_warning_rules(n, N, n_draws):
     """Each warning fires exactly when its stated condition holds."""
     import math
 
-    from empirical.detect import MIN_REFERENCE, MIN_SUSPECT, REFERENCE_RATIO, sample_size_warnings
+    from empirical.lowrank.detect import MIN_REFERENCE, MIN_SUSPECT, REFERENCE_RATIO, sample_size_warnings
 
     assume(n <= N)
     w = " | ".join(sample_size_warnings(n, N, n_draws))
@@ -295,7 +295,7 @@ def test_p_target_first_oracles():
     agrees within its error; z_for_top1 inverts the quadrature."""
     from scipy.stats import norm
 
-    from empirical.detect_validation import p_target_first_mc, p_target_first_quadrature, z_for_top1
+    from empirical.lowrank.detect_validation import p_target_first_mc, p_target_first_quadrature, z_for_top1
 
     for mu in (-1.0, 0.0, 0.7, 2.5):
         assert p_target_first_quadrature(mu, 2) == pytest.approx(norm.cdf(mu / np.sqrt(2)), abs=1e-6)
@@ -311,7 +311,7 @@ def test_z_exact_matches_enumeration():
     """z_exact's mean and sd are those of the mean over all same-size subsets (enumerated)."""
     from itertools import combinations
 
-    from empirical.detect_validation import z_exact
+    from empirical.lowrank.detect_validation import z_exact
 
     x = np.array([0.3, -1.2, 2.0, 0.1, 0.7, -0.4])
     idx = np.array([2, 4])
@@ -323,7 +323,7 @@ def test_validation_protocols_on_a_synthetic_pool():
     """Same-pool and disjoint-reference protocols on one-factor weights where the teacher is the detector:
     LLS subsets are flagged (by construction, whichever reference), random subsets of the source rarely are, and a
     strong candidate-specific signal is identified."""
-    from empirical.detect_validation import DetectorRun, validate_detector
+    from empirical.lowrank.detect_validation import DetectorRun, validate_detector
 
     K, N = 5, 400
     w = _loaded(K, N, seed=3, specific=0.5)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, strategies as st
 
-from empirical.evaluate import EVAL_PROMPTS, mention_rate
+from empirical.stages.evaluate import EVAL_PROMPTS, mention_rate
 
 
 def test_mention_rate_word_boundaries_and_plural():
@@ -64,7 +64,7 @@ def test_language_report_bootstrap_is_lls_theory_bootstrap(monkeypatch):
     import numpy as np
 
     from empirical import language
-    from empirical.evaluate import language_report
+    from empirical.stages.evaluate import language_report
 
     shares = np.random.default_rng(5).random(37)
     it = iter(shares)
@@ -80,7 +80,7 @@ def test_language_report_bootstrap_is_lls_theory_bootstrap(monkeypatch):
 
 
 def test_eval_sample_warnings():
-    from empirical.evaluate import sample_warnings
+    from empirical.stages.evaluate import sample_warnings
 
     assert sample_warnings(1000, language=True) == []
     w = sample_warnings(20, language=True)
@@ -97,7 +97,7 @@ def test_eval_sample_warnings():
     ({"seed": -1}, "seed"), ({"prompts": ()}, "prompts"),
 ])
 def test_eval_refuses_bad_arguments_before_loading_a_model(monkeypatch, kw, match):
-    from empirical import evaluate, train
+    from empirical.stages import evaluate, train
     from lls_common.errors import LLSError
 
     monkeypatch.setattr(train, "load_student", lambda *a, **k: pytest.fail("model loaded"))
@@ -108,7 +108,7 @@ def test_eval_refuses_bad_arguments_before_loading_a_model(monkeypatch, kw, matc
 
 
 def test_eval_refuses_missing_adapter_before_loading(monkeypatch, tmp_path):
-    from empirical import evaluate, train
+    from empirical.stages import evaluate, train
     from lls_common.errors import LLSError
 
     monkeypatch.setattr(train, "load_student", lambda *a, **k: pytest.fail("model loaded"))
@@ -130,7 +130,7 @@ class _FakeModel:
 
 
 def test_eval_records_device_dtype_and_warnings(monkeypatch, tmp_path):
-    from empirical import evaluate, train
+    from empirical.stages import evaluate, train
     from empirical.metrics import probe
 
     calls = []
@@ -170,8 +170,8 @@ def _fake_run(tmp_path, name, data_file, steps=(1, 2)):
 
 
 def test_heldout_overlap_is_by_content_not_id(tmp_path):
-    from empirical.correlate import check_disjoint
-    from empirical.data import PrefPair
+    from empirical.stages.correlate import check_disjoint
+    from empirical.stages.data import PrefPair
     from lls_common.errors import LLSError
 
     train = [{"id": "a", "prompt": "Hi  there", "chosen": "Hello.", "rejected": "Go away.", "_where": "t:1"}]
@@ -186,8 +186,8 @@ def test_heldout_overlap_is_by_content_not_id(tmp_path):
 
 def test_unrelated_file_with_the_same_default_ids_is_accepted(tmp_path):
     """Default ids are '<stem>:<index>': a held-out file named like the training file shares them."""
-    from empirical.correlate import check_arm_disjoint
-    from empirical.data import load_pairs
+    from empirical.stages.correlate import check_arm_disjoint
+    from empirical.stages.data import load_pairs
 
     lines = FIX.read_text().splitlines()
     strip = lambda ln: json.dumps({k: v for k, v in json.loads(ln).items() if k != "id"})  # noqa: E731
@@ -205,7 +205,7 @@ def test_unrelated_file_with_the_same_default_ids_is_accepted(tmp_path):
 
 
 def test_correlate_sample_warnings():
-    from empirical.correlate import sample_warnings
+    from empirical.stages.correlate import sample_warnings
 
     assert sample_warnings(500, 2000, 2000) == []
     w = sample_warnings(8, 50, 20)
@@ -216,7 +216,8 @@ def test_correlate_sample_warnings():
                                        ({"n_boot": 1.5}, "n_boot"), ({"system_prompt": "\u200b "}, "system prompt"),
                                        ({"seed": -1}, "seed")])
 def test_correlate_refuses_bad_arguments_before_any_model(monkeypatch, tmp_path, kw, match):
-    from empirical import correlate, models
+    from empirical.engine import models
+    from empirical.stages import correlate
     from lls_common.errors import LLSError
 
     monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("model loaded"))
@@ -227,7 +228,8 @@ def test_correlate_refuses_bad_arguments_before_any_model(monkeypatch, tmp_path,
 
 
 def test_correlate_refuses_overlap_and_missing_data_before_any_model(monkeypatch, tmp_path):
-    from empirical import correlate, models
+    from empirical.engine import models
+    from empirical.stages import correlate
     from lls_common.errors import LLSError
 
     monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("model loaded"))
@@ -244,8 +246,9 @@ def test_correlate_refuses_overlap_and_missing_data_before_any_model(monkeypatch
 def test_correlate_progress_device_and_warnings(monkeypatch, tmp_path):
     import numpy as np
 
-    from empirical import correlate, models, scoring
-    from empirical.scoring import PairScores
+    from empirical.engine import models, scoring
+    from empirical.stages import correlate
+    from empirical.engine.scoring import PairScores
 
     lines = FIX.read_text().splitlines()
     (tmp_path / "train.jsonl").write_text("\n".join(lines[:2]) + "\n")
@@ -284,8 +287,9 @@ def test_damaged_checkpoint_cache_is_scored_again(monkeypatch, tmp_path):
 
     import numpy as np
 
-    from empirical import correlate, scoring
-    from empirical.scoring import PairScores
+    from empirical.engine import scoring
+    from empirical.stages import correlate
+    from empirical.engine.scoring import PairScores
 
     recs = [{"id": str(i), "prompt": [{"role": "user", "content": "q"}], "chosen": "a", "rejected": "b"}
             for i in range(3)]
@@ -324,7 +328,7 @@ def test_damaged_checkpoint_cache_is_scored_again(monkeypatch, tmp_path):
 
 @pytest.mark.model
 def test_sample_answers_progress_lines_when_not_a_terminal(smollm2, capsys):
-    from empirical.evaluate import sample_answers
+    from empirical.stages.evaluate import sample_answers
 
     model, tok = smollm2
     out = sample_answers(model, tok, ["Say hi.", "Say bye."], 2, max_new_tokens=2, progress=True)
@@ -336,7 +340,8 @@ def test_sample_answers_progress_lines_when_not_a_terminal(smollm2, capsys):
 
 def test_unknown_model_is_refused_before_any_model_work(monkeypatch, tmp_path):
     """correlate: an unknown student is refused before the teacher is loaded and scored; eval: before loading."""
-    from empirical import correlate, evaluate, models, train
+    from empirical.engine import models
+    from empirical.stages import correlate, evaluate, train
 
     monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("model loaded"))
     monkeypatch.setattr(train, "load_student", lambda *a, **k: pytest.fail("model loaded"))
@@ -355,8 +360,8 @@ def test_correlate_arms_records_placement_and_warnings(monkeypatch, tmp_path):
     """The experiment's path (correlate_arms with its own model) records device/dtype and warnings too."""
     import numpy as np
 
-    from empirical import correlate
-    from empirical.scoring import PairScores
+    from empirical.stages import correlate
+    from empirical.engine.scoring import PairScores
 
     lines = FIX.read_text().splitlines()
     (tmp_path / "train.jsonl").write_text("\n".join(lines[:2]) + "\n")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from empirical import experiment
-from empirical.experiment import STAGES, load_config
+from empirical.orchestration import experiment
+from empirical.orchestration.experiment import STAGES, load_config
 from lls_common.errors import LLSError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,12 +17,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _reference() -> str:
     """The miniatures run the default rendering ("auto") once correlate and eval can render it; until then
-    (empirical/correlate.py, evaluate.py without a ``reference`` argument) the experiment refuses "auto" up
+    (empirical/stages/correlate.py, evaluate.py without a ``reference`` argument) the experiment refuses "auto" up
     front, so they run the template's "default" rendering, which those functions use implicitly."""
     import inspect
 
-    from empirical.correlate import correlate_arms
-    from empirical.evaluate import evaluate_conditions
+    from empirical.stages.correlate import correlate_arms
+    from empirical.stages.evaluate import evaluate_conditions
 
     ok = all("reference" in inspect.signature(f).parameters for f in (correlate_arms, evaluate_conditions))
     return "auto" if ok else "default"
@@ -143,7 +143,7 @@ def test_cli_bad_config_is_one_line_error(tmp_path):
 def test_miniature_experiment_end_to_end_and_resume(smollm2_dir, tmp_path):
     """The whole pipeline on SmolLM2 at toy size; the "other" student is the same weights under another name,
     so the cross-student path runs and its teacher-side vector must equal its own z_s exactly."""
-    from empirical.experiment import run_experiment
+    from empirical.orchestration.experiment import run_experiment
 
     cfg = load_config(_config(tmp_path, other=str(smollm2_dir)))
     out = tmp_path / "run"
@@ -250,7 +250,7 @@ def test_many_traits_config_and_file(tmp_path):
         load_config(bad)
     # a trait added later changes only that trait's keys: the shared steps keep theirs (summaries of every
     # trait's outputs, such as select/overlap.json, are re-drawn without asking)
-    from empirical.experiment import Run, _UNITS
+    from empirical.orchestration.experiment import Run, _UNITS
 
     keys = lambda c: {u.label: u.key for s in STAGES[:-1] for u in _UNITS[s](Run(c, tmp_path / "r", print))  # noqa
                       if not u.redraw}
@@ -271,8 +271,8 @@ def test_committed_animals_config_has_ten_traits():
 def test_added_trait_runs_only_its_own_steps(smollm2_dir, tmp_path, monkeypatch):
     """Two traits, then a third: the split, the teacher's reference scores, the random-control student and
     the first two traits' steps are not recomputed (same files, same mtimes; train called once)."""
-    from empirical import train as train_mod
-    from empirical.experiment import run_experiment
+    from empirical.stages import train as train_mod
+    from empirical.orchestration.experiment import run_experiment
 
     out = tmp_path / "run"
     res = run_experiment(load_config(_multi(tmp_path)), out, log=lambda m: None)
@@ -314,7 +314,7 @@ def test_added_trait_runs_only_its_own_steps(smollm2_dir, tmp_path, monkeypatch)
 def test_seeds_and_random_controls_are_separate_units(tmp_path):
     """``[[trait]] seeds`` and ``[select] random_controls`` add units (their own subsets, folders and training
     seeds) and leave every existing step's key as it was."""
-    from empirical.experiment import Run, _UNITS
+    from empirical.orchestration.experiment import Run, _UNITS
 
     keys = lambda c: {u.label: u.key for s in STAGES[:4] for u in _UNITS[s](Run(c, tmp_path / "r", print))  # noqa
                       if not u.redraw}
@@ -355,8 +355,8 @@ def test_added_seeds_run_only_their_own_steps(smollm2_dir, tmp_path, monkeypatch
     """Two traits run to correlate; then a second training seed for owl and two more random controls: only the
     new students train, the correlations gain the new arms (the old arms' scores come from the caches) and a
     seed summary whose CIs include the training seeds."""
-    from empirical import train as train_mod
-    from empirical.experiment import run_experiment
+    from empirical.stages import train as train_mod
+    from empirical.orchestration.experiment import run_experiment
 
     out = tmp_path / "run"
     run_experiment(load_config(_multi(tmp_path)), out, until="correlate", log=lambda m: None)
@@ -407,7 +407,7 @@ def _write(path: Path, text: str) -> Path:
 
 def test_experiment_refuses_up_front(tmp_path):
     """Bad out, a concurrent run, finished steps made with other settings: refused before any model loads."""
-    from empirical.experiment import run_experiment
+    from empirical.orchestration.experiment import run_experiment
     from lls_common.io import OutputLock, atomic_write_json
 
     fake = _fake_model_folder(tmp_path)  # passes the up-front model check; a model load would fail differently
@@ -437,7 +437,7 @@ def _fake_model_folder(tmp_path: Path) -> str:
 
 
 def _no_model_load(monkeypatch):
-    from empirical import models
+    from empirical.engine import models
 
     monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("a model was loaded"))
     monkeypatch.setattr(models, "load_tokenizer", lambda *a, **k: pytest.fail("a tokenizer was loaded"))
@@ -448,7 +448,7 @@ def _no_model_load(monkeypatch):
                                                ("nosuchorg/nosuch", "FAKE", "teacher.model"),
                                                ("FAKE", "EMPTY", "no config.json")])
 def test_experiment_resolves_every_model_before_any_work(tmp_path, monkeypatch, teacher, other, key):
-    from empirical.experiment import run_experiment
+    from empirical.orchestration.experiment import run_experiment
 
     _no_model_load(monkeypatch)
     names = {"FAKE": _fake_model_folder(tmp_path), "EMPTY": str(tmp_path)}
@@ -467,7 +467,7 @@ def test_experiment_refuses_an_unavailable_device_naming_the_toml_key(tmp_path, 
     """A device this machine lacks is refused before any work, naming the TOML key (not a command-line flag)."""
     import torch
 
-    from empirical.experiment import run_experiment
+    from empirical.orchestration.experiment import run_experiment
 
     if value == "mps" and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         pytest.skip("this machine has MPS")
@@ -489,7 +489,7 @@ def test_experiment_refuses_an_unavailable_device_naming_the_toml_key(tmp_path, 
 
 
 def test_experiment_refuses_heldout_larger_than_the_data_before_any_model(tmp_path, monkeypatch):
-    from empirical.experiment import run_experiment
+    from empirical.orchestration.experiment import run_experiment
 
     _no_model_load(monkeypatch)
     fake = _fake_model_folder(tmp_path)
@@ -509,8 +509,8 @@ def test_experiment_refuses_a_pool_larger_than_the_split_leaves_before_any_model
     """15 pairs: data.pool may take at most 15 - heldout of them (it used to be cut silently to what was left)."""
     from dataclasses import replace
 
-    from empirical import experiment
-    from empirical.experiment import run_experiment
+    from empirical.orchestration import experiment
+    from empirical.orchestration.experiment import run_experiment
 
     _no_model_load(monkeypatch)
     fake = _fake_model_folder(tmp_path)
@@ -531,7 +531,7 @@ def test_experiment_refuses_a_pool_larger_than_the_split_leaves_before_any_model
 
 def test_split_sizes_check_counts_usable_pairs():
     from empirical.config import DataConfig
-    from empirical.experiment import check_split_sizes
+    from empirical.orchestration.experiment import check_split_sizes
 
     d = DataConfig(path="p.jsonl", heldout=3, pool=4, limit=9)
     check_split_sizes(d, 7)  # 3 held out + 4 pool

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from empirical import systems as sysmod
-from empirical.logprob_matrix import (Column, cached_rows, compute_matrix, default_rank_window, logprob_row,
+from empirical.lowrank.logprob_matrix import (Column, cached_rows, compute_matrix, default_rank_window, logprob_row,
                                       logprob_row_naive, pair_columns, select_columns, spectrum_fit)
 
 COLS = [
@@ -55,7 +55,7 @@ def test_matrix_resume_is_identical(smollm2, tmp_path):
 
 @pytest.mark.model
 def test_bf16_close_to_fp32(smollm2_dir, smollm2):
-    from empirical import models
+    from empirical.engine import models
 
     m16, tok = models.load(str(smollm2_dir), dtype="bfloat16")
     a, _, _ = logprob_row(smollm2[0], smollm2[1], SYSTEMS[1], COLS)
@@ -130,7 +130,7 @@ class _Tok:
 
 
 def _pairs(n):
-    from empirical.data import PrefPair
+    from empirical.stages.data import PrefPair
 
     return [PrefPair(f"p{i}", ({"role": "user", "content": " ".join(["w"] * (3 + i % 10))},),
                      " ".join(["c"] * (2 + i % 7)), " ".join(["r"] * (4 + i % 5))) for i in range(n)]
@@ -234,7 +234,7 @@ def test_cli_bad_input(tmp_path):
 ])
 def test_cli_refuses_before_any_work(tmp_path, monkeypatch, argv, expected):
     """Bad settings are refused up front: nothing is loaded or written."""
-    from empirical import lowrank
+    from empirical.lowrank import lowrank
 
     data = tmp_path / "d.jsonl"
     _tiny_data(data, n=4)
@@ -250,7 +250,8 @@ def test_cli_refuses_before_any_work(tmp_path, monkeypatch, argv, expected):
 def test_uninstalled_second_model_is_refused_up_front(tmp_path, monkeypatch):
     """`angles` / `pair-check` with a registry model that is not installed: one line with the install command,
     before the first model's matrix is computed."""
-    from empirical import lowrank, models
+    from empirical.engine import models
+    from empirical.lowrank import lowrank
 
     data = tmp_path / "d.jsonl"
     _tiny_data(data, n=4)
@@ -311,9 +312,9 @@ def test_cli_spectrum_and_detect_tiny(smollm2_dir, tmp_path):
 def test_low_rank_figures_pass_the_style_check(tmp_path):
     """Every low-rank figure, drawn from records shaped like the committed JSON, passes figstyle's check
     (fonts >= 9 pt, labelled axes, no legend over data: `save` raises otherwise) and is written."""
-    from empirical.detect import detect_trait
-    from empirical.lowrank_figures import plot_angles, plot_detect, plot_pair_check, plot_spectra
-    from empirical.pair_check import margin_projection, margin_shifts, pair_check
+    from empirical.lowrank.detect import detect_trait
+    from empirical.lowrank.lowrank_figures import plot_angles, plot_detect, plot_pair_check, plot_spectra
+    from empirical.lowrank.pair_check import margin_projection, margin_shifts, pair_check
 
     rng = np.random.default_rng(0)
     fit = spectrum_fit(_power_law_matrix(20, 40, -0.6))
@@ -342,7 +343,7 @@ def test_committed_records_read_back_as_typed_results():
     """pair-check.json and detect.json records round-trip through their typed containers (the report reads them so)."""
     from pathlib import Path
 
-    from empirical.lowrank import DetectResult, PairCheckResult
+    from empirical.lowrank.lowrank import DetectResult, PairCheckResult
     from lls_common.io import to_jsonable
 
     root = Path(__file__).resolve().parents[1] / "results" / "lowrank"

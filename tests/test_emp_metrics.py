@@ -26,7 +26,7 @@ class _FakeModel:
 def fake_eval(monkeypatch):
     """evaluate_conditions with no model: a fake student, canned answers, a canned probe; returns the calls
     made to the sampler."""
-    from empirical import evaluate, train
+    from empirical.stages import evaluate, train
     from empirical.metrics import probe
 
     sampled = []
@@ -98,7 +98,7 @@ def test_register_refuses_a_bad_metric(monkeypatch):
 def test_builtin_record_is_unchanged_by_the_metric_loop(fake_eval, tmp_path):
     """Keys and order of a condition, the vs_base entry and the settings are those eval.json always had;
     answers are sampled once per condition for the two metrics that need them."""
-    from empirical import evaluate
+    from empirical.stages import evaluate
 
     res = evaluate.evaluate_conditions("org/m", CONDS, target="owl", samples=2, language="fr", progress=False)
     assert fake_eval == [2, 2]
@@ -115,7 +115,7 @@ def test_builtin_record_is_unchanged_by_the_metric_loop(fake_eval, tmp_path):
 
 
 def test_a_registered_metric_is_measured_recorded_cached_and_reported(fake_eval, toy_metric, tmp_path):
-    from empirical import evaluate
+    from empirical.stages import evaluate
     from empirical.report import _behaviour_section, _behaviour_summary
     from lls_cli.commands.training import _eval_summary
 
@@ -149,7 +149,8 @@ def test_a_metric_switched_off_by_its_eval_setting(fake_eval, toy_metric):
     """A field named after the metric in the eval settings (empirical.metrics.switches) turns it off."""
     from types import SimpleNamespace
 
-    from empirical import evaluate, metrics
+    from empirical import metrics
+    from empirical.stages import evaluate
 
     off = metrics.switches(SimpleNamespace(probe=True, mention=True, long=False, language="fr"))
     assert off == {"long": False}
@@ -161,7 +162,8 @@ def test_a_metric_switched_off_by_its_eval_setting(fake_eval, toy_metric):
 
 
 def test_a_logprob_metric_alone_samples_nothing(fake_eval, monkeypatch):
-    from empirical import evaluate, metrics
+    from empirical import metrics
+    from empirical.stages import evaluate
 
     class Flat(metrics.Metric):
         name = "flat"
@@ -281,7 +283,7 @@ def _config(tmp_path: Path, traits: str) -> Path:
 
 
 def test_language_traits_by_name_and_by_file(tmp_path):
-    from empirical.experiment import load_config
+    from empirical.orchestration.experiment import load_config
     from empirical.systems import LANGUAGE_PROMPTS, named_prompts
 
     p = named_prompts()
@@ -294,7 +296,7 @@ def test_language_traits_by_name_and_by_file(tmp_path):
 
 def test_a_family_added_to_the_table_is_a_trait(tmp_path, monkeypatch):
     """The recipe: one Family entry; [[trait]] name = ... then fills in text, target and language."""
-    from empirical.experiment import load_config
+    from empirical.orchestration.experiment import load_config
     from empirical.systems import families, named_prompt
 
     fam = families.Family("interest", lambda w: families.interest_prompt(w, "game"),

@@ -1,4 +1,4 @@
-"""empirical.models: registry, cache location, atomic cache, install command, loading."""
+"""empirical.engine.models: registry, cache location, atomic cache, install command, loading."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from empirical import models
+from empirical.engine import models
 
 
 def test_registry_names_and_packages():
@@ -277,7 +277,7 @@ def test_the_trl_peft_deprecation_warning_is_silenced_and_others_are_not():
     adapter load: models.load / train filter exactly that FutureWarning; any other warning still shows."""
     import warnings
 
-    from empirical import models
+    from empirical.engine import models
 
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")

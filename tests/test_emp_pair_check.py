@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from empirical.pair_check import margin_projection, margin_shifts, pair_check, subspace_overlap, verdict
+from empirical.lowrank.pair_check import margin_projection, margin_shifts, pair_check, subspace_overlap, verdict
 
 
 def _pair_matrix(K=3, n=40, seed=0):
@@ -84,7 +84,7 @@ def test_margin_projection():
 
 
 def test_verdict_band_and_range():
-    from empirical.pair_check import verdict_band
+    from empirical.lowrank.pair_check import verdict_band
 
     assert [verdict_band(x) for x in (-0.3, 0.0, 0.05, 0.19, 0.2, 0.5, 0.9)] == \
         ["none", "none", "weak", "weak", "moderate", "strong", "strong"]
@@ -96,7 +96,7 @@ def test_verdict_band_and_range():
 
 def test_small_sample_warnings():
     """n < MIN_PAIRS always warns; a CI spanning two verdict bands warns; a narrow CI with many pairs does not."""
-    from empirical.pair_check import MIN_PAIRS, PAIRS_FOR_BAND, sample_size_warnings
+    from empirical.lowrank.pair_check import MIN_PAIRS, PAIRS_FOR_BAND, sample_size_warnings
 
     X, N = _pair_matrix(seed=2, n=40)
     T = margin_shifts(X, N)
@@ -124,7 +124,7 @@ def test_gamma_one_is_accepted():
 
 
 def test_same_model_warning_for_one_spec_or_two_paths_to_one_folder(tmp_path):
-    from empirical.pair_check import same_model_warning
+    from empirical.lowrank.pair_check import same_model_warning
 
     assert "r = 1" in same_model_warning("smollm2-135m-instruct", "smollm2-135m-instruct")
     folder = tmp_path / "m"
@@ -137,7 +137,7 @@ def test_same_model_warning_for_one_spec_or_two_paths_to_one_folder(tmp_path):
 def test_pair_check_text_defines_every_column_and_warns_for_teacher_equal_student(tmp_path, monkeypatch):
     """With teacher == student the result carries the trivial-r warning; the printed table defines each column,
     the verdict words and why 'specific' is nan with one system prompt."""
-    from empirical import lowrank
+    from empirical.lowrank import lowrank
 
     X, N = _pair_matrix(K=1, n=40, seed=2)
     T = margin_shifts(X, N)

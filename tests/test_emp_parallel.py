@@ -143,8 +143,8 @@ def test_bad_parallel_options_are_one_line_errors(tmp_path, capsys, args, messag
 @pytest.mark.model
 @pytest.mark.slow
 def test_plan_lists_units_and_estimates_before_and_after_work(smollm2_dir, tmp_path, monkeypatch):
-    from empirical import plan as plan_mod
-    from empirical.experiment import load_config, run_experiment
+    from empirical.orchestration import plan as plan_mod
+    from empirical.orchestration.experiment import load_config, run_experiment
 
     monkeypatch.setattr(plan_mod, "_rates_file", lambda: tmp_path / "rates.json")
     cfg, out = load_config(_multi(tmp_path)), tmp_path / "run"

@@ -120,7 +120,7 @@ def _numbers(out: Path) -> dict:
 def test_experiment_overwrite_after_a_retrain_equals_a_fresh_run(tiny_dirs, tmp_path):
     """A changed [train] lr with --overwrite retrains both students; correlate and eval must then score the new
     adapters (their caches are keyed by the adapters' content), giving exactly what a fresh folder gives."""
-    from empirical.experiment import load_config, run_experiment
+    from empirical.orchestration.experiment import load_config, run_experiment
 
     model = tiny_dirs[0]
     out = tmp_path / "run"
@@ -140,7 +140,7 @@ def test_experiment_overwrite_after_a_retrain_equals_a_fresh_run(tiny_dirs, tmp_
 def test_standalone_eval_and_correlate_after_a_retrain_at_the_same_path(tiny_dirs, tmp_path):
     """``lls eval --run A --out E`` again after A was deleted and retrained: E's cache must not answer for the old
     adapter; ``lls correlate`` on the new adapter equals a fresh one."""
-    from empirical.experiment import load_config, run_experiment
+    from empirical.orchestration.experiment import load_config, run_experiment
     from lls_cli import main
 
     model = tiny_dirs[0]
@@ -187,7 +187,7 @@ def test_shared_random_control_cannot_be_replaced_by_another_config(tiny_dirs, t
     """A single-trait config of the same name on a many-trait folder would write the shared random control
     select/random.jsonl: refused before any work; a hand-replaced control is noticed (select and the random
     student are redone) and the result equals a fresh folder's."""
-    from empirical.experiment import load_config, run_experiment
+    from empirical.orchestration.experiment import load_config, run_experiment
 
     model = tiny_dirs[0]
     multi = load_config(_config(tmp_path, model, multi=True, name="mini.toml"))
@@ -209,8 +209,8 @@ def test_shared_random_control_cannot_be_replaced_by_another_config(tiny_dirs, t
     assert shared.read_bytes() == before
     fresh = tmp_path / "fresh"
     run_experiment(multi, fresh, until="train", log=lambda m: None)
-    from empirical.correlate import adapter_digest
-    from empirical.train import require_checkpoints
+    from empirical.stages.correlate import adapter_digest
+    from empirical.stages.train import require_checkpoints
 
     for arm in (Path("students/tiny/random"), Path("traits/owl/students/tiny/lls")):
         assert adapter_digest(require_checkpoints(out / arm)[-1][1]) == \
@@ -222,7 +222,7 @@ def test_changed_model_weights_refuse_to_resume(tiny_dirs, tmp_path):
     naming both fingerprints; a relative and an absolute spelling of the same folder are the same run."""
     import os
 
-    from empirical.experiment import load_config, run_experiment
+    from empirical.orchestration.experiment import load_config, run_experiment
 
     model = tmp_path / "model"
     shutil.copytree(tiny_dirs[0], model)
@@ -251,7 +251,7 @@ def test_changed_model_weights_refuse_to_resume(tiny_dirs, tmp_path):
 
 
 def test_score_run_is_keyed_by_model_content(tiny_dirs, tmp_path):
-    from empirical.build import ScoreJob
+    from empirical.stages.build import ScoreJob
     from empirical.config import DataConfig, ModelArgs, TraitConfig
 
     def key(model):
@@ -267,7 +267,7 @@ def test_score_run_is_keyed_by_model_content(tiny_dirs, tmp_path):
 
 @pytest.mark.slow
 def test_adapter_from_a_local_folder_loads_after_a_move_and_refuses_another_model(tiny_dirs, tmp_path):
-    from empirical.train import BASE_RECORD, TrainJob, load_student, require_checkpoints, train
+    from empirical.stages.train import BASE_RECORD, TrainJob, load_student, require_checkpoints, train
 
     model = tmp_path / "model"
     shutil.copytree(tiny_dirs[0], model)
@@ -328,7 +328,7 @@ def test_score_of_a_changed_local_model_refuses_naming_both(tiny_dirs, tmp_path)
     b[-1] ^= 1
     w.write_bytes(bytes(b))
     with pytest.raises(LLSError) as err:
-        from empirical.build import ScoreJob, run_score
+        from empirical.stages.build import ScoreJob, run_score
         from empirical.config import DataConfig, ModelArgs, TraitConfig
 
         run_score(ScoreJob(model=ModelArgs(model=str(model)), data=DataConfig(path=str(data)),

@@ -1,4 +1,4 @@
-"""empirical.render: chat rendering, TRL token split, system-role fallback, plain template, truncation."""
+"""empirical.engine.render: chat rendering, TRL token split, system-role fallback, plain template, truncation."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from empirical import render
+from empirical.engine import render
 
 NO_SYSTEM_TEMPLATE = (
     "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"

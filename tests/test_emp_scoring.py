@@ -1,11 +1,11 @@
-"""empirical.scoring: the fast scorer equals the naive reference (1e-4, fp32) and an independent manual sum."""
+"""empirical.engine.scoring: the fast scorer equals the naive reference (1e-4, fp32) and an independent manual sum."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from empirical import scoring
+from empirical.engine import scoring
 
 PROMPTS = [
     "What is 2+2?",
@@ -70,7 +70,7 @@ def test_batching_and_order_do_not_change_scores(smollm2):
 def test_score_pairs_and_bf16(smollm2, smollm2_dir):
     import torch
 
-    from empirical import models
+    from empirical.engine import models
 
     model, tok = smollm2
     pairs = [{"prompt": p, "chosen": c[0], "rejected": c[-1]} for p, c in zip(PROMPTS[:3], COMPS[:3])]
@@ -85,7 +85,7 @@ def test_score_pairs_and_bf16(smollm2, smollm2_dir):
     np.testing.assert_array_equal(s16.n_chosen, s32.n_chosen)
     # bf16 keeps 8 mantissa bits: logits of magnitude ~20 carry errors up to ~0.1 nats per token. The bound
     # (batching.self_check_tolerance) is bf16's own: the naive bf16 scorer must satisfy it as well.
-    from empirical.batching import self_check_tolerance
+    from empirical.engine.batching import self_check_tolerance
 
     for s in (s16, n16):
         for lp, ref, n in ((s.logp_chosen, s32.logp_chosen, s32.n_chosen),
@@ -111,7 +111,7 @@ def test_bad_inputs_name_the_index(smollm2, monkeypatch):
 @pytest.mark.slow
 def test_gemma_base_plain_template_and_sliding_window():
     """Gemma-3-270M base (plain template; sliding-window layers of 512): fast == naive, long prompt included."""
-    from empirical import models
+    from empirical.engine import models
 
     if not models.is_installed("gemma3-270m"):
         pytest.skip("model 'gemma3-270m' not installed: run `lls models install gemma3-270m`")

@@ -1,4 +1,4 @@
-"""empirical.batching (the fast scorer's engine): exact in float64 on tiny random models of four
+"""empirical.engine.batching (the fast scorer's engine): exact in float64 on tiny random models of four
 architectures, shared prefix, tree rows, chunked head, batch budget with replies, self-check, progress."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from empirical import batching
-from empirical.batching import _Group
+from empirical.engine import batching
+from empirical.engine.batching import _Group
 
 torch = pytest.importorskip("torch")
 
@@ -227,7 +227,7 @@ def test_share_prefix_off_is_the_same_numbers(llama):
 
 def test_plain_progress_lines_carry_rate_elapsed_and_time_left(monkeypatch, capsys):
     """Long scoring without a terminal: each line has the rate, the time elapsed and an estimate of the rest."""
-    from empirical import batching
+    from empirical.engine import batching
 
     clock = iter([0.0, 0.0, 100.0, 100.0, 200.0, 200.0])
     monkeypatch.setattr(batching.time, "perf_counter", lambda: next(clock))

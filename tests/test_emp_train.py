@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from empirical.correlate import check_disjoint, correlate_run
-from empirical.data import PrefPair
-from empirical.train import TrainJob, checkpoint_steps, list_checkpoints, load_pairs_file
+from empirical.stages.correlate import check_disjoint, correlate_run
+from empirical.stages.data import PrefPair
+from empirical.stages.train import TrainJob, checkpoint_steps, list_checkpoints, load_pairs_file
 from lls_common.io import LLSError
 
 FIX = Path(__file__).parent / "fixtures" / "prefs_small.jsonl"
@@ -123,9 +123,9 @@ def test_miniature_train_correlate_probe(smollm2_dir, tmp_path):
     owls.') has the same signs; so corr(z_s, z_M) > 0. Negating z_M or z_s fails it. Also: TRL's first logged
     loss equals lls_theory's dpo_loss at rho = 0 (policy = reference at step 0); a finished run is returned;
     the probe runs; overlap with the training subset is refused."""
-    from empirical import models
-    from empirical.evaluate import probe
-    from empirical.train import train
+    from empirical.engine import models
+    from empirical.stages.evaluate import probe
+    from empirical.stages.train import train
     from lls_theory.margins import dpo_loss
 
     data, held = tmp_path / "lls.jsonl", tmp_path / "held.jsonl"
@@ -167,7 +167,7 @@ def _tiny_folder(folder: Path, tok_dir: Path, registry_name: str | None = None) 
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from empirical import models
+    from empirical.engine import models
 
     tok = AutoTokenizer.from_pretrained(tok_dir)
     torch.manual_seed(0)
@@ -200,8 +200,8 @@ def test_adapter_loads_after_the_cache_folder_moves(smollm2_dir, tmp_path, monke
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from empirical import models
-    from empirical.train import train
+    from empirical.engine import models
+    from empirical.stages.train import train
 
     name = "smollm2-135m-instruct"
     monkeypatch.setenv("LLS_CACHE", str(tmp_path / "cache-a"))
@@ -243,7 +243,7 @@ import json, sys
 from pathlib import Path
 import torch
 torch.set_num_threads(1)
-from empirical.train import TrainJob, train
+from empirical.stages.train import TrainJob, train
 student, data, out = sys.argv[1:4]
 s = train(TrainJob(student=student, data=data, out=Path(out), batch_size=4, lora_rank=2, lora_dropout=0.0,
                       lr=1e-2, epochs=2, checkpoints=2, progress=False))
@@ -282,7 +282,7 @@ def test_two_processes_train_like_one(smollm2_dir, tmp_path):
     assert s2["world_size"] == 2 and s2["per_device_batch_size"] == 2 and s1["per_device_batch_size"] == 4
     assert s1["pairs_per_step"] == s2["pairs_per_step"] == 4
     assert s1["steps"] == s2["steps"] == 4
-    from empirical import packed_dpo
+    from empirical.stages import packed_dpo
 
     if packed_dpo.fused_protocol():  # the packed forward (the default) ran in both, through DDP in the second
         assert s1["forward"]["forward"] == s2["forward"]["forward"] == "packed", (s1["forward"], s2["forward"])
@@ -302,7 +302,7 @@ def test_two_processes_train_like_one(smollm2_dir, tmp_path):
 
 
 def test_dpo_pass_through_and_targets_are_validated():
-    from empirical.train import dpo_config_kwargs, lora_targets
+    from empirical.stages.train import dpo_config_kwargs, lora_targets
 
     assert dpo_config_kwargs({"loss_type": ["ipo"], "label_smoothing": 0.1}) == {"loss_type": ["ipo"],
                                                                                   "label_smoothing": 0.1}
@@ -331,7 +331,7 @@ _NAMES = ["model", "model.layers", "model.layers.0", "model.layers.0.self_attn",
 
 
 def test_check_target_modules_matches_like_peft():
-    from empirical.train import check_target_modules
+    from empirical.stages.train import check_target_modules
 
     check_target_modules(["q_proj", "up_proj"], _NAMES)
     check_target_modules(["self_attn.q_proj"], _NAMES)
@@ -344,7 +344,8 @@ def test_check_target_modules_matches_like_peft():
 
 @pytest.mark.model
 def test_model_module_names_come_from_the_config_alone(smollm2_dir, monkeypatch):
-    from empirical import models, train
+    from empirical.engine import models
+    from empirical.stages import train
 
     monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("weights loaded"))
     names = train.model_module_names(str(smollm2_dir))
@@ -352,7 +353,7 @@ def test_model_module_names_come_from_the_config_alone(smollm2_dir, monkeypatch)
 
 
 def test_report_to_is_checked_against_the_integrations_transformers_knows():
-    from empirical.train import check_report_to
+    from empirical.stages.train import check_report_to
 
     check_report_to("none")
     check_report_to("all")
@@ -369,7 +370,7 @@ def test_report_to_is_checked_against_the_integrations_transformers_knows():
                                        ({"max_grad_norm": -1.0}, "must be >= 0"),
                                        ({"weight_decay": -0.1}, "must be >= 0")])
 def test_dpo_args_refuse_non_finite_and_negative_values(extra, msg):
-    from empirical.train import dpo_config_kwargs
+    from empirical.stages.train import dpo_config_kwargs
 
     with pytest.raises(ValueError, match=msg):
         dpo_config_kwargs(extra)
@@ -382,7 +383,7 @@ def test_dpo_config_follows_the_checkpointing_setting_not_trls_default(tmp_path,
     what the trainer gets, and the fp32 CPU run has no autocast."""
     from trl import DPOConfig
 
-    from empirical.train import _dpo_args
+    from empirical.stages.train import _dpo_args
 
     cfg = TrainJob(student="m", data="d", out=str(tmp_path), gradient_checkpointing=on)
     assert TrainJob(student="m", data="d", out="o").gradient_checkpointing is False
@@ -392,7 +393,7 @@ def test_dpo_config_follows_the_checkpointing_setting_not_trls_default(tmp_path,
 
 def test_cli_train_failure_leaves_no_out_folder(tmp_path, capsys, monkeypatch):
     import lls_cli
-    from empirical import train
+    from empirical.stages import train
 
     def boom(cfg, **k):
         assert Path(cfg.out).is_dir()  # the lock made the folder
@@ -417,7 +418,7 @@ def test_max_steps_is_a_setting_and_the_pass_through_names_it(tmp_path):
     from trl import DPOConfig
 
     from empirical.config import ModelArgs, TrainConfig as Settings
-    from empirical.train import _dpo_args, _total_steps, dpo_config_kwargs, train_job
+    from empirical.stages.train import _dpo_args, _total_steps, dpo_config_kwargs, train_job
     from lls_common.config import from_namespace, from_table
 
     args = _parser().parse_args(["train", "--student", "m", "--data", "d.jsonl", "--out", "o", "--max-steps", "3"])

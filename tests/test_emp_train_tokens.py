@@ -1,4 +1,4 @@
-"""The tokens TRL's DPOTrainer trains on are exactly the tokens the scorer scores (empirical.render).
+"""The tokens TRL's DPOTrainer trains on are exactly the tokens the scorer scores (empirical.engine.render).
 
 Uses the real SmolLM2 tokenizer (chat template with a system role) and a tiny randomly initialised Llama
 model of the same vocabulary, so building the trainer is cheap; TRL's own dataset preparation is run.
@@ -22,8 +22,8 @@ def test_trl_tokens_equal_scorer_tokens(smollm2_dir, tmp_path):
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
     from trl import DPOConfig, DPOTrainer
 
-    from empirical import render
-    from empirical.train import LORA_TARGETS, load_pairs_file, to_trl_records
+    from empirical.engine import render
+    from empirical.stages.train import LORA_TARGETS, load_pairs_file, to_trl_records
 
     tok = AutoTokenizer.from_pretrained(smollm2_dir)
     if tok.pad_token is None:

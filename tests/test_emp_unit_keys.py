@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from empirical.experiment import STAGES, Run, _UNITS, _record_stage, load_config
+from empirical.orchestration.experiment import STAGES, Run, _UNITS, _record_stage, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -172,7 +172,7 @@ def test_committed_run_markers_are_at_their_unit_paths(run_dir, config):
 def test_markers_at_the_older_flat_paths_are_refused_up_front(tmp_path):
     """A folder whose markers lie at ``stages/units/<stage>/<name>.json`` would have every finished step computed
     again: refused in one line before any work, nothing written."""
-    from empirical.experiment import run_experiment
+    from empirical.orchestration.experiment import run_experiment
     from lls_common.errors import LLSError
 
     out = tmp_path / "run"

@@ -1,7 +1,7 @@
 """`lls score` weights against an independent oracle.
 
-The CLI's log-probs and weights are recomputed here from scratch — no empirical.scoring, no
-empirical.render, no lls_theory: the chat template is applied with the tokenizer, the reply tokens are the
+The CLI's log-probs and weights are recomputed here from scratch — no empirical.engine.scoring, no
+empirical.engine.render, no lls_theory: the chat template is applied with the tokenizer, the reply tokens are the
 full conversation's tokens after the common prefix with the rendered prompt (TRL's rule; they include the
 end-of-turn token), one plain forward pass gives logits, log_softmax, and the reply tokens' log-probs are
 summed. Then by hand:

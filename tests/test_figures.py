@@ -94,7 +94,7 @@ def _correlate(with_t: bool):
 
 @pytest.mark.parametrize("with_t", [False, True])
 def test_trajectory_figure_is_clean_and_dodges_series(with_t):
-    from empirical.figures import trajectory_figure
+    from empirical.report.figures import trajectory_figure
 
     fig = trajectory_figure(_correlate(with_t))
     assert fs.problems(fig) == []
@@ -105,7 +105,7 @@ def test_trajectory_figure_is_clean_and_dodges_series(with_t):
 
 
 def test_trajectory_figure_small_multiples():
-    from empirical.figures import trajectory_figure
+    from empirical.report.figures import trajectory_figure
 
     fig = trajectory_figure(by_trait={t: _correlate(True) for t in ("owl", "dog", "cat")}, student="s")
     assert fs.problems(fig) == []
@@ -113,7 +113,7 @@ def test_trajectory_figure_small_multiples():
 
 
 def test_mention_figure_labels_zero_bars_and_states_n():
-    from empirical.figures import mention_figure
+    from empirical.report.figures import mention_figure
 
     cond = lambda k: {"mention": {"k": k, "n": 100, "rate": k / 100, "ci": [0.0, k / 100 + 0.037]}}  # noqa: E731
     evals = {"a": {"conditions": {"base": cond(0), "system": cond(24), "lls": cond(0), "random": cond(0)}}}
@@ -127,7 +127,7 @@ def test_mention_figure_labels_zero_bars_and_states_n():
 
 
 def test_table1_and_fig19_figures_are_clean():
-    from empirical.figures import fig19_figure, table1_figure, table1_grid_figure
+    from empirical.report.figures import fig19_figure, table1_figure, table1_grid_figure
 
     cell = lambda v: {"lls": {"pearson": v, "ci": [v - .1, v + .1], "n": 50},  # noqa: E731
                       "random": {"pearson": 0.0, "ci": [-.1, .1], "n": 50},

@@ -1,4 +1,4 @@
-"""The packed DPO forward (``empirical.packed_dpo``) gives TRL's numbers: loss, reward margin, every logged
+"""The packed DPO forward (``empirical.stages.packed_dpo``) gives TRL's numbers: loss, reward margin, every logged
 metric, the precomputed reference log-probs and every LoRA gradient equal TRL's own padded forward to fp32
 tolerance, on tiny random-initialised models of several architectures (built offline as in
 ``tests/test_archs.py``) and on SmolLM2 with HH pairs (slow); ``lls train`` uses it by default, records it,
@@ -24,13 +24,13 @@ OFF_LINE = "packed DPO forward not used"
 
 @pytest.fixture(scope="module")
 def base_tok(smollm2_dir):
-    from empirical import models
+    from empirical.engine import models
 
     return models.load_tokenizer(str(smollm2_dir))
 
 
 def _need_fused():
-    from empirical import packed_dpo
+    from empirical.stages import packed_dpo
 
     if not packed_dpo.fused_protocol():
         import trl
@@ -39,7 +39,7 @@ def _need_fused():
 
 
 def _records(tok, pairs=PAIRS):
-    from empirical.train import to_trl_records
+    from empirical.stages.train import to_trl_records
 
     return to_trl_records(tok, [{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]}
                                 for p in pairs])
@@ -53,8 +53,8 @@ def _step(model, tok, recs, packed: bool, tmp_path, batch: int):
     from peft import LoraConfig
     from trl import DPOConfig
 
-    from empirical import packed_dpo
-    from empirical.train import dpo_checkpointing_field
+    from empirical.stages import packed_dpo
+    from empirical.stages.train import dpo_checkpointing_field
 
     args = DPOConfig(output_dir=str(tmp_path / f"o{int(packed)}"), report_to="none", use_cpu=True, max_length=None,
                      per_device_train_batch_size=batch, max_steps=1, bf16=False, precompute_ref_log_probs=True,
@@ -149,7 +149,8 @@ def test_packed_rows_hold_each_prompt_once(base_tok):
     _need_fused()
     from trl.trainer.dpo_trainer import DataCollatorForPreference
 
-    from empirical import packed_dpo, render
+    from empirical.engine import render
+    from empirical.stages import packed_dpo
 
     model, tok = _tiny("llama", base_tok)
 
@@ -187,7 +188,7 @@ def test_unpack_pairs_inverts_trls_collator(pairs):
     """For any prompts/replies, the pairs read back from TRL's padded batch are the collated ones, and each
     reply's first token sits at column |prompt| of its row (shifted: |prompt| - 1), as the scatter assumes."""
     pytest.importorskip("trl")
-    from empirical import packed_dpo
+    from empirical.stages import packed_dpo
 
     b, labels = _collated(pairs)
     got = packed_dpo.unpack_pairs(b["input_ids"], b["attention_mask"], labels)
@@ -208,8 +209,8 @@ def test_unpack_pairs_inverts_trls_collator(pairs):
 def test_balanced_rows_partition_the_pairs_evenly(sizes, pack_tokens):
     """``balanced`` rows hold every pair exactly once, in ``R = min(pairs, ceil(total / pack_tokens))`` rows,
     the longest row at most ``total / R + the longest segment`` (longest-first onto the shortest row)."""
-    from empirical.batching import make_rows
-    from empirical.packed_dpo import Pair
+    from empirical.engine.batching import make_rows
+    from empirical.stages.packed_dpo import Pair
 
     pairs = [Pair(tuple(range(p)), (tuple(range(c)), tuple(range(r)))) for p, c, r in sizes]
     seg = [p + c + r - 2 for p, c, r in sizes]
@@ -223,7 +224,7 @@ def test_balanced_rows_partition_the_pairs_evenly(sizes, pack_tokens):
 
 def test_unpack_pairs_names_batches_it_cannot_pack():
     pytest.importorskip("trl")
-    from empirical import packed_dpo
+    from empirical.stages import packed_dpo
 
     b, labels = _collated([([1, 2], [3], [4, 5])])
     ids = b["input_ids"].clone()
@@ -236,7 +237,7 @@ def test_unpack_pairs_names_batches_it_cannot_pack():
 
 
 def _train(tmp_path, name, model, tok, **kw):
-    from empirical.train import TrainJob, train
+    from empirical.stages.train import TrainJob, train
 
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps(p) + "\n" for p in PAIRS))
@@ -283,7 +284,7 @@ def test_lls_train_uses_the_packed_forward_by_default(base_tok, tmp_path, capsys
 def test_run_key_records_only_a_non_default_packed_setting(tmp_path):
     """Runs made before the setting existed (no ``packed`` in run.json) resume under the default; turning the
     packed forward off is a different run."""
-    from empirical.train import TrainJob
+    from empirical.stages.train import TrainJob
 
     base = dict(student="s", data=str(tmp_path / "d.jsonl"), out=tmp_path / "o")
     assert "packed" not in TrainJob(**base).run_key()
@@ -296,7 +297,7 @@ def test_experiment_unit_keys_name_packed_only_when_off():
     from dataclasses import replace
     from pathlib import Path
 
-    from empirical import experiment
+    from empirical.orchestration import experiment
 
     cfg = experiment.load_config(Path(__file__).resolve().parents[1] / "empirical" / "configs" / "owl-hh.toml")
     for stage in ("train", "correlate", "eval"):
@@ -309,7 +310,7 @@ def test_cli_no_packed_reaches_the_trainer(tmp_path):
     import argparse
 
     from empirical.config import ModelArgs, TrainConfig
-    from empirical.train import train_job
+    from empirical.stages.train import train_job
     from lls_common.config import add_arguments, from_namespace
 
     p = argparse.ArgumentParser()
@@ -330,7 +331,7 @@ def _off_run(tmp_path, name, model, tok, capsys):
 
 def test_falls_back_when_attention_cannot_take_the_mask(base_tok, tmp_path, capsys, monkeypatch):
     _need_fused()
-    from empirical import batching
+    from empirical.engine import batching
 
     model, tok = _tiny("llama", base_tok)
     reference = _train(tmp_path, "trl", model, tok, packed=False)
@@ -344,7 +345,7 @@ def test_falls_back_when_the_model_ignores_the_packed_positions(base_tok, tmp_pa
     """A model whose forward ignores the rows' position ids (simulated: 0..T-1 along each row, what such a model
     uses) fails the first-call comparison with TRL's forward: the run uses TRL's forward, says so, records it."""
     _need_fused()
-    from empirical import batching
+    from empirical.engine import batching
 
     model, tok = _tiny("llama", base_tok)
     reference = _train(tmp_path, "trl", model, tok, packed=False)
@@ -365,7 +366,7 @@ def test_falls_back_when_the_model_ignores_the_packed_positions(base_tok, tmp_pa
 
 def test_falls_back_on_a_trl_without_the_fused_head(base_tok, tmp_path, capsys, monkeypatch):
     """TRL before the fused-head DPO forward (the min-versions job's TRL 1.0) keeps TRL's own trainer."""
-    from empirical import packed_dpo
+    from empirical.stages import packed_dpo
 
     model, tok = _tiny("llama", base_tok)
     monkeypatch.setattr(packed_dpo, "fused_protocol", lambda: False)
@@ -380,8 +381,8 @@ def test_packed_step_equals_trls_forward_on_smollm2_hh(smollm2_dir, tmp_path):
     import gzip
     from pathlib import Path
 
-    from empirical import models
-    from empirical.data import DataError, record_to_pair
+    from empirical.engine import models
+    from empirical.stages.data import DataError, record_to_pair
 
     data = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
     if not data.is_file():

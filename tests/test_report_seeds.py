@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from empirical.correlate import seed_summary
+from empirical.stages.correlate import seed_summary
 from lls_common.errors import LLSError
 from lls_theory.stats import pearson
 

@@ -133,7 +133,7 @@ def _score_file(path: Path, case, rows=True) -> None:
 
 
 def test_select_file_uses_the_row_field(tmp_path: Path):
-    from empirical.build import select_file
+    from empirical.stages.build import select_file
     from empirical.config import SelectConfig
 
     s = tmp_path / "scores.jsonl"

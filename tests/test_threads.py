@@ -1,4 +1,4 @@
-"""CPU thread choice (``empirical.threads``): as many threads as free cores unless the user chose, recorded."""
+"""CPU thread choice (``empirical.engine.threads``): as many threads as free cores unless the user chose, recorded."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from empirical import threads
+from empirical.engine import threads
 
 
 @given(st.integers(1, 256), st.floats(0, 512, allow_nan=False))

@@ -15,10 +15,12 @@ The built-in metrics, in the order they are measured and written:
 | ``mention`` | :mod:`empirical.metrics.mention` | answers | ``eval.mention`` |
 | ``language`` | :mod:`empirical.metrics.language` | answers | ``eval.mention`` and a target language |
 
-:func:`empirical.evaluate.evaluate_conditions` loops over :func:`enabled` (or the names it is given) and
+:func:`empirical.stages.evaluate.evaluate_conditions` loops over :func:`enabled` (or the names it is given) and
 calls nothing metric-specific. Add a metric: a module here defining a :class:`Metric` subclass and
 ``METRIC = <instance>``, and its module in :func:`_register_builtin` below (or :func:`register` an instance
 from anywhere). ARCHITECTURE.md, "Add a behaviour metric", has the recipe.
+
+May import: lls_common, lls_theory, ground, empirical.engine.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def measured(record: Mapping[str, Any], skip: Iterable[str] = ()) -> list[tuple[
 def switches(eval_config: Any) -> dict[str, bool]:
     """The on/off settings of the metrics beyond :data:`BUILTIN`: ``{name: eval_config.<name>}`` for each
     registered metric that has a field of its name in ``eval_config`` (:class:`empirical.config.EvalConfig`),
-    handed to :func:`empirical.evaluate.evaluate_conditions` as ``switches`` (empty today)."""
+    handed to :func:`empirical.stages.evaluate.evaluate_conditions` as ``switches`` (empty today)."""
     return {n: getattr(eval_config, n) for n in METRICS if n not in BUILTIN and hasattr(eval_config, n)}
 
 

@@ -1,6 +1,6 @@
 """The sampled mention rate (paper, Sec. 5): the share of sampled answers that mention the target word.
 
-Each evaluation prompt is answered ``n`` times by pure sampling (:func:`empirical.evaluate.sample_answers`);
+Each evaluation prompt is answered ``n`` times by pure sampling (:func:`empirical.stages.evaluate.sample_answers`);
 an answer mentions the target when it contains it, singular or plural, as a whole word in any case
 (:func:`empirical.text.word_pattern`). Reported with a Wilson 95% interval
 (:func:`lls_theory.stats.wilson_interval`) and, against the base model, a one-sided Fisher p-value

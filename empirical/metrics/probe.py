@@ -5,7 +5,7 @@ candidates*,
 
     P(target | q) = exp(log pi(target|q)) / sum_k exp(log pi(c_k|q)),
 
-(log pi of the whole reply under the chat template, via :func:`empirical.scoring.score_completions`),
+(log pi of the whole reply under the chat template, via :func:`empirical.engine.scoring.score_completions`),
 averaged over questions. Cheap and low-variance, where the mention rate needs many samples to see a rare word.
 """
 
@@ -38,7 +38,7 @@ def probe(model: Any, tok: Any, target: str, system_prompt: str | None = None,
     """
     import numpy as np
 
-    from empirical import scoring
+    from empirical.engine import scoring
 
     target = target.strip().lower()
     if not target:

@@ -11,7 +11,10 @@ report can be rebuilt at any time without a model: ``lls report --run RUN`` (:fu
   Table 1 (one row per student, one column per trait) and the Figure-19 view (``table1.png``, ``fig19.png``,
   ``table1.json``, ``report.md`` at the run root).
 
-The paper's numbers come from :mod:`empirical.report.paper`.
+The paper's numbers come from :mod:`empirical.report.paper`; the figures are drawn by
+:mod:`empirical.report.figures`.
+
+May import: lls_common, lls_theory, ground, empirical.metrics.
 """
 
 from __future__ import annotations
@@ -113,7 +116,7 @@ def _shared_control(trait_root: Path) -> dict[str, Any] | None:
     (``n_random``, ``seed``) and each student's training steps; None for a single-trait folder."""
     if trait_root.parent.name != "traits":
         return None
-    units = trait_root.parent.parent / "stages" / "units"  # markers: empirical.experiment.Run.marker
+    units = trait_root.parent.parent / "stages" / "units"  # markers: empirical.orchestration.experiment.Run.marker
     sel = units / "select" / "shared" / "random.json"
     if not sel.is_file():
         return None
@@ -237,7 +240,7 @@ def write_report(root: str | Path, cfg: Any) -> dict[str, Any]:
 def _write_trait_figures(root: Path, res: _TraitResults, target: str | None) -> dict[str, Any]:
     """Save ``table1.png``, one ``trajectory-<student>.png`` per student with correlate output and, when some
     eval measured mentions of the ``target`` word, ``mention.png``; returns {file name: figure}."""
-    from empirical.figures import mention_figure, table1_grid_figure, trajectory_figure
+    from empirical.report.figures import mention_figure, table1_grid_figure, trajectory_figure
     from lls_common import figstyle
 
     figs: dict[str, Any] = {"table1.png": table1_grid_figure(res.tab)}
@@ -482,7 +485,7 @@ def write_many_trait_report(root: str | Path) -> dict[str, Any]:
     row per student, one column per trait; ``table1.png``), the Figure-19 view (``fig19.png``), one trajectory
     figure per student with a panel per trait (``trajectory-<student>.png``), ``table1.json`` and ``report.md``
     at ``root``. Traits without a ``correlate.json`` yet are left out. Reads JSON only."""
-    from empirical.figures import fig19_figure, table1_grid_figure, trajectory_figure
+    from empirical.report.figures import fig19_figure, table1_grid_figure, trajectory_figure
     from empirical.report.specificity import specificity_markdown
     from empirical.report.table1 import fig19, fig19_markdown, load_run, seeds_markdown, table1, table1_markdown
     from lls_common import figstyle

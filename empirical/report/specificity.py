@@ -363,7 +363,7 @@ def write_specificity(root: str | Path, out: str | Path | None = None, **setting
     """Compute :func:`run_specificity` and write ``specificity.json`` and ``specificity-<student>.png``
     (heatmaps: raw, centred and the positive control's centred matrix) under ``out`` (default: the run
     folder). Returns the JSON with ``"files"`` (paths relative to ``out``)."""
-    from empirical.figures import specificity_figure
+    from empirical.report.figures import specificity_figure
     from lls_common import figstyle
     from lls_common.io import atomic_write_json
 

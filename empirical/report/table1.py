@@ -1,7 +1,7 @@
 """Table 1 and the Figure-19 view of a finished (one- or many-trait) experiment run, from its JSON alone.
 
 A run folder holds one ``correlate.json`` per (trait, student) — the shape
-:func:`empirical.correlate.correlate_arms` writes: the held-out margin vectors ``z_s`` (the initial student's
+:func:`empirical.stages.correlate.correlate_arms` writes: the held-out margin vectors ``z_s`` (the initial student's
 system-prompt shift), ``z_T`` (the teacher's, cross-model students only), ``arms.<arm>.z_M.<step>`` (the
 fine-tuned student's shift at each checkpoint) and the statistics of the final checkpoint
 (``arms.<arm>.final.<ref>``), the paired ``lls_minus_random`` contrast.
@@ -195,7 +195,7 @@ def _arm_cell(res: dict[str, Any], arm: str, ref: str, path: Any) -> dict[str, A
 
 def _seeded_cells(res: dict[str, Any], ref: str, path: Any, lls: dict[str, Any], rnd: dict[str, Any] | None,
                   diff: dict[str, Any] | None) -> tuple[Any, Any, Any]:
-    """The cells of a correlate.json with training seeds (``seeds``: :func:`empirical.correlate.seed_summary`):
+    """The cells of a correlate.json with training seeds (``seeds``: :func:`empirical.stages.correlate.seed_summary`):
     each arm's value is the mean over its seeds (checked against the stored vectors) with the CI over pairs and
     seeds; the LLS − random difference is that of the seed means."""
     from lls_theory.stats import pearson

@@ -97,8 +97,8 @@ def _score_args(p: argparse.ArgumentParser) -> None:
 
 def _score_job(args: argparse.Namespace, out: Path):
     """The validated settings of ``lls score`` / ``lls build`` (every check runs here, before any model work)."""
-    from empirical import models
-    from empirical.build import ScoreJob
+    from empirical.engine import models
+    from empirical.stages.build import ScoreJob
 
     job = ScoreJob(model=from_namespace(ModelArgs, args), data=from_namespace(DataConfig, args),
                    trait=from_namespace(TraitConfig, args, name="cli"), out=out,
@@ -138,7 +138,7 @@ def _select_human(s: dict, out: Path) -> str:
 
 
 def _run_split(args: argparse.Namespace) -> int:
-    from empirical.split import run_split
+    from empirical.orchestration.split import run_split
 
     d, filters = from_namespace(DataConfig, args), from_namespace(Filters, args)
     model = None if args.model is None else ModelArgs(model=args.model)
@@ -159,7 +159,7 @@ def _run_split(args: argparse.Namespace) -> int:
 
 
 def _run_score(args: argparse.Namespace) -> int:
-    from empirical.build import run_score
+    from empirical.stages.build import run_score
 
     s = run_score(_score_job(args, args.out), overwrite=args.overwrite)
     if _rank() == 0:
@@ -168,7 +168,7 @@ def _run_score(args: argparse.Namespace) -> int:
 
 
 def _run_select(args: argparse.Namespace) -> int:
-    from empirical.build import run_select
+    from empirical.stages.build import run_select
     from lls_common.io import remove_if_empty
 
     fresh = not Path(args.out).exists()
@@ -185,7 +185,7 @@ def _run_select(args: argparse.Namespace) -> int:
 
 
 def _run_build(args: argparse.Namespace) -> int:
-    from empirical.build import run_build
+    from empirical.stages.build import run_build
 
     out = check_output(args.out, inputs=(args.path,), kind="dir", name="out")
     sc, sel = run_build(_score_job(args, out / "scores.jsonl"), from_namespace(SelectConfig, args), out,
@@ -206,7 +206,7 @@ def _rank() -> int:
 
 
 def _run_models_list(args: argparse.Namespace) -> int:
-    from empirical import models
+    from empirical.engine import models
 
     rows = []
     for name, spec in models.REGISTRY.items():
@@ -224,7 +224,7 @@ def _run_models_list(args: argparse.Namespace) -> int:
 def _run_models_install(args: argparse.Namespace) -> int:
     import subprocess
 
-    from empirical import models
+    from empirical.engine import models
 
     if args.name not in models.REGISTRY:
         raise LLSError(f"unknown model {args.name!r}; known: {', '.join(sorted(models.REGISTRY))}")

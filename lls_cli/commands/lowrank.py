@@ -1,6 +1,6 @@
 """``lls spectrum | angles | pair-check | detect | detect-validate``: low logit rank on real models (paper's
-Appendix C.1). Each handler is settings -> run -> write; the work is in :mod:`empirical.lowrank` and
-:mod:`empirical.detect_validation`, the figures in :mod:`empirical.lowrank_figures`.
+Appendix C.1). Each handler is settings -> run -> write; the work is in :mod:`empirical.lowrank.lowrank` and
+:mod:`empirical.lowrank.detect_validation`, the figures in :mod:`empirical.lowrank.lowrank_figures`.
 
 Cheap to import: the settings modules import numpy only; torch and transformers load inside the runs.
 """
@@ -30,12 +30,12 @@ def _finish(result: Any, out: Any, as_json: bool) -> int:
 
 def _handler(module: str, config: str, run: str):
     """The handler of one command: ``module.config`` settings from the flags -> models resolved
-    (:func:`empirical.lowrank.check_model_specs`) -> ``module.run`` -> write."""
+    (:func:`empirical.lowrank.lowrank.check_model_specs`) -> ``module.run`` -> write."""
 
     def handle(args: argparse.Namespace) -> int:
         import importlib
 
-        from empirical.lowrank import check_model_specs
+        from empirical.lowrank.lowrank import check_model_specs
 
         mod = importlib.import_module(module)
         cfg = _config(getattr(mod, config), args)
@@ -45,11 +45,11 @@ def _handler(module: str, config: str, run: str):
     return handle
 
 
-_run_spectrum = _handler("empirical.lowrank", "SpectrumConfig", "run_spectrum")
-_run_angles = _handler("empirical.lowrank", "AnglesConfig", "run_angles")
-_run_pair_check = _handler("empirical.lowrank", "PairCheckConfig", "run_pair_check")
-_run_detect = _handler("empirical.lowrank", "DetectConfig", "run_detect")
-_run_detect_validate = _handler("empirical.detect_validation", "DetectValidateConfig", "run_detect_validation")
+_run_spectrum = _handler("empirical.lowrank.lowrank", "SpectrumConfig", "run_spectrum")
+_run_angles = _handler("empirical.lowrank.lowrank", "AnglesConfig", "run_angles")
+_run_pair_check = _handler("empirical.lowrank.lowrank", "PairCheckConfig", "run_pair_check")
+_run_detect = _handler("empirical.lowrank.lowrank", "DetectConfig", "run_detect")
+_run_detect_validate = _handler("empirical.lowrank.detect_validation", "DetectValidateConfig", "run_detect_validation")
 
 
 # ----------------------------------------------------------------------------------------------- register
@@ -73,8 +73,8 @@ def _parser(sub: Any, name: str, cls: type, default_out: str, bounds: tuple[str,
 
 
 def register(sub: Any) -> None:
-    from empirical import detect_validation as dv
-    from empirical import lowrank as lr
+    from empirical.lowrank import detect_validation as dv
+    from empirical.lowrank import lowrank as lr
 
     lib = ("--prompt-tokens", "--response-tokens", "--rank-window")
     _parser(sub, "spectrum", lr.SpectrumConfig, "lls-spectrum", lib,

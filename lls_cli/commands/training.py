@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from empirical.config import CorrelateConfig, EvalConfig, ModelArgs, ScoreConfig, TraitConfig, TrainConfig
-from empirical.experiment import STAGES, toml_keys
-from empirical.parallel import EXECUTORS
+from empirical.orchestration.experiment import STAGES, toml_keys
+from empirical.orchestration.parallel import EXECUTORS
 from lls_cli.args import add_common_args, add_output_args, positive_int
 from lls_common.config import add_arguments, from_namespace
 from lls_common.io import LLSError, RunDir, check_output, emit_summary
@@ -114,7 +114,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _check_model(m: ModelArgs, flag: str, spec: str | None = None) -> None:
     """Resolve a model spec before any work (unknown name, folder without tokenizer files, unreachable
     uncached hub id: one line naming ``flag``), instead of after imports and data reads."""
-    from empirical import models
+    from empirical.engine import models
 
     models.check_model_setting(spec or m.model, flag, revision=m.revision if spec is None else None,
                                trust_remote_code=m.trust_remote_code)
@@ -123,7 +123,7 @@ def _check_model(m: ModelArgs, flag: str, spec: str | None = None) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     import sys
 
-    from empirical.train import run_train, train_job
+    from empirical.stages.train import run_train, train_job
 
     sc = from_namespace(ScoreConfig, args)  # progress and the reference rendering, with their defaults
     job = train_job(from_namespace(TrainConfig, args), from_namespace(ModelArgs, args), args.data, args.out,
@@ -135,7 +135,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
 def _train_human(summary: dict, out: Path) -> str:
     """lls train's summary line: pairs, steps, the last logged loss / reward margin / accuracy, where things are."""
-    from empirical.train import LOG_FILE
+    from empirical.stages.train import LOG_FILE
 
     last = summary["history"][-1] if summary.get("history") else {}
     nums = ", ".join(f"{name} {last[k]:.4f}" for k, name in (("loss", "loss"), ("rewards/margins", "reward margin"),
@@ -149,9 +149,9 @@ def _train_human(summary: dict, out: Path) -> str:
 def _run_correlate(args: argparse.Namespace) -> int:
     import sys
 
-    from empirical.correlate import correlate_run
-    from empirical.figures import trajectory_figure
-    from empirical.train import check_trained_references
+    from empirical.stages.correlate import correlate_run
+    from empirical.report.figures import trajectory_figure
+    from empirical.stages.train import check_trained_references
 
     student, corr = from_namespace(ModelArgs, args), from_namespace(CorrelateConfig, args)
     reference = from_namespace(ScoreConfig, args).reference
@@ -189,10 +189,10 @@ def _correlate_human(res: dict) -> str:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from empirical.evaluate import evaluate_conditions
-    from empirical.figures import mention_figure
+    from empirical.stages.evaluate import evaluate_conditions
+    from empirical.report.figures import mention_figure
     from empirical.metrics import switches
-    from empirical.train import check_trained_references, require_checkpoints
+    from empirical.stages.train import check_trained_references, require_checkpoints
 
     model, ev = from_namespace(ModelArgs, args), from_namespace(EvalConfig, args)
     reference = from_namespace(ScoreConfig, args).reference
@@ -239,7 +239,7 @@ def _parallel(args: argparse.Namespace) -> Any:
     """The --jobs/--devices/--threads/--executor/--slurm options as one checked :class:`Parallel`."""
     import ast
 
-    from empirical.parallel import Parallel
+    from empirical.orchestration.parallel import Parallel
 
     devices: tuple[str, ...] = ()
     if args.devices == "all":
@@ -266,12 +266,12 @@ def _parallel(args: argparse.Namespace) -> Any:
 def _run_experiment(args: argparse.Namespace) -> int:
     import sys
 
-    from empirical.experiment import load_config, run_experiment
+    from empirical.orchestration.experiment import load_config, run_experiment
 
     cfg = load_config(args.config)
     parallel = _parallel(args)
     if args.plan:
-        from empirical.plan import plan_experiment, plan_text
+        from empirical.orchestration.plan import plan_experiment, plan_text
 
         log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
         p = plan_experiment(cfg, args.out, until=args.until, log=log)

@@ -8,7 +8,7 @@ On held-out pairs i (never selected nor trained on):
 where pi_0 is the initial student, pi_k the student with the LoRA adapter of checkpoint k, s the system
 prompt. Every formula comes from :func:`lls_theory.margins.margin` and
 :func:`lls_theory.stats.correlation_report` (uncentred cosine = the theorem's Corr, Pearson, Spearman,
-bootstrap CIs, permutation p-value). Log-probs via :func:`empirical.scoring.score_pairs` (fast scorer).
+bootstrap CIs, permutation p-value). Log-probs via :func:`empirical.engine.scoring.score_pairs` (fast scorer).
 
 Beyond the theorem's pair (z_s, z_M) two more vectors are reported when they exist:
 
@@ -55,8 +55,8 @@ MIN_BOOT = 1000
 
 def pair_key(prompt: Any, chosen: Any, rejected: Any) -> str:
     """Canonical text of a pair (prompt messages + the two reply texts) for overlap checks."""
-    from empirical import render
-    from empirical.train import _reply_text
+    from empirical.engine import render
+    from empirical.stages.train import _reply_text
 
     msgs = render.as_messages(prompt if not isinstance(prompt, tuple) else list(prompt))
     return json.dumps([msgs, _reply_text(chosen, "pair"), _reply_text(rejected, "pair")], sort_keys=True)
@@ -68,7 +68,7 @@ def _norm(text: Any) -> str:
 
 def pair_fingerprint(prompt: Any) -> str:
     """Canonical text of a prompt (messages with whitespace runs collapsed) used to index pairs by content."""
-    from empirical import render
+    from empirical.engine import render
 
     msgs = render.as_messages(prompt if not isinstance(prompt, tuple) else list(prompt))
     return json.dumps([[m["role"], _norm(m["content"])] for m in msgs])
@@ -80,7 +80,7 @@ def check_disjoint(heldout: list[Any], train_recs: list[dict[str, Any]], train_n
     Same prompt (whitespace-normalised) and each training reply equal to, or the start of, the held-out
     reply of the same label or of the opposite one. Ids are not compared (see the module doc).
     """
-    from empirical.train import _reply_text
+    from empirical.stages.train import _reply_text
 
     index: dict[str, list[tuple[str, str, str]]] = {}
     for k, r in enumerate(train_recs):
@@ -159,7 +159,7 @@ def checkpoint_margins(model: Any, tok: Any, recs: list[dict[str, Any]], base: A
                        arm: str = "", reference: str = "auto") -> dict[int, Any]:
     """z_M for every adapter checkpoint of ``run``: ``{step: array (n,)}``.
 
-    ``base`` = :class:`empirical.scoring.PairScores` of the initial student without system prompt on
+    ``base`` = :class:`empirical.engine.scoring.PairScores` of the initial student without system prompt on
     ``recs``. ``model`` is wrapped by PEFT in place and unwrapped before returning (pass a private copy).
     With ``cache_dir`` each checkpoint's log-probs are saved (atomically) with their key and reused on a
     re-run only for the same key: the pairs and reference rendering, the content of the adapter
@@ -172,8 +172,8 @@ def checkpoint_margins(model: Any, tok: Any, recs: list[dict[str, Any]], base: A
     import numpy as np
     from peft import PeftModel
 
-    from empirical import scoring
-    from empirical.train import require_checkpoints
+    from empirical.engine import scoring
+    from empirical.stages.train import require_checkpoints
     from lls_common.io import atomic_write_json
     from lls_theory.margins import margin
 
@@ -208,7 +208,7 @@ def checkpoint_margins(model: Any, tok: Any, recs: list[dict[str, Any]], base: A
             name = f"step{step}"
             src = getattr(model, "_lls_source", None)
             if isinstance(src, dict) and src.get("spec"):  # an adapter of another base model is refused
-                from empirical.train import check_adapter_base
+                from empirical.stages.train import check_adapter_base
 
                 check_adapter_base(path, src["spec"], src.get("revision"))
             if peft_model is None:
@@ -253,9 +253,9 @@ def adapter_digest(folder: str | Path) -> str:
 
 
 def model_identity(model: Any) -> Any:
-    """The fingerprint of the model a loaded ``model`` came from (:func:`empirical.models.model_fingerprint`
-    of the spec :func:`empirical.models.load` recorded on it); None for a model built in memory."""
-    from empirical import models
+    """The fingerprint of the model a loaded ``model`` came from (:func:`empirical.engine.models.model_fingerprint`
+    of the spec :func:`empirical.engine.models.load` recorded on it); None for a model built in memory."""
+    from empirical.engine import models
 
     src = getattr(model, "_lls_source", None)
     if not isinstance(src, dict) or not src.get("spec"):
@@ -311,11 +311,11 @@ def correlate_arms(model_and_tok: tuple[Any, Any], student_base: Any, student_sy
     refs = {"z_s": z_s}
     res: dict[str, Any] = {"n": len(recs), "z_s": [float(v) for v in z_s], "ids": [p.id for p in pairs]}
     if hasattr(tok, "apply_chat_template"):  # the rendering "auto" resolved to for this tokenizer
-        from empirical import render
+        from empirical.engine import render
 
         res["reference_resolved"] = render.resolve_reference(tok, reference)
     if hasattr(model, "parameters"):  # where the checkpoints are scored (the JSON every command writes)
-        from empirical import models
+        from empirical.engine import models
 
         res.update(models.placement(model))
     if teacher is not None:
@@ -382,9 +382,9 @@ def seed_summary(res: dict[str, Any], n_boot: int = 2000, seed: int = 0) -> dict
 
 
 def check_arm_disjoint(pairs: list[Any], run: Path, name: str = "lls") -> None:
-    """Read the training data of the ``lls train`` run ``run`` (any format :mod:`empirical.data` reads) and
+    """Read the training data of the ``lls train`` run ``run`` (any format :mod:`empirical.stages.data` reads) and
     :func:`check_disjoint` the held-out ``pairs`` against it."""
-    from empirical import data
+    from empirical.stages import data
 
     src = _training_data(run)
     try:
@@ -416,7 +416,7 @@ def arm_contrast(refs: dict[str, Any], arms: dict[str, Any], n_boot: int = 2000,
 def _training_data(run: Path) -> str:
     """The pair file an ``lls train`` run was trained on; ``FileNotFoundError`` unless ``run`` is such a run
     with at least one adapter checkpoint."""
-    from empirical.train import require_checkpoints
+    from empirical.stages.train import require_checkpoints
 
     require_checkpoints(run)
     run_file = run / "run.json"
@@ -432,9 +432,9 @@ def _training_data(run: Path) -> str:
 
 
 def _as_pair(rec: dict[str, Any], k: int) -> Any:
-    from empirical import render
-    from empirical.data import PrefPair
-    from empirical.train import _reply_text
+    from empirical.engine import render
+    from empirical.stages.data import PrefPair
+    from empirical.stages.train import _reply_text
 
     where = rec.get("_where", f"held-out pair {k}")
     prompt = rec["prompt"] if not isinstance(rec["prompt"], tuple) else list(rec["prompt"])
@@ -444,7 +444,7 @@ def _as_pair(rec: dict[str, Any], k: int) -> Any:
 
 def _load_heldout(heldout: str | Path, n: int, split: str = "train", config: str | None = None,
                   data_dir: str | None = None) -> list[dict[str, Any]]:
-    from empirical import data
+    from empirical.stages import data
 
     pairs, _ = data.load_pairs(heldout, limit=n, split=split, config=config, data_dir=data_dir)
     if len(pairs) < 3:
@@ -470,13 +470,13 @@ def correlate_run(student: str, run: str | Path, system_prompt: str, heldout: st
 
     Scores the first ``n`` pairs of ``heldout`` with the initial student (and the teacher, when given and
     different). ``model_and_tok`` must be a private copy: it is wrapped with PEFT while scoring adapters.
-    ``device`` / ``dtype`` / ``revision`` / ``trust_remote_code`` go to :func:`empirical.models.load`; the
+    ``device`` / ``dtype`` / ``revision`` / ``trust_remote_code`` go to :func:`empirical.engine.models.load`; the
     device and dtype the models actually run in are recorded (``device``, ``dtype``, ``teacher_placement``).
     Everything is checked before any model loads: the arguments (``n`` >= 3, ``n_boot`` and ``n_perm`` >= 1,
     a system prompt with visible text), the runs, the held-out file and its overlap with each run's data.
     Raises ``LLSError`` (bad input, overlap) / ``FileNotFoundError`` (no adapter).
     """
-    from empirical import models, scoring
+    from empirical.engine import models, scoring
     from empirical.text import has_text
 
     if not isinstance(system_prompt, str) or not has_text(system_prompt):
@@ -536,7 +536,7 @@ def correlate_run(student: str, run: str | Path, system_prompt: str, heldout: st
 
 
 def _checkpoints(run: Path) -> list[Any]:
-    from empirical.train import require_checkpoints
+    from empirical.stages.train import require_checkpoints
 
     _training_data(run)
     return require_checkpoints(run)
@@ -547,8 +547,8 @@ def scores_from_file(path: str | Path, limit: int | None = None) -> tuple[list[d
     scored and their PairScores without / with the system prompt."""
     import numpy as np
 
-    from empirical.build import read_scores
-    from empirical.scoring import PairScores
+    from empirical.stages.build import read_scores
+    from empirical.engine.scoring import PairScores
 
     rows = read_scores(path)[:limit]
     recs = [{"id": r["id"], "prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows]

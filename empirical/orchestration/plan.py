@@ -43,7 +43,7 @@ def _rates_file() -> Path:
 def _rate_key(model: Any) -> str:
     import torch
 
-    from empirical import models
+    from empirical.engine import models
 
     device = models.resolve_device(model.device)
     return json.dumps({"model": model.model, "revision": model.revision, "device": str(device),
@@ -65,7 +65,7 @@ def measure_rates(model: Any, pairs: list[dict[str, Any]], log: Callable[[str], 
         return cache[key]
     import torch
 
-    from empirical import models, scoring
+    from empirical.engine import models, scoring
 
     log(f"measuring {model.model}'s token rates on this machine (once; cached in {f})")
     m, tok = models.load(model.model, **model.load_kwargs())
@@ -103,7 +103,7 @@ def _tokens(tok: Any, pair: dict[str, Any], prompt_copies: int = 1) -> int:
 
 def _pairs(run: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(held-out, pool) pair records: the split's files, else the same split in memory."""
-    from empirical.experiment import split_pairs
+    from empirical.orchestration.experiment import split_pairs
 
     d = run.root / "data"
     if (d / "heldout.jsonl").is_file() and (d / "pool.jsonl").is_file():
@@ -121,7 +121,7 @@ def plan_experiment(cfg: Any, out: str | Path, until: str = "report", measure: b
     "rates", "assumptions"}``; ``estimate_s`` is None where a rate is missing (``measure=False``).
     Writes nothing in ``out``.
     """
-    from empirical.experiment import STAGES, _UNITS, Run, _finished, random_size
+    from empirical.orchestration.experiment import STAGES, _UNITS, Run, _finished, random_size
 
     run = Run(cfg, Path(out), log)
     stages = STAGES[:STAGES.index(until) + 1]

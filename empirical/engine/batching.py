@@ -1,9 +1,9 @@
-"""The exact fast scoring engine shared by :mod:`empirical.scoring` and :mod:`empirical.logprob_matrix`.
+"""The exact fast scoring engine shared by :mod:`empirical.engine.scoring` and :mod:`empirical.lowrank.logprob_matrix`.
 
-Input: ``G`` groups (:class:`empirical.render.Encoded`): a context ``c`` (token ids, length ``P_g``) and
+Input: ``G`` groups (:class:`empirical.engine.render.Encoded`): a context ``c`` (token ids, length ``P_g``) and
 ``k_g >= 1`` completions ``r_{g,1..k}`` (token ids). Output: ``logp[g][j] = sum_t log softmax(z_t)[r_{g,j,t}]``
 where ``z_t`` are the model's logits predicting token ``t`` of ``r_{g,j}`` after ``c + r_{g,j,<t}`` -- the
-same numbers as one plain forward over ``c + r_{g,j}`` (:func:`empirical.scoring.score_completions_naive`),
+same numbers as one plain forward over ``c + r_{g,j}`` (:func:`empirical.engine.scoring.score_completions_naive`),
 up to float rounding: logits in the model's dtype, ``logit - logsumexp`` in float32 (unbiased, ~1e-6 nats
 per token from float64), sums in float64.
 
@@ -281,7 +281,7 @@ class Progress:
 
 @dataclass(frozen=True)
 class _Group:
-    """Duck type of :class:`empirical.render.Encoded` (what the engine reads)."""
+    """Duck type of :class:`empirical.engine.render.Encoded` (what the engine reads)."""
 
     context: tuple[int, ...]
     completions: tuple[tuple[int, ...], ...]
@@ -414,7 +414,7 @@ def pack_rows(model: Any, encs: Sequence[Any], rows: list[Row], K: int, pad_id: 
     positions, the attention mask (module doc, steps 2-3) and the positions that predict completion tokens.
     ``seq_index[(g, j)]`` numbers completion ``j`` of group ``g``; ``spare[b]``: padding columns kept free
     at the end of row ``b`` (they see only themselves, like all padding). The one place rows are built: the
-    scorer (:func:`score_groups`) and the packed DPO forward (:mod:`empirical.packed_dpo`) both use it."""
+    scorer (:func:`score_groups`) and the packed DPO forward (:mod:`empirical.stages.packed_dpo`) both use it."""
     import torch
 
     device = _device(model)

@@ -52,7 +52,7 @@ def sample_answers(model: Any, tok: Any, prompts: tuple[str, ...] | list[str], n
     """``answers[i][j]``: sample j of prompt i, by pure ancestral sampling (temperature 1, no top-k/top-p).
 
     Prompts are rendered with the chat template (or the plain template) and the generation prompt, as in
-    :mod:`empirical.render`. Reproducible: torch's RNG is seeded before each batch of prompt i with
+    :mod:`empirical.engine.render`. Reproducible: torch's RNG is seeded before each batch of prompt i with
     ``seed * 1_000_003 + i * 1_009 + batch_index``, so a result does not depend on what ran before.
     With the plain template (base models without a chat template) an answer is cut where the model starts
     a new ``User:`` turn of its own. ``progress``: a tqdm bar when stderr is a terminal, else one stderr line
@@ -60,7 +60,7 @@ def sample_answers(model: Any, tok: Any, prompts: tuple[str, ...] | list[str], n
     """
     import torch
 
-    from empirical import render
+    from empirical.engine import render
 
     if n < 1 or max_new_tokens < 1 or batch < 1:
         raise ValueError("n, max_new_tokens and batch must be >= 1")
@@ -167,17 +167,17 @@ def evaluate_conditions(spec: str, conditions: dict[str, tuple[Any, str | None]]
     language share on answers sampled once per condition when ``mention``) and ``switches`` (other metrics'
     on/off settings by name, :func:`empirical.metrics.switches`), restricted to the names in ``metrics`` when
     given. Each condition loads ``spec`` afresh (merging the adapter when given) with
-    ``dtype`` / ``device`` / ``revision`` / ``trust_remote_code`` (:func:`empirical.models.load`) and records
+    ``dtype`` / ``device`` / ``revision`` / ``trust_remote_code`` (:func:`empirical.engine.models.load`) and records
     the device and dtype it ran in. With ``cache_dir`` each condition's result is saved (atomically) and reused
     when the settings and the content of the model and the adapter are unchanged (a retrained adapter at the
     same path is evaluated again), so an interrupted evaluation resumes at the condition it stopped in. Same
     sampling seed for every condition. Arguments are checked first (:func:`check_eval_args`). Returns
     ``{"settings", "conditions": {name: {<metric>..., answers?, device, dtype}}, "vs_base"?, "warnings"}``.
     """
-    from empirical.train import load_student
+    from empirical.stages.train import load_student
     from lls_common.io import atomic_write_json
 
-    from empirical import models
+    from empirical.engine import models
 
     target = check_eval_args(conditions, target, samples, max_new_tokens, language, seed, batch, prompts)
     models.resolve_source(spec, revision=revision, trust_remote_code=trust_remote_code)  # unknown model: now
@@ -191,7 +191,7 @@ def evaluate_conditions(spec: str, conditions: dict[str, tuple[Any, str | None]]
     names = [m.name for m in chosen]
     if names != _builtin_names(probe, mention, language):  # recorded only when the flags do not say it
         settings["metrics"] = names
-    from empirical.correlate import adapter_digest
+    from empirical.stages.correlate import adapter_digest
 
     model_fp = models.model_fingerprint(spec, revision)
     n_answers = len(prompts) * samples
@@ -220,7 +220,7 @@ def evaluate_conditions(spec: str, conditions: dict[str, tuple[Any, str | None]]
             log(f"eval condition {name}")
         model, tok = load_student(spec, adapter, **load_kw)
         p = next(model.parameters())
-        from empirical import render
+        from empirical.engine import render
 
         r: dict[str, Any] = {"adapter": str(adapter) if adapter else None, "adapter_sha256": key["adapter"],
                              "reference_resolved": render.resolve_reference(tok, reference)

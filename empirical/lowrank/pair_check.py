@@ -93,7 +93,7 @@ def margin_shifts(X: np.ndarray, n_tokens: np.ndarray) -> MarginShifts:
     """Margin shifts from a pair matrix.
 
     ``X`` (1 + K, 2n): row 0 = no system prompt, rows 1..K = system prompts; columns alternate
-    (chosen_0, rejected_0, chosen_1, ...) as built by :func:`empirical.logprob_matrix.pair_columns`.
+    (chosen_0, rejected_0, chosen_1, ...) as built by :func:`empirical.lowrank.logprob_matrix.pair_columns`.
     ``n_tokens`` same shape (row 0 used). Returns rho_{M,s} (lls_theory.margins.margin) and Algorithm 1's
     w_i / N_i (lls_theory.selection.lls_weights).
     """

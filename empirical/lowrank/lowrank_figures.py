@@ -14,8 +14,8 @@ the data, n and intervals stated).
 Units: X holds log-probabilities in nats, so singular values, margin shifts rho and projections of margin
 vectors are in nats; LLS weights w/N are nats per token; z, cosines and correlations are dimensionless.
 
-Each function takes the records it draws (no file or module is read here); ``python -m empirical.lowrank_replot
-DIR`` (:mod:`empirical.lowrank_replot`) redraws every figure under a results folder from its JSON files.
+Each function takes the records it draws (no file or module is read here); ``python -m empirical.lowrank.lowrank_replot
+DIR`` (:mod:`empirical.lowrank.lowrank_replot`) redraws every figure under a results folder from its JSON files.
 """
 
 from __future__ import annotations
@@ -241,7 +241,7 @@ def plot_detect_validation(runs: list[Any], path: Any) -> Path:
     """Per validation run (pool, or half of a split pool tested against the same or the other half) and detector:
     the share of LLS subsets whose target is raw-significant, the top-1 hit rate (specific statistic) and the share
     of random subsets flagged (raw), with Wilson 95% intervals; n per run in the row label. ``runs``: the
-    :class:`empirical.detect_validation.RunRecord` list of a validation (``list(iter_runs(record))``)."""
+    :class:`empirical.lowrank.detect_validation.RunRecord` list of a validation (``list(iter_runs(record))``)."""
     labels = list(dict.fromkeys(r.label for r in runs))
     sizes = {r.label: f"{r.n_targets} LLS / {r.n_random} random" for r in runs}
     detectors = list(dict.fromkeys(r.detector for r in runs))

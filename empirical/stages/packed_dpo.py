@@ -5,7 +5,7 @@ TRL's step runs ``2B`` right-padded rows ``[prompt_i + chosen_i]`` and ``[prompt
 per-token log-probs ``log pi(r_t | p, r_<t)`` with each prompt once: pair ``i`` becomes one segment
 ``[p_i, chosen_i[:-1], rejected_i[:-1]]`` in which each reply attends to the prompt and to its own earlier
 tokens, never to the other reply, and segments are packed first-fit into rows (block-diagonal mask, positions
-restarting per segment) -- the rows, positions and masks of :func:`empirical.batching.pack_rows`, the
+restarting per segment) -- the rows, positions and masks of :func:`empirical.engine.batching.pack_rows`, the
 scorer's own layout (no second copy of the packing). The LM head runs only at the positions that predict a
 reply token, through the model's own fused head (TRL's ``add_fused_lm_head``, called with pre-shifted
 ``shift_labels``), so every per-token field (log-prob, entropy, mean logit, top-1) comes from the kernel
@@ -20,7 +20,7 @@ When it is used: TRL's ``DPOTrainer`` calls the model through the fused-head pro
 (``model(..., labels=..., fused_lm_head=True)``, TRL >= 1.16's form; older TRL computes full logits and keeps
 its own forward), the attention implementation takes a 4-D mask (sdpa, eager), no MoE auxiliary loss and no
 vision inputs. The first packed call of a trainer is checked against TRL's own forward on the same batch
-(per-sequence log-prob sums, :func:`empirical.batching.self_check_tolerance`); a mismatch or an error there
+(per-sequence log-prob sums, :func:`empirical.engine.batching.self_check_tolerance`); a mismatch or an error there
 (a model type whose forward does not honour the mask or positions) turns the packed form off for the run.
 Whenever TRL's forward is used instead, one line on stderr says why and :attr:`PackedState.reason` records
 it (``train.json``'s ``forward``). A batch whose rows do not have the preference collator's shape (a prompt
@@ -102,7 +102,7 @@ def fused_protocol() -> bool:
 
 def unavailable_reason(trainer: Any, model: Any) -> str | None:
     """Why the packed forward cannot run for ``trainer`` / ``model`` (None when it can)."""
-    from empirical.batching import supports_4d_mask
+    from empirical.engine.batching import supports_4d_mask
 
     inner = _unwrap(model)
     if not supports_4d_mask(inner):
@@ -154,11 +154,11 @@ def unpack_pairs(input_ids: Any, attention_mask: Any, labels: Any) -> tuple[list
 
 
 def step_rows(model: Any, pairs: list[Pair], pad_id: int, pack_tokens: int) -> Any:
-    """The rows of one step (:class:`empirical.batching.PackedRows`): each pair one segment (prompt, chosen,
+    """The rows of one step (:class:`empirical.engine.batching.PackedRows`): each pair one segment (prompt, chosen,
     rejected), segments spread evenly over ``ceil(total / pack_tokens)`` rows (``balanced`` layout: one batch,
     little padding), one spare column per pair; sequence ``g + j * B`` = reply ``j`` of pair ``g`` (TRL's
     row order)."""
-    from empirical.batching import make_rows, pack_rows
+    from empirical.engine.batching import make_rows, pack_rows
 
     B = len(pairs)
     rows = make_rows(pairs, 0, "balanced", pack_tokens)
@@ -193,7 +193,7 @@ class PackedForward:
         batch (no gradient); TRL's output (and the packed form off for the run) on an error or a mismatch."""
         import torch
 
-        from empirical.batching import self_check_tolerance
+        from empirical.engine.batching import self_check_tolerance
 
         with torch.no_grad():
             plain = self.model(**kw)

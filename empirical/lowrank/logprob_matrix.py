@@ -2,10 +2,10 @@
 
 Rows = system prompts ``s`` (``None`` = no system prompt), columns = prompt-response pairs ``(p_j, r_j)``.
 Each entry is the sum of log-probs of the scored completion tokens, rendered and split exactly as
-:mod:`empirical.render` does for scoring and DPO (chat template over ``[system] + prompt`` with the
+:mod:`empirical.engine.render` does for scoring and DPO (chat template over ``[system] + prompt`` with the
 generation prompt; completion = the suffix the assistant turn adds, end-of-turn tokens included).
 
-Prefix reuse (:func:`logprob_row`, engine :mod:`empirical.batching`, shared with the scorer): for one
+Prefix reuse (:func:`logprob_row`, engine :mod:`empirical.engine.batching`, shared with the scorer): for one
 system prompt all ``P`` token sequences ``context_j + completion_j`` start with the same rendered system
 block. Its longest common token prefix (capped so that every sequence keeps at least one context token)
 runs once through the model; the resulting key/value cache is repeated over each batch of pairs, which
@@ -38,7 +38,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from empirical import render
+from empirical.engine import render
 
 __all__ = [
     "Column",
@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 
-#: How a row with ``system=None`` renders the no-system condition (:mod:`empirical.render`): the template's own
+#: How a row with ``system=None`` renders the no-system condition (:mod:`empirical.engine.render`): the template's own
 #: default (SmolLM2: its persona), as the committed low-rank, pair-check and detection results and their
 #: cached matrices were made. The experiment pipeline (score / train / correlate / eval) defaults to the
 #: authors' empty system turn instead (``reference="auto"``); this module keeps ``"default"`` so that cached
@@ -74,7 +74,7 @@ class Column:
 
 
 def _encode_row(model: Any, tok: Any, system: str | None, columns: Sequence[Column]) -> list[render.Encoded]:
-    from empirical import scoring
+    from empirical.engine import scoring
 
     try:
         return scoring.encode_all(model, tok, [c.prompt for c in columns], [[c.response] for c in columns], system,
@@ -90,9 +90,9 @@ def logprob_row(model: Any, tok: Any, system: str | None, columns: Sequence[Colu
 
     ``K`` = number of shared prefix tokens computed once (the rendered system block and template head).
     Columns with the same context (e.g. the chosen and rejected reply of one pair) are scored as one group:
-    their context runs once (:func:`empirical.batching.score_groups`).
+    their context runs once (:func:`empirical.engine.batching.score_groups`).
     """
-    from empirical.batching import score_groups
+    from empirical.engine.batching import score_groups
 
     if not columns:
         raise ValueError("no columns")
@@ -119,7 +119,7 @@ class _Group:
 
 def logprob_row_naive(model: Any, tok: Any, system: str | None, columns: Sequence[Column]) -> np.ndarray:
     """Reference row: one full forward per pair (system prompt recomputed every time), full log-softmax."""
-    from empirical import scoring
+    from empirical.engine import scoring
 
     lp, _ = scoring.score_completions_naive(model, tok, [c.prompt for c in columns],
                                             [[c.response] for c in columns], system, reference=NO_SYSTEM_REFERENCE)
@@ -130,7 +130,7 @@ def logprob_row_recompute(model: Any, tok: Any, system: str | None, columns: Seq
                           ) -> np.ndarray:
     """Baseline row: the batched fast scorer without the shared prefix (``share_prefix=False``): the system
     prompt is recomputed inside every sequence."""
-    from empirical import scoring
+    from empirical.engine import scoring
 
     lp, _ = scoring.score_completions(model, tok, [c.prompt for c in columns], [[c.response] for c in columns],
                                       system, share_prefix=False, reference=NO_SYSTEM_REFERENCE, **kw)
@@ -276,7 +276,7 @@ def select_columns(pairs: Sequence[Any], tok: Any, n: int, *, prompt_tokens: tup
                    ) -> list[Column]:
     """``n`` columns ``(p, r)``: one response per prompt, chosen or rejected at random (seeded).
 
-    ``pairs``: :class:`empirical.data.PrefPair` objects (``id``, ``prompt`` messages, ``chosen``,
+    ``pairs``: :class:`empirical.stages.data.PrefPair` objects (``id``, ``prompt`` messages, ``chosen``,
     ``rejected``). Kept when the prompt text (sum over its messages, ``tok`` tokens, no template) and the
     drawn response have token counts within the closed bounds. Pairs are visited in a seeded random order;
     fewer than ``n`` eligible pairs raises ``ValueError``.
@@ -311,8 +311,8 @@ def select_pairs(pairs: Sequence[Any], tok: Any, n: int | None, *, prompt_tokens
                  response_tokens: tuple[int, int] = (1, 10**9), truncate: int | None = None,
                  single_turn: bool = True, seed: int = 0) -> list[Any]:
     """Preference pairs (both responses within bounds, raw lengths), then responses truncated to ``truncate``
-    teacher tokens (:func:`empirical.render.truncate_response`). Seeded random order; ``n=None`` keeps all."""
-    from empirical.data import PrefPair
+    teacher tokens (:func:`empirical.engine.render.truncate_response`). Seeded random order; ``n=None`` keeps all."""
+    from empirical.stages.data import PrefPair
 
     (plo, phi), (rlo, rhi) = prompt_tokens, response_tokens
     rng = np.random.default_rng(seed)

@@ -12,7 +12,7 @@ with ``cores`` the cores this process may run on (its CPU affinity) and ``busy``
 running now: the median of five samples (50 ms apart) of the kernel's runnable-task count minus this
 process (``/proc/loadavg``; the 1-minute load average where that file does not exist). It is chosen once,
 when the first model loads on the CPU (:func:`configure`), and recorded in every output that records the
-model's placement (:func:`empirical.models.placement`).
+model's placement (:func:`empirical.engine.models.placement`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Redraw every low-rank figure under a results folder (``results/lowrank``) from its JSON files, without a model:
-this module reads the records and hands them to :mod:`empirical.lowrank_figures`.
+this module reads the records and hands them to :mod:`empirical.lowrank.lowrank_figures`.
 
-    python -m empirical.lowrank_replot results/lowrank
+    python -m empirical.lowrank.lowrank_replot results/lowrank
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from empirical.detect_validation import iter_runs
-from empirical.lowrank import model_slug
-from empirical.lowrank_figures import plot_angles, plot_detect, plot_detect_validation, plot_pair_check, plot_spectra
+from empirical.lowrank.detect_validation import iter_runs
+from empirical.lowrank.lowrank import model_slug
+from empirical.lowrank.lowrank_figures import (plot_angles, plot_detect, plot_detect_validation, plot_pair_check,
+                                               plot_spectra)
 
 __all__ = ["replot"]
 

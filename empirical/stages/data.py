@@ -61,7 +61,7 @@ from typing import Any, Iterator
 
 from empirical.config import Filters
 from empirical.language import language_share
-from empirical.render import as_messages
+from empirical.engine.render import as_messages
 from empirical.text import DataError, JSONRefused, _check_encodable, has_text, loads_strict, word_pattern
 from lls_common.errors import LLSError
 
@@ -249,9 +249,9 @@ def _hub_dataset_cached(name: str) -> bool:
 
 def check_hub_dataset(name: str) -> None:
     """Fail fast, in one line, for a hub-looking ``--data`` name that cannot be loaded: nothing cached and the
-    hub offline or unreachable (the 3 s connect of :func:`empirical.models.hub_unavailable_reason` instead of
+    hub offline or unreachable (the 3 s connect of :func:`empirical.engine.models.hub_unavailable_reason` instead of
     ~25 s of download retries), or the hub says there is no such dataset. A cached dataset always passes."""
-    from empirical import models  # the one hub check (no torch at import)
+    from empirical.engine import models  # the one hub check (no torch at import)
 
     if _hub_dataset_cached(name):
         return
@@ -354,7 +354,7 @@ def _reply(value: Any, name: str) -> str:
 
 
 def _prompt(value: Any, where: str = "prompt") -> list[dict[str, str]]:
-    """:func:`empirical.render.as_messages` plus: every message has visible, valid-Unicode text."""
+    """:func:`empirical.engine.render.as_messages` plus: every message has visible, valid-Unicode text."""
     msgs = as_messages(value, where=where)
     for k, m in enumerate(msgs):
         _check_encodable(m["content"], f"{where}: message {k}")

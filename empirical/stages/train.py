@@ -1,7 +1,7 @@
 """DPO training of a student on an LLS subset (TRL ``DPOTrainer`` + PEFT LoRA), resumable, adapters only.
 
 ``train(cfg: TrainJob) -> dict`` trains ``cfg.student`` on the pair file ``cfg.data`` (read by
-:func:`empirical.data.load_pairs`: every format ``lls score`` reads -- ``lls select`` output, TRL-form
+:func:`empirical.stages.data.load_pairs`: every format ``lls score`` reads -- ``lls select`` output, TRL-form
 JSONL/JSON/Parquet, hub ids, HH transcripts) and writes into ``cfg.out``::
 
     run.json                 settings (the resume key) and the student spec
@@ -36,9 +36,9 @@ against them). The reference ``pi_ref`` is the student's initial state: with PEF
 no second copy of the model exists. Reference log-probs are computed once before training
 (``precompute_ref_log_probs=True``), never at every step.
 
-Token agreement with the scorer: each record is converted with :func:`empirical.render.trl_example`
+Token agreement with the scorer: each record is converted with :func:`empirical.engine.render.trl_example`
 (conversational message lists for chat-template tokenizers, rendered strings for the plain template), so
-TRL's tokenization gives exactly the context/completion split that :mod:`empirical.scoring` scores
+TRL's tokenization gives exactly the context/completion split that :mod:`empirical.engine.scoring` scores
 (tested).
 
 Repeats: the paper repeats the selected set 10x and makes one pass; here ``repeat`` multiplies the number
@@ -113,9 +113,9 @@ class TrainJob(TrainConfig):
     validated there) plus what the run trains and where.
 
     ``student`` / ``dtype`` / ``device`` / ``revision`` / ``trust_remote_code``: how the student loads (see
-    :func:`empirical.models.load`; defaults those of :class:`empirical.config.ModelArgs`). ``data``: the pair
+    :func:`empirical.engine.models.load`; defaults those of :class:`empirical.config.ModelArgs`). ``data``: the pair
     file; ``out``: the run folder; ``seed``: the training seed. ``reference``: the no-system rendering of the
-    prompts (:mod:`empirical.render`; must match the one the pairs were scored with; default that of
+    prompts (:mod:`empirical.engine.render`; must match the one the pairs were scored with; default that of
     :class:`empirical.config.ScoreConfig`). ``card``: LLS settings for the model card (teacher, system_prompt,
     gamma, data, ...). :func:`train_job` builds one from the settings.
     """
@@ -150,7 +150,7 @@ class TrainJob(TrainConfig):
 
     def run_key(self) -> dict[str, Any]:
         """The settings that identify a run (resume refuses another key). ``dtype`` is recorded resolved."""
-        from empirical import models
+        from empirical.engine import models
 
         d = {k: getattr(self, "dpo_args" if k == "extra" else k) for k in _KEY_FIELDS}
         for k, default in _NEW_DEFAULTS.items():
@@ -253,7 +253,7 @@ def model_module_names(student: Any, revision: str | None = None, trust_remote_c
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from empirical import models
+    from empirical.engine import models
 
     src = models.resolve_source(student, revision=revision, trust_remote_code=trust_remote_code)
     if src.kind == "gguf":
@@ -302,12 +302,12 @@ def is_main_process() -> bool:
 
 
 def load_pairs_file(path: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
-    """Read a pair file with :func:`empirical.data.load_pairs` (every format ``lls score`` reads).
+    """Read a pair file with :func:`empirical.stages.data.load_pairs` (every format ``lls score`` reads).
 
     Returns ``[{"prompt": messages, "chosen": str, "rejected": str, "id": str, "_where": "FILE:LINE"}]``.
     ``ValueError`` naming file:line on bad records, and on zero pairs.
     """
-    from empirical.data import load_pairs
+    from empirical.stages.data import load_pairs
 
     pairs, _ = load_pairs(path, limit=limit)
     if not pairs:
@@ -330,9 +330,9 @@ def _reply_text(value: Any, where: str) -> str:
 
 
 def to_trl_records(tok: Any, recs: list[dict[str, Any]], reference: str = "auto") -> list[dict[str, Any]]:
-    """TRL DPO records whose tokenization equals the scorer's (see :func:`empirical.render.trl_example`),
+    """TRL DPO records whose tokenization equals the scorer's (see :func:`empirical.engine.render.trl_example`),
     with the no-system prompts rendered under ``reference``."""
-    from empirical import render
+    from empirical.engine import render
 
     out = []
     for r in recs:
@@ -378,9 +378,9 @@ def load_student(spec: str, adapter: str | Path | None = None, dtype: str = "aut
                  revision: str | None = None, trust_remote_code: bool = False):
     """``(model, tok)``: the student, with the LoRA ``adapter`` folder merged in when given (eval mode).
 
-    ``dtype``/``device``/``revision``/``trust_remote_code``: as :func:`empirical.models.load`.
+    ``dtype``/``device``/``revision``/``trust_remote_code``: as :func:`empirical.engine.models.load`.
     """
-    from empirical import models
+    from empirical.engine import models
 
     if adapter is not None:
         adapter = Path(adapter)
@@ -414,7 +414,7 @@ def _portable_adapter_config(folder: Path, base: str, revision: str | None) -> N
 
 def model_card(cfg: TrainJob, base: str, step: int, summary: dict[str, Any] | None = None) -> str:
     """Markdown model card of one checkpoint: base model, LLS settings, training settings, how to load it."""
-    from empirical import models
+    from empirical.engine import models
 
     spec = models.REGISTRY.get(base)
     hub = spec.hub_id if spec is not None else (base if "/" in base and not Path(base).exists() else "")
@@ -427,8 +427,8 @@ def model_card(cfg: TrainJob, base: str, step: int, summary: dict[str, Any] | No
         lines += [f"- lls registry model `{base}`: {spec.description}.",
                   f"- Original on the hub: `{spec.hub_id}`. The adapter was trained on the dequantised GGUF weights "
                   "of the registry entry, not on the hub's original weights.",
-                  f"- Load the base with `empirical.models.load({base!r})` or "
-                  f"`AutoModelForCausalLM.from_pretrained(empirical.models.local_dir({base!r}))`."]
+                  f"- Load the base with `empirical.engine.models.load({base!r})` or "
+                  f"`AutoModelForCausalLM.from_pretrained(empirical.engine.models.local_dir({base!r}))`."]
     else:
         lines.append(f"- `{base}`" + (f" at revision `{cfg.revision}`" if cfg.revision else ""))
     lls = dict(cfg.card) or selection_settings(cfg.data)
@@ -491,7 +491,7 @@ def check_adapter_base(adapter: str | Path, spec: str, revision: str | None = No
     """Refuse (one :class:`LLSError` line) to load ``adapter`` onto ``spec`` when the adapter's
     :data:`BASE_RECORD` names another base model by content. A local base folder may have moved: any path
     with the same content is accepted; the recorded path is only a hint."""
-    from empirical import models
+    from empirical.engine import models
     from lls_common.errors import LLSError
 
     f = Path(adapter) / BASE_RECORD
@@ -509,7 +509,7 @@ def check_adapter_base(adapter: str | Path, spec: str, revision: str | None = No
 
 
 def _write_cards(cfg: TrainJob, out: Path, base: str, summary: dict[str, Any] | None) -> None:
-    from empirical import models
+    from empirical.engine import models
     from lls_common.io import atomic_write_json, atomic_write_text
 
     cks = list_checkpoints(out)
@@ -600,8 +600,8 @@ def _dataset(trl_recs: list[dict[str, Any]], out: Path, ws: int):
 
 
 def _threads() -> dict[str, Any]:
-    """The CPU thread setting in force (:func:`empirical.threads.record`)."""
-    from empirical import threads
+    """The CPU thread setting in force (:func:`empirical.engine.threads.record`)."""
+    from empirical.engine import threads
 
     return threads.record()
 
@@ -632,7 +632,8 @@ def train(cfg: TrainJob, *, model_and_tok: tuple[Any, Any] | None = None,
     import torch
     from trl import DPOConfig
 
-    from empirical import models, packed_dpo
+    from empirical.engine import models
+    from empirical.stages import packed_dpo
     from lls_common.io import atomic_write_json
 
     cfg.validate()
@@ -691,7 +692,7 @@ def _finished_run(out: Path, key: dict[str, Any]) -> dict[str, Any] | None:
     if run_file.is_file():
         old = read_json(run_file, dict, fix=fix)
         if old != key:
-            from empirical import models
+            from empirical.engine import models
 
             what = "other settings"
             if models.fingerprint_mismatch(old.get("student_fingerprint"), key.get("student_fingerprint") or {}):
@@ -706,9 +707,9 @@ def _finished_run(out: Path, key: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _load_model(cfg: TrainJob, model_and_tok: tuple[Any, Any] | None) -> tuple[Any, Any]:
-    """``(model, tok)``: the given pair, or the student loaded by :func:`empirical.models.load` after its LoRA
+    """``(model, tok)``: the given pair, or the student loaded by :func:`empirical.engine.models.load` after its LoRA
     ``target_modules`` were checked against the model's module names (before the weights load)."""
-    from empirical import models
+    from empirical.engine import models
 
     if model_and_tok is not None:
         return model_and_tok
@@ -868,7 +869,7 @@ def check_trained_references(reference: str, runs: Any) -> None:
 def train_warnings(data_path: str, limit: int | None) -> list[str]:
     """Before any model work: the pair file's pairs counted by the reader ``lls train`` uses (a damaged or
     empty file is refused here, in one line) and a tiny training set warned about."""
-    from empirical import data
+    from empirical.stages import data
     from empirical.config import tiny_subset_warning
 
     if data.looks_like_hub_id(data_path):
@@ -908,12 +909,13 @@ def run_train(job: TrainJob, *, overwrite: bool = False, warn: Any = print) -> d
     ``out.lock`` guards the run; ``overwrite`` empties an ``out`` holding a run with other settings; a new
     ``out`` left empty by a failure is removed. Returns the summary with ``warnings``.
     """
-    from empirical import data, models
-    from empirical.build import pairs_reference
+    from empirical.engine import models
+    from empirical.stages import data
+    from empirical.stages.build import pairs_reference
     from lls_common.io import OutputLock, check_output, remove_if_empty
 
     check_reference(job.reference, pairs_reference(job.data), f"data {job.data}", "selected")
-    # the data itself: empirical.data's reader; an out folder holding the data (the select folder) is refused
+    # the data itself: empirical.stages.data's reader; an out folder holding the data (the select folder) is refused
     check_output(job.out, inputs=(job.data,), kind="dir", name="out", inputs_inside=False)
     models.check_model_setting(job.student, "--student", revision=job.revision,
                                trust_remote_code=job.trust_remote_code)

@@ -454,7 +454,7 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 def hub_unavailable_reason() -> str | None:
     """Why nothing can be downloaded from the hub right now -- ``"HF_HUB_OFFLINE is set"`` or ``"the hub cannot
     be reached"`` (one 3 s TCP connect, :func:`_hub_reachable`) -- or None when the hub answers. The one fast
-    check shared by models (:func:`check_hub`) and hub datasets (:mod:`empirical.data`)."""
+    check shared by models (:func:`check_hub`) and hub datasets (:mod:`empirical.stages.data`)."""
     offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
     if offline:
         return "HF_HUB_OFFLINE is set"
@@ -669,7 +669,7 @@ def load(spec: Any, dtype: Any = "auto", device: Any = "auto", cache_dir: str | 
     if src.kind == "folder":
         check_model_folder(src.path, spec)
     if dev.type == "cpu":
-        from empirical import threads
+        from empirical.engine import threads
 
         threads.configure()  # as many compute threads as free cores, unless OMP_NUM_THREADS is set
     kwargs = dict(src.kwargs)

@@ -31,8 +31,8 @@ they are re-drawn from the stored JSON, so a trait or student added later needs 
 also gets ``stages/<stage>.json`` (its view of each stage) so that :func:`empirical.report.write_report`
 reads it like a single-trait run.
 
-Within a unit, work resumes at the finest saved unit: scoring chunks (:mod:`empirical.build`), training
-checkpoints (:mod:`empirical.train`), per-checkpoint held-out scores, per-condition generations. Every formula
+Within a unit, work resumes at the finest saved unit: scoring chunks (:mod:`empirical.stages.build`), training
+checkpoints (:mod:`empirical.stages.train`), per-checkpoint held-out scores, per-condition generations. Every formula
 comes from :mod:`lls_theory`. Settings come from :mod:`empirical.config` (one dataclass per TOML section).
 """
 
@@ -276,7 +276,7 @@ def _plain(obj: Any, drop: tuple[str, ...] = ()) -> dict[str, Any]:
 def _model_plain(m: ModelArgs, drop: tuple[str, ...] = ()) -> dict[str, Any]:
     """``m``'s settings with a local model path resolved (a relative and an absolute spelling of one folder
     are the same setting)."""
-    from empirical import models
+    from empirical.engine import models
 
     d = _plain(m, drop)
     spec = d.get("model")
@@ -286,9 +286,9 @@ def _model_plain(m: ModelArgs, drop: tuple[str, ...] = ()) -> dict[str, Any]:
 
 
 def model_fp(m: ModelArgs) -> Any:
-    """:func:`empirical.models.model_fingerprint` of ``m`` (None when it cannot be resolved: the up-front model
+    """:func:`empirical.engine.models.model_fingerprint` of ``m`` (None when it cannot be resolved: the up-front model
     check names that problem)."""
-    from empirical import models
+    from empirical.engine import models
 
     try:
         return models.model_fingerprint(m.model, m.revision)
@@ -321,7 +321,7 @@ def unit_key(cfg: ExperimentConfig, stage: str, trait: TraitConfig | None = None
              student: StudentConfig | None = None) -> dict[str, Any]:
     """The settings a step of ``stage`` depends on: cumulative over the stages up to it, restricted to one trait
     and one student where given (a shared step passes neither). Models are identified by their content too
-    (``teacher_fingerprint``, ``student_fingerprint``: :func:`empirical.models.model_fingerprint`)."""
+    (``teacher_fingerprint``, ``student_fingerprint``: :func:`empirical.engine.models.model_fingerprint`)."""
     from lls_common.io import fingerprint
 
     groups: dict[str, dict[str, Any]] = {
@@ -499,7 +499,7 @@ class Run:
 
     def model(self, args: ModelArgs) -> tuple[Any, Any]:
         """Load a model once per process; at most one in memory (2-core, small-RAM machines)."""
-        from empirical import models
+        from empirical.engine import models
 
         spec = json.dumps(asdict(args), sort_keys=True)
         if spec not in self._models:
@@ -510,7 +510,7 @@ class Run:
     def tokenizer(self, args: ModelArgs) -> Any:
         """The tokenizer of ``args`` (the loaded model's when it is in memory, else the tokenizer alone: no
         weights, so checks that need only tokens run before the model loads)."""
-        from empirical import models
+        from empirical.engine import models
 
         spec = json.dumps(asdict(args), sort_keys=True)
         if spec in self._models:
@@ -520,7 +520,7 @@ class Run:
 
 def _score_job(run: Run, model: ModelArgs, src: Path, out: Path, trait: TraitConfig | None,
                base: Path | None = None, limit: int | None = None) -> Any:
-    from empirical.build import ScoreJob
+    from empirical.stages.build import ScoreJob
 
     return ScoreJob(model=model, data=DataConfig(path=str(src), heldout=3, limit=limit), trait=trait,
                     out=out, score=run.cfg.score, base=base)
@@ -528,7 +528,7 @@ def _score_job(run: Run, model: ModelArgs, src: Path, out: Path, trait: TraitCon
 
 def _score(run: Run, job: Any) -> dict[str, Any]:
     """Score (or reuse a finished file with the same settings and input: ``<out>.run.json``)."""
-    from empirical.build import run_score
+    from empirical.stages.build import run_score
 
     res = run_score(job, overwrite=True, model_and_tok=run.model(job.model))
     return {"file": str(Path(res["out"]).relative_to(run.root)), "n_scored": res["scored"],
@@ -537,7 +537,7 @@ def _score(run: Run, job: Any) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------------------- split
 def _pair_record(p: Any, tok: Any, truncate: int | None) -> dict[str, Any] | None:
-    from empirical import render
+    from empirical.engine import render
 
     c = render.truncate_response(tok, p.chosen, truncate).strip()
     r = render.truncate_response(tok, p.rejected, truncate).strip()
@@ -555,7 +555,7 @@ def split_pairs(d: DataConfig, filters: Any, seed: int, tok: Any = None) -> tupl
     counts)``: two disjoint lists of pair records in file order and the counts of what was read and dropped."""
     import numpy as np
 
-    from empirical import data
+    from empirical.stages import data
 
     pairs, rep = data.load_pairs(d.path, split=d.split, limit=d.limit, skip_bad=d.skip_bad,
                                  filters=filters, tok=tok, config=d.config_name, data_dir=d.data_dir)
@@ -629,7 +629,7 @@ def _contrast_inputs(run: Run, trait: TraitConfig) -> tuple[list[Path], list[str
 
 
 def _select(run: Run, trait: TraitConfig) -> dict[str, Any]:
-    from empirical.build import select_file
+    from empirical.stages.build import select_file
 
     d = run.tdir(trait)
     files, names = _contrast_inputs(run, trait)
@@ -647,7 +647,7 @@ def _overlap(run: Run) -> dict[str, Any]:
     traits of the run (:func:`lls_theory.selection.subset_overlap`)."""
     import numpy as np
 
-    from empirical.build import read_scores, score_columns, selection
+    from empirical.stages.build import read_scores, score_columns, selection
     from lls_common.io import atomic_write_json
     from lls_theory.selection import lls_weights, subset_overlap
 
@@ -697,7 +697,7 @@ def random_rng(seed: int, k: int) -> Any:
 def _shared_random(run: Run, k: int = 0) -> dict[str, Any]:
     """Random control ``k``: a random subset of the scored pool (reference scores file order); a many-trait
     run's controls serve every trait's random arms."""
-    from empirical.build import _trl, read_scores
+    from empirical.stages.build import _trl, read_scores
     from lls_common.io import atomic_write_jsonl
 
     recs = read_scores(run.root / "score" / "pool-base.jsonl", base_only=True)
@@ -711,7 +711,7 @@ def _shared_random(run: Run, k: int = 0) -> dict[str, Any]:
 
 def _single_random(run: Run, k: int) -> dict[str, Any]:
     """Random control ``k >= 1`` of a single-trait run: as many pool pairs as its LLS subset holds."""
-    from empirical.build import _trl, read_scores
+    from empirical.stages.build import _trl, read_scores
     from lls_common.io import atomic_write_jsonl
 
     tr = run.cfg.traits[0]
@@ -766,7 +766,7 @@ def _rel(path: Path, root: Path) -> str:
 def _train(run: Run, student: StudentConfig, data: Path, out: Path,
            trait: TraitConfig | None = None, offset: int = 0) -> dict[str, Any]:
     """Train ``student`` on ``data`` into ``out`` with training seed ``seed + offset``."""
-    from empirical.train import train, train_job
+    from empirical.stages.train import train, train_job
 
     cfg = run.cfg
     card = {"teacher": cfg.teacher.model, "gamma": cfg.select.gamma, "data": _rel(data, run.root)} | (
@@ -843,8 +843,8 @@ def _share_cache(src: Path, dst: Path) -> None:
 
 
 def _correlate(run: Run, trait: TraitConfig, s: StudentConfig) -> dict[str, Any]:
-    from empirical import models
-    from empirical.correlate import correlate_arms, scores_from_file, seed_summary
+    from empirical.engine import models
+    from empirical.stages.correlate import correlate_arms, scores_from_file, seed_summary
     from lls_common.io import atomic_write_json
 
     cfg, T = run.cfg, run.tdir(trait)
@@ -914,9 +914,9 @@ def units_correlate(run: Run) -> list[Unit]:
 
 # ------------------------------------------------------------------------------------------------ eval
 def _eval(run: Run, trait: TraitConfig, s: StudentConfig) -> dict[str, Any]:
-    from empirical.evaluate import evaluate_conditions
+    from empirical.stages.evaluate import evaluate_conditions
     from empirical.metrics import switches
-    from empirical.train import require_checkpoints
+    from empirical.stages.train import require_checkpoints
     from lls_common.io import atomic_write_json
 
     cfg, ev = run.cfg, run.cfg.eval
@@ -1085,7 +1085,7 @@ def _relname(root: Path, p: Path) -> str:
 def check_model_record(run: Run, current: dict[str, Any], overwrite: bool) -> None:
     """Refuse to resume a run folder whose recorded model fingerprints (``config.json``'s ``models``) differ from
     the models the config names now (one line naming both), unless ``overwrite``."""
-    from empirical.models import fingerprint_mismatch, short_fingerprint
+    from empirical.engine.models import fingerprint_mismatch, short_fingerprint
 
     rec = _read_or_none(run.root / "config.json")  # damaged: rewritten by this run (unit keys hold the models too)
     recorded = rec.get("models") if isinstance(rec, dict) else None
@@ -1120,7 +1120,7 @@ def check_models(cfg: ExperimentConfig, stages: tuple[str, ...] | list[str]) -> 
     """Resolve, before any model loads or anything is written, the teacher (split/score) and every
     ``[[student]]`` (train and later stages): an unknown name, a folder without tokenizer files or an
     unreachable uncached hub id is one :class:`LLSError` line naming the config key."""
-    from empirical import models
+    from empirical.engine import models
 
     todo: list[tuple[str, ModelArgs]] = [("teacher.model", cfg.teacher)]
     if any(s in stages for s in ("train", "correlate", "eval", "report")):
@@ -1135,7 +1135,7 @@ def check_models(cfg: ExperimentConfig, stages: tuple[str, ...] | list[str]) -> 
 def check_placement(m: ModelArgs, section: str) -> None:
     """Refuse, before any work, a ``device`` / ``dtype`` this machine cannot give (one line naming the TOML key
     ``<section>.device`` / ``<section>.dtype``, not a command-line flag)."""
-    from empirical import models
+    from empirical.engine import models
 
     try:
         dev = models.resolve_device(m.device)
@@ -1153,14 +1153,14 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, until: str = "report"
                    parallel: Any = None) -> dict[str, Any]:
     """Run the stages up to ``until`` (inclusive) under ``out``; returns ``{stage: result}``.
 
-    ``parallel`` (:class:`empirical.parallel.Parallel`) runs the independent units of each stage in worker
+    ``parallel`` (:class:`empirical.orchestration.parallel.Parallel`) runs the independent units of each stage in worker
     processes or cluster jobs; the default runs them one after another in this process.
 
     One trait: each result has the single-trait shape of ``results/e2e``. Many traits: ``{"traits": {name:
     result}, "shared": {...}}``. Refuses up front (nothing written) an unwritable ``out``, an ``out`` that is an
     input, a concurrent run on the same ``out`` and finished steps made with other settings (unless ``overwrite``).
     """
-    from empirical.parallel import Parallel, run_units
+    from empirical.orchestration.parallel import Parallel, run_units
     from lls_common.io import OutputLock, atomic_write_json, check_output
 
     if until not in STAGES:
@@ -1179,7 +1179,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, until: str = "report"
     # other settings (a trait or a student added to the config) is replaced without asking
     _check_overwrite(run, [u for s, us in plan.items() if s != "report" for u in us if not u.redraw], overwrite)
     if _finished(run, plan["split"][0]) is None:  # a damaged input fails here, before any model loads
-        from empirical.data import check_pairs
+        from empirical.stages.data import check_pairs
 
         d = cfg.data
         rep = check_pairs(d.path, split=d.split, limit=d.limit, skip_bad=d.skip_bad, config=d.config_name,
@@ -1216,7 +1216,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, until: str = "report"
 def _absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
     """``cfg`` with its local file paths (data, config file, local model folders) made absolute, so that the run
     folder records paths that work from any folder."""
-    from empirical import models
+    from empirical.engine import models
 
     def absolute(p: Any) -> Any:
         return str(Path(p).expanduser().resolve()) if isinstance(p, str) and p and Path(p).expanduser().exists() \
@@ -1281,12 +1281,12 @@ def _compute(run: Run, u: Unit) -> Any:
 
 
 def run_unit(cfg: ExperimentConfig, root: str, stage: str, uid: UnitId, threads: int | None = None) -> Any:
-    """One unit in a worker process (:mod:`empirical.parallel`): rebuild the run, find the unit of ``stage``
+    """One unit in a worker process (:mod:`empirical.orchestration.parallel`): rebuild the run, find the unit of ``stage``
     whose :attr:`Unit.uid` is ``uid`` and compute it under its own lock, exactly as a sequential run does;
     returns its result."""
     import sys
 
-    from empirical.parallel import set_threads
+    from empirical.orchestration.parallel import set_threads
     from lls_common.io import OutputLock
 
     uid = tuple(uid)  # a list after a trip through some serialisers

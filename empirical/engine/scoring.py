@@ -8,7 +8,7 @@ max_batch=16, progress=False) -> (logp, n_tokens)``
     ``completions``: list (same length) of lists of reply strings for that prompt (any number >= 1).
     Returns ragged lists ``logp[i][j]`` (float, sum of log-probs of the scored tokens of reply j of
     prompt i: float32 logits from the model, log-softmax and sum in float64) and ``n_tokens[i][j]`` (int,
-    number of scored tokens). Rendering and the prompt/completion token split follow :mod:`empirical.render`
+    number of scored tokens). Rendering and the prompt/completion token split follow :mod:`empirical.engine.render`
     (TRL's conversational convention; end-of-turn tokens included).
 
 ``score_encoded(model, tok, encs, ...)`` / ``score_encoded_with_stats``: the same on encoded groups.
@@ -22,7 +22,7 @@ max_batch=16, progress=False) -> (logp, n_tokens)``
 full-vocabulary log-softmax at every position, in float64 from the float32 logits). Same signature and
 outputs; tests and the benchmark compare the two.
 
-How the fast scorer works: :mod:`empirical.batching` (the engine shared with the log-prob matrix). The
+How the fast scorer works: :mod:`empirical.engine.batching` (the engine shared with the log-prob matrix). The
 tokens every prompt shares -- the rendered system block and template head -- run once per call and their
 KV cache is shared; each prompt's own context runs once for all its replies (tree attention mask, replies
 never see each other); batches are cut by padded tokens with the replies counted; the LM head runs only
@@ -42,7 +42,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from empirical import render
+from empirical.engine import render
 from lls_common.errors import LLSError
 
 __all__ = [
@@ -88,7 +88,7 @@ def encode_all(
     reference: str = "auto",
 ) -> list[render.Encoded]:
     """Validate and tokenize every (prompt, replies) group; raises ``ValueError`` naming the index.
-    ``reference``: the rendering of the no-system condition (:func:`empirical.render.resolve_reference`)."""
+    ``reference``: the rendering of the no-system condition (:func:`empirical.engine.render.resolve_reference`)."""
     msgs = _check_inputs(prompts, completions)
     limit = context_limit(model)
     out = []
@@ -115,9 +115,9 @@ def score_encoded_with_stats(
     max_batch: int = DEFAULT_MAX_BATCH, progress: Any = False, head_chunk: int | None = None, layout: str = "auto",
     desc: str = "scoring", share_prefix: bool = True,
 ) -> tuple[list[list[float]], Any]:
-    """:func:`score_encoded` plus the engine's :class:`empirical.batching.ScoreStats` (prefix tokens K,
+    """:func:`score_encoded` plus the engine's :class:`empirical.engine.batching.ScoreStats` (prefix tokens K,
     batches, real/padded row tokens, LM-head positions)."""
-    from empirical.batching import score_groups
+    from empirical.engine.batching import score_groups
 
     if batch_tokens < 1 or max_batch < 1:
         raise ValueError("batch_tokens and max_batch must be >= 1")
@@ -137,7 +137,7 @@ def score_encoded(
     ``batch_tokens``: padded row tokens per forward batch, replies included (rows = one prompt with all its
     replies); ``max_batch``: rows per batch; ``progress``: bool (tqdm on a terminal, periodic lines on
     stderr otherwise) or a callable receiving the number of prompts finished after each batch;
-    ``head_chunk``, ``layout``, ``share_prefix``: see :func:`empirical.batching.score_groups`.
+    ``head_chunk``, ``layout``, ``share_prefix``: see :func:`empirical.engine.batching.score_groups`.
     """
     return score_encoded_with_stats(model, tok, encs, batch_tokens=batch_tokens, max_batch=max_batch,
                                     progress=progress, head_chunk=head_chunk, layout=layout,

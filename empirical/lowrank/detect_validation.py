@@ -1,7 +1,7 @@
 """Validation of ``lls detect`` on LLS subsets with a known planted trait (``lls detect-validate``).
 
 Pools: the first 64, 256 and 448 pairs of the HH-RLHF harmless-base test split selected by
-:func:`empirical.lowrank.pair_inputs` (single-turn, prompt 8-64 tokens, responses >= 8 tokens truncated to
+:func:`empirical.lowrank.lowrank.pair_inputs` (single-turn, prompt 8-64 tokens, responses >= 8 tokens truncated to
 20 SmolLM2 tokens, seed 0; each pool is the start of the next). Rows: no system prompt + the paper's 10
 animals. Weights come from the cached pair matrices (``--cache``); a detector whose rows are missing is
 skipped and says so (``--compute`` computes the teacher's missing rows).
@@ -207,7 +207,7 @@ def validate_detector(t_src: np.ndarray, w_src: np.ndarray, w_ref: np.ndarray | 
 
     Returns (target rows, random rows) for :meth:`DetectorRun.from_rows`. Seeds: detection ``seed0 + k`` and
     ``seed0 + 100 + j``, random subsets ``default_rng(seed0)``, expectation ``default_rng(12345)``."""
-    from empirical.detect import common_factor_residuals, detect_trait
+    from empirical.lowrank.detect import common_factor_residuals, detect_trait
     from lls_theory.selection import select_top
 
     ref = w_src if w_ref is None else w_ref
@@ -251,8 +251,8 @@ class DetectValidateConfig:
     seed: int = setting(0, "random seed", cli=False)
 
     def __post_init__(self) -> None:
-        from empirical.detect import MIN_DRAWS
-        from empirical.lowrank import check_model
+        from empirical.lowrank.detect import MIN_DRAWS
+        from empirical.lowrank.lowrank import check_model
 
         check_types(self, "")
         if not Path(self.data).is_file():
@@ -294,7 +294,7 @@ class ValidationResult:
         return "\n".join(self.lines)
 
     def write(self, run: Any) -> None:
-        from empirical.lowrank_figures import plot_detect_validation
+        from empirical.lowrank.lowrank_figures import plot_detect_validation
 
         run.write_json("detect-validation.json", self.record)
         if self.demo is not None:
@@ -309,9 +309,9 @@ class ValidationResult:
 
 def _weights(spec: str, pool: list, systems: list, cfg: DetectValidateConfig, compute: bool = False):
     """Length-normalised LLS weights (K, pool) of ``spec`` from the row cache; ``compute`` fills missing rows."""
-    from empirical.logprob_matrix import compute_matrix, pair_columns
-    from empirical.lowrank import load_model
-    from empirical.pair_check import margin_shifts
+    from empirical.lowrank.logprob_matrix import compute_matrix, pair_columns
+    from empirical.lowrank.lowrank import load_model
+    from empirical.lowrank.pair_check import margin_shifts
 
     res = compute_matrix(None, None, systems, pair_columns(pool), store=cfg.cache, model_name=spec, only_cached=True)
     if not all(res.cached):
@@ -372,8 +372,8 @@ def _header(cfg: DetectValidateConfig) -> dict:
 
 def run_detect_validation(cfg: DetectValidateConfig) -> ValidationResult:
     """Both protocols of the module doc from the cached pool matrices."""
-    from empirical.detect import common_factor_residuals
-    from empirical.lowrank import load_data, load_tokenizer, pair_inputs
+    from empirical.lowrank.detect import common_factor_residuals
+    from empirical.lowrank.lowrank import load_data, load_tokenizer, pair_inputs
     from empirical.systems import ANIMALS, animal_prompt
     from lls_theory.selection import select_top
 

@@ -55,7 +55,7 @@ from lls_common.errors import LLSError
 from lls_common.io import atomic_write_json
 from empirical.config import DataConfig, Filters, ModelArgs, SelectConfig, TraitConfig
 from empirical.config import ScoreConfig as ScoreSettings
-from empirical.data import DataError, LoadReport, PrefPair, check_pairs, iter_json_objects, load_pairs
+from empirical.stages.data import DataError, LoadReport, PrefPair, check_pairs, iter_json_objects, load_pairs
 
 __all__ = ["ScoreJob", "ScoreResult", "score_file", "select_file", "read_scores", "SCORE_FIELDS",
            "BASE_FIELDS", "run_score", "run_select", "score_summary", "SELECT_FILES", "selection", "contrast_weights",
@@ -105,7 +105,7 @@ class ScoreJob:
             data.pop(k)
         score = asdict(self.score)
         score.pop("progress")
-        from empirical import models
+        from empirical.engine import models
 
         model = asdict(self.model)
         if model["model"] not in models.REGISTRY and Path(model["model"]).expanduser().exists():
@@ -148,7 +148,7 @@ def _atomic_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
 def _prepare_chunk(model: Any, tok: Any, pairs: list[PrefPair], cfg: ScoreJob,
                    bad: Callable[[str], None]) -> tuple[list[PrefPair], list[Any], list[Any]]:
     """Truncate and encode (with and without system prompt); pairs that fail are reported via ``bad``."""
-    from empirical import render, scoring
+    from empirical.engine import render, scoring
 
     kept, enc_sys, enc_none = [], [], []
     limit = scoring.context_limit(model)
@@ -177,7 +177,7 @@ def _prepare_chunk(model: Any, tok: Any, pairs: list[PrefPair], cfg: ScoreJob,
 def check_system_prompt_fits(model: Any, tok: Any, system_prompt: str | None, reference: str = "auto") -> None:
     """Refuse (one :class:`LLSError` line, before any pair is scored) a system prompt that alone, rendered with
     an empty user turn, fills the model's context: every pair would fail, and the data is not at fault."""
-    from empirical import render, scoring
+    from empirical.engine import render, scoring
 
     limit = scoring.context_limit(model)
     if system_prompt is None or limit is None:
@@ -215,7 +215,7 @@ def _score_chunk(model: Any, tok: Any, pairs: list[PrefPair], cfg: ScoreJob,
     """Score one chunk: both conditions, only the reference (``system_prompt`` None), or only the system
     prompt with the reference read from ``base`` (the scores of a base-only run on the same pairs).
     ``on_batch(n)``: called after each batch with the number of pairs it finished (one condition)."""
-    from empirical import scoring
+    from empirical.engine import scoring
     from lls_theory.selection import lls_weights
 
     kept, enc_sys, enc_none = _prepare_chunk(model, tok, pairs, cfg, bad)
@@ -403,9 +403,9 @@ def score_file(cfg: ScoreJob, *, model_and_tok: tuple[Any, Any] | None = None,
                stop_after_chunks: int | None = None) -> ScoreResult:
     """Score ``cfg.data`` into ``cfg.out`` (see module doc). ``stop_after_chunks`` (tests) simulates a kill.
 
-    Raises :class:`empirical.data.DataError` on bad input unless ``cfg.data.skip_bad``.
+    Raises :class:`empirical.stages.data.DataError` on bad input unless ``cfg.data.skip_bad``.
     """
-    from empirical import models, render
+    from empirical.engine import models, render
     from lls_common.io import atomic_write_json
 
     d = cfg.data
@@ -434,7 +434,7 @@ def score_file(cfg: ScoreJob, *, model_and_tok: tuple[Any, Any] | None = None,
     mine = [k for k in range(len(chunks)) if k % world == rank and k not in done]
     bar = None
     if cfg.score.progress and rank == 0:  # per batch, with pairs/s; plain lines when stderr is not a terminal
-        from empirical.batching import Progress
+        from empirical.engine.batching import Progress
 
         bar = Progress(total=len(pairs) - sum(len(chunks[k]) for k in done), desc=f"scoring x{world}")
     try:
@@ -462,7 +462,7 @@ def _rank() -> int:
 
 def score_summary(res: ScoreResult) -> dict[str, Any]:
     """The JSON summary of a scoring run (what ``lls score --json`` prints)."""
-    from empirical import threads
+    from empirical.engine import threads
 
     return {"out": str(res.out), "records": res.n_records, "bad": res.n_bad, "scored": res.n_scored,
             "dropped": res.dropped, "first_errors": res.first_errors, "chunks": res.chunks_total,
@@ -510,7 +510,7 @@ def run_score(job: ScoreJob, *, overwrite: bool = False, model_and_tok: tuple[An
 def _model_changed(recorded: Any, current: Any, why: str) -> str:
     """``why``, or -- when the recorded model fingerprint names other content than the current one -- a reason
     naming both fingerprints."""
-    from empirical import models
+    from empirical.engine import models
 
     if models.fingerprint_mismatch(recorded, current or {}):
         return (f"made with a model of {models.short_fingerprint(recorded)}, but the model is now "
@@ -522,11 +522,11 @@ def _model_changed(recorded: Any, current: Any, why: str) -> str:
 def read_scores(path: str | Path, base_only: bool = False) -> list[dict[str, Any]]:
     """Read a scores file; raises DataError naming file and line at the first bad line.
 
-    Every line is checked by :func:`empirical.data.check_score_record` (log-probs in [min, 0], integer token
+    Every line is checked by :func:`empirical.stages.data.check_score_record` (log-probs in [min, 0], integer token
     counts >= 1, duplicate ids refused, ...). ``base_only``: a file of reference scores only (no ``*_sys``
     fields and no weight, :data:`BASE_FIELDS`), checked the same way.
     """
-    from empirical.data import check_score_record, read_score_file
+    from empirical.stages.data import check_score_record, read_score_file
 
     if not base_only:
         return read_score_file(path)

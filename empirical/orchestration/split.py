@@ -1,6 +1,6 @@
 """``lls split``: one pair file -> two disjoint pair files (held-out and pool) with a recorded seed.
 
-The split rule is :func:`empirical.experiment.split_pairs` (the ``split`` stage of ``lls experiment``): the same
+The split rule is :func:`empirical.orchestration.experiment.split_pairs` (the ``split`` stage of ``lls experiment``): the same
 data settings, filters and seed give the same two files here and in an experiment's ``data/`` folder. The
 pool (``pool.jsonl``) is what ``lls score`` / ``lls build`` select from and ``lls train`` trains on; the
 held-out file (``heldout.jsonl``) is what ``lls correlate`` measures on, so that no held-out pair was ever
@@ -54,11 +54,12 @@ def needs_tokenizer(d: DataConfig, filters: Filters) -> bool:
 def run_split(d: DataConfig, filters: Filters, out_dir: str | Path, seed: int = 0, *,
               model: ModelArgs | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Split ``d.path`` into ``out_dir/heldout.jsonl`` (``d.heldout`` pairs) and ``out_dir/pool.jsonl`` (the
-    rest, or ``d.pool`` of it) by :func:`empirical.experiment.split_pairs`; ``out_dir/split.json`` records what
+    rest, or ``d.pool`` of it) by :func:`empirical.orchestration.experiment.split_pairs`; ``out_dir/split.json`` records what
     produced them. Returns that record. Everything the user can get wrong (output place, data file, missing
     ``model`` for truncation, sizes) is refused in one :class:`LLSError` line before any file is written."""
-    from empirical import data, models
-    from empirical.experiment import check_split_sizes, split_pairs
+    from empirical.engine import models
+    from empirical.stages import data
+    from empirical.orchestration.experiment import check_split_sizes, split_pairs
     from lls_common.io import OutputLock, atomic_write_json, atomic_write_jsonl, check_output, key_diff
     from lls_common.validate import check_seed
 

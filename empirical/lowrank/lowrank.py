@@ -3,21 +3,21 @@
 
 Each command is ``settings -> run_<command>(settings) -> result``; the result is a typed record with
 ``to_json()`` (the file the command writes), ``summary()`` (its ``--json`` line) and ``text()`` (its
-human-readable lines), and ``write(run)`` writes the JSON and the figures (:mod:`empirical.lowrank_figures`).
+human-readable lines), and ``write(run)`` writes the JSON and the figures (:mod:`empirical.lowrank.lowrank_figures`).
 
 Settings are validated when they are built (``__post_init__``), before any data or model is touched: model
 specs are installed / exist, windows and ranks are in range, ``gamma`` in (0, 1), ``n_draws`` >= 100, input
-files exist. Data, tokenizers and models are loaded through :mod:`empirical.data` and
-:func:`empirical.models.load` (one model-spec resolution, pad token set).
+files exist. Data, tokenizers and models are loaded through :mod:`empirical.stages.data` and
+:func:`empirical.engine.models.load` (one model-spec resolution, pad token set).
 
 Inputs:
 
 * *library matrices* (spectrum, angles, pair-check's subspace overlap): rows = the empty prompt + a seeded,
   category-stratified sample of the system-prompt library (:func:`empirical.systems.select_systems`),
   columns = one random response per single-turn prompt within token bounds
-  (:func:`empirical.logprob_matrix.select_columns`, the first model's tokenizer);
+  (:func:`empirical.lowrank.logprob_matrix.select_columns`, the first model's tokenizer);
 * *pair matrices* (pair-check, detect): rows = no system prompt + the given prompts, columns = (chosen,
-  rejected) of each pair (:func:`empirical.logprob_matrix.pair_columns`), responses truncated to
+  rejected) of each pair (:func:`empirical.lowrank.logprob_matrix.pair_columns`), responses truncated to
   ``truncate`` teacher tokens (paper: 20).
 
 Every matrix goes through the shared row cache (``cache``, default ``OUT/cache``): killed runs resume and
@@ -76,8 +76,8 @@ def _check_window(value: Any, name: str, S: int | None, P: int | None) -> tuple[
 def check_model(spec: str, name: str) -> str:
     """Refuse, before any work, a model spec that cannot load: an uninstalled registry model (with the install
     command), a missing ``.gguf`` file, a folder without ``config.json``, or a spec that is neither a registry
-    name, a path nor a hub id (:func:`empirical.models.resolve_source`, the one spec resolution)."""
-    from empirical import models
+    name, a path nor a hub id (:func:`empirical.engine.models.resolve_source`, the one spec resolution)."""
+    from empirical.engine import models
 
     if not isinstance(spec, str) or not spec.strip():
         raise LLSError(f"{name} must name a model")
@@ -258,7 +258,7 @@ class DetectConfig(MatrixSettings):
     alpha: float = setting(0.05, "family-wise level of the Holm correction")
 
     def validate(self) -> None:
-        from empirical.detect import MIN_DRAWS
+        from empirical.lowrank.detect import MIN_DRAWS
 
         super().validate()
         check_model(self.model, "model")
@@ -277,11 +277,11 @@ MODEL_FIELDS = ("model", "teacher", "student", "other")
 
 
 def check_model_specs(cfg: Any) -> None:
-    """Resolve every model the settings name with :func:`empirical.models.check_spec` before any data or model
+    """Resolve every model the settings name with :func:`empirical.engine.models.check_spec` before any data or model
     work: an uncached hub id with the hub offline or unreachable is one line after one 3 s connect (not
     a minute of download retries when the tokenizer loads), and the hub's "no such repository" is one
     line too. Registry names and local paths were checked by the settings already; they are skipped."""
-    from empirical import models
+    from empirical.engine import models
 
     for name in MODEL_FIELDS:
         value = getattr(cfg, name, None)
@@ -299,8 +299,8 @@ def model_slug(spec: str) -> str:
 
 
 def load_data(path: str, skip_bad: bool, name: str = "data") -> list[Any]:
-    """Preference pairs from ``path`` through :func:`empirical.data.load_pairs` (LLSError on bad input)."""
-    from empirical import data
+    """Preference pairs from ``path`` through :func:`empirical.stages.data.load_pairs` (LLSError on bad input)."""
+    from empirical.stages import data
 
     if not Path(path).exists():
         raise LLSError(f"{name} {path}: file not found")
@@ -314,8 +314,8 @@ def load_data(path: str, skip_bad: bool, name: str = "data") -> list[Any]:
 
 
 def load_model(spec: str, dtype: str) -> tuple[Any, Any]:
-    """``(model, tokenizer)`` through :func:`empirical.models.load` (LLSError naming the spec on failure)."""
-    from empirical import models
+    """``(model, tokenizer)`` through :func:`empirical.engine.models.load` (LLSError naming the spec on failure)."""
+    from empirical.engine import models
 
     try:
         return models.load(spec, dtype=dtype)
@@ -324,8 +324,8 @@ def load_model(spec: str, dtype: str) -> tuple[Any, Any]:
 
 
 def load_tokenizer(spec: str) -> Any:
-    """The tokenizer of ``spec`` (:func:`empirical.models.load_tokenizer`: same resolution, pad token set)."""
-    from empirical import models
+    """The tokenizer of ``spec`` (:func:`empirical.engine.models.load_tokenizer`: same resolution, pad token set)."""
+    from empirical.engine import models
 
     try:
         return models.load_tokenizer(spec)
@@ -336,7 +336,7 @@ def load_tokenizer(spec: str) -> Any:
 @dataclass
 class MatrixInputs:
     systems: list[Any]  # empirical.systems.SystemPrompt
-    columns: list[Any]  # empirical.logprob_matrix.Column
+    columns: list[Any]  # empirical.lowrank.logprob_matrix.Column
 
 
 def library_inputs(pairs: list[Any], tok: Any, *, n_systems: int | None, n_pairs: int, systems_file: str | None,
@@ -344,7 +344,7 @@ def library_inputs(pairs: list[Any], tok: Any, *, n_systems: int | None, n_pairs
                    ) -> MatrixInputs:
     """Rows: the empty prompt + a seeded, category-stratified sample of the library; columns: one random
     response per single-turn prompt within the token bounds (``tok`` = the first model's tokenizer)."""
-    from empirical.logprob_matrix import select_columns
+    from empirical.lowrank.logprob_matrix import select_columns
     from empirical.systems import load_systems, select_systems
 
     try:
@@ -360,7 +360,7 @@ def pair_inputs(pairs: list[Any], tok: Any, *, n_pairs: int | None, seed: int, t
                 prompt_tokens=(8, 64), min_response_tokens: int = 8) -> list[Any]:
     """Preference pairs for margin shifts (pair-check, detect): single-turn, prompt within bounds, both raw
     responses >= ``min_response_tokens``, responses truncated to ``truncate`` teacher tokens (paper: 20)."""
-    from empirical.logprob_matrix import select_pairs
+    from empirical.lowrank.logprob_matrix import select_pairs
 
     try:
         return select_pairs(pairs, tok, n_pairs, prompt_tokens=tuple(prompt_tokens),
@@ -371,7 +371,7 @@ def pair_inputs(pairs: list[Any], tok: Any, *, n_pairs: int | None, seed: int, t
 
 def _matrix(spec: str, cfg: MatrixSettings, systems: list, columns: list, model_tok=None):
     """X of one model through the shared row cache (computes nothing with ``cached_only``)."""
-    from empirical.logprob_matrix import compute_matrix
+    from empirical.lowrank.logprob_matrix import compute_matrix
 
     model, tok = (None, None) if cfg.cached_only else (model_tok or load_model(spec, cfg.dtype))
     try:
@@ -388,7 +388,7 @@ def _model_or_tokenizer(spec: str, cfg: MatrixSettings) -> tuple[Any, Any]:
 
 def _keep_rows(inp: MatrixInputs, results: list) -> tuple[MatrixInputs, list]:
     """``cached_only``: keep the rows that every matrix has in the cache (in order)."""
-    from empirical.logprob_matrix import MatrixResult
+    from empirical.lowrank.logprob_matrix import MatrixResult
 
     keep = [i for i in range(len(inp.systems)) if all(r.cached[i] for r in results)]
     if len(keep) < 4:
@@ -436,7 +436,7 @@ class SpectrumResult:
                 f"{r['rank_window']} (R² {r['r2']:.3f}); column-centred {c['slope']:.3f}; paper ≈ −0.6")
 
     def write(self, run: Any, figure: bool = True) -> None:
-        from empirical.lowrank_figures import plot_spectra
+        from empirical.lowrank.lowrank_figures import plot_spectra
 
         run.write_json(f"matrix-{self.slug}.json", self.matrix)
         run.write_json(f"spectrum-{self.slug}.json", self.to_json())
@@ -454,7 +454,7 @@ def _column_record(column: Any) -> dict[str, str]:
 
 
 def _spectrum_result(spec: str, inp: MatrixInputs, res: Any, window) -> SpectrumResult:
-    from empirical.logprob_matrix import spectrum_fit
+    from empirical.lowrank.logprob_matrix import spectrum_fit
 
     try:
         raw, cen = spectrum_fit(res.X, window), spectrum_fit(res.X, window, center=True)
@@ -515,7 +515,7 @@ class AnglesResult:
                 f"column-centred {c['mean_cos']:.3f} vs {c['mean_baseline']:.3f}")
 
     def write(self, run: Any) -> None:
-        from empirical.lowrank_figures import plot_angles, plot_spectra
+        from empirical.lowrank.lowrank_figures import plot_angles, plot_spectra
 
         for f in self.fits:
             f.write(run, figure=False)
@@ -525,8 +525,8 @@ class AnglesResult:
 
 
 def angles_for(XA: np.ndarray, XB: np.ndarray, ranks: list[int], seed: int) -> dict:
-    """:func:`empirical.pair_check.subspace_overlap` of ``XA``, ``XB`` at each rank, raw and column-centred."""
-    from empirical.pair_check import subspace_overlap
+    """:func:`empirical.lowrank.pair_check.subspace_overlap` of ``XA``, ``XB`` at each rank, raw and column-centred."""
+    from empirical.lowrank.pair_check import subspace_overlap
 
     return {("column_centred" if center else "raw"): {str(r): subspace_overlap(XA, XB, r, seed=seed, center=center)
                                                        for r in ranks} for center in (False, True)}
@@ -633,7 +633,7 @@ class PairCheckResult:
         return "\n".join(lines)
 
     def write(self, run: Any) -> None:
-        from empirical.lowrank_figures import plot_pair_check
+        from empirical.lowrank.lowrank_figures import plot_pair_check
 
         run.write_json("pair-check.json", self.to_json())
         plot_pair_check(self.to_json(), run.root)
@@ -641,8 +641,8 @@ class PairCheckResult:
 
 def _pair_check_matrices(cfg: PairCheckConfig, systems: list[str], pairs: list) -> tuple[list, dict, dict, Any]:
     """Held-out pairs (teacher's tokenizer), each model's margin shifts and (optionally) library matrices."""
-    from empirical.logprob_matrix import pair_columns
-    from empirical.pair_check import margin_shifts
+    from empirical.lowrank.logprob_matrix import pair_columns
+    from empirical.lowrank.pair_check import margin_shifts
 
     lib_inp, shifts, lib_res = None, {}, []
     tok = load_tokenizer(cfg.teacher)  # the teacher's tokenizer selects and truncates, before any weights load
@@ -671,9 +671,9 @@ def _pair_check_matrices(cfg: PairCheckConfig, systems: list[str], pairs: list) 
 
 
 def run_pair_check(cfg: PairCheckConfig) -> PairCheckResult:
-    """Teacher vs student margin shifts on held-out pairs (:func:`empirical.pair_check.pair_check`), the subspace
+    """Teacher vs student margin shifts on held-out pairs (:func:`empirical.lowrank.pair_check.pair_check`), the subspace
     overlap of their library matrices and the Fig. 19 projection."""
-    from empirical.pair_check import margin_projection, pair_check, subspace_overlap
+    from empirical.lowrank.pair_check import margin_projection, pair_check, subspace_overlap
 
     systems = cfg.system_prompt_list()
     pairs = load_data(cfg.data, cfg.skip_bad)
@@ -683,7 +683,7 @@ def run_pair_check(cfg: PairCheckConfig) -> PairCheckResult:
         chk = pair_check(T, S, systems, gamma=cfg.gamma, seed=cfg.seed)
     except ValueError as exc:
         raise LLSError(str(exc)) from None
-    from empirical.pair_check import same_model_warning
+    from empirical.lowrank.pair_check import same_model_warning
 
     same = same_model_warning(cfg.teacher, cfg.student)
     chk.warnings = ([same] if same else []) + chk.warnings
@@ -695,7 +695,7 @@ def run_pair_check(cfg: PairCheckConfig) -> PairCheckResult:
                "column_centred": subspace_overlap(A, B, r, seed=cfg.seed, center=True), "shape": list(A.shape)}
     vecs = np.concatenate([T.rho, S.rho])
     proj = margin_projection(vecs) if vecs.shape[0] >= 2 else None
-    from empirical import models
+    from empirical.engine import models
 
     where = {"device": str(models.resolve_device("auto")), "dtype": cfg.dtype}  # low-rank commands: auto device
     return PairCheckResult(cfg.teacher, cfg.student, len(sel), cfg.truncate, cfg.gamma, chk.rows, sub, T.rho, S.rho,
@@ -705,7 +705,7 @@ def run_pair_check(cfg: PairCheckConfig) -> PairCheckResult:
 # ------------------------------------------------------------------------------------------------ detect
 @dataclass
 class DetectResult:
-    """detect.json: both statistics per candidate (``empirical.detect``), the verdict lines and warnings."""
+    """detect.json: both statistics per candidate (``empirical.lowrank.detect``), the verdict lines and warnings."""
 
     model: str
     data: str
@@ -713,7 +713,7 @@ class DetectResult:
     n_suspect: int
     n_reference: int
     n_suspect_outside_reference: int
-    detection: Any  # empirical.detect.Detection
+    detection: Any  # empirical.lowrank.detect.Detection
     names: list[str]
     candidate_projection: np.ndarray | None
 
@@ -724,7 +724,7 @@ class DetectResult:
     @classmethod
     def from_json(cls, d: dict) -> "DetectResult":
         """A detect.json record (files written before ``warnings`` existed read as no warnings)."""
-        from empirical.detect import Detection
+        from empirical.lowrank.detect import Detection
 
         det = Detection(d["table"], d["n_suspect"], d["n_reference"], d["n_draws"], d["alpha"], d.get("warnings", []))
         proj = d.get("candidate_projection")
@@ -782,7 +782,7 @@ class DetectResult:
                 f"{d.top_raw[:70]}")
 
     def write(self, run: Any) -> None:
-        from empirical.lowrank_figures import plot_detect
+        from empirical.lowrank.lowrank_figures import plot_detect
 
         run.write_json("detect.json", self.to_json())
         plot_detect(self.to_json(), self.names, run.path("detect.png"))
@@ -795,7 +795,7 @@ def _pair_key(p: Any) -> tuple:
 def _suspect_columns(suspect: list, ref: list) -> tuple[list, np.ndarray, int]:
     """Reference pairs + the suspect pairs not in the reference (text-identical pairs reuse the reference
     columns); returns (all pairs, the suspect's indices into them, how many suspect pairs were added)."""
-    from empirical import data
+    from empirical.stages import data
 
     ref_index = {_pair_key(p): i for i, p in enumerate(ref)}
     ids = {p.id for p in ref}
@@ -807,11 +807,11 @@ def _suspect_columns(suspect: list, ref: list) -> tuple[list, np.ndarray, int]:
 
 
 def run_detect(cfg: DetectConfig) -> DetectResult:
-    """Inverse LLS (:func:`empirical.detect.detect_trait`) of the suspect data against random subsets of the
+    """Inverse LLS (:func:`empirical.lowrank.detect.detect_trait`) of the suspect data against random subsets of the
     reference, with the detector's weights for each candidate."""
-    from empirical.detect import detect_trait
-    from empirical.logprob_matrix import pair_columns
-    from empirical.pair_check import margin_projection, margin_shifts
+    from empirical.lowrank.detect import detect_trait
+    from empirical.lowrank.logprob_matrix import pair_columns
+    from empirical.lowrank.pair_check import margin_projection, margin_shifts
     from empirical.systems import load_systems
 
     try:

@@ -1,6 +1,6 @@
 """Units of ``lls experiment`` in parallel: worker processes on one machine, one unit per GPU, or cluster jobs.
 
-An experiment is a graph of resumable units (:class:`empirical.experiment.Unit`): every stage needs the one
+An experiment is a graph of resumable units (:class:`empirical.orchestration.experiment.Unit`): every stage needs the one
 before it (split → score → select → train → correlate → eval → report), and within a stage a unit's ``wave``
 orders the few that build on another (a trait's scores reuse the reference scores of wave 0). Units of one
 stage and wave are independent — trainings of different traits, students and seeds above all — so
@@ -13,7 +13,7 @@ stage and wave are independent — trainings of different traits, students and s
   one job per unit through `submitit <https://github.com/facebookincubator/submitit>`_, which handles
   submission, logs and results; ``slurm`` options go to ``executor.update_parameters``.
 
-A worker (:func:`empirical.experiment.run_unit`) rebuilds the run from the (picklable) config and finds its unit
+A worker (:func:`empirical.orchestration.experiment.run_unit`) rebuilds the run from the (picklable) config and finds its unit
 by stage and identity (``unit.uid``: trait, student, step), so the unit runs exactly the code a sequential run
 does, under its own lock (``<marker>.lock``): two workers, or two users' commands, never write one unit. The
 result folder is the same as a sequential run's. This module imports nothing of the experiment: the experiment
