@@ -203,3 +203,20 @@ def test_traits_selected_in_two_forms_are_tested_apart_with_the_others_as_contro
     assert "### By selection form" in text and "football, french, evil" in text
     # one form only: no per-form section
     assert "by_selection" not in run_specificity(_run(tmp_path / "one"), n_perm=99, n_boot=50)
+
+
+def test_cli_summary_gives_each_selection_form(tmp_path, capsys):
+    animals, controls = ["owl", "dog", "cat"], ["football", "french"]
+    root = _run(tmp_path / "run", traits=tuple(animals + controls), specific=0.5)
+    cfg = json.loads((root / "config.json").read_text())
+    cfg["select"] = {"contrast": "others"}
+    for t in cfg["traits"]:
+        t["contrast"] = "none" if t["name"] in controls else None
+    (root / "config.json").write_text(json.dumps(cfg))
+    assert main(["specificity", "--run", str(root), "--json", "--n-boot", "100"]) == 0
+    out = json.loads(capsys.readouterr().out)["by_selection"]
+    spec = json.loads((root / "specificity.json").read_text())["by_selection"]
+    assert set(out) == {"others", "none"}
+    v, ref = out["others"]["students"]["same"], spec["others"]["students"]["same"]
+    assert v["control_traits"] == controls and v["control_level"] == ref["controls"]["control_level"]
+    assert v["half_rule"] == ref["controls"]["half_rule"] and v["centred_p"] == ref["test"]["centred"]["permutation"]["p"]

@@ -513,13 +513,16 @@ def write_many_trait_report(root: str | Path) -> dict[str, Any]:
     atomic_write_json(root / "table1.json", {"table1": tab, "fig19": f19})
     teacher = config.get("teacher", {})
     teacher = teacher.get("model") if isinstance(teacher, dict) else teacher
+    n_random = int((config.get("select") or {}).get("random_controls") or 1)
     L = [f"# LLS experiment `{config.get('name', root.name)}`: {len(run.traits)} traits × {len(run.students)} "
          "students", "",
          f"Teacher `{teacher}`; students " + ", ".join(f"`{s}`" for s in run.students) + "; traits "
          + ", ".join(f"[{t}](traits/{t}/report.md)" for t in run.traits) + ".", "",
          "## Table 1", "",
          "Cell: held-out Pearson r of the reference with z_M for the LLS-trained student [95% bootstrap CI], the "
-         "random-subset control student (one random subset serves every trait), the paired LLS − random "
+         "random-subset control student (" + ("one random subset serves" if n_random <= 1 else
+                                              f"the same {n_random} random subsets, each its own student, serve")
+         + " every trait), the paired LLS − random "
          "difference [95% CI], and the paper's value (OLMo2-1B-Instruct student; no CI reported). Reference r = "
          "z_T (the teacher's shift) for a student other than the teacher, z_s (= z_T) for the teacher's own model.",
          ""]

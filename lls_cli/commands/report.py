@@ -94,6 +94,24 @@ def specificity_summary(spec: dict) -> dict:
     return out
 
 
+def by_selection_summary(groups: dict) -> dict:
+    """Per selection form and student: the K×K test's headline numbers and the control comparison."""
+    out = {}
+    for form, g in groups.items():
+        out[form] = {"traits": g["traits"], "students": {}}
+        for s, st in g["students"].items():
+            t, c = st["test"], st["controls"]
+            out[form]["students"][s] = {
+                "centred_diagonal": t["centred"]["diagonal"], "centred_off_diagonal": t["centred"]["off_diagonal"],
+                "centred_p": t["centred"]["permutation"]["p"], "kappa": t["gain"]["kappa"],
+                "kappa_ci": t["gain"]["kappa_ci"], "beta_common": t["gain"]["beta_common"],
+                "beta_specific": t["gain"]["beta_specific"], "beta_specific_ci": t["gain"]["beta_specific_ci"],
+                "control_traits": c["traits"], "target_level": c["target_level"],
+                "control_level": c["control_level"], "half_rule": c["half_rule"],
+                "control_minus_half_ci": c["ci"]}
+    return out
+
+
 def _run_specificity(args: argparse.Namespace) -> int:
     from empirical.config import SpecificityConfig
     from empirical.report.specificity import write_specificity
@@ -110,6 +128,8 @@ def _run_specificity(args: argparse.Namespace) -> int:
                                                                   ("available", "mean_offdiag_overlap", "common_to_all",
                                                                    "union")},
                "files": spec["files"]}
+    if spec.get("by_selection"):
+        summary["by_selection"] = by_selection_summary(spec["by_selection"])
     L = [f"trait specificity of {args.run} ({len(spec['traits'])} traits; written to {out}/specificity.json)",
          f"{'student':<10} {'r':<4} {'raw diag/off':>14} {'raw p':>7} {'centred diag/off':>17} {'cen. p':>7} "
          f"{'centred gap [95% CI]':>24} {'MDE':>6} {'kappa [95% CI]':>22} {'N_eff':>8}  positive control"]
