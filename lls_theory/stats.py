@@ -269,9 +269,15 @@ def _seed_pair_resamples(fn, x: np.ndarray, ys: np.ndarray, n_boot: int, seed: i
                      for y in ys])
 
 
-def _seed_draws(n_seeds: int, n_boot: int, seed: int) -> np.ndarray:
-    """(n_boot, S) seed indices drawn with replacement (a generator separate from the pairs' draws)."""
-    return np.random.default_rng([seed, 1]).integers(0, n_seeds, size=(n_boot, n_seeds))
+def _seed_means(m: np.ndarray, entropy: list[int]) -> np.ndarray:
+    """Second bootstrap stage: for each pair resample b (columns of ``m``, shape (S, B)), the mean of ``m`` over S
+    seeds drawn with replacement by ``default_rng(entropy)`` (a generator separate from the pairs' draws);
+    ``m[0]`` when S = 1. Shape (B,)."""
+    n_seeds, n_boot = m.shape
+    if n_seeds == 1:
+        return m[0]
+    draws = np.random.default_rng(entropy).integers(0, n_seeds, size=(n_boot, n_seeds))
+    return m[draws, np.arange(n_boot)[:, None]].mean(axis=1)
 
 
 def _seed_rows(x, ys, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -297,12 +303,7 @@ def seeded_correlation(stat, x, ys, n_boot: int = 2000, level: float = 0.95, see
         raise ValueError(f"level must be in (0, 1), got {level}")
     fn = _stat_fn(stat)
     per = fn(np.broadcast_to(x, ys.shape), ys)
-    m = _seed_pair_resamples(fn, x, ys, n_boot, seed, chunk)  # (S, B)
-    if ys.shape[0] > 1:
-        draws = _seed_draws(ys.shape[0], n_boot, seed)
-        v = m[draws, np.arange(n_boot)[:, None]].mean(axis=1)
-    else:
-        v = m[0]
+    v = _seed_means(_seed_pair_resamples(fn, x, ys, n_boot, seed, chunk), [seed, 1])
     return {"mean": float(np.mean(per)), "per_seed": [float(p) for p in per],
             "sd": float(np.std(per, ddof=1)) if per.size > 1 else None,
             "ci": list(_percentile_interval(v[np.isfinite(v)], level)), "n_seeds": int(ys.shape[0]),
@@ -321,14 +322,8 @@ def seeded_difference(stat, x, ys1, ys2, n_boot: int = 2000, level: float = 0.95
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     fn = _stat_fn(stat)
-    means = []
-    for k, ys in enumerate((ys1, ys2)):
-        m = _seed_pair_resamples(fn, x, ys, n_boot, seed, chunk)
-        if ys.shape[0] > 1:
-            draws = np.random.default_rng([seed, 1, k]).integers(0, ys.shape[0], size=(n_boot, ys.shape[0]))
-            means.append(m[draws, np.arange(n_boot)[:, None]].mean(axis=1))
-        else:
-            means.append(m[0])
+    means = [_seed_means(_seed_pair_resamples(fn, x, ys, n_boot, seed, chunk), [seed, 1, k])
+             for k, ys in enumerate((ys1, ys2))]
     d = float(np.mean(fn(np.broadcast_to(x, ys1.shape), ys1)) - np.mean(fn(np.broadcast_to(x, ys2.shape), ys2)))
     v = means[0] - means[1]
     v = v[np.isfinite(v)]

@@ -43,7 +43,7 @@ import math
 import re
 import shutil
 import tomllib
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -694,34 +694,31 @@ def random_rng(seed: int, k: int) -> Any:
     return np.random.default_rng(seed if k == 0 else [seed, k])
 
 
-def _shared_random(run: Run, k: int = 0) -> dict[str, Any]:
-    """Random control ``k``: a random subset of the scored pool (reference scores file order); a many-trait
-    run's controls serve every trait's random arms."""
+def _write_random(run: Run, k: int, scores: Path, size: Callable[[int], int]) -> dict[str, Any]:
+    """Random control ``k``: ``size(n_pool)`` pairs of ``scores`` (reference scores file order) drawn with
+    :func:`random_rng`, written to :meth:`Run.random_pairs` in the TRL format."""
     from empirical.stages.build import _trl, read_scores
     from lls_common.io import atomic_write_jsonl
 
-    recs = read_scores(run.root / "score" / "pool-base.jsonl", base_only=True)
-    size = random_size(run.cfg, len(recs))
-    idx = sorted(int(i) for i in random_rng(run.cfg.seed, k).choice(len(recs), size=size, replace=False))
+    recs = read_scores(scores, base_only=True)
+    n = size(len(recs))
+    idx = sorted(int(i) for i in random_rng(run.cfg.seed, k).choice(len(recs), size=n, replace=False))
     out = run.random_pairs(k)
     atomic_write_jsonl(out, [_trl(dict(recs[i], weight=0.0)) for i in idx])
-    return {"n_pool_scored": len(recs), "n_random": size, "seed": run.cfg.seed, "file": _rel(out, run.root)} | (
+    return {"n_pool_scored": len(recs), "n_random": n, "seed": run.cfg.seed, "file": _rel(out, run.root)} | (
         {"control": k} if k else {})
+
+
+def _shared_random(run: Run, k: int = 0) -> dict[str, Any]:
+    """Random control ``k`` of a many-trait run (serves every trait's random arms): ``random_size`` pairs."""
+    return _write_random(run, k, run.root / "score" / "pool-base.jsonl", lambda n: random_size(run.cfg, n))
 
 
 def _single_random(run: Run, k: int) -> dict[str, Any]:
     """Random control ``k >= 1`` of a single-trait run: as many pool pairs as its LLS subset holds."""
-    from empirical.stages.build import _trl, read_scores
-    from lls_common.io import atomic_write_jsonl
-
-    tr = run.cfg.traits[0]
-    recs = read_scores(run.tdir(tr) / "score" / "pool.jsonl", base_only=True)
-    size = sum(1 for line in (run.tdir(tr) / "select" / "lls.jsonl").read_text().splitlines() if line.strip())
-    idx = sorted(int(i) for i in random_rng(run.cfg.seed, k).choice(len(recs), size=size, replace=False))
-    out = run.random_pairs(k)
-    atomic_write_jsonl(out, [_trl(dict(recs[i], weight=0.0)) for i in idx])
-    return {"n_pool_scored": len(recs), "n_random": size, "seed": run.cfg.seed, "control": k,
-            "file": _rel(out, run.root)}
+    sel = run.tdir(run.cfg.traits[0])
+    size = sum(1 for line in (sel / "select" / "lls.jsonl").read_text().splitlines() if line.strip())
+    return _write_random(run, k, sel / "score" / "pool.jsonl", lambda n: size)
 
 
 def units_select(run: Run) -> list[Unit]:
@@ -1021,9 +1018,10 @@ def _check_overwrite(run: Run, units: list[Unit], overwrite: bool) -> None:
         _clear(u)
 
 
-def _clear(u: Unit) -> None:
-    """Remove what a step left (its outputs and caches) and its marker, before it is computed again."""
-    for p in u.clear:
+def _clear(u: Unit, paths: tuple[Path, ...] | None = None) -> None:
+    """Remove ``paths`` (default: what the step left, its outputs and caches, ``u.clear``) and its marker, before
+    it is computed again."""
+    for p in u.clear if paths is None else paths:
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
     u.marker.unlink(missing_ok=True)
 
@@ -1271,9 +1269,7 @@ def _compute(run: Run, u: Unit) -> Any:
     if u.stage != "report" and rec is not None and same_key(rec["key"], u.key) \
             and all(o.exists() for o in u.outputs):  # finished, but an input or output changed since
         run.log(f"{u.stage} {u.label}: its inputs or outputs changed since it finished; computing it again")
-        for p in u.outputs:  # its caches stay: they are keyed by content, so what still holds is reused
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-        u.marker.unlink(missing_ok=True)
+        _clear(u, u.outputs)  # its caches stay: they are keyed by content, so what still holds is reused
     result = json_key(u.compute())
     atomic_write_json(u.marker, {"key": u.key, "result": result, "inputs": outputs_fingerprint(run.root, u.inputs),
                                  "outputs": outputs_fingerprint(run.root, u.outputs)})
